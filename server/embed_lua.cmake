@@ -1,0 +1,12 @@
+# Writes OUT: one `const char baton_lua_<name>[]` per script in SCRIPTS.
+separate_arguments(SCRIPTS)
+set(body "/* Generated from server/lua/*.lua by embed_lua.cmake; do not edit. */\n")
+foreach(f ${SCRIPTS})
+  get_filename_component(name ${f} NAME_WE)
+  file(READ ${f} text)
+  string(REPLACE "\\" "\\\\" text "${text}")
+  string(REPLACE "\"" "\\\"" text "${text}")
+  string(REPLACE "\n" "\\n\"\n\"" text "${text}")
+  string(APPEND body "const char baton_lua_${name}[] =\n\"${text}\";\n")
+endforeach()
+file(WRITE ${OUT} "${body}")

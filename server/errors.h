@@ -1,0 +1,43 @@
+#ifndef BATON_ERRORS_H
+#define BATON_ERRORS_H
+
+/*
+ * Internal error codes shared by every server module. Functions return 0 or
+ * one of these negative values; the transport maps them to gRPC status codes
+ * in exactly one place (transport.c: status_of()).
+ */
+enum baton_err {
+    BATON_OK = 0,
+    BATON_E_INVALID = -1,     /* INVALID_ARGUMENT: a request field is malformed or out of bounds */
+    BATON_E_NOT_HOLDER = -2,  /* FAILED_PRECONDITION: the token does not hold the key (Renew/Release) */
+    BATON_E_BUSY = -3,        /* ABORTED: not acquired within wait_ms; message names the holder */
+    BATON_E_UNAVAILABLE = -4, /* UNAVAILABLE: Redis unreachable, or the server is shutting down */
+    BATON_E_LOST = -5,        /* ABORTED: a stream-held lock was lost (expired or removed in Redis) */
+    BATON_E_INTERNAL = -6,    /* INTERNAL: unexpected Redis reply, script error */
+    BATON_E_NOMEM = -7,       /* RESOURCE_EXHAUSTED: out of memory or a per-server limit */
+    BATON_E_NOT_FOUND = -8,   /* NOT_FOUND */
+};
+
+/* Static, human-readable name of an error code ("BATON_E_BUSY"). */
+static inline const char *baton_err_name(int err)
+{
+    switch (err) {
+    case BATON_OK: return "OK";
+    case BATON_E_INVALID: return "INVALID";
+    case BATON_E_NOT_HOLDER: return "NOT_HOLDER";
+    case BATON_E_BUSY: return "BUSY";
+    case BATON_E_UNAVAILABLE: return "UNAVAILABLE";
+    case BATON_E_LOST: return "LOST";
+    case BATON_E_INTERNAL: return "INTERNAL";
+    case BATON_E_NOMEM: return "NOMEM";
+    case BATON_E_NOT_FOUND: return "NOT_FOUND";
+    default: return "UNKNOWN";
+    }
+}
+
+/* Limits that validation enforces and that fixed-size buffers rely on. */
+#define BATON_KEY_MAX 256    /* bytes of a key, a pool name or a watch prefix */
+#define BATON_OWNER_MAX 256  /* bytes of an owner string (valid UTF-8) */
+#define BATON_TOKEN_LEN 32   /* tokens are 32 lowercase hex characters (128 random bits) */
+
+#endif

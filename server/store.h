@@ -1,0 +1,215 @@
+#ifndef BATON_STORE_H
+#define BATON_STORE_H
+
+/*
+ * The store: the only code that speaks Redis.
+ *
+ * Every state change is one Lua script executed atomically in Redis; the
+ * store turns replies into the plain structs below. The engine talks to a
+ * store only through `baton_store.ops`, so unit tests can plug in a fake
+ * (tests/engine/fake_store.c) that keeps the same semantics in memory.
+ *
+ * Calling convention for every op:
+ *   - returns 0: the op was sent; `cb` is called exactly once, later, on the
+ *     loop thread, never from inside the op call itself;
+ *   - returns a negative baton_err (BATON_E_UNAVAILABLE while Redis is down):
+ *     nothing was sent and `cb` is never called.
+ *   A callback's `err` is BATON_OK (result valid), BATON_E_NOT_HOLDER (renew,
+ *   release, force_release: result names the real holder), BATON_E_UNAVAILABLE
+ *   (connection lost or command timed out: the outcome is UNKNOWN, the script
+ *   may or may not have run) or BATON_E_INTERNAL. `msg` is NULL on success.
+ *   Pointers inside results are valid only during the callback.
+ *   `cb` may be NULL for fire-and-forget ops.
+ *
+ * Redis layout (P = configured key prefix, default "baton:"; K = a key; each
+ * key's records share the hash tag {K} and so one Redis Cluster slot):
+ *   P{K}:lock   string  holder token, PX = TTL            (exists <=> held)
+ *   P{K}:hold   hash    token, owner, fencing             (no TTL; outlives an
+ *                       expired lock until reaped, so EXPIRED can name the holder)
+ *   P{K}:fence  string  fencing counter; never deleted; when missing it is seeded
+ *                       from Redis TIME in microseconds, so tokens keep rising
+ *                       even after Redis loses its data
+ *   P{K}:q      zset    FIFO queue: member = waiter token, score = arrival seq
+ *   P{K}:qt     zset    liveness: member = waiter token, score = deadline (ms)
+ *   P{K}:qs     string  arrival sequence counter
+ *   Pools: device i of pool N is the ordinary key "N/i"; the pool's own FIFO
+ *   queue is P pool{N}:q / :qt / :qs (note "pool{": no clash with any key).
+ *   Pub/sub channel P events, one message per event, text:
+ *     "<TYPE> <fencing> <at_unix_ms> <key> <owner>"
+ *   TYPE is ACQUIRED, RELEASED, EXPIRED, FORCE_RELEASED, WAKE (queue of key
+ *   changed) or WAKE_POOL (queue of pool <key> changed). The owner is last and
+ *   may contain spaces; keys cannot (see validate.h).
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "errors.h"
+
+struct event_base;
+
+typedef struct baton_store baton_store;
+
+typedef enum store_event_type {
+    STORE_EV_ACQUIRED = 1,
+    STORE_EV_RELEASED = 2,
+    STORE_EV_EXPIRED = 3,
+    STORE_EV_FORCE_RELEASED = 4,
+    STORE_EV_WAKE = 5,      /* the queue of `key` changed: its head may be able to take it */
+    STORE_EV_WAKE_POOL = 6, /* the queue of pool `key` changed */
+} store_event_type;
+
+typedef struct store_event {
+    store_event_type type;
+    const char *key; /* a key, or a pool name for WAKE_POOL */
+    const char *owner;
+    uint64_t fencing;
+    int64_t at_unix_ms;
+} store_event;
+
+/* Parses one pub/sub payload into `ev` (pointers into `buf`, which is
+ * modified). Returns 0, or BATON_E_INVALID for a malformed message. Pure. */
+int store_event_parse(char *buf, size_t len, store_event *ev);
+/* Formats `ev` as a payload into out (NUL-terminated). Returns the length, or
+ * -1 if it does not fit. Pure; used by tests and the fake store. */
+int store_event_format(const store_event *ev, char *out, size_t outlen);
+/* "ACQUIRED" ... ; NULL for an unknown type. */
+const char *store_event_type_name(store_event_type t);
+
+/* What an acquire attempt, a dequeue or a liveness refresh is about:
+ * exactly one of key / pool is non-NULL. */
+typedef struct store_target {
+    const char *key;
+    const char *pool;
+    int32_t devices; /* pool only: devices "pool/0" .. "pool/devices-1" */
+} store_target;
+
+typedef struct store_acquire_req {
+    store_target target;
+    const char *token;   /* BATON_TOKEN_LEN hex chars: names the queue entry and the hold */
+    const char *owner;
+    int64_t ttl_ms;      /* > 0 */
+    int enqueue;         /* 1: join (or stay in) the FIFO queue when not granted; 0: try only */
+    int64_t liveness_ms; /* queue entry deadline = Redis time + liveness_ms */
+} store_acquire_req;
+
+/*
+ * Acquire semantics (one script):
+ *   - idempotent by token: if the token already holds the key (or a pool
+ *     device), report that grant again (same fencing);
+ *   - drop queue entries whose liveness deadline passed;
+ *   - reap: a lock whose TTL ran out but whose P{K}:hold remains is reported
+ *     as EXPIRED (published once) and the hold record is deleted;
+ *   - grant iff the lock is free and the token is at the head of the queue
+ *     (or the queue is empty). A pool grants the lowest-index device that is
+ *     free and whose own key queue is empty (direct waiters on a device key go
+ *     first). On grant: fencing = INCR fence (seeded if missing), SET lock PX
+ *     ttl, HSET hold, remove the token from the queue, PUBLISH ACQUIRED; a pool
+ *     grant that leaves waiters in the pool queue also publishes WAKE_POOL;
+ *   - otherwise, with enqueue=1, add/keep the token in the queue and refresh
+ *     its liveness deadline.
+ */
+typedef struct store_acquire_res {
+    int granted;
+    /* granted == 1 */
+    const char *key;     /* the key held: the device key "pool/i" for a pool */
+    int32_t device;      /* pool device index; -1 for a plain key */
+    uint64_t fencing;
+    int64_t ttl_ms;
+    /* granted == 0 */
+    int64_t position;         /* 1-based position in the queue; 0 when not queued */
+    int64_t queue_len;        /* entries in the queue (for messages) */
+    const char *holder_owner; /* current holder ("" when free but others are ahead) */
+    uint64_t holder_fencing;  /* 0 when free */
+    int64_t retry_ms;         /* try again after this long even without an event:
+                               * the holder's remaining TTL or the head entry's
+                               * remaining liveness, whichever is sooner; -1 = none */
+} store_acquire_res;
+
+typedef void (*store_acquire_cb)(void *ud, int err, const char *msg, const store_acquire_res *res);
+
+/* Result of renew / release / force_release. */
+typedef struct store_hold_res {
+    int64_t ttl_ms;           /* renew: the new TTL */
+    const char *holder_owner; /* BATON_E_NOT_HOLDER: the real holder, "" if none */
+    uint64_t holder_fencing;  /* BATON_E_NOT_HOLDER: its fencing, 0 if none */
+} store_hold_res;
+
+typedef void (*store_hold_cb)(void *ud, int err, const char *msg, const store_hold_res *res);
+
+typedef struct store_describe_res {
+    int held;
+    const char *owner;
+    uint64_t fencing;
+    int64_t ttl_ms;
+    int64_t waiters;
+} store_describe_res;
+
+typedef void (*store_describe_cb)(void *ud, int err, const char *msg, const store_describe_res *res);
+typedef void (*store_done_cb)(void *ud, int err, const char *msg);
+
+typedef struct store_ops {
+    int (*acquire)(baton_store *s, const store_acquire_req *req, store_acquire_cb cb, void *ud);
+    /* Removes token from the target's queue; publishes WAKE / WAKE_POOL when
+     * it was at the head. */
+    int (*dequeue)(baton_store *s, const store_target *t, const char *token, store_done_cb cb, void *ud);
+    /* Owner-checked: PEXPIRE only if the lock's token is `token`. ttl_ms > 0. */
+    int (*renew)(baton_store *s, const char *key, const char *token, int64_t ttl_ms,
+                 store_hold_cb cb, void *ud);
+    /* Owner-checked: delete lock + hold only if held by `token`; PUBLISH RELEASED. */
+    int (*release)(baton_store *s, const char *key, const char *token, store_hold_cb cb, void *ud);
+    /* Delete the lock only if its holder's fencing is `fencing`; PUBLISH FORCE_RELEASED. */
+    int (*force_release)(baton_store *s, const char *key, uint64_t fencing, store_hold_cb cb, void *ud);
+    int (*describe)(baton_store *s, const char *key, store_describe_cb cb, void *ud);
+    /* Pushes the liveness deadline of each (targets[i], tokens[i]) queue entry
+     * to now + liveness_ms, only where the entry still exists. Fire and forget. */
+    int (*refresh)(baton_store *s, const store_target *targets, const char *const *tokens, size_t n,
+                   int64_t liveness_ms);
+    /* If `key`'s lock expired but its hold record remains: publish EXPIRED
+     * (once, whoever calls first) and delete the hold. Fire and forget. */
+    int (*reap)(baton_store *s, const char *key);
+    void (*free)(baton_store *s);
+} store_ops;
+
+/*
+ * Set by the engine before the store connects. Called on the loop thread.
+ *   on_event: one parsed message of the events channel (also expirations seen
+ *             through keyspace notifications are turned into reap calls by the
+ *             store itself, which then yield EXPIRED events here).
+ *   on_state: up = 1 once the command connection is ready (scripts loaded)
+ *             AND the pub/sub subscription is confirmed; up = 0 when either is
+ *             lost (in-flight ops then complete with BATON_E_UNAVAILABLE). After
+ *             every up = 1 the engine re-checks all its waiters and holds.
+ */
+typedef struct store_hooks {
+    void (*on_event)(void *ud, const store_event *ev);
+    void (*on_state)(void *ud, int up);
+    void *ud;
+} store_hooks;
+
+struct baton_store {
+    const store_ops *ops;
+    store_hooks hooks;
+};
+
+/* Options of the Redis store. Strings are copied. */
+typedef struct store_redis_opts {
+    const char *address;     /* "host:port" or "unix:/path/to/redis.sock" */
+    const char *password;    /* NULL or "" = no AUTH */
+    int database;            /* SELECT n when n != 0 */
+    const char *key_prefix;  /* e.g. "baton:" */
+    int64_t command_timeout_ms; /* a reply overdue by this much drops the connection */
+    int64_t reconnect_ms;    /* delay between reconnect attempts */
+    int keyspace_events;     /* 1: CONFIG SET notify-keyspace-events Ex (best effort) and
+                              * reap on expirations of P{K}:lock keys */
+} store_redis_opts;
+
+/* Creates the Redis store on `base` and starts connecting (it keeps
+ * reconnecting forever). Returns NULL on bad options. hooks must be set
+ * before the loop runs. Free with s->ops->free(s). */
+baton_store *store_redis_new(struct event_base *base, const store_redis_opts *opts);
+
+/* 1 while on_state last reported up. */
+int store_redis_is_up(const baton_store *s);
+
+#endif
