@@ -69,7 +69,9 @@ typedef struct engine_grant {
  *   finished: at most once, terminal: the stream must end with `err` and
  *             `msg` (BATON_E_BUSY: not acquired within wait_ms; BATON_E_LOST:
  *             stream-held lock lost; BATON_E_UNAVAILABLE: Redis down or
- *             shutdown; BATON_E_INTERNAL). After finished the engine has
+ *             shutdown; BATON_E_INTERNAL; BATON_OK: a STREAM hold was released
+ *             by a Release RPC with its token, end the stream with OK). After
+ *             finished the engine has
  *             freed the waiter: do NOT call engine_acquire_end.
  */
 typedef struct engine_acquire_sink {
