@@ -1,1 +1,1087 @@
-/* stub: being written */
+/*
+ * gRPC transport: baton.v1.LockService on the engine.
+ *
+ * One pump thread sits in grpc_completion_queue_next and hands every
+ * (tag, success) to the loop thread through a mutex-protected array and an
+ * eventfd. Everything else (call state, engine calls, grpc_call_start_batch)
+ * happens on the loop thread, so no call state needs a lock.
+ *
+ * Tags are pointers with a kind in their low 3 bits (calls and request slots
+ * are at least 8-byte aligned). A call object counts its references: one per
+ * batch in flight, one while the engine may still call back, and one while
+ * it is being dispatched. It is freed when the count reaches zero.
+ */
+#include "transport.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+
+#include "baton/v1/lock.pb-c.h"
+#include "log.h"
+
+#define WATCH_OUTBOX_MAX 4096   /* queued LockEvents before a watcher is cut off */
+#define SHUTDOWN_GRACE_MS 2000  /* after the engine is done: time for statuses in flight */
+#define ERRBUF 512
+
+enum method {
+    M_ACQUIRE,
+    M_RENEW,
+    M_RELEASE,
+    M_WATCH,
+    M_DESCRIBE,
+    M_FORCE_RELEASE,
+    M_COUNT,
+    M_UNKNOWN = M_COUNT, /* the generic slot: any unregistered method */
+};
+
+static const struct method_info {
+    const char *path;
+    const ProtobufCMessageDescriptor *req;
+    const char *req_name;
+} methods[M_COUNT] = {
+    [M_ACQUIRE] = {"/baton.v1.LockService/Acquire", &baton__v1__acquire_request__descriptor, "AcquireRequest"},
+    [M_RENEW] = {"/baton.v1.LockService/Renew", &baton__v1__renew_request__descriptor, "RenewRequest"},
+    [M_RELEASE] = {"/baton.v1.LockService/Release", &baton__v1__release_request__descriptor, "ReleaseRequest"},
+    [M_WATCH] = {"/baton.v1.LockService/Watch", &baton__v1__watch_request__descriptor, "WatchRequest"},
+    [M_DESCRIBE] = {"/baton.v1.LockService/Describe", &baton__v1__describe_request__descriptor,
+                    "DescribeRequest"},
+    [M_FORCE_RELEASE] = {"/baton.v1.LockService/ForceRelease", &baton__v1__force_release_request__descriptor,
+                         "ForceReleaseRequest"},
+};
+
+enum tag_kind {
+    TAG_REQUEST = 0,  /* a request slot: a call arrived (or the request failed) */
+    TAG_CLOSE = 1,    /* RECV_CLOSE_ON_SERVER of a call */
+    TAG_SEND = 2,     /* SEND_MESSAGE (+ initial metadata) of a call */
+    TAG_STATUS = 3,   /* SEND_STATUS_FROM_SERVER of a call */
+    TAG_MD = 4,       /* SEND_INITIAL_METADATA alone (Watch) */
+    TAG_SHUTDOWN = 5, /* grpc_server_shutdown_and_notify */
+};
+#define TAG(p, k) ((void *)((uintptr_t)(p) | (uintptr_t)(k)))
+#define TAG_KIND(tag) ((int)((uintptr_t)(tag) & 7u))
+#define TAG_PTR(tag) ((void *)((uintptr_t)(tag) & ~(uintptr_t)7u))
+
+typedef struct outmsg {
+    struct outmsg *next;
+    grpc_byte_buffer *bb;
+    int queued; /* an AcquireEvent{queued}: a newer one replaces it */
+} outmsg;
+
+typedef struct tcall {
+    baton_transport *t;
+    grpc_call *call;
+    struct tcall *prev, *next; /* t->calls */
+    union {
+        engine_waiter *w;     /* Acquire: until finished / engine_acquire_end */
+        engine_watch *watch;  /* Watch: until ended / engine_watch_stop */
+    } eng;
+    outmsg *head, *tail;
+    grpc_byte_buffer *sending; /* message of the batch in flight (TAG_SEND or TAG_STATUS) */
+    char *pend_msg;            /* status to send once the outbox is empty */
+    int pend_err;
+    int cancelled;             /* RECV_CLOSE_ON_SERVER result */
+    uint32_t nout;
+    uint32_t refs;
+    uint8_t method;
+    unsigned md_sent : 1;        /* initial metadata sent (or in flight) */
+    unsigned gone : 1;           /* the stream is over: send nothing more */
+    unsigned status_started : 1;
+    unsigned status_pending : 1;
+    unsigned engine_ref : 1;     /* the engine may still call back with this call as ud */
+    unsigned lease : 1;          /* Acquire in LEASE mode */
+    unsigned granted : 1;        /* Acquire: Granted queued */
+} tcall;
+
+/* One outstanding request per method, plus the generic one. */
+typedef struct req_slot {
+    baton_transport *t;
+    int method;
+    void *registered;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_call_details details; /* generic slot only */
+    grpc_byte_buffer *payload;
+} req_slot;
+
+typedef struct completion {
+    void *tag;
+    int ok;
+} completion;
+
+struct baton_transport {
+    struct event_base *base;
+    baton_engine *engine;
+    validate_limits limits;
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    int port;
+    req_slot slots[M_COUNT + 1];
+    size_t nposted; /* request slots waiting for a call */
+
+    /* pump thread -> loop thread */
+    pthread_t pump;
+    int pump_started;
+    pthread_mutex_t mu;
+    completion *inbox; /* guarded by mu */
+    size_t inbox_len, inbox_cap;
+    int pump_exited;   /* guarded by mu: the CQ is shut down and drained */
+    completion *work;  /* loop thread's copy */
+    size_t work_cap;
+    int efd;
+    struct event *wake_ev;
+
+    tcall *calls;
+    size_t ncalls;
+
+    /* shutdown */
+    int shutting, shutdown_tag_done, engine_done, cq_shut, finished;
+    struct event *grace_ev;
+    void (*done)(void *ud);
+    void *done_ud;
+};
+
+static void call_unref(tcall *c);
+static void maybe_finish_shutdown(baton_transport *t);
+
+/* The one place where internal errors become gRPC status codes. */
+static grpc_status_code status_of(int err)
+{
+    switch (err) {
+    case BATON_OK: return GRPC_STATUS_OK;
+    case BATON_E_INVALID: return GRPC_STATUS_INVALID_ARGUMENT;
+    case BATON_E_NOT_HOLDER: return GRPC_STATUS_FAILED_PRECONDITION;
+    case BATON_E_BUSY: return GRPC_STATUS_ABORTED;
+    case BATON_E_LOST: return GRPC_STATUS_ABORTED;
+    case BATON_E_UNAVAILABLE: return GRPC_STATUS_UNAVAILABLE;
+    case BATON_E_NOMEM: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case BATON_E_NOT_FOUND: return GRPC_STATUS_NOT_FOUND;
+    case BATON_E_INTERNAL:
+    default: return GRPC_STATUS_INTERNAL;
+    }
+}
+
+/* ---------------------------------------------------------------- codec */
+
+/* Returns a byte buffer the caller destroys (grpc_byte_buffer_destroy).
+ * gRPC's allocator aborts on OOM, so this never fails. */
+static grpc_byte_buffer *encode(const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    grpc_slice s = grpc_slice_malloc(n);
+    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
+}
+
+/* Returns the decoded message (free with protobuf_c_message_free_unpacked)
+ * or NULL when bb is NULL or not a valid message of type d. */
+static ProtobufCMessage *decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d)
+{
+    if (bb == NULL)
+        return NULL;
+    grpc_byte_buffer_reader r;
+    if (!grpc_byte_buffer_reader_init(&r, bb))
+        return NULL;
+    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    return m;
+}
+
+/* ---------------------------------------------------------------- calls */
+
+static tcall *call_new(baton_transport *t, grpc_call *call, int method)
+{
+    tcall *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->t = t;
+    c->call = call;
+    c->method = (uint8_t)method;
+    c->refs = 1; /* dispatch reference, dropped by on_request */
+    c->next = t->calls;
+    if (t->calls)
+        t->calls->prev = c;
+    t->calls = c;
+    t->ncalls++;
+    return c;
+}
+
+static void outbox_clear(tcall *c)
+{
+    while (c->head) {
+        outmsg *m = c->head;
+        c->head = m->next;
+        grpc_byte_buffer_destroy(m->bb);
+        free(m);
+    }
+    c->tail = NULL;
+    c->nout = 0;
+}
+
+static void call_free(tcall *c)
+{
+    baton_transport *t = c->t;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        t->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    t->ncalls--;
+    outbox_clear(c);
+    if (c->sending)
+        grpc_byte_buffer_destroy(c->sending);
+    free(c->pend_msg);
+    grpc_call_unref(c->call);
+    free(c);
+    maybe_finish_shutdown(t);
+}
+
+static void call_unref(tcall *c)
+{
+    if (--c->refs == 0)
+        call_free(c);
+}
+
+/* Starts a batch whose completion arrives with `kind`; takes a reference. */
+static int call_batch(tcall *c, const grpc_op *ops, size_t n, int kind)
+{
+    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, TAG(c, kind), NULL);
+    if (e != GRPC_CALL_OK) {
+        LOG_ERROR("transport: grpc_call_start_batch (kind %d) failed: %d", kind, (int)e);
+        return -1;
+    }
+    c->refs++;
+    return 0;
+}
+
+/* Sends the final status now (plus initial metadata if not sent yet, plus
+ * `bb` as the one response message of a unary call; ownership of bb passes
+ * to the call). */
+static void send_status(tcall *c, grpc_status_code code, const char *msg, grpc_byte_buffer *bb)
+{
+    grpc_op ops[3];
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    if (!c->md_sent) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        n++;
+        c->md_sent = 1;
+    }
+    if (bb) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n].data.send_message.send_message = bb;
+        n++;
+    }
+    /* The details slice is not retained past start_batch (grpc_types.h). */
+    grpc_slice details = grpc_slice_from_copied_string(msg ? msg : "");
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = code;
+    ops[n].data.send_status_from_server.status_details = msg ? &details : NULL;
+    n++;
+    c->status_started = 1;
+    c->sending = bb;
+    if (call_batch(c, ops, n, TAG_STATUS) != 0) {
+        c->sending = NULL;
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
+        grpc_call_cancel(c->call, NULL);
+    }
+    grpc_slice_unref(details);
+}
+
+/* Ends the call with `err` (a baton_err) once every queued message has been
+ * sent. Does nothing if the call already ends or the client is gone. */
+static void call_finish(tcall *c, int err, const char *msg)
+{
+    if (c->gone || c->status_started || c->status_pending)
+        return;
+    if (c->sending == NULL && c->head == NULL) {
+        send_status(c, status_of(err), msg, NULL);
+        return;
+    }
+    c->status_pending = 1;
+    c->pend_err = err;
+    c->pend_msg = msg ? strdup(msg) : NULL;
+}
+
+/* Starts the next SEND_MESSAGE if none is in flight. */
+static void call_kick(tcall *c)
+{
+    if (c->sending || c->gone || c->status_started || c->head == NULL)
+        return;
+    outmsg *m = c->head;
+    c->head = m->next;
+    if (c->head == NULL)
+        c->tail = NULL;
+    c->nout--;
+    grpc_op ops[2];
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    if (!c->md_sent) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        n++;
+        c->md_sent = 1;
+    }
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = m->bb;
+    n++;
+    c->sending = m->bb;
+    free(m);
+    if (call_batch(c, ops, n, TAG_SEND) != 0) {
+        grpc_byte_buffer_destroy(c->sending);
+        c->sending = NULL;
+        grpc_call_cancel(c->call, NULL); /* RECV_CLOSE then reports the end */
+    }
+}
+
+/* Queues one stream message. `queued` marks an AcquireEvent{queued} that a
+ * later one may replace while both wait in the outbox (only the newest
+ * position matters). Returns 0, or -1 on OOM (the call is cancelled). */
+static int call_push(tcall *c, const ProtobufCMessage *msg, int queued)
+{
+    if (c->gone || c->status_started || c->status_pending)
+        return 0;
+    grpc_byte_buffer *bb = encode(msg);
+    if (queued && c->tail && c->tail->queued) {
+        grpc_byte_buffer_destroy(c->tail->bb);
+        c->tail->bb = bb;
+        return 0;
+    }
+    outmsg *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        grpc_byte_buffer_destroy(bb);
+        grpc_call_cancel(c->call, NULL);
+        return -1;
+    }
+    m->bb = bb;
+    m->queued = queued;
+    if (c->tail)
+        c->tail->next = m;
+    else
+        c->head = m;
+    c->tail = m;
+    c->nout++;
+    call_kick(c);
+    return 0;
+}
+
+/* Lets go of the engine's side of the call: the stream is over. A waiter or
+ * a stream hold still alive means the client never got (or gave up) its
+ * lock: release it. */
+static void call_release_engine(tcall *c)
+{
+    if (!c->engine_ref)
+        return;
+    if (c->method == M_ACQUIRE && c->eng.w) {
+        engine_acquire_end(c->eng.w, 1);
+        c->eng.w = NULL;
+    } else if (c->method == M_WATCH && c->eng.watch) {
+        engine_watch_stop(c->eng.watch);
+        c->eng.watch = NULL;
+    } else {
+        return; /* unary: its callback still comes and drops the reference */
+    }
+    c->engine_ref = 0;
+    call_unref(c);
+}
+
+/* The client is gone (cancel, deadline, broken connection, failed write). */
+static void call_gone(tcall *c)
+{
+    if (!c->gone) {
+        c->gone = 1;
+        outbox_clear(c);
+        free(c->pend_msg);
+        c->pend_msg = NULL;
+        c->status_pending = 0;
+    }
+    call_release_engine(c);
+}
+
+static void on_close(tcall *c, int ok)
+{
+    /* RECV_CLOSE completes when the stream is closed both ways: after our
+     * status, or because the client went away. Either way nothing more may be
+     * sent and the engine must let go. */
+    if (!ok || c->cancelled || !c->status_started)
+        LOG_DEBUG("transport: call %p closed by the client (cancelled=%d)", (void *)c, c->cancelled);
+    call_gone(c);
+    call_unref(c);
+}
+
+static void on_send_done(tcall *c, int ok)
+{
+    grpc_byte_buffer_destroy(c->sending);
+    c->sending = NULL;
+    if (!ok) {
+        call_gone(c); /* a failed write: the peer is gone */
+    } else if (c->head) {
+        call_kick(c);
+    } else if (c->status_pending) {
+        c->status_pending = 0;
+        send_status(c, status_of(c->pend_err), c->pend_msg, NULL);
+        free(c->pend_msg);
+        c->pend_msg = NULL;
+    } else if (c->method == M_ACQUIRE && c->lease && c->granted && c->eng.w) {
+        /* The LEASE grant reached the client: the lease stays, the stream ends OK. */
+        engine_acquire_end(c->eng.w, 0);
+        c->eng.w = NULL;
+        c->engine_ref = 0;
+        call_unref(c); /* the engine's reference; the tag's is still held */
+        call_finish(c, BATON_OK, NULL);
+    }
+    call_unref(c);
+}
+
+static void on_status_done(tcall *c, int ok)
+{
+    if (c->sending) {
+        grpc_byte_buffer_destroy(c->sending);
+        c->sending = NULL;
+    }
+    call_unref(c);
+}
+
+/* ---------------------------------------------------------------- Acquire */
+
+static void acq_queued(void *ud, int64_t position)
+{
+    tcall *c = ud;
+    Baton__V1__Queued q = BATON__V1__QUEUED__INIT;
+    q.position = position;
+    Baton__V1__AcquireEvent ev = BATON__V1__ACQUIRE_EVENT__INIT;
+    ev.event_case = BATON__V1__ACQUIRE_EVENT__EVENT_QUEUED;
+    ev.queued = &q;
+    call_push(c, &ev.base, 1);
+}
+
+static void acq_granted(void *ud, const engine_grant *g)
+{
+    tcall *c = ud;
+    Baton__V1__Granted gr = BATON__V1__GRANTED__INIT;
+    gr.key = (char *)g->key;
+    gr.token = (char *)g->token;
+    gr.fencing = g->fencing;
+    gr.ttl_ms = g->ttl_ms;
+    gr.device = g->device;
+    Baton__V1__AcquireEvent ev = BATON__V1__ACQUIRE_EVENT__INIT;
+    ev.event_case = BATON__V1__ACQUIRE_EVENT__EVENT_GRANTED;
+    ev.granted = &gr;
+    c->granted = 1;
+    /* On OOM the call is cancelled and RECV_CLOSE releases the grant. */
+    call_push(c, &ev.base, 0);
+}
+
+static void acq_finished(void *ud, int err, const char *msg)
+{
+    tcall *c = ud;
+    c->eng.w = NULL; /* freed by the engine */
+    call_finish(c, err, msg);
+    c->engine_ref = 0;
+    call_unref(c);
+}
+
+static const engine_acquire_sink acquire_sink = {acq_queued, acq_granted, acq_finished};
+
+static void handle_acquire(tcall *c, ProtobufCMessage *m)
+{
+    baton_transport *t = c->t;
+    char err[ERRBUF];
+    engine_acquire_req req;
+    if (validate_acquire(&t->limits, (Baton__V1__AcquireRequest *)m, &req, err, sizeof err) != 0) {
+        call_finish(c, BATON_E_INVALID, err);
+        return;
+    }
+    const char *emsg = NULL;
+    engine_waiter *w = NULL;
+    int rc = engine_acquire(t->engine, &req, &acquire_sink, c, &w, &emsg);
+    if (rc != 0) {
+        call_finish(c, rc, emsg);
+        return;
+    }
+    c->eng.w = w;
+    c->lease = req.mode == ENGINE_MODE_LEASE;
+    c->engine_ref = 1;
+    c->refs++;
+}
+
+/* ---------------------------------------------------------------- unary */
+
+static void unary_reply(tcall *c, const ProtobufCMessage *resp)
+{
+    if (c->gone || c->status_started)
+        return;
+    send_status(c, GRPC_STATUS_OK, NULL, encode(resp));
+}
+
+static void on_hold_result(void *ud, int err, const char *msg, int64_t ttl_ms)
+{
+    tcall *c = ud;
+    if (err != BATON_OK) {
+        call_finish(c, err, msg);
+    } else if (c->method == M_RENEW) {
+        Baton__V1__RenewResponse r = BATON__V1__RENEW_RESPONSE__INIT;
+        r.ttl_ms = ttl_ms;
+        unary_reply(c, &r.base);
+    } else {
+        Baton__V1__ReleaseResponse r = BATON__V1__RELEASE_RESPONSE__INIT;
+        r.released = 1;
+        unary_reply(c, &r.base);
+    }
+    c->engine_ref = 0;
+    call_unref(c);
+}
+
+static void on_describe_result(void *ud, int err, const char *msg, const store_describe_res *res)
+{
+    tcall *c = ud;
+    if (err != BATON_OK || res == NULL) {
+        call_finish(c, err != BATON_OK ? err : BATON_E_INTERNAL, msg);
+    } else {
+        Baton__V1__DescribeResponse r = BATON__V1__DESCRIBE_RESPONSE__INIT;
+        r.held = res->held != 0;
+        r.owner = (char *)(res->owner ? res->owner : "");
+        r.fencing = res->fencing;
+        r.ttl_ms = res->ttl_ms;
+        r.waiters = res->waiters;
+        unary_reply(c, &r.base);
+    }
+    c->engine_ref = 0;
+    call_unref(c);
+}
+
+static void handle_unary(tcall *c, ProtobufCMessage *m)
+{
+    baton_transport *t = c->t;
+    char err[ERRBUF];
+    const char *emsg = NULL;
+    int rc;
+    switch (c->method) {
+    case M_RENEW: {
+        Baton__V1__RenewRequest *r = (Baton__V1__RenewRequest *)m;
+        int64_t ttl;
+        if (validate_renew(&t->limits, r, &ttl, err, sizeof err) != 0)
+            goto invalid;
+        rc = engine_renew(t->engine, r->key, r->token, ttl, on_hold_result, c, &emsg);
+        break;
+    }
+    case M_RELEASE: {
+        Baton__V1__ReleaseRequest *r = (Baton__V1__ReleaseRequest *)m;
+        if (validate_release(r, err, sizeof err) != 0)
+            goto invalid;
+        rc = engine_release(t->engine, r->key, r->token, on_hold_result, c, &emsg);
+        break;
+    }
+    case M_FORCE_RELEASE: {
+        Baton__V1__ForceReleaseRequest *r = (Baton__V1__ForceReleaseRequest *)m;
+        if (validate_force_release(r, err, sizeof err) != 0)
+            goto invalid;
+        rc = engine_force_release(t->engine, r->key, r->fencing, on_hold_result, c, &emsg);
+        break;
+    }
+    case M_DESCRIBE: {
+        Baton__V1__DescribeRequest *r = (Baton__V1__DescribeRequest *)m;
+        if (validate_describe(r, err, sizeof err) != 0)
+            goto invalid;
+        rc = engine_describe(t->engine, r->key, on_describe_result, c, &emsg);
+        break;
+    }
+    default:
+        return;
+    }
+    if (rc != 0) {
+        call_finish(c, rc, emsg);
+        return;
+    }
+    c->engine_ref = 1;
+    c->refs++;
+    return;
+invalid:
+    call_finish(c, BATON_E_INVALID, err);
+}
+
+/* ---------------------------------------------------------------- Watch */
+
+static Baton__V1__LockEvent__Type lock_event_type(store_event_type t)
+{
+    switch (t) {
+    case STORE_EV_ACQUIRED: return BATON__V1__LOCK_EVENT__TYPE__ACQUIRED;
+    case STORE_EV_RELEASED: return BATON__V1__LOCK_EVENT__TYPE__RELEASED;
+    case STORE_EV_EXPIRED: return BATON__V1__LOCK_EVENT__TYPE__EXPIRED;
+    case STORE_EV_FORCE_RELEASED: return BATON__V1__LOCK_EVENT__TYPE__FORCE_RELEASED;
+    default: return BATON__V1__LOCK_EVENT__TYPE__TYPE_UNSPECIFIED;
+    }
+}
+
+static void watch_event(void *ud, const store_event *sev)
+{
+    tcall *c = ud;
+    if (c->gone || c->status_started || c->status_pending)
+        return;
+    Baton__V1__LockEvent__Type type = lock_event_type(sev->type);
+    if (type == BATON__V1__LOCK_EVENT__TYPE__TYPE_UNSPECIFIED)
+        return;
+    if (c->nout >= WATCH_OUTBOX_MAX) {
+        /* Drop what the client has not taken; the watch itself is stopped
+         * when the stream closes (never from inside the engine's callback). */
+        outbox_clear(c);
+        call_finish(c, BATON_E_NOMEM, "watch consumer too slow");
+        return;
+    }
+    Baton__V1__LockEvent ev = BATON__V1__LOCK_EVENT__INIT;
+    ev.type = type;
+    ev.key = (char *)(sev->key ? sev->key : "");
+    ev.owner = (char *)(sev->owner ? sev->owner : "");
+    ev.fencing = sev->fencing;
+    ev.at_unix_ms = sev->at_unix_ms;
+    call_push(c, &ev.base, 0);
+}
+
+static void watch_ended(void *ud, int err, const char *msg)
+{
+    tcall *c = ud;
+    c->eng.watch = NULL;
+    call_finish(c, err, msg);
+    c->engine_ref = 0;
+    call_unref(c);
+}
+
+static void handle_watch(tcall *c, ProtobufCMessage *m)
+{
+    baton_transport *t = c->t;
+    Baton__V1__WatchRequest *r = (Baton__V1__WatchRequest *)m;
+    char err[ERRBUF];
+    if (validate_watch(r, err, sizeof err) != 0) {
+        call_finish(c, BATON_E_INVALID, err);
+        return;
+    }
+    const char *key = r->key && r->key[0] ? r->key : NULL;
+    const char *prefix = key == NULL ? r->prefix : NULL;
+    engine_watch *w = engine_watch_start(t->engine, key, prefix, watch_event, watch_ended, c);
+    if (w == NULL) {
+        call_finish(c, t->shutting ? BATON_E_UNAVAILABLE : BATON_E_NOMEM,
+                    t->shutting ? "server shutting down" : "cannot start watch");
+        return;
+    }
+    c->eng.watch = w;
+    c->engine_ref = 1;
+    c->refs++;
+    /* Initial metadata now, so a client can tell that its watch is live
+     * before the first event. */
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    c->md_sent = 1;
+    if (call_batch(c, &op, 1, TAG_MD) != 0)
+        c->md_sent = 0;
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static void post_request(baton_transport *t, req_slot *s)
+{
+    grpc_call_error e;
+    grpc_metadata_array_init(&s->md);
+    if (s->method == M_UNKNOWN) {
+        grpc_call_details_init(&s->details);
+        e = grpc_server_request_call(t->server, &s->call, &s->details, &s->md, t->cq, t->cq,
+                                     TAG(s, TAG_REQUEST));
+    } else {
+        e = grpc_server_request_registered_call(t->server, s->registered, &s->call, &s->deadline, &s->md,
+                                                &s->payload, t->cq, t->cq, TAG(s, TAG_REQUEST));
+    }
+    if (e != GRPC_CALL_OK) {
+        LOG_ERROR("transport: cannot request calls (method %d): error %d", s->method, (int)e);
+        grpc_metadata_array_destroy(&s->md);
+        if (s->method == M_UNKNOWN)
+            grpc_call_details_destroy(&s->details);
+        return;
+    }
+    t->nposted++;
+}
+
+static void dispatch_call(tcall *c, grpc_byte_buffer *payload)
+{
+    baton_transport *t = c->t;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    if (call_batch(c, &op, 1, TAG_CLOSE) != 0) {
+        c->gone = 1;
+        grpc_call_cancel(c->call, NULL);
+        return;
+    }
+    if (c->method == M_UNKNOWN) {
+        send_status(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method", NULL);
+        return;
+    }
+    const struct method_info *mi = &methods[c->method];
+    ProtobufCMessage *m = decode(payload, mi->req);
+    if (m == NULL) {
+        char err[ERRBUF];
+        snprintf(err, sizeof err, "cannot decode %s", mi->req_name);
+        call_finish(c, BATON_E_INVALID, err);
+        return;
+    }
+    if (c->method == M_ACQUIRE)
+        handle_acquire(c, m);
+    else if (c->method == M_WATCH)
+        handle_watch(c, m);
+    else
+        handle_unary(c, m);
+    (void)t;
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
+static void on_request(req_slot *s, int ok)
+{
+    baton_transport *t = s->t;
+    grpc_call *call = s->call;
+    grpc_byte_buffer *payload = s->payload;
+    s->call = NULL;
+    s->payload = NULL;
+    grpc_metadata_array_destroy(&s->md);
+    if (s->method == M_UNKNOWN)
+        grpc_call_details_destroy(&s->details);
+    t->nposted--;
+    if (!t->shutting)
+        post_request(t, s); /* keep one request posted per method */
+
+    if (ok && call) {
+        tcall *c = call_new(t, call, s->method);
+        if (c == NULL) {
+            grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+            grpc_call_unref(call);
+        } else {
+            dispatch_call(c, payload);
+            call_unref(c); /* the dispatch reference */
+        }
+    } else if (call) {
+        grpc_call_unref(call);
+    }
+    if (payload)
+        grpc_byte_buffer_destroy(payload);
+    maybe_finish_shutdown(t);
+}
+
+/* ---------------------------------------------------------------- pump */
+
+/* Pump thread: the only thread that waits on the completion queue. */
+static void *pump_main(void *arg)
+{
+    baton_transport *t = arg;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(t->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_TIMEOUT)
+            continue;
+        pthread_mutex_lock(&t->mu);
+        int was_empty = t->inbox_len == 0 && !t->pump_exited;
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) {
+            t->pump_exited = 1;
+        } else {
+            if (t->inbox_len == t->inbox_cap) {
+                size_t cap = t->inbox_cap ? t->inbox_cap * 2 : 64;
+                completion *n = realloc(t->inbox, cap * sizeof *n);
+                if (n == NULL) {
+                    /* Dropping a tag would leak a call forever; nothing sane is left. */
+                    LOG_ERROR("transport: out of memory in the completion pump");
+                    abort();
+                }
+                t->inbox = n;
+                t->inbox_cap = cap;
+            }
+            t->inbox[t->inbox_len].tag = ev.tag;
+            t->inbox[t->inbox_len].ok = ev.success;
+            t->inbox_len++;
+        }
+        int exited = t->pump_exited;
+        pthread_mutex_unlock(&t->mu);
+        if (was_empty) {
+            uint64_t one = 1;
+            ssize_t w = write(t->efd, &one, sizeof one);
+            (void)w; /* EAGAIN only when the counter is huge: the loop is awake anyway */
+        }
+        if (exited)
+            return NULL;
+    }
+}
+
+static void final_teardown(baton_transport *t)
+{
+    pthread_join(t->pump, NULL);
+    t->pump_started = 0;
+    grpc_server_destroy(t->server);
+    t->server = NULL;
+    grpc_completion_queue_destroy(t->cq);
+    t->cq = NULL;
+    t->finished = 1;
+    LOG_DEBUG("transport: stopped");
+    if (t->done)
+        t->done(t->done_ud);
+}
+
+static void dispatch_tag(baton_transport *t, void *tag, int ok)
+{
+    void *p = TAG_PTR(tag);
+    switch (TAG_KIND(tag)) {
+    case TAG_REQUEST: on_request(p, ok); break;
+    case TAG_CLOSE: on_close(p, ok); break;
+    case TAG_SEND: on_send_done(p, ok); break;
+    case TAG_STATUS: on_status_done(p, ok); break;
+    case TAG_MD: call_unref(p); break;
+    case TAG_SHUTDOWN:
+        t->shutdown_tag_done = 1;
+        maybe_finish_shutdown(t);
+        break;
+    default: LOG_ERROR("transport: unknown tag %p", tag); break;
+    }
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    baton_transport *t = arg;
+    uint64_t v;
+    ssize_t r = read(t->efd, &v, sizeof v);
+    (void)r;
+    pthread_mutex_lock(&t->mu);
+    /* Swap buffers so the pump never waits for the loop's work. */
+    completion *batch = t->inbox;
+    size_t n = t->inbox_len;
+    size_t cap = t->inbox_cap;
+    t->inbox = t->work;
+    t->inbox_cap = t->work_cap;
+    t->inbox_len = 0;
+    int exited = t->pump_exited;
+    pthread_mutex_unlock(&t->mu);
+    t->work = batch;
+    t->work_cap = cap;
+    for (size_t i = 0; i < n; i++)
+        dispatch_tag(t, batch[i].tag, batch[i].ok);
+    if (exited && !t->finished)
+        final_teardown(t);
+}
+
+/* ---------------------------------------------------------------- shutdown */
+
+static void maybe_finish_shutdown(baton_transport *t)
+{
+    if (!t->shutting || t->cq_shut || !t->shutdown_tag_done || !t->engine_done || t->ncalls != 0 ||
+        t->nposted != 0)
+        return;
+    t->cq_shut = 1;
+    if (t->grace_ev)
+        evtimer_del(t->grace_ev);
+    grpc_completion_queue_shutdown(t->cq); /* the pump drains it and exits */
+}
+
+static void on_grace(evutil_socket_t fd, short what, void *arg)
+{
+    baton_transport *t = arg;
+    if (t->cq_shut || (t->shutdown_tag_done && t->ncalls == 0))
+        return;
+    LOG_WARN("transport: %zu call(s) still open after shutdown grace; cancelling", t->ncalls);
+    grpc_server_cancel_all_calls(t->server);
+}
+
+static void on_engine_done(void *ud)
+{
+    baton_transport *t = ud;
+    if (t->engine_done)
+        return;
+    t->engine_done = 1;
+    struct timeval tv = {SHUTDOWN_GRACE_MS / 1000, (SHUTDOWN_GRACE_MS % 1000) * 1000};
+    evtimer_add(t->grace_ev, &tv);
+    /* The engine has ended every waiter and watch it knew about; whatever is
+     * still open (arrived meanwhile) ends UNAVAILABLE. */
+    for (tcall *c = t->calls; c;) {
+        c->refs++;
+        if (c->method == M_ACQUIRE || c->method == M_WATCH)
+            call_release_engine(c);
+        if (!c->engine_ref)
+            call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");
+        tcall *next = c->next;
+        call_unref(c);
+        c = next;
+    }
+    maybe_finish_shutdown(t);
+}
+
+void transport_shutdown(baton_transport *t, void (*done)(void *ud), void *ud)
+{
+    if (t->shutting)
+        return;
+    t->shutting = 1;
+    t->done = done;
+    t->done_ud = ud;
+    LOG_INFO("transport: shutting down (%zu open calls)", t->ncalls);
+    grpc_server_shutdown_and_notify(t->server, t->cq, TAG(t, TAG_SHUTDOWN));
+    engine_shutdown(t->engine, on_engine_done, t);
+}
+
+/* ---------------------------------------------------------------- setup */
+
+int transport_port(const baton_transport *t)
+{
+    return t->port;
+}
+
+size_t transport_live_calls(const baton_transport *t)
+{
+    return t->ncalls;
+}
+
+static int clamp_int(int64_t v)
+{
+    return v > INT32_MAX ? INT32_MAX : (int)v;
+}
+
+/* Frees what transport_new built; the server must not have been started
+ * (and so has no listener, or grpc_server_destroy would assert). */
+static void destroy_unstarted(baton_transport *t)
+{
+    if (t->server)
+        grpc_server_destroy(t->server);
+    if (t->cq) {
+        grpc_completion_queue_shutdown(t->cq);
+        if (t->pump_started) {
+            pthread_join(t->pump, NULL);
+        } else {
+            while (grpc_completion_queue_next(t->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+                   GRPC_QUEUE_SHUTDOWN) {
+            }
+        }
+        grpc_completion_queue_destroy(t->cq);
+    }
+    t->server = NULL;
+    t->cq = NULL;
+    t->pump_started = 0;
+    transport_free(t);
+}
+
+baton_transport *transport_new(struct event_base *base, baton_engine *engine, const transport_opts *opts,
+                               char *err, size_t errlen)
+{
+    baton_transport *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    t->base = base;
+    t->engine = engine;
+    t->limits = opts->limits;
+    t->efd = -1;
+    pthread_mutex_init(&t->mu, NULL);
+    t->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (t->efd < 0) {
+        snprintf(err, errlen, "eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    t->wake_ev = event_new(base, t->efd, EV_READ | EV_PERSIST, on_wake, t);
+    t->grace_ev = evtimer_new(base, on_grace, t);
+    if (t->wake_ev == NULL || t->grace_ev == NULL || event_add(t->wake_ev, NULL) != 0) {
+        snprintf(err, errlen, "cannot create loop events");
+        goto fail;
+    }
+
+    grpc_arg args[11];
+    size_t n = 0;
+#define INT_ARG(k, v)                                                                              \
+    do {                                                                                           \
+        args[n].type = GRPC_ARG_INTEGER;                                                           \
+        args[n].key = (char *)(k);                                                                 \
+        args[n].value.integer = (v);                                                               \
+        n++;                                                                                       \
+    } while (0)
+    if (opts->max_concurrent_streams > 0)
+        INT_ARG(GRPC_ARG_MAX_CONCURRENT_STREAMS, opts->max_concurrent_streams);
+    if (opts->max_message_bytes > 0) {
+        INT_ARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, opts->max_message_bytes);
+        INT_ARG(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, opts->max_message_bytes);
+    }
+    if (opts->keepalive_time_ms > 0)
+        INT_ARG(GRPC_ARG_KEEPALIVE_TIME_MS, clamp_int(opts->keepalive_time_ms));
+    if (opts->keepalive_timeout_ms > 0)
+        INT_ARG(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, clamp_int(opts->keepalive_timeout_ms));
+    /* Keep pinging a connection whose only stream waits silently for a lock
+     * (the default stops after 2 pings without data), and accept client
+     * keepalive pings, even without calls, down to one per second. */
+    INT_ARG(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    INT_ARG(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    INT_ARG(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+    /* A second batond on the same address must fail, not share the port. */
+    INT_ARG(GRPC_ARG_ALLOW_REUSEPORT, 0);
+#undef INT_ARG
+    grpc_channel_args cargs = {n, args};
+
+    t->cq = grpc_completion_queue_create_for_next(NULL);
+    if (pthread_create(&t->pump, NULL, pump_main, t) != 0) {
+        snprintf(err, errlen, "cannot start the completion queue thread");
+        goto fail_grpc;
+    }
+    t->pump_started = 1;
+    t->server = grpc_server_create(&cargs, NULL);
+    grpc_server_register_completion_queue(t->server, t->cq, NULL);
+    for (int m = 0; m <= M_COUNT; m++) {
+        req_slot *s = &t->slots[m];
+        s->t = t;
+        s->method = m;
+        if (m == M_UNKNOWN)
+            continue;
+        s->registered = grpc_server_register_method(t->server, methods[m].path, NULL,
+                                                    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        if (s->registered == NULL) {
+            snprintf(err, errlen, "cannot register %s", methods[m].path);
+            goto fail_grpc;
+        }
+    }
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    t->port = grpc_server_add_http2_port(t->server, opts->listen, creds);
+    grpc_server_credentials_release(creds);
+    if (t->port == 0) {
+        snprintf(err, errlen, "cannot listen on %s", opts->listen);
+        goto fail_grpc;
+    }
+    grpc_server_start(t->server);
+    for (int m = 0; m <= M_COUNT; m++)
+        post_request(t, &t->slots[m]);
+    return t;
+
+fail_grpc:
+    destroy_unstarted(t);
+    return NULL;
+fail:
+    transport_free(t);
+    return NULL;
+}
+
+void transport_free(baton_transport *t)
+{
+    if (t == NULL)
+        return;
+    if (t->wake_ev)
+        event_free(t->wake_ev);
+    if (t->grace_ev)
+        event_free(t->grace_ev);
+    if (t->efd >= 0)
+        close(t->efd);
+    pthread_mutex_destroy(&t->mu);
+    free(t->inbox);
+    free(t->work);
+    free(t);
+}

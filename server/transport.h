@@ -1,0 +1,64 @@
+#ifndef BATON_TRANSPORT_H
+#define BATON_TRANSPORT_H
+
+/*
+ * The gRPC transport of batond: serves baton.v1.LockService (lock.proto) on
+ * top of the engine.
+ *
+ * Threads: one pump thread waits in the gRPC completion queue and forwards
+ * every completion to the loop thread (an eventfd watched by `base`). All call
+ * state, every engine call and every gRPC batch live on the loop thread; the
+ * functions below must be called there too.
+ *
+ * gRPC types never appear here: callers need only libevent and the engine.
+ * grpc_init() must have been called before transport_new and grpc_shutdown()
+ * may be called only after transport_free.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "validate.h"
+
+struct event_base;
+
+typedef struct baton_transport baton_transport;
+
+typedef struct transport_opts {
+    const char *listen;           /* "host:port"; port 0 binds an ephemeral port */
+    /* Copied by value; the arrays it points to (pools) must outlive the transport. */
+    validate_limits limits;
+    int32_t max_concurrent_streams; /* per connection; <= 0: gRPC default */
+    int32_t max_message_bytes;      /* receive and send limit; <= 0: gRPC default */
+    int64_t keepalive_time_ms;      /* server pings an idle connection this often; <= 0: gRPC default */
+    int64_t keepalive_timeout_ms;   /* ...and drops it when a ping is not acked in time */
+} transport_opts;
+
+/*
+ * Creates the server, binds opts->listen, starts serving and the pump thread.
+ * Returns NULL and writes a message to err on failure ("cannot listen on
+ * ADDR" when the address cannot be bound). Free with transport_free.
+ */
+baton_transport *transport_new(struct event_base *base, baton_engine *engine,
+                               const transport_opts *opts, char *err, size_t errlen);
+
+/* The TCP port actually bound (useful with port 0). */
+int transport_port(const baton_transport *t);
+
+/* Calls currently alive (for logs and tests). */
+size_t transport_live_calls(const baton_transport *t);
+
+/*
+ * Graceful shutdown: stop accepting calls, shut the engine down (waiting
+ * streams end UNAVAILABLE, stream holds are released, watches end), cancel
+ * what is left once the engine is done (after a short grace for statuses in
+ * flight), drain the completion queue and join the pump thread. Then `done`
+ * is called once, on the loop thread. Call at most once.
+ */
+void transport_shutdown(baton_transport *t, void (*done)(void *ud), void *ud);
+
+/* Frees the transport. Only after transport_shutdown's `done` ran. */
+void transport_free(baton_transport *t);
+
+#endif
