@@ -1,0 +1,241 @@
+"""Processes for the integration tests: generated stubs, a private
+redis-server and batond.
+
+Nothing here talks to the system Redis: every redis-server is started on a
+free 127.0.0.1 port with persistence off, and every process is stopped
+(SIGTERM, then SIGKILL) by whoever started it.
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.environ.get("BATON_SOURCE_DIR") or os.path.abspath(os.path.join(HERE, "..", ".."))
+GRPC_PYTHON_PLUGIN = "/usr/bin/grpc_python_plugin"
+
+# Every Batond ever created in this session, for failure reports.
+ALL_BATONDS = []
+_used_ports = set()
+
+
+def find_batond():
+    """$BATOND, else a binary in a build directory of the source tree."""
+    path = os.environ.get("BATOND")
+    if path:
+        return path
+    for build in ("build-it", "build"):
+        cand = os.path.join(SOURCE_DIR, build, "server", "batond")
+        if os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def generate_stubs(out_dir):
+    """protoc + the standard Python gRPC plugin: baton/v1/lock_pb2{,_grpc}.py in out_dir."""
+    protoc = shutil.which("protoc") or "/usr/bin/protoc"
+    subprocess.run(
+        [protoc, "-I", os.path.join(SOURCE_DIR, "proto"),
+         "--python_out=" + out_dir, "--grpc_python_out=" + out_dir,
+         "--plugin=protoc-gen-grpc_python=" + GRPC_PYTHON_PLUGIN,
+         "baton/v1/lock.proto"],
+        check=True, cwd=SOURCE_DIR)
+
+
+def free_port():
+    """A TCP port that was free a moment ago (redis-server cannot take port 0
+    and report it back, so we pick one; never the same twice per session)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _used_ports:
+            _used_ports.add(port)
+            return port
+    raise RuntimeError("no free port")
+
+
+def _stop_process(proc, term_timeout=10.0):
+    """SIGTERM, then SIGKILL after term_timeout. Returns the exit code."""
+    if proc is None or proc.poll() is not None:
+        return None if proc is None else proc.returncode
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(term_timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(10)
+
+
+class RedisServer:
+    """A private redis-server on 127.0.0.1:<port> (no persistence)."""
+
+    def __init__(self, workdir, port=None):
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.proc = None
+        self.log_path = os.path.join(workdir, "redis-%d.log" % self.port)
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def start(self, timeout=10.0):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self.workdir,
+             "--daemonize", "no"],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server exited %s:\n%s" % (self.proc.returncode, self.log()))
+            if self.ping():
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not answer PING:\n" + self.log())
+
+    def ping(self):
+        try:
+            return self.cli("PING") == "PONG"
+        except Exception:
+            return False
+
+    def cli(self, *args):
+        """One redis-cli command; returns stdout stripped (raw format)."""
+        r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), "--raw", *args],
+                           capture_output=True, text=True, timeout=10)
+        if r.returncode != 0:
+            raise RuntimeError("redis-cli %s: %s%s" % (args, r.stdout, r.stderr))
+        return r.stdout.strip()
+
+    def kill(self):
+        """SIGKILL: the data is gone, clients see the connection drop."""
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self):
+        _stop_process(self.proc, 5.0)
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+
+CONFIG_TEMPLATE = """\
+listen: "127.0.0.1:{port}"
+log_level: {log_level}
+redis:
+  address: "{redis}"
+  reconnect_ms: 100
+  command_timeout_ms: 2000
+locks:
+  min_ttl_ms: 50
+  recheck_ms: 2000
+  waiter_liveness_ms: 1500
+pools:
+  - name: node7
+    devices: 4
+"""
+
+
+class Batond:
+    """One batond process with its own config file and stderr log."""
+
+    def __init__(self, binary, workdir, redis_address, name="batond"):
+        self.binary = binary
+        self.workdir = workdir
+        self.redis_address = redis_address
+        self.name = name
+        self.port = free_port()
+        self.proc = None
+        self.log_path = os.path.join(workdir, "%s-%d.log" % (name, self.port))
+        self.config_path = os.path.join(workdir, "%s-%d.yaml" % (name, self.port))
+        self.mark = 0  # log offset at the start of the current test
+        ALL_BATONDS.append(self)
+
+    @property
+    def target(self):
+        return "127.0.0.1:%d" % self.port
+
+    def start(self, timeout=20.0):
+        import grpc
+        from baton.v1 import lock_pb2, lock_pb2_grpc
+
+        with open(self.config_path, "w") as f:
+            f.write(CONFIG_TEMPLATE.format(port=self.port, redis=self.redis_address,
+                                           log_level=os.environ.get("BATON_IT_LOG_LEVEL", "debug")))
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "--config", self.config_path, "--listen", self.target,
+             "--redis", self.redis_address],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        # Ready = a Describe succeeds: the port is open AND Redis is connected.
+        deadline = time.monotonic() + timeout
+        last = None
+        with grpc.insecure_channel(self.target) as ch:
+            stub = lock_pb2_grpc.LockServiceStub(ch)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("%s exited with %s before it was ready:\n%s"
+                                       % (self.name, self.proc.returncode, self.log_tail()))
+                try:
+                    stub.Describe(lock_pb2.DescribeRequest(key="it-ready-probe"), timeout=1.0)
+                    return self
+                except grpc.RpcError as e:
+                    last = "%s %s" % (e.code(), e.details())
+                time.sleep(0.1)
+        raise RuntimeError("%s not ready after %.0fs (last: %s):\n%s"
+                           % (self.name, timeout, last, self.log_tail()))
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout):
+        return self.proc.wait(timeout)
+
+    def stop(self):
+        return _stop_process(self.proc, 10.0)
+
+    def log_text(self, start=0):
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(start)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def log_tail(self, lines=150, start=0):
+        text = self.log_text(start).splitlines()
+        cut = text[-lines:]
+        head = "... (%d earlier lines)\n" % (len(text) - len(cut)) if len(text) > len(cut) else ""
+        return head + "\n".join(cut)
+
+
+def python_env(stubs_dir):
+    """Environment for a helper Python subprocess that imports the stubs."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([stubs_dir, HERE] + [p for p in [env.get("PYTHONPATH")] if p])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+PYTHON = sys.executable

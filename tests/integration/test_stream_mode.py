@@ -1,0 +1,129 @@
+"""STREAM hold mode: the lock lives exactly as long as the Acquire stream."""
+import os
+import subprocess
+import time
+
+import grpc
+
+import bclient as bc
+import harness
+from bclient import pb
+
+ABORTED = grpc.StatusCode.ABORTED
+T = pb.LockEvent
+
+
+def test_cancel_of_granted_stream_releases_at_once(stub):
+    key = bc.uniq("scancel")
+    w = bc.WatchStream(stub, key=key)
+    w.sync()
+    holder = bc.AcquireStream(stub, key, "streamer", mode=bc.STREAM)
+    g = holder.wait_granted()
+    assert g.ttl_ms == 600000
+    waiter = bc.AcquireStream(stub, key, "next", wait_ms=20000)
+    waiter.wait_queued()
+    time.sleep(0.2)
+    assert not holder.ended, "a STREAM-mode Acquire stays open after granted: %s" % holder.summary()
+    assert holder.kinds() == ["granted"]
+
+    t0 = time.monotonic()
+    holder.cancel()
+    g2 = waiter.wait_granted(10.0)
+    secs = waiter.granted_at - t0
+    bc.record_timing("stream cancel -> waiter granted", secs)
+    assert secs < 5.0, "waiter granted %.2fs after cancel (TTL was 600 s)" % secs
+    assert g2.fencing > g.fencing
+    rel = w.wait_event(lambda e: e.type == T.RELEASED)
+    assert rel.owner == "streamer" and rel.fencing == g.fencing, \
+        "a cancelled stream releases (RELEASED, not EXPIRED): %s" % bc.fmt_event(rel)
+    bc.release(stub, key, g2.token)
+    w.cancel()
+
+
+def test_sigkill_of_holder_process_hands_lock_to_waiter(stub, batond, stubs_dir):
+    key = bc.uniq("skill")
+    proc = subprocess.Popen(
+        [harness.PYTHON, os.path.join(harness.HERE, "holder_proc.py"), batond.target, key, "doomed-proc"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=harness.python_env(stubs_dir))
+    try:
+        line = proc.stdout.readline()  # blocks until granted (the script waits at most 30 s)
+        assert line.startswith("GRANTED "), "holder: %r %s" % (line, proc.stderr.read() if proc.poll() else "")
+        fencing = int(line.split()[1])
+        d = bc.describe(stub, key)
+        assert d.held and d.owner == "doomed-proc" and d.fencing == fencing
+
+        waiter = bc.AcquireStream(stub, key, "survivor", wait_ms=30000)
+        waiter.wait_queued()
+        t0 = time.monotonic()
+        proc.kill()
+        proc.wait(10)
+        g = waiter.wait_granted(10.0)
+        secs = waiter.granted_at - t0
+        bc.record_timing("SIGKILL of stream holder -> waiter granted", secs)
+        assert secs < 5.0, "waiter granted %.2fs after the holder died (TTL 600 s)" % secs
+        assert g.fencing > fencing
+        bc.release(stub, key, g.token)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_stream_keeps_short_ttl_alive(stub):
+    key = bc.uniq("skeep")
+    w = bc.WatchStream(stub, key=key)
+    w.sync()
+    holder = bc.AcquireStream(stub, key, "keeper", ttl_ms=300, mode=bc.STREAM)
+    g = holder.wait_granted()
+    assert g.ttl_ms == 300
+    for _ in range(5):  # 1.5 s = 5 TTLs
+        time.sleep(0.3)
+        d = bc.describe(stub, key)
+        assert d.held and d.owner == "keeper" and d.fencing == g.fencing, \
+            "stream-held lock with TTL 300 ms lapsed: %r" % d
+        assert 0 < d.ttl_ms <= 300
+    _, code, details, _ = bc.acquire(stub, key, "prober", wait_ms=0)
+    assert code == ABORTED and "keeper" in details
+    assert not holder.ended, holder.summary()
+    assert [e.type for e in w.events()] == [T.ACQUIRED], [bc.fmt_event(e) for e in w.events()]
+    holder.cancel()
+    assert bc.wait_until(lambda: not bc.describe(stub, key).held, 5.0)
+    w.wait_event(lambda e: e.type == T.RELEASED)
+    w.cancel()
+
+
+def test_release_by_token_ends_stream_ok(stub):
+    key = bc.uniq("srel")
+    holder = bc.AcquireStream(stub, key, "held-by-stream", mode=bc.STREAM)
+    g = holder.wait_granted()
+    assert bc.release(stub, key, g.token).released
+    code, details = holder.wait_end(5.0)
+    assert code == bc.OK, "Release by token ends the holding stream with OK: %s %r" % (code, details)
+    assert holder.kinds() == ["granted"]
+    assert not bc.describe(stub, key).held
+    g2 = bc.grant(stub, key, "after", wait_ms=0)
+    bc.release(stub, key, g2.token)
+
+
+def test_renew_of_stream_held_lock(stub):
+    """Renew with the stream's token is allowed and keeps the holder."""
+    key = bc.uniq("srenew")
+    holder = bc.AcquireStream(stub, key, "sr", mode=bc.STREAM, ttl_ms=1000)
+    g = holder.wait_granted()
+    assert bc.renew(stub, key, g.token, 5000).ttl_ms == 5000
+    assert bc.describe(stub, key).owner == "sr"
+    holder.cancel()
+    assert bc.wait_until(lambda: not bc.describe(stub, key).held, 5.0)
+
+
+def test_cancel_of_waiting_stream_mode_acquire(stub):
+    key = bc.uniq("swaitcancel")
+    g = bc.grant(stub, key, "h")
+    w = bc.AcquireStream(stub, key, "w", mode=bc.STREAM, wait_ms=20000)
+    w.wait_queued()
+    w.cancel()
+    assert bc.wait_until(lambda: bc.describe(stub, key).waiters == 0, 5.0)
+    bc.release(stub, key, g.token)
+    # The cancelled waiter must not have been granted behind our back.
+    g2 = bc.grant(stub, key, "after", wait_ms=0)
+    bc.release(stub, key, g2.token)
