@@ -1,0 +1,830 @@
+/* Unit tests for server/config.c: defaults, overrides, every error class
+ * with its line number and key path, the real deploy/batond.yaml. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+static char err[1024];
+
+static int load(baton_config *c, const char *yaml)
+{
+    err[0] = '\0';
+    return config_load_string(c, "t.yaml", yaml, strlen(yaml), err, sizeof(err));
+}
+
+/* Loads `yaml` over defaults and asserts the exact error message. */
+static void expect_err_at(const char *yaml, const char *want, const char *file, int line)
+{
+    baton_config c;
+    config_defaults(&c);
+    int rc = load(&c, yaml);
+    config_free(&c);
+    if (rc != -1)
+        _fail(file, line);
+    if (strcmp(err, want) != 0) {
+        print_error("got  '%s'\nwant '%s'\n", err, want);
+        _fail(file, line);
+    }
+}
+#define expect_err(yaml, want) expect_err_at((yaml), (want), __FILE__, __LINE__)
+
+/* Same, but only asserts that the message starts with `want`. */
+static void expect_err_prefix_at(const char *yaml, const char *want, const char *file, int line)
+{
+    baton_config c;
+    config_defaults(&c);
+    int rc = load(&c, yaml);
+    config_free(&c);
+    if (rc != -1 || strncmp(err, want, strlen(want)) != 0) {
+        print_error("rc %d, got '%s'\nwant prefix '%s'\n", rc, err, want);
+        _fail(file, line);
+    }
+}
+#define expect_err_prefix(yaml, want) expect_err_prefix_at((yaml), (want), __FILE__, __LINE__)
+
+static void assert_defaults(const baton_config *c)
+{
+    assert_string_equal(c->listen, "127.0.0.1:50051");
+    assert_string_equal(c->log_level, "info");
+    assert_string_equal(c->redis_address, "127.0.0.1:6379");
+    assert_string_equal(c->redis_password, "");
+    assert_int_equal(c->redis_database, 0);
+    assert_string_equal(c->key_prefix, "baton:");
+    assert_int_equal(c->redis_command_timeout_ms, 5000);
+    assert_int_equal(c->redis_reconnect_ms, 200);
+    assert_int_equal(c->redis_keyspace_events, 1);
+    assert_int_equal(c->default_ttl_ms, 600000);
+    assert_int_equal(c->min_ttl_ms, 100);
+    assert_int_equal(c->max_ttl_ms, 3600000);
+    assert_int_equal(c->max_wait_ms, 300000);
+    assert_int_equal(c->recheck_ms, 30000);
+    assert_int_equal(c->waiter_liveness_ms, 6000);
+    assert_int_equal(c->max_pool_devices, 64);
+    assert_int_equal(c->max_concurrent_streams, 20000);
+    assert_int_equal(c->max_message_bytes, 65536);
+    assert_int_equal(c->keepalive_time_ms, 10000);
+    assert_int_equal(c->keepalive_timeout_ms, 5000);
+    assert_null(c->pools);
+    assert_int_equal(c->npools, 0);
+}
+
+/* ---------------------------------------------------------------- defaults */
+
+static void test_defaults(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    assert_defaults(&c);
+    assert_int_equal(config_check(&c, err, sizeof(err)), 0);
+    config_free(&c);
+    assert_null(c.listen);
+    assert_null(c.pools);
+    config_free(&c); /* freeing a zeroed config is harmless */
+}
+
+static void test_empty_documents(void **state)
+{
+    static const char *empty[] = {"", "\n\n", "# only a comment\n", "---\n", "~\n", "null",
+                                  "---\n...\n"};
+    for (size_t i = 0; i < sizeof(empty) / sizeof(empty[0]); i++) {
+        baton_config c;
+        config_defaults(&c);
+        if (load(&c, empty[i]) != 0)
+            fail_msg("'%s' rejected: %s", empty[i], err);
+        assert_defaults(&c);
+        config_free(&c);
+    }
+}
+
+static void test_empty_sections(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(load(&c, "redis:\nlocks: ~\ngrpc: {}\npools: []\n"), 0);
+    assert_defaults(&c);
+    config_free(&c);
+}
+
+/* --------------------------------------------------------------- overrides */
+
+static const char *FULL =
+    "listen: \"0.0.0.0:6000\"\n"
+    "log_level: debug\n"
+    "redis:\n"
+    "  address: unix:/tmp/r.sock\n"
+    "  password: 's3cret'\n"
+    "  database: 3\n"
+    "  key_prefix: \"app:v2:\"\n"
+    "  command_timeout_ms: 1500\n"
+    "  reconnect_ms: 50\n"
+    "  keyspace_events: no\n"
+    "locks:\n"
+    "  default_ttl_ms: 20000\n"
+    "  min_ttl_ms: 1000\n"
+    "  max_ttl_ms: 86400000\n"
+    "  max_wait_ms: 0\n"
+    "  recheck_ms: 5000\n"
+    "  waiter_liveness_ms: 3000\n"
+    "  max_pool_devices: 16\n"
+    "grpc:\n"
+    "  max_concurrent_streams: 100\n"
+    "  max_message_bytes: 4096\n"
+    "  keepalive_time_ms: 2000\n"
+    "  keepalive_timeout_ms: 1000\n"
+    "pools:\n"
+    "  - name: node7\n"
+    "    devices: 8\n"
+    "  - {name: \"rack:2/gpu\", devices: 16}\n";
+
+static void test_full_override(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    if (load(&c, FULL) != 0)
+        fail_msg("%s", err);
+    assert_string_equal(c.listen, "0.0.0.0:6000");
+    assert_string_equal(c.log_level, "debug");
+    assert_string_equal(c.redis_address, "unix:/tmp/r.sock");
+    assert_string_equal(c.redis_password, "s3cret");
+    assert_int_equal(c.redis_database, 3);
+    assert_string_equal(c.key_prefix, "app:v2:");
+    assert_int_equal(c.redis_command_timeout_ms, 1500);
+    assert_int_equal(c.redis_reconnect_ms, 50);
+    assert_int_equal(c.redis_keyspace_events, 0);
+    assert_int_equal(c.default_ttl_ms, 20000);
+    assert_int_equal(c.min_ttl_ms, 1000);
+    assert_int_equal(c.max_ttl_ms, 86400000);
+    assert_int_equal(c.max_wait_ms, 0);
+    assert_int_equal(c.recheck_ms, 5000);
+    assert_int_equal(c.waiter_liveness_ms, 3000);
+    assert_int_equal(c.max_pool_devices, 16);
+    assert_int_equal(c.max_concurrent_streams, 100);
+    assert_int_equal(c.max_message_bytes, 4096);
+    assert_int_equal(c.keepalive_time_ms, 2000);
+    assert_int_equal(c.keepalive_timeout_ms, 1000);
+    assert_int_equal(c.npools, 2);
+    assert_string_equal(c.pools[0].name, "node7");
+    assert_int_equal(c.pools[0].devices, 8);
+    assert_string_equal(c.pools[1].name, "rack:2/gpu");
+    assert_int_equal(c.pools[1].devices, 16);
+    config_free(&c);
+}
+
+static void test_partial_override_keeps_rest(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(load(&c, "redis:\n  database: 2\n"), 0);
+    assert_int_equal(c.redis_database, 2);
+    c.redis_database = 0;
+    assert_defaults(&c);
+    config_free(&c);
+}
+
+static void test_applies_on_top(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(load(&c, "log_level: warn\n"), 0);
+    assert_int_equal(load(&c, "listen: \"[::1]:7000\"\n"), 0);
+    assert_string_equal(c.log_level, "warn");
+    assert_string_equal(c.listen, "[::1]:7000");
+    /* A later pools list replaces the earlier one. */
+    assert_int_equal(load(&c, "pools: [{name: a, devices: 2}, {name: b, devices: 3}]\n"), 0);
+    assert_int_equal(c.npools, 2);
+    assert_int_equal(load(&c, "pools:\n  - name: z\n    devices: 1\n"), 0);
+    assert_int_equal(c.npools, 1);
+    assert_string_equal(c.pools[0].name, "z");
+    assert_int_equal(load(&c, "pools: ~\n"), 0);
+    assert_int_equal(c.npools, 0);
+    assert_null(c.pools);
+    config_free(&c);
+}
+
+static void test_booleans(void **state)
+{
+    static const struct {
+        const char *v;
+        int want;
+    } cases[] = {{"true", 1}, {"false", 0}, {"yes", 1}, {"no", 0}, {"True", 1}, {"NO", 0}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char yaml[128];
+        baton_config c;
+        config_defaults(&c);
+        c.redis_keyspace_events = !cases[i].want;
+        snprintf(yaml, sizeof(yaml), "redis:\n  keyspace_events: %s\n", cases[i].v);
+        assert_int_equal(load(&c, yaml), 0);
+        assert_int_equal(c.redis_keyspace_events, cases[i].want);
+        config_free(&c);
+    }
+}
+
+static void test_integer_bounds_accepted(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(load(&c, "redis:\n  database: 0\n  command_timeout_ms: 1\n"
+                              "locks:\n  max_pool_devices: 4096\n  waiter_liveness_ms: 30\n"
+                              "grpc:\n  max_message_bytes: 1024\n"
+                              "  max_concurrent_streams: 2147483647\n"),
+                     0);
+    assert_int_equal(c.max_pool_devices, 4096);
+    assert_int_equal(c.max_concurrent_streams, INT32_MAX);
+    config_free(&c);
+}
+
+static void test_anchors_and_flow_style(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    if (load(&c, "locks: {min_ttl_ms: &t 700, default_ttl_ms: *t, max_ttl_ms: 700}\n") != 0)
+        fail_msg("%s", err);
+    assert_int_equal(c.min_ttl_ms, 700);
+    assert_int_equal(c.default_ttl_ms, 700);
+    assert_int_equal(c.max_ttl_ms, 700);
+    config_free(&c);
+}
+
+static void test_string_allows_any_text(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(load(&c, "redis:\n  password: \"12345\"\n"), 0);
+    assert_string_equal(c.redis_password, "12345");
+    assert_int_equal(load(&c, "redis:\n  password: p@ss word#1\n"), 0);
+    assert_string_equal(c.redis_password, "p@ss word#1");
+    assert_int_equal(load(&c, "redis:\n  password: ''\n"), 0);
+    assert_string_equal(c.redis_password, "");
+    config_free(&c);
+}
+
+/* ---------------------------------------------------------- unknown keys */
+
+static void test_unknown_top_key(void **state)
+{
+    expect_err("log_level: info\nlisten_addr: x\n",
+               "t.yaml:2: listen_addr: unknown key (allowed: listen, log_level, redis, locks, grpc, "
+               "pools)");
+}
+
+static void test_unknown_section_keys(void **state)
+{
+    expect_err("redis:\n  adress: x\n",
+               "t.yaml:2: redis.adress: unknown key (allowed: address, password, database, "
+               "key_prefix, command_timeout_ms, reconnect_ms, keyspace_events)");
+    expect_err("locks:\n  default_ttl_ms: 1000\n\n  ttl: 5\n",
+               "t.yaml:4: locks.ttl: unknown key (allowed: default_ttl_ms, min_ttl_ms, max_ttl_ms, "
+               "max_wait_ms, recheck_ms, waiter_liveness_ms, max_pool_devices)");
+    expect_err("grpc:\n  port: 1\n",
+               "t.yaml:2: grpc.port: unknown key (allowed: max_concurrent_streams, "
+               "max_message_bytes, keepalive_time_ms, keepalive_timeout_ms)");
+    /* A top-level key in the wrong section. */
+    expect_err_prefix("redis:\n  listen: x\n", "t.yaml:2: redis.listen: unknown key (allowed:");
+}
+
+static void test_unknown_pool_key(void **state)
+{
+    expect_err("pools:\n  - name: a\n    devices: 2\n  - name: b\n    gpus: 2\n",
+               "t.yaml:5: pools[1].gpus: unknown key (allowed: name, devices)");
+}
+
+static void test_duplicate_keys(void **state)
+{
+    expect_err("listen: a:1\nlog_level: info\nlisten: b:2\n",
+               "t.yaml:3: listen: duplicate key (first at line 1)");
+    expect_err("redis:\n  database: 1\n  database: 2\n",
+               "t.yaml:3: redis.database: duplicate key (first at line 2)");
+    expect_err("redis:\n  database: 1\nredis:\n  database: 2\n",
+               "t.yaml:3: redis: duplicate key (first at line 1)");
+    expect_err("pools:\n  - name: a\n    devices: 2\n    name: b\n",
+               "t.yaml:4: pools[0].name: duplicate key (first at line 2)");
+}
+
+static void test_non_scalar_key(void **state)
+{
+    expect_err_prefix("? [a, b]\n: 1\n", "t.yaml:1: mapping keys must be plain words, got a sequence");
+}
+
+/* ----------------------------------------------------------- wrong types */
+
+static void test_wrong_types(void **state)
+{
+    expect_err("redis:\n  database: \"3\"\n",
+               "t.yaml:2: redis.database: expected an integer, got a string (remove the quotes)");
+    expect_err("redis:\n  database: three\n",
+               "t.yaml:2: redis.database: expected a decimal integer (milliseconds for durations), "
+               "got 'three'");
+    expect_err("redis:\n  database: 'three'\n",
+               "t.yaml:2: redis.database: expected an integer, got a string");
+    expect_err("redis:\n  database: true\n",
+               "t.yaml:2: redis.database: expected an integer, got a boolean");
+    expect_err("redis:\n  database:\n", "t.yaml:2: redis.database: expected an integer, got null");
+    expect_err("redis:\n  database: {a: 1}\n",
+               "t.yaml:2: redis.database: expected an integer, got a mapping");
+    expect_err("redis:\n  database: [1]\n",
+               "t.yaml:2: redis.database: expected an integer, got a sequence");
+    expect_err("listen: 50051\n",
+               "t.yaml:1: listen: expected a string, got an integer (quote it: \"50051\")");
+    expect_err("redis:\n  password: yes\n",
+               "t.yaml:2: redis.password: expected a string, got a boolean (quote it: \"yes\")");
+    expect_err("listen: ~\n", "t.yaml:1: listen: expected a string, got null (quote it: \"~\")");
+    expect_err("listen:\n  - a\n", "t.yaml:2: listen: expected a string, got a sequence");
+    expect_err("redis:\n  keyspace_events: 1\n",
+               "t.yaml:2: redis.keyspace_events: expected a boolean (true/false/yes/no), got an "
+               "integer");
+    expect_err("redis:\n  keyspace_events: \"true\"\n",
+               "t.yaml:2: redis.keyspace_events: expected a boolean (true/false/yes/no), got a "
+               "string");
+    expect_err("redis:\n  keyspace_events: on\n",
+               "t.yaml:2: redis.keyspace_events: expected a boolean (true/false/yes/no), got a "
+               "string");
+    expect_err("redis: 5\n", "t.yaml:1: redis: expected a mapping, got an integer");
+    expect_err("locks:\n  - 1\n", "t.yaml:2: locks: expected a mapping, got a sequence");
+    expect_err("pools:\n  name: a\n",
+               "t.yaml:2: pools: expected a sequence of {name, devices}, got a mapping");
+    expect_err("pools:\n  - node7\n",
+               "t.yaml:2: pools[0]: expected a mapping with name and devices, got a string");
+    expect_err("pools:\n  - name: 7\n    devices: 2\n",
+               "t.yaml:2: pools[0].name: expected a string, got an integer (quote it: \"7\")");
+    expect_err("pools:\n  - name: a\n    devices: two\n",
+               "t.yaml:3: pools[0].devices: expected a decimal integer (milliseconds for durations), "
+               "got 'two'");
+}
+
+static void test_top_level_not_mapping(void **state)
+{
+    expect_err("- a\n- b\n", "t.yaml:1: expected a mapping of settings at the top level, got a sequence");
+    expect_err("hello\n", "t.yaml:1: expected a mapping of settings at the top level, got a string");
+}
+
+/* --------------------------------------------------------------- integers */
+
+static void test_integer_syntax(void **state)
+{
+    static const char *bad[] = {"1e3", "12ms", "0x10", "+5", "010", "1.5", "1_000", "5 000", "1-",
+                                "--1", "0o7", ".5", "1,000"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char yaml[128], want[256];
+        snprintf(yaml, sizeof(yaml), "locks:\n  recheck_ms: %s\n", bad[i]);
+        snprintf(want, sizeof(want),
+                 "t.yaml:2: locks.recheck_ms: expected a decimal integer (milliseconds for "
+                 "durations), got '%s'",
+                 bad[i]);
+        expect_err(yaml, want);
+    }
+}
+
+static void test_integer_overflow(void **state)
+{
+    expect_err("locks:\n  max_ttl_ms: 9223372036854775808\n",
+               "t.yaml:2: locks.max_ttl_ms: integer out of range: 9223372036854775808");
+    expect_err("locks:\n  max_ttl_ms: 99999999999999999999999\n",
+               "t.yaml:2: locks.max_ttl_ms: integer out of range: 99999999999999999999999");
+    expect_err("locks:\n  max_ttl_ms: -9223372036854775809\n",
+               "t.yaml:2: locks.max_ttl_ms: integer out of range: -9223372036854775809");
+    /* INT64_MIN itself parses, then fails the range check. */
+    expect_err("locks:\n  max_ttl_ms: -9223372036854775808\n",
+               "t.yaml:2: locks.max_ttl_ms: must be between 1 and 31536000000, got "
+               "-9223372036854775808");
+    /* Fits int64 but not the int32 field. */
+    expect_err("grpc:\n  max_message_bytes: 2147483648\n",
+               "t.yaml:2: grpc.max_message_bytes: must be between 1024 and 2147483647, got "
+               "2147483648");
+}
+
+static void test_ranges(void **state)
+{
+    expect_err("redis:\n  database: -1\n",
+               "t.yaml:2: redis.database: must be between 0 and 2147483647, got -1");
+    expect_err("redis:\n  command_timeout_ms: 0\n",
+               "t.yaml:2: redis.command_timeout_ms: must be between 1 and 3600000, got 0");
+    expect_err("redis:\n  reconnect_ms: 3600001\n",
+               "t.yaml:2: redis.reconnect_ms: must be between 1 and 3600000, got 3600001");
+    expect_err("locks:\n  max_wait_ms: -1\n",
+               "t.yaml:2: locks.max_wait_ms: must be between 0 and 31536000000, got -1");
+    expect_err("locks:\n  recheck_ms: 0\n",
+               "t.yaml:2: locks.recheck_ms: must be between 1 and 86400000, got 0");
+    expect_err("locks:\n  waiter_liveness_ms: 29\n",
+               "t.yaml:2: locks.waiter_liveness_ms: must be between 30 and 3600000, got 29");
+    expect_err("locks:\n  max_pool_devices: 0\n",
+               "t.yaml:2: locks.max_pool_devices: must be between 1 and 4096, got 0");
+    expect_err("locks:\n  max_pool_devices: 4097\n",
+               "t.yaml:2: locks.max_pool_devices: must be between 1 and 4096, got 4097");
+    expect_err("grpc:\n  max_concurrent_streams: 0\n",
+               "t.yaml:2: grpc.max_concurrent_streams: must be between 1 and 2147483647, got 0");
+    expect_err("grpc:\n  max_message_bytes: 1023\n",
+               "t.yaml:2: grpc.max_message_bytes: must be between 1024 and 2147483647, got 1023");
+    expect_err("grpc:\n  keepalive_time_ms: 0\n",
+               "t.yaml:2: grpc.keepalive_time_ms: must be between 1 and 2147483647, got 0");
+    expect_err("grpc:\n  keepalive_timeout_ms: -5\n",
+               "t.yaml:2: grpc.keepalive_timeout_ms: must be between 1 and 2147483647, got -5");
+}
+
+/* ------------------------------------------------------------ ttl ordering */
+
+static void test_ttl_ordering(void **state)
+{
+    /* Blames the field set later in the file. */
+    expect_err("locks:\n  min_ttl_ms: 5000\n  default_ttl_ms: 1000\n",
+               "t.yaml:3: locks.default_ttl_ms: locks.min_ttl_ms (5000) must not exceed "
+               "locks.default_ttl_ms (1000)");
+    expect_err("locks:\n  default_ttl_ms: 1000\n  min_ttl_ms: 5000\n",
+               "t.yaml:3: locks.min_ttl_ms: locks.min_ttl_ms (5000) must not exceed "
+               "locks.default_ttl_ms (1000)");
+    /* Only one side in the file: blame it. */
+    expect_err("locks:\n  default_ttl_ms: 50\n",
+               "t.yaml:2: locks.default_ttl_ms: locks.min_ttl_ms (100) must not exceed "
+               "locks.default_ttl_ms (50)");
+    expect_err("\nlocks:\n  max_ttl_ms: 1000\n",
+               "t.yaml:3: locks.max_ttl_ms: locks.default_ttl_ms (600000) must not exceed "
+               "locks.max_ttl_ms (1000)");
+    expect_err("locks:\n  default_ttl_ms: 4000000\n",
+               "t.yaml:2: locks.default_ttl_ms: locks.default_ttl_ms (4000000) must not exceed "
+               "locks.max_ttl_ms (3600000)");
+    /* Equal values are fine. */
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(load(&c, "locks:\n  min_ttl_ms: 500\n  default_ttl_ms: 500\n  max_ttl_ms: 500\n"),
+                     0);
+    config_free(&c);
+}
+
+/* ----------------------------------------------------- strings with rules */
+
+static void test_key_prefix(void **state)
+{
+    expect_err("redis:\n  key_prefix: \"\"\n", "t.yaml:2: redis.key_prefix: must not be empty");
+    expect_err("redis:\n  key_prefix: \"my app:\"\n",
+               "t.yaml:2: redis.key_prefix: must be 1..64 bytes of [A-Za-z0-9_-.:/@+=], got byte "
+               "0x20 at offset 2");
+    expect_err("redis:\n  key_prefix: \"a{b}\"\n",
+               "t.yaml:2: redis.key_prefix: must be 1..64 bytes of [A-Za-z0-9_-.:/@+=], got byte "
+               "0x7b at offset 1");
+    char yaml[256], want[256];
+    char p[66];
+    memset(p, 'p', 65);
+    p[65] = '\0';
+    snprintf(yaml, sizeof(yaml), "redis:\n  key_prefix: %s\n", p);
+    snprintf(want, sizeof(want),
+             "t.yaml:2: redis.key_prefix: must be 1..64 bytes of [A-Za-z0-9_-.:/@+=], got 65 bytes");
+    expect_err(yaml, want);
+    p[64] = '\0';
+    snprintf(yaml, sizeof(yaml), "redis:\n  key_prefix: %s\n", p);
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(load(&c, yaml), 0);
+    assert_int_equal(strlen(c.key_prefix), 64);
+    config_free(&c);
+}
+
+static void test_log_level(void **state)
+{
+    expect_err("log_level: verbose\n",
+               "t.yaml:1: log_level: must be one of debug, info, warn, error, got 'verbose'");
+    expect_err("log_level: INFO\n",
+               "t.yaml:1: log_level: must be one of debug, info, warn, error, got 'INFO'");
+    static const char *ok[] = {"debug", "info", "warn", "error"};
+    for (size_t i = 0; i < 4; i++) {
+        char yaml[64];
+        baton_config c;
+        config_defaults(&c);
+        snprintf(yaml, sizeof(yaml), "log_level: %s\n", ok[i]);
+        assert_int_equal(load(&c, yaml), 0);
+        assert_string_equal(c.log_level, ok[i]);
+        config_free(&c);
+    }
+}
+
+static void test_empty_strings(void **state)
+{
+    expect_err("listen: \"\"\n", "t.yaml:1: listen: must not be empty");
+    expect_err("redis:\n  address: ''\n", "t.yaml:2: redis.address: must not be empty");
+}
+
+static void test_nul_in_string(void **state)
+{
+    expect_err("listen: \"a\\0b\"\n", "t.yaml:1: listen: must not contain NUL bytes");
+}
+
+/* ------------------------------------------------------------------ pools */
+
+static void test_pool_errors(void **state)
+{
+    expect_err("pools:\n  - devices: 2\n", "t.yaml:2: pools[0]: missing name");
+    expect_err("pools:\n  - name: a\n", "t.yaml:2: pools[0]: missing devices");
+    expect_err("pools:\n  - name: a\n    devices: 0\n",
+               "t.yaml:3: pools[0].devices: must be between 1 and locks.max_pool_devices, got 0");
+    expect_err("pools:\n  - name: a\n    devices: 65\n",
+               "t.yaml:3: pools[0].devices: must be between 1 and locks.max_pool_devices (64), got 65");
+    expect_err("locks:\n  max_pool_devices: 4\npools:\n  - name: a\n    devices: 5\n",
+               "t.yaml:5: pools[0].devices: must be between 1 and locks.max_pool_devices (4), got 5");
+    expect_err("pools:\n  - name: \"\"\n    devices: 1\n", "t.yaml:2: pools[0].name: must not be empty");
+    expect_err("pools:\n  - name: \"gpu node\"\n    devices: 1\n",
+               "t.yaml:2: pools[0].name: must be 1..256 bytes of [A-Za-z0-9_-.:/@+=], got byte 0x20 "
+               "at offset 3");
+    expect_err("pools:\n"
+               "  - name: node7\n"
+               "    devices: 8\n"
+               "  - name: node8\n"
+               "    devices: 8\n"
+               "  - name: node7\n"
+               "    devices: 4\n",
+               "t.yaml:6: pools[2].name: pool 'node7' is already defined at line 2");
+}
+
+static void test_pool_devices_order_independent(void **state)
+{
+    /* pools before locks: the device limit applies to the final value. */
+    baton_config c;
+    config_defaults(&c);
+    if (load(&c, "pools:\n  - name: big\n    devices: 100\nlocks:\n  max_pool_devices: 128\n") != 0)
+        fail_msg("%s", err);
+    assert_int_equal(c.pools[0].devices, 100);
+    config_free(&c);
+    expect_err("pools:\n  - name: big\n    devices: 20\nlocks:\n  max_pool_devices: 16\n",
+               "t.yaml:3: pools[0].devices: must be between 1 and locks.max_pool_devices (16), got 20");
+}
+
+static void test_pool_name_length(void **state)
+{
+    /* devices 10 -> largest key "name/9": name may be 254 bytes; 255 is too long. */
+    char name[300], yaml[512], want[512];
+    memset(name, 'n', 254);
+    name[254] = '\0';
+    snprintf(yaml, sizeof(yaml), "pools:\n  - name: %s\n    devices: 10\n", name);
+    baton_config c;
+    config_defaults(&c);
+    if (load(&c, yaml) != 0)
+        fail_msg("%s", err);
+    config_free(&c);
+    snprintf(yaml, sizeof(yaml), "pools:\n  - name: %s\n    devices: 11\n", name);
+    snprintf(want, sizeof(want),
+             "t.yaml:2: pools[0].name: must be at most 253 bytes so that device keys "
+             "'name/<index>' fit in 256 bytes, got 254 bytes");
+    expect_err(yaml, want);
+    memset(name, 'n', 257);
+    name[257] = '\0';
+    snprintf(yaml, sizeof(yaml), "pools:\n  - name: %s\n    devices: 1\n", name);
+    expect_err(yaml, "t.yaml:2: pools[0].name: must be 1..256 bytes of [A-Za-z0-9_-.:/@+=], got "
+                     "257 bytes");
+}
+
+/* ---------------------------------------------------------- syntax errors */
+
+static void test_syntax_errors(void **state)
+{
+    expect_err_prefix("listen: a\nredis:\n  address: [x\n", "t.yaml:4: invalid YAML: ");
+    expect_err_prefix("listen: a\nlog_level: info\n  bad: indent\n", "t.yaml:3: invalid YAML: ");
+    expect_err_prefix("redis:\n\taddress: x\n", "t.yaml:2: invalid YAML: ");
+    expect_err_prefix("listen: \"unterminated\n", "t.yaml:2: invalid YAML: ");
+    expect_err_prefix("a: *nope\n", "t.yaml:1: invalid YAML: ");
+    expect_err("listen: a\nredis:\n  address: [x\n",
+               "t.yaml:4: invalid YAML: did not find expected ',' or ']' while parsing a flow "
+               "sequence (opened at line 3)");
+}
+
+static void test_reader_errors(void **state)
+{
+    /* Invalid UTF-8 and control bytes: libyaml's reader gives only an offset. */
+    expect_err_prefix("listen: a\nlog_level: info\nredis:\n  password: \"\xff\"\n",
+                      "t.yaml:4: invalid YAML: ");
+    baton_config c;
+    config_defaults(&c);
+    static const char nul_doc[] = "listen: a\n\n  x\0y\n";
+    err[0] = '\0';
+    assert_int_equal(config_load_string(&c, "t.yaml", nul_doc, sizeof(nul_doc) - 1, err, sizeof(err)),
+                     -1);
+    assert_non_null(strstr(err, "t.yaml:3: invalid YAML: "));
+    config_free(&c);
+}
+
+static void test_multiple_documents(void **state)
+{
+    expect_err("listen: a:1\n---\nlisten: b:2\n", "t.yaml:3: only one YAML document is allowed");
+    expect_err_prefix("listen: a:1\n---\nlisten: [\n", "t.yaml:4: invalid YAML: ");
+}
+
+/* ------------------------------------------------------------- atomicity */
+
+static void test_failed_load_leaves_config_unchanged(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(load(&c, "pools:\n  - name: keep\n    devices: 2\n"), 0);
+    assert_int_equal(load(&c, "listen: \"changed:1\"\nlog_level: debug\n"
+                              "pools:\n  - name: x\n    devices: 3\n"
+                              "redis:\n  database: nope\n"),
+                     -1);
+    assert_string_equal(err, "t.yaml:7: redis.database: expected a decimal integer (milliseconds "
+                             "for durations), got 'nope'");
+    assert_string_equal(c.listen, "127.0.0.1:50051");
+    assert_string_equal(c.log_level, "info");
+    assert_int_equal(c.npools, 1);
+    assert_string_equal(c.pools[0].name, "keep");
+    /* Cross-field failures too. */
+    assert_int_equal(load(&c, "locks:\n  max_ttl_ms: 500\n"), -1);
+    assert_int_equal(c.max_ttl_ms, 3600000);
+    config_free(&c);
+}
+
+/* ---------------------------------------------------------- config_check */
+
+static void test_check_command_line(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(config_check(&c, err, sizeof(err)), 0);
+
+    c.min_ttl_ms = 700000;
+    assert_int_equal(config_check(&c, err, sizeof(err)), -1);
+    assert_string_equal(err, "<command line>: locks.min_ttl_ms: locks.min_ttl_ms (700000) must not "
+                             "exceed locks.default_ttl_ms (600000)");
+    c.min_ttl_ms = 100;
+    c.max_ttl_ms = 1000;
+    assert_int_equal(config_check(&c, err, sizeof(err)), -1);
+    assert_string_equal(err, "<command line>: locks.default_ttl_ms: locks.default_ttl_ms (600000) "
+                             "must not exceed locks.max_ttl_ms (1000)");
+    c.max_ttl_ms = 3600000;
+
+    assert_int_equal(config_set_string(&c.log_level, "loud"), 0);
+    assert_int_equal(config_check(&c, err, sizeof(err)), -1);
+    assert_string_equal(err, "<command line>: log_level: must be one of debug, info, warn, error, "
+                             "got 'loud'");
+    assert_int_equal(config_set_string(&c.log_level, "warn"), 0);
+
+    assert_int_equal(config_set_string(&c.listen, ""), 0);
+    assert_int_equal(config_check(&c, err, sizeof(err)), -1);
+    assert_string_equal(err, "<command line>: listen: must not be empty");
+    assert_int_equal(config_set_string(&c.listen, "0.0.0.0:1"), 0);
+
+    c.redis_command_timeout_ms = 0;
+    assert_int_equal(config_check(&c, err, sizeof(err)), -1);
+    assert_string_equal(err, "<command line>: redis.command_timeout_ms: must be between 1 and "
+                             "3600000, got 0");
+    c.redis_command_timeout_ms = 5000;
+    assert_int_equal(config_check(&c, err, sizeof(err)), 0);
+    config_free(&c);
+}
+
+static void test_check_pools(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(load(&c, "pools:\n  - {name: a, devices: 40}\n  - {name: b, devices: 2}\n"), 0);
+    c.max_pool_devices = 32;
+    assert_int_equal(config_check(&c, err, sizeof(err)), -1);
+    assert_string_equal(err, "<command line>: pools[0].devices: must be between 1 and "
+                             "locks.max_pool_devices (32), got 40");
+    c.max_pool_devices = 64;
+    assert_int_equal(config_set_string(&c.pools[1].name, "a"), 0);
+    assert_int_equal(config_check(&c, err, sizeof(err)), -1);
+    assert_string_equal(err, "<command line>: pools[1].name: pool 'a' is already defined as pools[0]");
+    config_free(&c);
+}
+
+static void test_set_string(void **state)
+{
+    char *s = NULL;
+    assert_int_equal(config_set_string(&s, "one"), 0);
+    assert_string_equal(s, "one");
+    assert_int_equal(config_set_string(&s, "two"), 0);
+    assert_string_equal(s, "two");
+    assert_int_equal(config_set_string(&s, NULL), 0);
+    assert_string_equal(s, "");
+    free(s);
+}
+
+static void test_err_truncation(void **state)
+{
+    baton_config c;
+    char small[10];
+    memset(small, 'x', sizeof(small));
+    config_defaults(&c);
+    assert_int_equal(config_load_string(&c, "t.yaml", "bogus: 1\n", 9, small, sizeof(small)), -1);
+    assert_string_equal(small, "t.yaml:1:");
+    assert_int_equal(config_load_string(&c, "t.yaml", "bogus: 1\n", 9, NULL, 0), -1);
+    config_free(&c);
+}
+
+/* ------------------------------------------------------------------ files */
+
+static void test_deploy_file(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    const char *path = BATON_SOURCE_DIR "/deploy/batond.yaml";
+    if (config_load_file(&c, path, err, sizeof(err)) != 0)
+        fail_msg("%s", err);
+    /* The documented file states exactly the defaults. */
+    assert_defaults(&c);
+    config_free(&c);
+}
+
+/* The deploy file's commented-out example pool is valid once uncommented. */
+static void test_deploy_file_example_pool(void **state)
+{
+    FILE *f = fopen(BATON_SOURCE_DIR "/deploy/batond.yaml", "rb");
+    assert_non_null(f);
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *pools = strstr(buf, "\npools: []\n");
+    assert_non_null(pools);
+    memcpy(pools, "\npools:   \n", 11);
+    for (char *p = pools; (p = strstr(p, "\n#  ")) != NULL;)
+        memcpy(p, "\n   ", 4);
+    baton_config c;
+    config_defaults(&c);
+    if (config_load_string(&c, "batond.yaml", buf, strlen(buf), err, sizeof(err)) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(c.npools, 1);
+    assert_string_equal(c.pools[0].name, "node7");
+    assert_int_equal(c.pools[0].devices, 8);
+    config_free(&c);
+}
+
+static void test_file_missing(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(config_load_file(&c, "/nonexistent/batond.yaml", err, sizeof(err)), -1);
+    assert_string_equal(err, "/nonexistent/batond.yaml: cannot open: No such file or directory");
+    assert_defaults(&c);
+    config_free(&c);
+}
+
+static void test_file_named_in_errors(void **state)
+{
+    char path[] = "/tmp/baton-config-test-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *yaml = "# comment\nlocks:\n  max_ttl_ms: 0\n";
+    assert_int_equal(write(fd, yaml, strlen(yaml)), (ssize_t)strlen(yaml));
+    close(fd);
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(config_load_file(&c, path, err, sizeof(err)), -1);
+    char want[256];
+    snprintf(want, sizeof(want), "%s:3: locks.max_ttl_ms: must be between 1 and 31536000000, got 0",
+             path);
+    assert_string_equal(err, want);
+    unlink(path);
+    config_free(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_empty_documents),
+        cmocka_unit_test(test_empty_sections),
+        cmocka_unit_test(test_full_override),
+        cmocka_unit_test(test_partial_override_keeps_rest),
+        cmocka_unit_test(test_applies_on_top),
+        cmocka_unit_test(test_booleans),
+        cmocka_unit_test(test_integer_bounds_accepted),
+        cmocka_unit_test(test_anchors_and_flow_style),
+        cmocka_unit_test(test_string_allows_any_text),
+        cmocka_unit_test(test_unknown_top_key),
+        cmocka_unit_test(test_unknown_section_keys),
+        cmocka_unit_test(test_unknown_pool_key),
+        cmocka_unit_test(test_duplicate_keys),
+        cmocka_unit_test(test_non_scalar_key),
+        cmocka_unit_test(test_wrong_types),
+        cmocka_unit_test(test_top_level_not_mapping),
+        cmocka_unit_test(test_integer_syntax),
+        cmocka_unit_test(test_integer_overflow),
+        cmocka_unit_test(test_ranges),
+        cmocka_unit_test(test_ttl_ordering),
+        cmocka_unit_test(test_key_prefix),
+        cmocka_unit_test(test_log_level),
+        cmocka_unit_test(test_empty_strings),
+        cmocka_unit_test(test_nul_in_string),
+        cmocka_unit_test(test_pool_errors),
+        cmocka_unit_test(test_pool_devices_order_independent),
+        cmocka_unit_test(test_pool_name_length),
+        cmocka_unit_test(test_syntax_errors),
+        cmocka_unit_test(test_reader_errors),
+        cmocka_unit_test(test_multiple_documents),
+        cmocka_unit_test(test_failed_load_leaves_config_unchanged),
+        cmocka_unit_test(test_check_command_line),
+        cmocka_unit_test(test_check_pools),
+        cmocka_unit_test(test_set_string),
+        cmocka_unit_test(test_err_truncation),
+        cmocka_unit_test(test_deploy_file),
+        cmocka_unit_test(test_deploy_file_example_pool),
+        cmocka_unit_test(test_file_missing),
+        cmocka_unit_test(test_file_named_in_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
