@@ -1,0 +1,805 @@
+/* In-memory store for engine unit tests (see fake_store.h). */
+#include "fake_store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#define NAME_MAX_ (BATON_KEY_MAX + 8)
+
+typedef struct flock {
+    char key[BATON_KEY_MAX + 1];
+    int held;     /* P{K}:lock exists (if expires > now) */
+    int hold_rec; /* P{K}:hold exists */
+    char token[BATON_TOKEN_LEN + 1];
+    char *owner;
+    uint64_t fencing;
+    uint64_t fence; /* counter; 0 = missing */
+    int64_t expires;
+} flock;
+
+typedef struct fentry {
+    char token[BATON_TOKEN_LEN + 1];
+    int64_t seq;
+    int64_t deadline;
+} fentry;
+
+typedef struct fqueue {
+    char name[NAME_MAX_]; /* "k:<key>" or "p:<pool>" */
+    fentry *v;
+    size_t n, cap;
+    int64_t seq;
+} fqueue;
+
+typedef enum item_kind { I_ACQ, I_HOLD, I_DONE, I_DESC, I_STATE, I_EVENT } item_kind;
+
+typedef struct item {
+    struct item *next;
+    item_kind kind;
+    int err;
+    void *cb;
+    void *ud;
+    store_acquire_res ares;
+    store_hold_res hres;
+    store_describe_res dres;
+    store_event ev;
+    int up;
+    char *s1; /* owned strings the result points at */
+    char *s2;
+} item;
+
+typedef struct ilist {
+    item *head, *tail;
+    size_t n;
+} ilist;
+
+typedef struct fake_store {
+    baton_store base; /* first: baton_store * casts to fake_store * */
+    struct event_base *evb;
+    struct event *tick;
+    int down;
+    int paused;
+    int shuffle;
+    unsigned seed;
+    flock *locks;
+    size_t nlocks, caplocks;
+    fqueue *queues;
+    size_t nqueues, capqueues;
+    ilist replies, events;
+    uint64_t calls[FAKE_NOPS];
+    int fail_err[FAKE_NOPS];
+    uint64_t violations;
+} fake_store;
+
+static fake_store *FS(baton_store *s)
+{
+    return (fake_store *)s;
+}
+
+static const fake_store *CFS(const baton_store *s)
+{
+    return (const fake_store *)s;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n, sz);
+    if (!p)
+        abort();
+    return p;
+}
+
+static char *xstrdup(const char *s)
+{
+    char *p = strdup(s ? s : "");
+    if (!p)
+        abort();
+    return p;
+}
+
+/* ------------------------------------------------------------ delivery */
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg);
+
+static void arm(fake_store *f)
+{
+    if (f->paused || (!f->replies.head && !f->events.head))
+        return;
+    struct timeval tv = {0, 0};
+    if (!evtimer_pending(f->tick, NULL))
+        evtimer_add(f->tick, &tv);
+}
+
+static void push(ilist *l, item *it)
+{
+    it->next = NULL;
+    if (l->tail)
+        l->tail->next = it;
+    else
+        l->head = it;
+    l->tail = it;
+    l->n++;
+}
+
+static item *pop(ilist *l)
+{
+    item *it = l->head;
+    if (!it)
+        return NULL;
+    l->head = it->next;
+    if (!l->head)
+        l->tail = NULL;
+    l->n--;
+    return it;
+}
+
+static void item_free(item *it)
+{
+    free(it->s1);
+    free(it->s2);
+    free(it);
+}
+
+static void deliver(fake_store *f, item *it)
+{
+    switch (it->kind) {
+    case I_ACQ:
+        if (it->cb)
+            ((store_acquire_cb)it->cb)(it->ud, it->err, it->err ? "fake error" : NULL,
+                                       it->err ? NULL : &it->ares);
+        break;
+    case I_HOLD:
+        if (it->cb)
+            ((store_hold_cb)it->cb)(it->ud, it->err,
+                                    it->err && it->err != BATON_E_NOT_HOLDER ? "fake error" : NULL,
+                                    it->err && it->err != BATON_E_NOT_HOLDER ? NULL : &it->hres);
+        break;
+    case I_DONE:
+        if (it->cb)
+            ((store_done_cb)it->cb)(it->ud, it->err, it->err ? "fake error" : NULL);
+        break;
+    case I_DESC:
+        if (it->cb)
+            ((store_describe_cb)it->cb)(it->ud, it->err, it->err ? "fake error" : NULL,
+                                        it->err ? NULL : &it->dres);
+        break;
+    case I_STATE:
+        if (f->base.hooks.on_state)
+            f->base.hooks.on_state(f->base.hooks.ud, it->up);
+        break;
+    case I_EVENT:
+        if (f->base.hooks.on_event)
+            f->base.hooks.on_event(f->base.hooks.ud, &it->ev);
+        break;
+    }
+}
+
+/* Delivers what was due when the tick fired; later items wait for the next. */
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    fake_store *f = arg;
+    size_t budget = f->replies.n + f->events.n;
+    while (budget-- > 0 && !f->paused) {
+        ilist *from;
+        if (!f->replies.head)
+            from = &f->events;
+        else if (!f->events.head)
+            from = &f->replies;
+        else if (f->shuffle)
+            from = (rand_r(&f->seed) & 1) ? &f->replies : &f->events;
+        else
+            from = &f->events; /* a script's PUBLISH reaches the subscriber first */
+        item *it = pop(from);
+        if (!it)
+            break;
+        deliver(f, it);
+        item_free(it);
+    }
+    arm(f);
+}
+
+static item *new_item(item_kind kind, void *cb, void *ud)
+{
+    item *it = xcalloc(1, sizeof *it);
+    it->kind = kind;
+    it->cb = cb;
+    it->ud = ud;
+    return it;
+}
+
+static void reply(fake_store *f, item *it, fake_op op)
+{
+    if (f->fail_err[op]) {
+        it->err = f->fail_err[op];
+        f->fail_err[op] = 0;
+    }
+    push(&f->replies, it);
+    arm(f);
+}
+
+static void publish(fake_store *f, store_event_type type, const char *key, const char *owner, uint64_t fencing)
+{
+    if (f->down)
+        return;
+    item *it = new_item(I_EVENT, NULL, NULL);
+    it->s1 = xstrdup(key);
+    it->s2 = xstrdup(owner);
+    it->ev.type = type;
+    it->ev.key = it->s1;
+    it->ev.owner = it->s2;
+    it->ev.fencing = fencing;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    it->ev.at_unix_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    push(&f->events, it);
+    arm(f);
+}
+
+static void push_state(fake_store *f, int up)
+{
+    item *it = new_item(I_STATE, NULL, NULL);
+    it->up = up;
+    push(&f->replies, it);
+    arm(f);
+}
+
+/* ------------------------------------------------------------ data */
+
+static flock *lock_get(fake_store *f, const char *key)
+{
+    for (size_t i = 0; i < f->nlocks; i++)
+        if (strcmp(f->locks[i].key, key) == 0)
+            return &f->locks[i];
+    if (f->nlocks == f->caplocks) {
+        f->caplocks = f->caplocks ? f->caplocks * 2 : 16;
+        f->locks = realloc(f->locks, f->caplocks * sizeof *f->locks);
+        if (!f->locks)
+            abort();
+    }
+    flock *l = &f->locks[f->nlocks++];
+    memset(l, 0, sizeof *l);
+    snprintf(l->key, sizeof l->key, "%s", key);
+    return l;
+}
+
+static const flock *lock_find(const fake_store *f, const char *key)
+{
+    for (size_t i = 0; i < f->nlocks; i++)
+        if (strcmp(f->locks[i].key, key) == 0)
+            return &f->locks[i];
+    return NULL;
+}
+
+static int live(const flock *l, int64_t now)
+{
+    return l && l->held && l->expires > now;
+}
+
+static fqueue *queue_get(fake_store *f, const char *name)
+{
+    for (size_t i = 0; i < f->nqueues; i++)
+        if (strcmp(f->queues[i].name, name) == 0)
+            return &f->queues[i];
+    if (f->nqueues == f->capqueues) {
+        f->capqueues = f->capqueues ? f->capqueues * 2 : 16;
+        f->queues = realloc(f->queues, f->capqueues * sizeof *f->queues);
+        if (!f->queues)
+            abort();
+    }
+    fqueue *q = &f->queues[f->nqueues++];
+    memset(q, 0, sizeof *q);
+    snprintf(q->name, sizeof q->name, "%s", name);
+    return q;
+}
+
+static void target_qname(const store_target *t, char *out, size_t n)
+{
+    if (t->pool)
+        snprintf(out, n, "p:%s", t->pool);
+    else
+        snprintf(out, n, "k:%s", t->key);
+}
+
+static long q_index(const fqueue *q, const char *token)
+{
+    for (size_t i = 0; i < q->n; i++)
+        if (strcmp(q->v[i].token, token) == 0)
+            return (long)i;
+    return -1;
+}
+
+static void q_remove_at(fqueue *q, size_t i)
+{
+    memmove(&q->v[i], &q->v[i + 1], (q->n - i - 1) * sizeof *q->v);
+    q->n--;
+}
+
+static void q_drop_dead(fqueue *q, int64_t now)
+{
+    for (size_t i = 0; i < q->n;) {
+        if (q->v[i].deadline <= now)
+            q_remove_at(q, i);
+        else
+            i++;
+    }
+}
+
+static void reap(fake_store *f, flock *l, int64_t now)
+{
+    if (l->hold_rec && !live(l, now)) {
+        l->hold_rec = 0;
+        l->held = 0;
+        publish(f, STORE_EV_EXPIRED, l->key, l->owner, l->fencing);
+    }
+}
+
+/* Key queue "k:<key>" is empty after dropping dead entries. */
+static int key_queue_empty(fake_store *f, const char *key, int64_t now)
+{
+    char name[NAME_MAX_];
+    snprintf(name, sizeof name, "k:%s", key);
+    fqueue *q = queue_get(f, name);
+    q_drop_dead(q, now);
+    return q->n == 0;
+}
+
+static void grant(fake_store *f, flock *l, const store_acquire_req *req, int64_t now, store_acquire_res *res)
+{
+    if (live(l, now))
+        f->violations++; /* a second holder */
+    uint64_t before = l->fencing;
+    if (l->fence == 0)
+        l->fence = 100;
+    l->fence++;
+    if (l->fence <= before)
+        f->violations++;
+    l->held = 1;
+    l->hold_rec = 1;
+    snprintf(l->token, sizeof l->token, "%s", req->token);
+    free(l->owner);
+    l->owner = xstrdup(req->owner);
+    l->fencing = l->fence;
+    l->expires = now + req->ttl_ms;
+    res->granted = 1;
+    res->key = l->key;
+    res->fencing = l->fencing;
+    res->ttl_ms = req->ttl_ms;
+    publish(f, STORE_EV_ACQUIRED, l->key, l->owner, l->fencing);
+}
+
+/* ------------------------------------------------------------ ops */
+
+static int f_acquire(baton_store *s, const store_acquire_req *req, store_acquire_cb cb, void *ud)
+{
+    fake_store *f = FS(s);
+    if (f->down)
+        return BATON_E_UNAVAILABLE;
+    f->calls[FAKE_ACQUIRE]++;
+    int64_t now = now_ms();
+    item *it = new_item(I_ACQ, (void *)cb, ud);
+    store_acquire_res *res = &it->ares;
+    res->device = -1;
+    res->retry_ms = -1;
+    const store_target *t = &req->target;
+    int32_t ndev = t->pool ? t->devices : 1;
+    char dkey[NAME_MAX_];
+
+    /* Idempotent by token. */
+    for (int32_t i = 0; i < ndev; i++) {
+        if (t->pool)
+            snprintf(dkey, sizeof dkey, "%s/%d", t->pool, (int)i);
+        else
+            snprintf(dkey, sizeof dkey, "%s", t->key);
+        flock *l = lock_get(f, dkey);
+        if (live(l, now) && strcmp(l->token, req->token) == 0) {
+            res->granted = 1;
+            res->key = l->key;
+            res->device = t->pool ? i : -1;
+            res->fencing = l->fencing;
+            res->ttl_ms = l->expires - now;
+            goto done;
+        }
+    }
+
+    char qname[NAME_MAX_];
+    target_qname(t, qname, sizeof qname);
+    fqueue *q = queue_get(f, qname);
+    q_drop_dead(q, now);
+    int head = q->n == 0 || strcmp(q->v[0].token, req->token) == 0;
+    int64_t retry = -1;
+    const char *holder = "";
+    uint64_t holder_f = 0;
+    int any_free = 0;
+    for (int32_t i = 0; i < ndev; i++) {
+        if (t->pool)
+            snprintf(dkey, sizeof dkey, "%s/%d", t->pool, (int)i);
+        else
+            snprintf(dkey, sizeof dkey, "%s", t->key);
+        flock *l = lock_get(f, dkey);
+        reap(f, l, now);
+        int free_now = !live(l, now) && (!t->pool || key_queue_empty(f, dkey, now));
+        if (free_now && head) {
+            q = queue_get(f, qname); /* key_queue_empty may have moved the array */
+            long idx = q_index(q, req->token);
+            if (idx >= 0)
+                q_remove_at(q, (size_t)idx);
+            grant(f, l, req, now, res);
+            res->device = t->pool ? i : -1;
+            if (t->pool && q->n > 0)
+                publish(f, STORE_EV_WAKE_POOL, t->pool, "", 0);
+            goto done;
+        }
+        if (free_now)
+            any_free = 1;
+        if (live(l, now)) {
+            if (retry < 0 || l->expires - now < retry)
+                retry = l->expires - now;
+            if (holder_f == 0) {
+                holder = l->owner;
+                holder_f = l->fencing;
+            }
+        }
+    }
+    if (any_free) {
+        holder = "";
+        holder_f = 0;
+    }
+    q = queue_get(f, qname);
+    if (req->enqueue) {
+        long idx = q_index(q, req->token);
+        if (idx < 0) {
+            if (q->n == q->cap) {
+                q->cap = q->cap ? q->cap * 2 : 8;
+                q->v = realloc(q->v, q->cap * sizeof *q->v);
+                if (!q->v)
+                    abort();
+            }
+            fentry *en = &q->v[q->n++];
+            snprintf(en->token, sizeof en->token, "%s", req->token);
+            en->seq = ++q->seq;
+            en->deadline = now + req->liveness_ms;
+        } else {
+            q->v[idx].deadline = now + req->liveness_ms;
+        }
+    }
+    long idx = q_index(q, req->token);
+    res->position = idx >= 0 ? idx + 1 : 0;
+    res->queue_len = (int64_t)q->n;
+    if (q->n > 0 && strcmp(q->v[0].token, req->token) != 0) {
+        int64_t left = q->v[0].deadline - now;
+        if (retry < 0 || left < retry)
+            retry = left;
+    }
+    res->retry_ms = retry;
+    it->s1 = xstrdup(holder);
+    res->holder_owner = it->s1;
+    res->holder_fencing = holder_f;
+done:
+    if (res->granted) {
+        it->s2 = xstrdup(res->key);
+        res->key = it->s2;
+    }
+    reply(f, it, FAKE_ACQUIRE);
+    return 0;
+}
+
+static int f_dequeue(baton_store *s, const store_target *t, const char *token, store_done_cb cb, void *ud)
+{
+    fake_store *f = FS(s);
+    if (f->down)
+        return BATON_E_UNAVAILABLE;
+    f->calls[FAKE_DEQUEUE]++;
+    char qname[NAME_MAX_];
+    target_qname(t, qname, sizeof qname);
+    fqueue *q = queue_get(f, qname);
+    long idx = q_index(q, token);
+    if (idx >= 0) {
+        q_remove_at(q, (size_t)idx);
+        if (idx == 0) {
+            if (t->pool)
+                publish(f, STORE_EV_WAKE_POOL, t->pool, "", 0);
+            else
+                publish(f, STORE_EV_WAKE, t->key, "", 0);
+        }
+    }
+    reply(f, new_item(I_DONE, (void *)cb, ud), FAKE_DEQUEUE);
+    return 0;
+}
+
+static void not_holder(item *it, const flock *l, int64_t now)
+{
+    it->err = BATON_E_NOT_HOLDER;
+    if (live(l, now)) {
+        it->s1 = xstrdup(l->owner);
+        it->hres.holder_fencing = l->fencing;
+    } else {
+        it->s1 = xstrdup("");
+    }
+    it->hres.holder_owner = it->s1;
+}
+
+static int f_renew(baton_store *s, const char *key, const char *token, int64_t ttl_ms, store_hold_cb cb,
+                   void *ud)
+{
+    fake_store *f = FS(s);
+    if (f->down)
+        return BATON_E_UNAVAILABLE;
+    f->calls[FAKE_RENEW]++;
+    int64_t now = now_ms();
+    flock *l = lock_get(f, key);
+    item *it = new_item(I_HOLD, (void *)cb, ud);
+    if (live(l, now) && strcmp(l->token, token) == 0) {
+        l->expires = now + ttl_ms;
+        it->hres.ttl_ms = ttl_ms;
+    } else {
+        not_holder(it, l, now);
+    }
+    reply(f, it, FAKE_RENEW);
+    return 0;
+}
+
+static int f_release(baton_store *s, const char *key, const char *token, store_hold_cb cb, void *ud)
+{
+    fake_store *f = FS(s);
+    if (f->down)
+        return BATON_E_UNAVAILABLE;
+    f->calls[FAKE_RELEASE]++;
+    int64_t now = now_ms();
+    flock *l = lock_get(f, key);
+    item *it = new_item(I_HOLD, (void *)cb, ud);
+    if (live(l, now) && strcmp(l->token, token) == 0) {
+        l->held = 0;
+        l->hold_rec = 0;
+        publish(f, STORE_EV_RELEASED, l->key, l->owner, l->fencing);
+    } else {
+        not_holder(it, l, now);
+    }
+    reply(f, it, FAKE_RELEASE);
+    return 0;
+}
+
+static int f_force_release(baton_store *s, const char *key, uint64_t fencing, store_hold_cb cb, void *ud)
+{
+    fake_store *f = FS(s);
+    if (f->down)
+        return BATON_E_UNAVAILABLE;
+    f->calls[FAKE_FORCE_RELEASE]++;
+    int64_t now = now_ms();
+    flock *l = lock_get(f, key);
+    item *it = new_item(I_HOLD, (void *)cb, ud);
+    if (live(l, now) && l->fencing == fencing) {
+        l->held = 0;
+        l->hold_rec = 0;
+        publish(f, STORE_EV_FORCE_RELEASED, l->key, l->owner, l->fencing);
+    } else {
+        not_holder(it, l, now);
+    }
+    reply(f, it, FAKE_FORCE_RELEASE);
+    return 0;
+}
+
+static int f_describe(baton_store *s, const char *key, store_describe_cb cb, void *ud)
+{
+    fake_store *f = FS(s);
+    if (f->down)
+        return BATON_E_UNAVAILABLE;
+    f->calls[FAKE_DESCRIBE]++;
+    int64_t now = now_ms();
+    flock *l = lock_get(f, key);
+    item *it = new_item(I_DESC, (void *)cb, ud);
+    char qname[NAME_MAX_];
+    snprintf(qname, sizeof qname, "k:%s", key);
+    fqueue *q = queue_get(f, qname);
+    q_drop_dead(q, now);
+    it->dres.waiters = (int64_t)q->n;
+    if (live(l, now)) {
+        it->dres.held = 1;
+        it->s1 = xstrdup(l->owner);
+        it->dres.fencing = l->fencing;
+        it->dres.ttl_ms = l->expires - now;
+    } else {
+        it->s1 = xstrdup("");
+    }
+    it->dres.owner = it->s1;
+    reply(f, it, FAKE_DESCRIBE);
+    return 0;
+}
+
+static int f_refresh(baton_store *s, const store_target *targets, const char *const *tokens, size_t n,
+                     int64_t liveness_ms)
+{
+    fake_store *f = FS(s);
+    if (f->down)
+        return BATON_E_UNAVAILABLE;
+    f->calls[FAKE_REFRESH]++;
+    int64_t now = now_ms();
+    for (size_t i = 0; i < n; i++) {
+        char qname[NAME_MAX_];
+        target_qname(&targets[i], qname, sizeof qname);
+        fqueue *q = queue_get(f, qname);
+        long idx = q_index(q, tokens[i]);
+        if (idx >= 0)
+            q->v[idx].deadline = now + liveness_ms;
+    }
+    return 0;
+}
+
+static int f_reap(baton_store *s, const char *key)
+{
+    fake_store *f = FS(s);
+    if (f->down)
+        return BATON_E_UNAVAILABLE;
+    f->calls[FAKE_REAP]++;
+    reap(f, lock_get(f, key), now_ms());
+    return 0;
+}
+
+static void drain_unavailable(fake_store *f)
+{
+    item *it;
+    while ((it = pop(&f->replies))) {
+        if (it->kind != I_STATE) {
+            it->err = BATON_E_UNAVAILABLE;
+            deliver(f, it);
+        }
+        item_free(it);
+    }
+    while ((it = pop(&f->events)))
+        item_free(it);
+}
+
+static void f_free(baton_store *s)
+{
+    fake_store *f = FS(s);
+    f->base.hooks.on_event = NULL;
+    f->base.hooks.on_state = NULL;
+    drain_unavailable(f);
+    event_free(f->tick);
+    for (size_t i = 0; i < f->nlocks; i++)
+        free(f->locks[i].owner);
+    free(f->locks);
+    for (size_t i = 0; i < f->nqueues; i++)
+        free(f->queues[i].v);
+    free(f->queues);
+    free(f);
+}
+
+static const store_ops fake_ops = {
+    .acquire = f_acquire,
+    .dequeue = f_dequeue,
+    .renew = f_renew,
+    .release = f_release,
+    .force_release = f_force_release,
+    .describe = f_describe,
+    .refresh = f_refresh,
+    .reap = f_reap,
+    .free = f_free,
+};
+
+/* ------------------------------------------------------------ controls */
+
+baton_store *fake_store_new(struct event_base *base)
+{
+    fake_store *f = xcalloc(1, sizeof *f);
+    f->base.ops = &fake_ops;
+    f->evb = base;
+    f->tick = evtimer_new(base, tick_cb, f);
+    if (!f->tick)
+        abort();
+    push_state(f, 1);
+    return &f->base;
+}
+
+void fake_store_set_down(baton_store *s, int down)
+{
+    fake_store *f = FS(s);
+    if (down == f->down)
+        return;
+    f->down = down;
+    if (down) {
+        /* Replies due become "connection lost"; pub/sub messages are lost. */
+        for (item *it = f->replies.head; it; it = it->next)
+            if (it->kind != I_STATE)
+                it->err = BATON_E_UNAVAILABLE;
+        item *it;
+        while ((it = pop(&f->events)))
+            item_free(it);
+    }
+    push_state(f, !down);
+}
+
+void fake_store_lose_data(baton_store *s)
+{
+    fake_store *f = FS(s);
+    for (size_t i = 0; i < f->nlocks; i++) {
+        f->locks[i].held = 0;
+        f->locks[i].hold_rec = 0;
+    }
+    for (size_t i = 0; i < f->nqueues; i++)
+        f->queues[i].n = 0;
+}
+
+void fake_store_expire(baton_store *s, const char *key)
+{
+    fake_store *f = FS(s);
+    int64_t now = now_ms();
+    flock *l = lock_get(f, key);
+    if (live(l, now))
+        l->expires = now;
+    reap(f, l, now);
+}
+
+void fake_store_fail_next(baton_store *s, fake_op op, int err)
+{
+    FS(s)->fail_err[op] = err;
+}
+
+void fake_store_set_shuffle(baton_store *s, unsigned seed)
+{
+    FS(s)->shuffle = 1;
+    FS(s)->seed = seed;
+}
+
+void fake_store_pause(baton_store *s, int paused)
+{
+    fake_store *f = FS(s);
+    f->paused = paused;
+    arm(f);
+}
+
+uint64_t fake_store_calls(const baton_store *s, fake_op op)
+{
+    return CFS(s)->calls[op];
+}
+
+int fake_store_holder(const baton_store *s, const char *key, uint64_t *fencing, char *token, size_t tokenlen)
+{
+    const flock *l = lock_find(CFS(s), key);
+    if (!live(l, now_ms()))
+        return 0;
+    if (fencing)
+        *fencing = l->fencing;
+    if (token && tokenlen > 0)
+        snprintf(token, tokenlen, "%s", l->token);
+    return 1;
+}
+
+int64_t fake_store_queue_len(const baton_store *s, const char *key, const char *pool)
+{
+    const fake_store *f = CFS(s);
+    char name[NAME_MAX_];
+    if (pool)
+        snprintf(name, sizeof name, "p:%s", pool);
+    else
+        snprintf(name, sizeof name, "k:%s", key);
+    for (size_t i = 0; i < f->nqueues; i++)
+        if (strcmp(f->queues[i].name, name) == 0)
+            return (int64_t)f->queues[i].n;
+    return 0;
+}
+
+uint64_t fake_store_violations(const baton_store *s)
+{
+    return CFS(s)->violations;
+}
+
+size_t fake_store_pending(const baton_store *s)
+{
+    return CFS(s)->replies.n + CFS(s)->events.n;
+}
+
+void fake_store_publish(baton_store *s, store_event_type type, const char *key, const char *owner,
+                        uint64_t fencing)
+{
+    publish(FS(s), type, key, owner, fencing);
+}
