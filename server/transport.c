@@ -907,11 +907,13 @@ static void on_engine_done(void *ud)
     t->engine_done = 1;
     struct timeval tv = {SHUTDOWN_GRACE_MS / 1000, (SHUTDOWN_GRACE_MS % 1000) * 1000};
     evtimer_add(t->grace_ev, &tv);
-    /* The engine has ended every waiter and watch it knew about; whatever is
-     * still open (arrived meanwhile) ends UNAVAILABLE. */
+    /* The engine has ended every waiter and watch it knew about, except LEASE
+     * grants still on their way to the client: those end when their send
+     * completes (engine_acquire_end(w, 0 or 1)), not here. Whatever else is
+     * still open ends UNAVAILABLE. */
     for (tcall *c = t->calls; c;) {
         c->refs++;
-        if (c->method == M_ACQUIRE || c->method == M_WATCH)
+        if (c->method == M_WATCH)
             call_release_engine(c);
         if (!c->engine_ref)
             call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");
