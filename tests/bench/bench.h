@@ -1,0 +1,110 @@
+#ifndef BATON_BENCH_H
+#define BATON_BENCH_H
+
+/*
+ * baton-bench: Baton side by side with raw Redis and etcd, one process, one
+ * clock (CLOCK_MONOTONIC), same client threads and key sets for every backend.
+ *
+ * Modules:
+ *   procs.c      private redis-server / etcd / batond children (killed at exit)
+ *   backend_*.c  one blocking lock client per backend (same shape for all)
+ *   scenarios.c  uncontended, handoff, throughput, scale, crash
+ *   report.c     samples -> percentiles -> table / JSON / gnuplot charts
+ *   main.c       flags, helper mode (a crash victim), orchestration
+ */
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdint.h>
+
+/* ---- clock ---- */
+int64_t bench_now_ns(void);
+void bench_sleep_ns(int64_t ns);
+
+/* ---- where the servers are ---- */
+typedef struct bench_env {
+    char redis_addr[256];  /* "unix:/path" or "host:port" */
+    char etcd_target[128]; /* "127.0.0.1:P" (gRPC target) */
+    char baton_target[128];
+    int64_t poll_ms;       /* raw-Redis waiter poll interval (redis-py Lock: 100 ms) */
+    int batond_pid;        /* 0 when batond is external (no RSS) */
+} bench_env;
+
+/* ---- backends ---- */
+
+/* One granted lock. Filled by acquire, consumed by release. */
+typedef struct bench_hold {
+    char key[160];
+    char token[160];   /* redis/baton token, or etcd's ownership key */
+    size_t token_len;
+    void *call;        /* baton stream mode: the open Acquire stream */
+} bench_hold;
+
+typedef struct bench_backend {
+    const char *name;   /* "redis", "etcd", "baton-lease", "baton-stream" */
+    const char *family; /* "redis", "etcd", "baton": "ratio to the best other" compares families */
+    /* One client (connection) used by one thread at a time. ttl_ms: the TTL of
+     * its locks (etcd: its lease, rounded up to seconds). NULL + err on failure. */
+    void *(*client_new)(const bench_env *env, int64_t ttl_ms, char *err, size_t errlen);
+    /* Blocks until `key` is granted. 0, or -1 with err. */
+    int (*acquire)(void *c, const char *key, bench_hold *h, char *err, size_t errlen);
+    /* Releases what acquire granted. 0, or -1 with err. */
+    int (*release)(void *c, bench_hold *h, char *err, size_t errlen);
+    void (*client_free)(void *c);
+} bench_backend;
+
+extern const bench_backend bench_backend_redis;
+extern const bench_backend bench_backend_etcd;
+extern const bench_backend bench_backend_baton_lease;
+extern const bench_backend bench_backend_baton_stream;
+
+/* ---- private servers (procs.c) ---- */
+
+/* Creates a private temp dir and installs the exit/SIGINT/SIGTERM cleanup that
+ * kills every child started below. Returns 0 or -1. */
+int procs_init(void);
+const char *procs_dir(void);
+/* Each fills the env address; returns 0 or -1 (message on stderr). */
+int procs_start_redis(bench_env *env);
+int procs_start_etcd(bench_env *env);
+int procs_start_batond(bench_env *env, const char *batond_path, const char *const *extra_args,
+                       size_t nextra);
+/* Kills the children (SIGTERM, then SIGKILL) and removes the temp dir. Idempotent. */
+void procs_cleanup(void);
+/* A free TCP port on 127.0.0.1 (bind to 0, read it, close). 0 on failure. */
+int procs_free_port(void);
+/* VmRSS of pid in KiB, -1 if unknown. */
+long procs_rss_kib(int pid);
+
+/* ---- results (report.c) ---- */
+
+typedef enum bench_metric {
+    METRIC_LATENCY = 0, /* samples in ns, lower is better */
+    METRIC_RATE = 1,    /* a single rate, higher is better */
+} bench_metric;
+
+typedef struct bench_result {
+    char scenario[32];
+    char backend[32];
+    char family[16];
+    char params[96];   /* "K=16", "C=64 M=1024", ... */
+    bench_metric metric;
+    int64_t *samples;  /* METRIC_LATENCY: owned, sorted by report_add */
+    size_t n;
+    double rate;       /* METRIC_RATE: per second */
+    long rss_kib;      /* scale: batond VmRSS, -1 = n/a */
+    char note[96];
+} bench_result;
+
+/* Appends a result (takes ownership of samples; sorts them). */
+void report_add(const bench_result *r);
+size_t report_count(void);
+const bench_result *report_get(size_t i);
+int64_t report_pct(const bench_result *r, double p); /* ns; nearest rank */
+/* Prints one table per scenario to f, then the target summary. */
+void report_print(FILE *f);
+int report_json(const char *path);
+int report_plot(const char *dir);
+void report_free(void);
+
+#endif
