@@ -1,0 +1,66 @@
+-- Prelude of every Baton script: store_redis.c prepends this file to each
+-- script before SCRIPT LOAD / EVAL. Local helpers only, no side effects.
+-- Every Redis key a script touches arrives in KEYS; ARGV[1] is always the
+-- events channel where a script publishes. Integers are formatted with %d:
+-- Lua's own tostring would print 16-digit fencing tokens as 1.7e+15.
+
+-- Redis time as (milliseconds, microseconds).
+local function b_now()
+  local t = redis.call('TIME')
+  local sec, usec = tonumber(t[1]), tonumber(t[2])
+  return sec * 1000 + math.floor(usec / 1000), sec * 1000000 + usec
+end
+
+local function b_int(v)
+  if type(v) == 'string' then return v end
+  return string.format('%d', v)
+end
+
+-- "<TYPE> <fencing> <at_unix_ms> <key> <owner>" (see store.h)
+local function b_publish(chan, typ, fencing, at, key, owner)
+  redis.call('PUBLISH', chan, typ .. ' ' .. b_int(fencing) .. ' ' .. b_int(at) .. ' ' .. key .. ' ' .. (owner or ''))
+end
+
+-- Owner and fencing recorded in a hold hash ('' and 0 when there is none).
+local function b_holder(hold)
+  local h = redis.call('HMGET', hold, 'owner', 'fencing')
+  return h[1] or '', tonumber(h[2] or '0')
+end
+
+-- A hold whose lock is gone expired: publish EXPIRED once and delete it.
+-- Returns true when it reaped.
+local function b_reap(lock, hold, chan, key, now)
+  if redis.call('EXISTS', lock) == 1 or redis.call('EXISTS', hold) == 0 then return false end
+  local owner, fencing = b_holder(hold)
+  redis.call('DEL', hold)
+  b_publish(chan, 'EXPIRED', fencing, now, key, owner)
+  return true
+end
+
+-- Drops queue entries whose liveness deadline passed. Returns how many.
+local function b_purge(q, qt, now)
+  local dead = redis.call('ZRANGEBYSCORE', qt, '-inf', '(' .. b_int(now))
+  for i = 1, #dead, 500 do
+    local chunk = {unpack(dead, i, math.min(i + 499, #dead))}
+    redis.call('ZREM', q, unpack(chunk))
+    redis.call('ZREM', qt, unpack(chunk))
+  end
+  return #dead
+end
+
+-- Head token of a queue, or nil. An entry without a liveness deadline cannot
+-- be purged and would block the queue forever, so it is dropped here.
+local function b_head(q, qt)
+  while true do
+    local head = redis.call('ZRANGE', q, 0, 0)[1]
+    if not head or redis.call('ZSCORE', qt, head) then return head end
+    redis.call('ZREM', q, head)
+  end
+end
+
+-- Next fencing token of a key. A missing counter (new key, or Redis lost its
+-- data) is seeded from the clock in microseconds, so tokens keep rising.
+local function b_next_fencing(fence, now_us)
+  if redis.call('EXISTS', fence) == 0 then redis.call('SET', fence, b_int(now_us)) end
+  return redis.call('INCR', fence)
+end

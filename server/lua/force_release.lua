@@ -1,0 +1,15 @@
+-- Administrative release of the hold with a given fencing token.
+-- KEYS: lock, hold
+-- ARGV: channel, key, fencing (decimal)
+-- Reply: {1, owner, fencing} released, or {0, holder_owner, holder_fencing}
+-- when the key is not held with that fencing ('' and 0 when not held).
+local now = b_now()
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  b_reap(KEYS[1], KEYS[2], ARGV[1], ARGV[2], now)
+  return {0, '', 0}
+end
+local owner, fencing = b_holder(KEYS[2])
+if b_int(fencing) ~= ARGV[3] then return {0, owner, fencing} end
+redis.call('DEL', KEYS[1], KEYS[2])
+b_publish(ARGV[1], 'FORCE_RELEASED', fencing, now, ARGV[2], owner)
+return {1, owner, fencing}
