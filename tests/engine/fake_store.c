@@ -803,3 +803,9 @@ void fake_store_publish(baton_store *s, store_event_type type, const char *key, 
 {
     publish(FS(s), type, key, owner, fencing);
 }
+
+uint64_t fake_store_fence(const baton_store *s, const char *key)
+{
+    const flock *l = lock_find(CFS(s), key);
+    return l ? l->fence : 0;
+}

@@ -63,6 +63,8 @@ int64_t fake_store_queue_len(const baton_store *s, const char *key, const char *
 uint64_t fake_store_violations(const baton_store *s);
 /* Replies and events not yet delivered. */
 size_t fake_store_pending(const baton_store *s);
+/* key's fencing counter (0 = never granted). */
+uint64_t fake_store_fence(const baton_store *s, const char *key);
 /* Publishes an arbitrary event (for tests of event handling). */
 void fake_store_publish(baton_store *s, store_event_type type, const char *key, const char *owner,
                         uint64_t fencing);
