@@ -18,7 +18,8 @@
  *   bidi:             S__grpc__m_start(channel, opts), _write, _read,
  *                     _read_timeout, _close_send
  *   every streaming:  S__grpc__m_cancel, S__grpc__m_finish, S__grpc__m_destroy
- * C type names and descriptors follow protobuf-c (FullNameToC / FullNameToLower).
+ * C type names and descriptors follow protobuf-c (FullNameToC / FullNameToLower,
+ * including its `option (pb_c_file).c_package`).
  * A name clash (including with protobuf-c's own service symbols) or an
  * unsupported input is reported through CodeGeneratorResponse.error.
  */
@@ -152,6 +153,7 @@ static char *upper_dup(const char *s) {
 /* ---- generation ------------------------------------------------------- */
 
 typedef struct gen {
+  const Google__Protobuf__Compiler__CodeGeneratorRequest *req;
   buf h, c;
   char *err;        /* first error (malloc'd); generation stops */
   char **names;     /* symbols emitted for the current file (clash check) */
@@ -226,14 +228,113 @@ static const char *kind_of(const MethodProto *m) {
   return "GRPC_C_KIND_UNARY";
 }
 
+
+/* ---- protobuf-c's c_package file option -------------------------------- */
+
+/* Reads a base-128 varint; returns bytes used, 0 when malformed. */
+static size_t read_varint(const uint8_t *p, size_t len, uint64_t *v) {
+  *v = 0;
+  for (size_t i = 0; i < len && i < 10; i++) {
+    *v |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+    if (!(p[i] & 0x80)) return i + 1;
+  }
+  return 0;
+}
+
+/* `option (pb_c_file).c_package = "x";` replaces the package in protobuf-c's
+ * C names. FileOptions does not know the extension (field 1019 of
+ * FileOptions, ProtobufCFileOptions.c_package = 6 in protobuf-c.proto), so it
+ * sits in the unknown fields. Returns a pointer into the descriptor (not
+ * NUL-terminated, *n bytes) or NULL when the option is absent. */
+static const char *c_package_of(const FileProto *f, size_t *n) {
+  const char *found = NULL;
+  if (!f->options) return NULL;
+  for (unsigned i = 0; i < f->options->base.n_unknown_fields; i++) {
+    const ProtobufCMessageUnknownField *u = &f->options->base.unknown_fields[i];
+    if (u->tag != 1019 || u->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED) continue;
+    /* protobuf-c keeps the length prefix in the unknown field's data. */
+    uint64_t inner;
+    size_t k0 = read_varint(u->data, u->len, &inner);
+    if (!k0 || inner > u->len - k0) continue;
+    const uint8_t *p = u->data + k0, *end = p + inner;
+    while (p < end) {
+      uint64_t key, v;
+      size_t k = read_varint(p, (size_t)(end - p), &key);
+      if (!k) break;
+      p += k;
+      switch (key & 7) {
+      case 0: k = read_varint(p, (size_t)(end - p), &v); if (!k) return found; p += k; break;
+      case 1: p += 8; break;
+      case 5: p += 4; break;
+      case 2:
+        k = read_varint(p, (size_t)(end - p), &v);
+        if (!k || v > (uint64_t)(end - p - k)) return found;
+        p += k;
+        if ((key >> 3) == 6) { /* last one wins, as in protobuf */
+          found = (const char *)p;
+          *n = (size_t)v;
+        }
+        p += v;
+        break;
+      default: return found;
+      }
+    }
+  }
+  return found;
+}
+
+/* Full name as protobuf-c sees it (protoc-c's OverrideFullName); malloc'd. */
+static char *override_full_name(const FileProto *f, const char *full) {
+  size_t n = 0;
+  const char *pkg = c_package_of(f, &n);
+  if (!pkg) return strdup(full);
+  size_t plen = f->package ? strlen(f->package) : 0;
+  if (strlen(full) < plen) return strdup(full);
+  return xfmt("%.*s%s%s", (int)n, pkg, plen ? "" : ".", full + plen);
+}
+
+static int declares_message(Google__Protobuf__DescriptorProto *const *msgs, size_t n_msgs, const char *rest) {
+  const char *dot = strchr(rest, '.');
+  size_t len = dot ? (size_t)(dot - rest) : strlen(rest);
+  for (size_t i = 0; i < n_msgs; i++) {
+    const Google__Protobuf__DescriptorProto *m = msgs[i];
+    if (!m->name || strlen(m->name) != len || strncmp(m->name, rest, len) != 0) continue;
+    if (!dot) return 1;
+    return declares_message(m->nested_type, m->n_nested_type, dot + 1);
+  }
+  return 0;
+}
+
+/* The file of the request that declares message `full` (no leading dot). */
+static const FileProto *file_of_message(const gen *g, const char *full) {
+  for (size_t i = 0; i < g->req->n_proto_file; i++) {
+    const FileProto *f = g->req->proto_file[i];
+    size_t plen = f->package ? strlen(f->package) : 0;
+    const char *rest = full;
+    if (plen) {
+      if (strncmp(full, f->package, plen) != 0 || full[plen] != '.') continue;
+      rest = full + plen + 1;
+    }
+    if (declares_message(f->message_type, f->n_message_type, rest)) return f;
+  }
+  return NULL;
+}
+
 /* Type name ".pkg.Outer.Inner" -> C type and descriptor names. */
 static int type_names(gen *g, const char *type, char **c_name, char **desc) {
   if (!type || type[0] != '.') {
     fail(g, "type name '%s' is not fully qualified", type ? type : "(none)");
     return -1;
   }
-  *c_name = full_name_to_c(type + 1);
-  char *lower = full_name_to_lower(type + 1);
+  const FileProto *f = file_of_message(g, type + 1);
+  if (!f) {
+    fail(g, "message type %s is not declared in any file of the request", type);
+    return -1;
+  }
+  char *full = override_full_name(f, type + 1);
+  *c_name = full ? full_name_to_c(full) : NULL;
+  char *lower = full ? full_name_to_lower(full) : NULL;
+  free(full);
   *desc = lower ? xfmt("%s__descriptor", lower) : NULL;
   free(lower);
   if (!*c_name || !*desc) {
@@ -425,7 +526,9 @@ static void gen_service(gen *g, const FileProto *f, const ServiceProto *s) {
     return;
   }
   char *full = (f->package && f->package[0]) ? xfmt("%s.%s", f->package, s->name) : strdup(s->name);
-  char *lower = full ? full_name_to_lower(full) : NULL;
+  char *cfull = full ? override_full_name(f, full) : NULL; /* C names only */
+  char *lower = cfull ? full_name_to_lower(cfull) : NULL;
+  free(cfull);
   char *table = lower ? xfmt("%s__grpc_methods", lower) : NULL;
   char *svc = lower ? xfmt("%s__grpc_service", lower) : NULL;
   if (!full || !lower || !table || !svc) {
@@ -575,6 +678,7 @@ int main(void) {
   resp.supported_features = GOOGLE__PROTOBUF__COMPILER__CODE_GENERATOR_RESPONSE__FEATURE__FEATURE_PROTO3_OPTIONAL;
   resp.file = calloc(req->n_file_to_generate * 2 + 1, sizeof *resp.file);
   gen g = {0};
+  g.req = req;
   if (!resp.file) fail(&g, "out of memory");
   for (size_t i = 0; i < req->n_file_to_generate && !g.err; i++) {
     const FileProto *f = find_file(req, req->file_to_generate[i]);

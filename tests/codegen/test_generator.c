@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "echo/test/echo.grpc-c.h"
+#include "cpkg.grpc-c.h"
 #include "flat.grpc-c.h"
 
 /* Compile-time signature checks: a wrong generated prototype fails the build. */
@@ -45,6 +46,9 @@ static int (*const ping)(grpc_channel *, const Echo__Common__Note *, Echo__Commo
 static int (*const flat_get)(grpc_channel *, const FlatMsg *, FlatMsg__SubPart **, grpc_c_status *,
                              const grpc_c_call_options *) = flat_service__grpc__get_it;
 static int (*const flat_watch_read)(grpc_c_call *, FlatMsg **) = flat_service__grpc__httpwatch_read;
+/* option (pb_c_file).c_package = "other_pkg" renames C symbols, not the path. */
+static int (*const renamed_run)(grpc_channel *, const OtherPkg__Req *, Echo__Common__Note **, grpc_c_status *,
+                               const grpc_c_call_options *) = other_pkg__renamed__grpc__run;
 
 static void test_signatures_linked(void **state) {
   (void)state;
@@ -53,7 +57,7 @@ static void test_signatures_linked(void **state) {
                        (const void *)cs_write, (const void *)cs_finish, (const void *)bidi_write,
                        (const void *)bidi_read, (const void *)bidi_close, (const void *)bidi_cancel,
                        (const void *)bidi_destroy, (const void *)ping, (const void *)flat_get,
-                       (const void *)flat_watch_read};
+                       (const void *)flat_watch_read, (const void *)renamed_run};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) assert_non_null(fns[i]);
 }
 
@@ -90,6 +94,9 @@ static void test_method_table(void **state) {
   assert_string_equal(FLAT_SERVICE__GRPC__HTTPWATCH_PATH, "/flat_service/HTTPWatch");
   assert_int_equal(flat_service__grpc__httpwatch_method.kind, GRPC_C_KIND_BIDI_STREAMING);
   assert_ptr_equal(flat_service__grpc__get_it_method.output, &flat_msg__sub_part__descriptor);
+  assert_string_equal(other_pkg__renamed__grpc__run_method.path, "/pkg.deep.Renamed/Run");
+  assert_string_equal(other_pkg__renamed__grpc_service.name, "pkg.deep.Renamed");
+  assert_ptr_equal(other_pkg__renamed__grpc__run_method.input, &other_pkg__req__descriptor);
 }
 
 static char *slurp(const char *path) {
