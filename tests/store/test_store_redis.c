@@ -955,6 +955,41 @@ static void test_free_with_op_in_flight(void **state)
     fx_close(f);
 }
 
+/* free() from inside a callback is deferred to the next loop turn. */
+typedef struct free_in_cb {
+    baton_store *st;
+    int calls;
+} free_in_cb;
+
+static void free_from_cb(void *ud, int err, const char *msg, const store_acquire_res *res)
+{
+    free_in_cb *x = ud;
+    (void)err, (void)msg, (void)res;
+    x->calls++;
+    x->st->ops->free(x->st);
+}
+
+static void test_free_inside_callback(void **state)
+{
+    (void)state;
+    FX_OPEN(f, 0, 0, 3000);
+    char t1[33], t2[33];
+    make_token(t1, 1);
+    make_token(t2, 2);
+    free_in_cb x = {.st = f->st};
+    acq second = {0};
+    store_acquire_req req = {.target = {.key = "k"}, .token = t1, .owner = "a", .ttl_ms = 10000};
+    assert_int_equal(f->st->ops->acquire(f->st, &req, free_from_cb, &x), 0);
+    req.token = t2;
+    assert_int_equal(f->st->ops->acquire(f->st, &req, acq_cb, &second), 0);
+    f->st = NULL;
+    RUN_UNTIL(f, x.calls == 1);
+    run_for(f, 50);
+    assert_int_equal(x.calls, 1);
+    assert_int_equal(second.done, 0); /* dropped once free() was asked for */
+    fx_close(f);
+}
+
 /* ---------------------------------------------------------- hammer */
 
 typedef struct hammer hammer;
@@ -1090,6 +1125,7 @@ int main(void)
         cmocka_unit_test(test_noscript_fallback),
         cmocka_unit_test(test_down_store),
         cmocka_unit_test(test_free_with_op_in_flight),
+        cmocka_unit_test(test_free_inside_callback),
         cmocka_unit_test(test_hammer_two_stores),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
