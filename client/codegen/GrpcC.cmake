@@ -10,8 +10,6 @@
 # Generated files live in the build tree only; they are never committed.
 # Works from any directory added after client/codegen (functions are global).
 
-set(GRPC_C_CMAKE_DIR ${CMAKE_CURRENT_LIST_DIR} CACHE INTERNAL "")
-
 function(grpc_c_generate out_srcs out_hdrs)
   cmake_parse_arguments(G "" "PROTO_PATH;OUTPUT_DIR" "PROTOS;IMPORT_DIRS" ${ARGN})
   if(NOT G_PROTO_PATH OR NOT G_OUTPUT_DIR OR NOT G_PROTOS)

@@ -71,8 +71,7 @@ void grpc_c_status_clear(grpc_c_status *status) {
 }
 
 /* Fills `status` (if any) with a copy of msg (len bytes); returns code. On
- * OOM the message is left NULL, which the header allows only before filling;
- * we fall back to a static-free empty allocation attempt. */
+ * OOM the message stays NULL (documented in grpc_c.h). */
 static int set_status(grpc_c_status *status, int code, const char *msg, size_t len) {
   if (!status) return code;
   grpc_c_status_clear(status);

@@ -14,6 +14,19 @@
  *   bidi              grpc_c_call_start(NULL) -> write/read... -> close_send
  *                     -> read until END -> finish -> destroy
  *
+ * Generated stubs (protoc-gen-grpc-c, NAME.grpc-c.h next to NAME.pb-c.h):
+ * with S = protobuf-c's lower-case service name (baton.v1.LockService ->
+ * baton__v1__lock_service) and m = the lower-case method (ForceRelease ->
+ * force_release):
+ *   unary       S__grpc__m(channel, req, &resp, &status, opts)
+ *   streaming   S__grpc__m_start, _write, _close_send, _read, _read_timeout,
+ *               _cancel, _finish, _destroy (only those that fit the shape)
+ *   tables      S__grpc__m_method (grpc_c_method), S__grpc_methods[],
+ *               S__grpc_service; macros S__GRPC__M_PATH / _INDEX (upper case)
+ * The "__grpc__" infix keeps them apart from protobuf-c's own service stubs
+ * (S__m). Messages of nested types have no typed __free_unpacked in
+ * protobuf-c: free them with protobuf_c_message_free_unpacked(&m->base, NULL).
+ *
  * Threads: every call handle has its own completion queue and each blocking
  * operation plucks only its own tag, so different handles may be used from
  * different threads at the same time. ONE handle must be used by one thread
@@ -116,7 +129,8 @@ typedef struct grpc_c_service {
 } grpc_c_service;
 
 /* Final status of an RPC. `message` is owned by the struct (malloc'd,
- * NUL-terminated, "" when the server sent none, never NULL once filled).
+ * NUL-terminated, "" when the server sent none; NULL only if that copy ran
+ * out of memory).
  * Initialise with GRPC_C_STATUS_INIT (or zero it); release with
  * grpc_c_status_clear(). Functions that fill a status clear it first, so one
  * struct can be reused across calls without leaking. */
