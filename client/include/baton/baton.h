@@ -1,0 +1,323 @@
+/*
+ * baton.h - libbaton, the C client of the Baton lock service (batond).
+ *
+ *   baton_client *c;
+ *   baton_lock *l;
+ *   if (baton_client_new("127.0.0.1:50051", NULL, &c) != 0) ...
+ *   baton_acquire_options o = {.wait_ms = 30000, .mode = BATON_MODE_STREAM};
+ *   if (baton_acquire(c, "video:123", &o, &l) == 0) {
+ *       transcode(baton_lock_fencing(l));   // pass the fencing token on
+ *       baton_lock_free(l);                 // releases
+ *   } else {
+ *       fprintf(stderr, "%s\n", baton_last_error());
+ *   }
+ *   baton_client_free(c);
+ *
+ * Conventions
+ * - Every public symbol starts with baton_ / BATON_. No gRPC or protobuf-c
+ *   type appears here; the library carries its own copy of the generated
+ *   stubs and the gRPC runtime and exports only these functions.
+ * - Functions return 0 on success or a negative BATON_ERR_* code. Every
+ *   failing call also stores a message for the calling thread, readable with
+ *   baton_last_error() (for example the current holder named by the server).
+ * - Strings passed in are borrowed for the duration of the call (copied when
+ *   kept). Strings returned by accessors belong to the object they came from.
+ * - Callbacks run on library threads (documented per callback). They must
+ *   not block for long and must not free the object that invoked them.
+ */
+#ifndef BATON_BATON_H
+#define BATON_BATON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define BATON_API __attribute__((visibility("default")))
+#else
+#define BATON_API
+#endif
+
+#define BATON_VERSION_MAJOR 0
+#define BATON_VERSION_MINOR 1
+#define BATON_VERSION_PATCH 0
+
+/* Error codes (negative). Mapped once from gRPC status codes, see
+ * baton_strerror() for the meaning of each. */
+enum baton_error {
+    BATON_ERR_INVALID = -1,     /* bad argument (locally or INVALID_ARGUMENT from the server) */
+    BATON_ERR_BUSY = -2,        /* not acquired within wait_ms (ABORTED while acquiring) */
+    BATON_ERR_NOT_HELD = -3,    /* the token does not hold the key (FAILED_PRECONDITION) */
+    BATON_ERR_UNAVAILABLE = -4, /* batond or its Redis is unreachable (UNAVAILABLE) */
+    BATON_ERR_LOST = -5,        /* a held lock was lost (ABORTED on a held stream, renew failed) */
+    BATON_ERR_TIMEOUT = -6,     /* the client-side deadline passed (DEADLINE_EXCEEDED) */
+    BATON_ERR_CANCELLED = -7,   /* cancelled by the caller (CANCELLED) */
+    BATON_ERR_NOMEM = -8,       /* out of memory, locally or at the server (RESOURCE_EXHAUSTED) */
+    BATON_ERR_NOTSUP = -9,      /* not supported (yet), e.g. TLS options (UNIMPLEMENTED) */
+    BATON_ERR_INTERNAL = -10,   /* anything else (INTERNAL, UNKNOWN, DATA_LOSS, ...) */
+    BATON_ERR_NOT_FOUND = -11   /* NOT_FOUND */
+};
+
+/* Static, human-readable description of an error code ("lock busy").
+ * Unknown codes give "unknown error". Thread-safe. */
+BATON_API const char *baton_strerror(int err);
+
+/* Static short name of an error code ("BUSY", "NOT_HELD", "OK" for 0). */
+BATON_API const char *baton_error_name(int err);
+
+/* The message of the last failing libbaton call on the calling thread
+ * (thread-local; "" if none failed yet). Usually the server's status message,
+ * e.g. "held by worker-3 (fencing 17)". Valid until the next libbaton call on
+ * this thread; copy it to keep it. */
+BATON_API const char *baton_last_error(void);
+
+/* ---- Client ------------------------------------------------------------ */
+
+/* One connection (gRPC channel) to batond. Thread-safe: any number of threads
+ * may run operations on one client concurrently. */
+typedef struct baton_client baton_client;
+
+typedef struct baton_client_options {
+    /* Default owner of locks acquired through this client; NULL = "<hostname>/<pid>".
+     * Copied. */
+    const char *owner;
+    /* Deadline of each unary call (Renew, Release, Describe, ForceRelease) and
+     * extra slack for acquires with a bounded wait; 0 = 10000 ms. */
+    int64_t call_timeout_ms;
+    /* Not yet supported (batond has no TLS or auth yet): setting any of these
+     * makes baton_client_new() fail with BATON_ERR_NOTSUP. */
+    int tls;
+    const char *tls_ca_file;
+    const char *tls_cert_file;
+    const char *tls_key_file;
+    const char *auth_token;
+} baton_client_options;
+
+/* Creates a client for `target` ("host:port" or "unix:/path"); `opts` may be
+ * NULL (zeroed options = defaults). Connecting is lazy: this does not block and
+ * does not fail when batond is down (the first call then fails with
+ * BATON_ERR_UNAVAILABLE). On success *out is a new client the caller frees
+ * with baton_client_free(). Thread-safe. */
+BATON_API int baton_client_new(const char *target, const baton_client_options *opts,
+                               baton_client **out);
+
+/* Frees the client. Every lock, watch and async acquire made through it must
+ * have been freed first. NULL is ignored. */
+BATON_API void baton_client_free(baton_client *client);
+
+/* The client's default owner string (owned by the client). */
+BATON_API const char *baton_client_owner(const baton_client *client);
+
+/* ---- Locks ------------------------------------------------------------- */
+
+typedef enum baton_mode {
+    /* The lock lives until released or until its TTL runs out; with
+     * auto_renew the library renews it in a background thread. */
+    BATON_MODE_LEASE = 0,
+    /* The lock is held by an open stream: batond renews it while the stream is
+     * open, and it is released at once when the handle is freed or the
+     * process exits. */
+    BATON_MODE_STREAM = 1
+} baton_mode;
+
+typedef enum baton_lock_state {
+    BATON_LOCK_HELD = 0,
+    BATON_LOCK_LOST = 1,     /* lost: another client may hold it now; stop using it */
+    BATON_LOCK_RELEASED = 2  /* released by this handle or by its token */
+} baton_lock_state;
+
+/* A granted lock. Owned by the caller; free it with baton_lock_free().
+ * Accessors are thread-safe; release/renew/free must not race each other on
+ * one handle. */
+typedef struct baton_lock baton_lock;
+
+/* Called at most once per lock, on a library thread (the renewal or stream
+ * thread), when a held lock is lost: `err` is BATON_ERR_LOST (or
+ * BATON_ERR_UNAVAILABLE when the connection broke in stream mode) and `msg`
+ * the reason (valid during the call). The state is already BATON_LOCK_LOST.
+ * Do not call baton_lock_free() / baton_release() on `lock` from inside. */
+typedef void (*baton_lost_cb)(baton_lock *lock, int err, const char *msg, void *ud);
+
+/* Called on the acquiring thread (the async worker for async acquires) each
+ * time the server reports the caller's position in the queue (1 = next). */
+typedef void (*baton_queued_cb)(int64_t position, void *ud);
+
+/* Options of an acquire. Zero-initialised = owner from the client, server
+ * default TTL, try once (wait_ms 0), lease mode, no renewal, no callbacks. */
+typedef struct baton_acquire_options {
+    const char *owner;  /* NULL = the client's default owner; copied */
+    int64_t ttl_ms;     /* 0 = the server's default TTL */
+    int64_t wait_ms;    /* 0 = try once; > 0 = wait at most this long; < 0 = the server's maximum */
+    baton_mode mode;
+    int auto_renew;     /* lease mode: renew at a third of the TTL in a background thread */
+    baton_lost_cb on_lost;     /* optional; see baton_lost_cb */
+    void *lost_ud;
+    baton_queued_cb on_queued; /* optional; see baton_queued_cb */
+    void *queued_ud;
+} baton_acquire_options;
+
+/* Acquires `key`, waiting at most opts->wait_ms. On success *out is a new
+ * HELD lock (caller frees with baton_lock_free()). Errors: BATON_ERR_BUSY when
+ * not acquired within the wait (baton_last_error() names the holder),
+ * BATON_ERR_INVALID, BATON_ERR_UNAVAILABLE, ... `opts` may be NULL.
+ * Blocks the calling thread; thread-safe. In stream mode and with auto_renew
+ * the lock owns one background thread until it is freed. */
+BATON_API int baton_acquire(baton_client *client, const char *key,
+                            const baton_acquire_options *opts, baton_lock **out);
+
+/* Like baton_acquire() but never waits (wait_ms is forced to 0). */
+BATON_API int baton_try_acquire(baton_client *client, const char *key,
+                                const baton_acquire_options *opts, baton_lock **out);
+
+/* Acquires any free device of pool `pool` with `devices` devices (device i is
+ * the key "pool/i"); see baton_acquire(). baton_lock_device() and
+ * baton_lock_cuda_visible_devices() tell which one was granted. */
+BATON_API int baton_acquire_pool(baton_client *client, const char *pool, int devices,
+                                 const baton_acquire_options *opts, baton_lock **out);
+
+/* Releases the lock (token-checked at the server) and stops its background
+ * thread. Returns 0 (state RELEASED), BATON_ERR_NOT_HELD (it had been lost;
+ * state LOST), or a transport error (state unchanged: retry or free).
+ * Releasing a lock that is not HELD returns 0 for RELEASED and
+ * BATON_ERR_LOST for LOST. Not thread-safe against other calls on `lock`. */
+BATON_API int baton_release(baton_lock *lock);
+
+/* Renews the lock for ttl_ms (0 = server default) and records the new TTL.
+ * BATON_ERR_NOT_HELD means it was lost (state LOST). */
+BATON_API int baton_renew(baton_lock *lock, int64_t ttl_ms);
+
+/* Releases the lock if still held (best effort), stops its thread and frees the
+ * handle. In stream mode the stream is cancelled as well, so the server
+ * releases it even when the Release call could not reach it. NULL is ignored.
+ * Must not be called from the lock's own on_lost callback. */
+BATON_API void baton_lock_free(baton_lock *lock);
+
+/* Accessors. Strings are owned by the lock and valid until baton_lock_free(). */
+BATON_API const char *baton_lock_key(const baton_lock *lock);   /* granted key ("pool/i" for pools) */
+BATON_API const char *baton_lock_token(const baton_lock *lock); /* 32 hex characters */
+BATON_API const char *baton_lock_owner(const baton_lock *lock);
+BATON_API uint64_t baton_lock_fencing(const baton_lock *lock);
+BATON_API int baton_lock_device(const baton_lock *lock);        /* pool device index, -1 for a key */
+BATON_API int64_t baton_lock_ttl_ms(const baton_lock *lock);    /* TTL of the last grant or renewal */
+BATON_API baton_mode baton_lock_mode(const baton_lock *lock);
+BATON_API baton_lock_state baton_lock_state_get(const baton_lock *lock);
+
+/* Writes the device index of a pool lock as CUDA_VISIBLE_DEVICES wants it
+ * ("3") into buf (NUL-terminated). Returns 0, or BATON_ERR_INVALID when the
+ * lock is not a pool lock or buf is too small. */
+BATON_API int baton_lock_cuda_visible_devices(const baton_lock *lock, char *buf, size_t len);
+
+/* Static name of a state ("HELD", "LOST", "RELEASED"). */
+BATON_API const char *baton_lock_state_name(baton_lock_state state);
+
+/* ---- Asynchronous acquire --------------------------------------------------- */
+
+/* A pending asynchronous acquire. Each one runs on its own worker thread. */
+typedef struct baton_async baton_async;
+
+/* Called exactly once on the worker thread: err == 0 and a new HELD `lock`
+ * that the callback's receiver owns (free it with baton_lock_free(), possibly
+ * later on another thread), or err < 0 and lock == NULL (BATON_ERR_CANCELLED
+ * after baton_async_cancel(); `msg` says why, valid during the call). */
+typedef void (*baton_acquire_cb)(int err, baton_lock *lock, const char *msg, void *ud);
+
+/* Starts acquiring `key` (or, when pool != NULL, a device of `pool` with
+ * `devices` devices; pass key NULL then) on a new worker thread and returns at
+ * once. On success *out is a handle that the caller must free with
+ * baton_async_free() (after or before the callback ran). Thread-safe. */
+BATON_API int baton_acquire_async(baton_client *client, const char *key, const char *pool,
+                                  int devices, const baton_acquire_options *opts,
+                                  baton_acquire_cb cb, void *ud, baton_async **out);
+
+/* Cancels a pending acquire: the callback then runs with BATON_ERR_CANCELLED
+ * (unless it already ran; a lock granted at the same moment is released).
+ * Thread-safe, idempotent, never blocks for long. */
+BATON_API void baton_async_cancel(baton_async *a);
+
+/* Cancels if still pending, waits for the worker (and so the callback) to
+ * finish, and frees the handle. Must not be called from the callback. NULL is
+ * ignored. */
+BATON_API void baton_async_free(baton_async *a);
+
+/* ---- Token-level operations (for tools that do not keep a handle) -------- */
+
+/* Renews `key` held by `token` for ttl_ms (0 = default); *granted_ttl_ms (may
+ * be NULL) receives the TTL the server applied. BATON_ERR_NOT_HELD when the
+ * token does not hold the key. Thread-safe. */
+BATON_API int baton_renew_token(baton_client *client, const char *key, const char *token,
+                                int64_t ttl_ms, int64_t *granted_ttl_ms);
+
+/* Releases `key` held by `token`. BATON_ERR_NOT_HELD when it does not hold it
+ * (the real holder is untouched). Thread-safe. */
+BATON_API int baton_release_token(baton_client *client, const char *key, const char *token);
+
+/* Operator release of `key`, only if it is held with fencing token `fencing`.
+ * BATON_ERR_NOT_HELD otherwise. Thread-safe. */
+BATON_API int baton_force_release(baton_client *client, const char *key, uint64_t fencing);
+
+#define BATON_OWNER_BUF 257 /* owners are at most 256 bytes */
+
+typedef struct baton_description {
+    int held;
+    char owner[BATON_OWNER_BUF]; /* "" when not held */
+    uint64_t fencing;
+    int64_t ttl_ms;   /* remaining lifetime */
+    int64_t waiters;  /* streams queued for the key */
+} baton_description;
+
+/* Fills *out with the current state of `key`. Thread-safe. */
+BATON_API int baton_describe(baton_client *client, const char *key, baton_description *out);
+
+/* ---- Watch ----------------------------------------------------------------- */
+
+typedef enum baton_event_type {
+    BATON_EVENT_UNSPECIFIED = 0,
+    BATON_EVENT_ACQUIRED = 1,
+    BATON_EVENT_RELEASED = 2,
+    BATON_EVENT_EXPIRED = 3,
+    BATON_EVENT_FORCE_RELEASED = 4
+} baton_event_type;
+
+typedef struct baton_event {
+    baton_event_type type;
+    const char *key;   /* valid during the callback only */
+    const char *owner; /* valid during the callback only */
+    uint64_t fencing;
+    int64_t at_unix_ms;
+} baton_event;
+
+/* Static name of an event type ("ACQUIRED", ...). */
+BATON_API const char *baton_event_type_name(baton_event_type type);
+
+typedef struct baton_watch baton_watch;
+
+/* Called on the watch's thread, in the order the server sent the events:
+ * once per event with ev != NULL and err == 0, and finally exactly once with
+ * ev == NULL when the watch ends: err is BATON_ERR_CANCELLED after
+ * baton_watch_cancel()/free, otherwise the reason the stream ended
+ * (e.g. BATON_ERR_UNAVAILABLE) with `msg` (valid during the call). */
+typedef void (*baton_watch_cb)(const baton_event *ev, int err, const char *msg, void *ud);
+
+/* Watches exactly one of `key` and `prefix` (the other NULL). On success *out
+ * is a handle the caller frees with baton_watch_free(). One thread per watch.
+ * Events that happen before batond has subscribed are not delivered.
+ * Thread-safe. */
+BATON_API int baton_watch_start(baton_client *client, const char *key, const char *prefix,
+                                baton_watch_cb cb, void *ud, baton_watch **out);
+
+/* Ends the watch (the final callback follows on the watch thread).
+ * Thread-safe, idempotent, may be called from the callback. */
+BATON_API void baton_watch_cancel(baton_watch *w);
+
+/* Cancels, waits for the watch thread (the final callback has run when this
+ * returns) and frees the handle. Not from the callback. NULL is ignored. */
+BATON_API void baton_watch_free(baton_watch *w);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BATON_BATON_H */

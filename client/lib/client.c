@@ -1,0 +1,174 @@
+/* client.c - the client (one gRPC channel) and the unary token-level calls. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define DEFAULT_CALL_TIMEOUT_MS 10000
+
+static int set(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+int baton_client_new(const char *target, const baton_client_options *opts, baton_client **out)
+{
+    baton_client_options none = {0};
+    if (out == NULL || target == NULL || target[0] == '\0')
+        return baton__fail(BATON_ERR_INVALID, "baton_client_new: target and out are required");
+    *out = NULL;
+    if (opts == NULL)
+        opts = &none;
+    if (opts->tls || set(opts->tls_ca_file) || set(opts->tls_cert_file) || set(opts->tls_key_file))
+        return baton__fail(BATON_ERR_NOTSUP, "TLS is not yet supported");
+    if (set(opts->auth_token))
+        return baton__fail(BATON_ERR_NOTSUP, "auth tokens are not yet supported");
+    if (opts->call_timeout_ms < 0)
+        return baton__fail(BATON_ERR_INVALID, "call_timeout_ms must not be negative");
+
+    baton_client *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return baton__fail(BATON_ERR_NOMEM, "out of memory");
+    if (set(opts->owner)) {
+        c->_owner = baton__strdup(opts->owner);
+    } else {
+        /* Default owner "<hostname>/<pid>": enough to find the process. */
+        char host[256] = "unknown";
+        char buf[300];
+        if (gethostname(host, sizeof host) != 0)
+            strcpy(host, "unknown");
+        host[sizeof host - 1] = '\0';
+        snprintf(buf, sizeof buf, "%s/%ld", host, (long)getpid());
+        c->_owner = baton__strdup(buf);
+    }
+    if (c->_owner == NULL)
+        goto fail;
+    c->_call_timeout_ms = opts->call_timeout_ms > 0 ? opts->call_timeout_ms : DEFAULT_CALL_TIMEOUT_MS;
+    c->_channel = grpc_c_channel_create_insecure(target, NULL);
+    if (c->_channel == NULL) {
+        baton__fail(BATON_ERR_NOMEM, "cannot create a channel to %s", target);
+        goto fail;
+    }
+    *out = c;
+    return 0;
+fail:
+    free(c->_owner);
+    free(c);
+    return BATON_ERR_NOMEM;
+}
+
+void baton_client_free(baton_client *c)
+{
+    if (c == NULL)
+        return;
+    grpc_c_channel_destroy(c->_channel);
+    free(c->_owner);
+    free(c);
+}
+
+const char *baton_client_owner(const baton_client *c)
+{
+    return c ? c->_owner : "";
+}
+
+grpc_c_call_options baton__unary_opts(const baton_client *c)
+{
+    grpc_c_call_options o = {0};
+    o.timeout_ms = c->_call_timeout_ms;
+    return o;
+}
+
+int baton_renew_token(baton_client *c, const char *key, const char *token, int64_t ttl_ms,
+                      int64_t *granted_ttl_ms)
+{
+    if (c == NULL || key == NULL || token == NULL || ttl_ms < 0)
+        return baton__fail(BATON_ERR_INVALID, "baton_renew_token: client, key, token required; ttl_ms >= 0");
+    Baton__V1__RenewRequest req = BATON__V1__RENEW_REQUEST__INIT;
+    Baton__V1__RenewResponse *resp = NULL;
+    grpc_c_status st = GRPC_C_STATUS_INIT;
+    grpc_c_call_options o = baton__unary_opts(c);
+    req.key = (char *)key;
+    req.token = (char *)token;
+    req.ttl_ms = ttl_ms;
+    int rc = 0;
+    if (baton__v1__lock_service__grpc__renew(c->_channel, &req, &resp, &st, &o) != GRPC_C_CODE_OK) {
+        rc = baton__fail_status(&st, BATON__PHASE_CALL, "renew");
+    } else if (granted_ttl_ms) {
+        *granted_ttl_ms = resp->ttl_ms;
+    }
+    if (resp)
+        baton__v1__renew_response__free_unpacked(resp, NULL);
+    grpc_c_status_clear(&st);
+    return rc;
+}
+
+int baton_release_token(baton_client *c, const char *key, const char *token)
+{
+    if (c == NULL || key == NULL || token == NULL)
+        return baton__fail(BATON_ERR_INVALID, "baton_release_token: client, key and token are required");
+    Baton__V1__ReleaseRequest req = BATON__V1__RELEASE_REQUEST__INIT;
+    Baton__V1__ReleaseResponse *resp = NULL;
+    grpc_c_status st = GRPC_C_STATUS_INIT;
+    grpc_c_call_options o = baton__unary_opts(c);
+    req.key = (char *)key;
+    req.token = (char *)token;
+    int rc = 0;
+    if (baton__v1__lock_service__grpc__release(c->_channel, &req, &resp, &st, &o) != GRPC_C_CODE_OK)
+        rc = baton__fail_status(&st, BATON__PHASE_CALL, "release");
+    else if (!resp->released)
+        rc = baton__fail(BATON_ERR_NOT_HELD, "release: %s is not held by this token", key);
+    if (resp)
+        baton__v1__release_response__free_unpacked(resp, NULL);
+    grpc_c_status_clear(&st);
+    return rc;
+}
+
+int baton_force_release(baton_client *c, const char *key, uint64_t fencing)
+{
+    if (c == NULL || key == NULL)
+        return baton__fail(BATON_ERR_INVALID, "baton_force_release: client and key are required");
+    Baton__V1__ForceReleaseRequest req = BATON__V1__FORCE_RELEASE_REQUEST__INIT;
+    Baton__V1__ReleaseResponse *resp = NULL;
+    grpc_c_status st = GRPC_C_STATUS_INIT;
+    grpc_c_call_options o = baton__unary_opts(c);
+    req.key = (char *)key;
+    req.fencing = fencing;
+    int rc = 0;
+    if (baton__v1__lock_service__grpc__force_release(c->_channel, &req, &resp, &st, &o) != GRPC_C_CODE_OK)
+        rc = baton__fail_status(&st, BATON__PHASE_CALL, "force-release");
+    else if (!resp->released)
+        rc = baton__fail(BATON_ERR_NOT_HELD, "force-release: %s is not held with fencing %llu", key,
+                         (unsigned long long)fencing);
+    if (resp)
+        baton__v1__release_response__free_unpacked(resp, NULL);
+    grpc_c_status_clear(&st);
+    return rc;
+}
+
+int baton_describe(baton_client *c, const char *key, baton_description *out)
+{
+    if (c == NULL || key == NULL || out == NULL)
+        return baton__fail(BATON_ERR_INVALID, "baton_describe: client, key and out are required");
+    Baton__V1__DescribeRequest req = BATON__V1__DESCRIBE_REQUEST__INIT;
+    Baton__V1__DescribeResponse *resp = NULL;
+    grpc_c_status st = GRPC_C_STATUS_INIT;
+    grpc_c_call_options o = baton__unary_opts(c);
+    req.key = (char *)key;
+    memset(out, 0, sizeof *out);
+    int rc = 0;
+    if (baton__v1__lock_service__grpc__describe(c->_channel, &req, &resp, &st, &o) != GRPC_C_CODE_OK) {
+        rc = baton__fail_status(&st, BATON__PHASE_CALL, "describe");
+    } else {
+        out->held = resp->held;
+        snprintf(out->owner, sizeof out->owner, "%s", resp->owner ? resp->owner : "");
+        out->fencing = resp->fencing;
+        out->ttl_ms = resp->ttl_ms;
+        out->waiters = resp->waiters;
+    }
+    if (resp)
+        baton__v1__describe_response__free_unpacked(resp, NULL);
+    grpc_c_status_clear(&st);
+    return rc;
+}

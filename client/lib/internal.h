@@ -1,0 +1,54 @@
+/*
+ * internal.h - shared by the libbaton sources only (never installed).
+ * Internal non-static functions use the baton__ prefix.
+ */
+#ifndef BATON_LIB_INTERNAL_H
+#define BATON_LIB_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "baton/baton.h"
+#include "baton/v1/lock.grpc-c.h"
+
+struct baton_client {
+    grpc_channel *_channel;
+    char *_owner;
+    int64_t _call_timeout_ms;
+};
+
+/* What an error means depends on where it happened: ABORTED while acquiring
+ * is "busy", on a held stream it is "lost". */
+enum baton__phase { BATON__PHASE_CALL, BATON__PHASE_ACQUIRE, BATON__PHASE_HELD };
+
+/* THE mapping from a gRPC status code to a baton error (0 for OK). */
+int baton__err_of_code(int code, enum baton__phase phase);
+
+/* Sets the calling thread's last error message (printf-style) and returns err. */
+int baton__fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Maps a finished call's status, records its message, returns the error. */
+int baton__fail_status(const grpc_c_status *st, enum baton__phase phase, const char *what);
+
+/* Monotonic clock in milliseconds. */
+int64_t baton__now_ms(void);
+
+/* strdup that records BATON_ERR_NOMEM on failure. */
+char *baton__strdup(const char *s);
+
+/* Unary call options with the client's deadline. */
+grpc_c_call_options baton__unary_opts(const baton_client *c);
+
+/* Cancellation hook shared by a pending acquire and whoever may cancel it. */
+typedef struct baton__canceller {
+    pthread_mutex_t mu;
+    grpc_c_call *call; /* the acquire stream while it is being read */
+    int cancelled;
+} baton__canceller;
+
+/* The acquire used by the blocking, try, pool and async forms. Exactly one of
+ * key / pool is non-NULL. `cx` may be NULL. */
+int baton__acquire(baton_client *c, const char *key, const char *pool, int devices,
+                   const baton_acquire_options *opts, baton__canceller *cx, baton_lock **out);
+
+#endif

@@ -1,0 +1,509 @@
+/*
+ * lock.c - acquiring, holding, renewing and releasing locks.
+ *
+ * A lease-mode lock with auto_renew owns a renewal thread; a stream-mode lock
+ * owns a reader thread that sits on the Acquire stream to learn when the
+ * server ends it. Both report a loss through mark_lost(): state LOST first,
+ * then the on_lost callback, exactly once.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+/* Shortest pause between two renewal attempts after a failure. */
+#define RENEW_RETRY_MIN_MS 20
+
+struct baton_lock {
+    baton_client *_client;
+    char *_key;
+    char *_token;
+    char *_owner;
+    uint64_t _fencing;
+    int _device;
+    baton_mode _mode;
+    int64_t _requested_ttl_ms; /* what renewals ask for (0 = server default) */
+    baton_lost_cb _on_lost;
+    void *_lost_ud;
+
+    pthread_mutex_t _mu; /* guards everything below */
+    pthread_cond_t _cv;  /* signalled when _stop is set (monotonic clock) */
+    baton_lock_state _state;
+    int64_t _ttl_ms;
+    int64_t _expires_ms; /* lease mode, monotonic: when the lease runs out at the latest */
+    int _stop;
+    int _releasing;      /* stream mode: the stream is being ended on purpose */
+    int _has_thread;
+    pthread_t _thread;
+    grpc_c_call *_call;  /* stream mode: the Acquire stream, read by _thread only */
+};
+
+static void lock_destroy(baton_lock *l)
+{
+    if (l == NULL)
+        return;
+    pthread_cond_destroy(&l->_cv);
+    pthread_mutex_destroy(&l->_mu);
+    free(l->_key);
+    free(l->_token);
+    free(l->_owner);
+    free(l);
+}
+
+static baton_lock *lock_new(baton_client *c, const Baton__V1__Granted *g, const char *owner,
+                            const baton_acquire_options *o)
+{
+    baton_lock *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return NULL;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&l->_mu, NULL);
+    l->_client = c;
+    l->_key = strdup(g->key ? g->key : "");
+    l->_token = strdup(g->token ? g->token : "");
+    l->_owner = strdup(owner);
+    if (l->_key == NULL || l->_token == NULL || l->_owner == NULL) {
+        lock_destroy(l);
+        return NULL;
+    }
+    l->_fencing = g->fencing;
+    l->_device = g->device;
+    l->_mode = o->mode;
+    l->_requested_ttl_ms = o->ttl_ms;
+    l->_on_lost = o->on_lost;
+    l->_lost_ud = o->lost_ud;
+    l->_state = BATON_LOCK_HELD;
+    l->_ttl_ms = g->ttl_ms;
+    l->_expires_ms = baton__now_ms() + g->ttl_ms;
+    return l;
+}
+
+/* HELD -> LOST, then the callback (outside the mutex). Call without _mu. */
+static void mark_lost(baton_lock *l, int err, const char *msg)
+{
+    pthread_mutex_lock(&l->_mu);
+    int was_held = l->_state == BATON_LOCK_HELD;
+    if (was_held)
+        l->_state = BATON_LOCK_LOST;
+    pthread_mutex_unlock(&l->_mu);
+    if (was_held && l->_on_lost)
+        l->_on_lost(l, err, msg, l->_lost_ud);
+}
+
+static void set_state_if_held(baton_lock *l, baton_lock_state s)
+{
+    pthread_mutex_lock(&l->_mu);
+    if (l->_state == BATON_LOCK_HELD)
+        l->_state = s;
+    pthread_mutex_unlock(&l->_mu);
+}
+
+/* Waits on _cv until the monotonic time `at_ms` or until _stop. Holds _mu. */
+static void wait_until(baton_lock *l, int64_t at_ms)
+{
+    while (!l->_stop) {
+        int64_t now = baton__now_ms();
+        if (now >= at_ms)
+            return;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t ns = ts.tv_nsec + (at_ms - now) * 1000000LL;
+        ts.tv_sec += ns / 1000000000LL;
+        ts.tv_nsec = ns % 1000000000LL;
+        pthread_cond_timedwait(&l->_cv, &l->_mu, &ts);
+    }
+}
+
+/*
+ * Lease renewal: renew at a third of the TTL. A failed attempt is retried
+ * until the lease would have run out; then the lock is reported LOST, because
+ * from that moment another client may hold it. FAILED_PRECONDITION (the token
+ * no longer holds the key) is a loss at once.
+ */
+static void *renew_thread(void *arg)
+{
+    baton_lock *l = arg;
+    pthread_mutex_lock(&l->_mu);
+    int64_t next = baton__now_ms() + l->_ttl_ms / 3;
+    for (;;) {
+        wait_until(l, next);
+        if (l->_stop || l->_state != BATON_LOCK_HELD)
+            break;
+        int64_t now = baton__now_ms();
+        int64_t left = l->_expires_ms - now;
+        if (left <= 0) {
+            pthread_mutex_unlock(&l->_mu);
+            mark_lost(l, BATON_ERR_LOST, "lease ran out before it could be renewed");
+            return NULL;
+        }
+        pthread_mutex_unlock(&l->_mu);
+
+        /* The attempt must end before the lease does, or a late success would
+         * report a lock that may already belong to someone else. */
+        Baton__V1__RenewRequest req = BATON__V1__RENEW_REQUEST__INIT;
+        Baton__V1__RenewResponse *resp = NULL;
+        grpc_c_status st = GRPC_C_STATUS_INIT;
+        grpc_c_call_options o = baton__unary_opts(l->_client);
+        if (o.timeout_ms > left)
+            o.timeout_ms = left;
+        req.key = l->_key;
+        req.token = l->_token;
+        req.ttl_ms = l->_requested_ttl_ms;
+        int code = baton__v1__lock_service__grpc__renew(l->_client->_channel, &req, &resp, &st, &o);
+        int err = code == GRPC_C_CODE_OK ? 0 : baton__fail_status(&st, BATON__PHASE_CALL, "renew");
+
+        if (err == BATON_ERR_NOT_HELD) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", baton_last_error());
+            grpc_c_status_clear(&st);
+            mark_lost(l, BATON_ERR_LOST, msg);
+            return NULL;
+        }
+        pthread_mutex_lock(&l->_mu);
+        if (err == 0) {
+            l->_ttl_ms = resp->ttl_ms;
+            l->_expires_ms = now + resp->ttl_ms; /* measured from before the request */
+            next = now + resp->ttl_ms / 3;
+        } else {
+            int64_t pause = l->_ttl_ms / 10;
+            next = baton__now_ms() + (pause < RENEW_RETRY_MIN_MS ? RENEW_RETRY_MIN_MS : pause);
+            if (next > l->_expires_ms)
+                next = l->_expires_ms;
+        }
+        if (resp)
+            baton__v1__renew_response__free_unpacked(resp, NULL);
+        grpc_c_status_clear(&st);
+    }
+    pthread_mutex_unlock(&l->_mu);
+    return NULL;
+}
+
+/*
+ * Stream mode: the server ends the stream with OK after a Release by token,
+ * with ABORTED when the hold was lost; CANCELLED after our own cancel.
+ */
+static void *stream_thread(void *arg)
+{
+    baton_lock *l = arg;
+    ProtobufCMessage *m = NULL;
+    while (grpc_c_call_read(l->_call, &m) == GRPC_C_OK) {
+        protobuf_c_message_free_unpacked(m, NULL); /* nothing more is expected */
+        m = NULL;
+    }
+    grpc_c_status st = GRPC_C_STATUS_INIT;
+    int code = grpc_c_call_finish(l->_call, NULL, &st);
+    pthread_mutex_lock(&l->_mu);
+    int on_purpose = l->_releasing;
+    pthread_mutex_unlock(&l->_mu);
+    if (on_purpose || code == GRPC_C_CODE_OK) {
+        set_state_if_held(l, BATON_LOCK_RELEASED);
+    } else {
+        int err = baton__fail_status(&st, BATON__PHASE_HELD, "lock stream ended");
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", baton_last_error());
+        mark_lost(l, err, msg);
+    }
+    grpc_c_status_clear(&st);
+    return NULL;
+}
+
+/* Stops and joins the lock's thread (if any); ends the stream in stream mode. */
+static void stop_thread(baton_lock *l)
+{
+    pthread_mutex_lock(&l->_mu);
+    l->_stop = 1;
+    l->_releasing = 1;
+    int has = l->_has_thread;
+    l->_has_thread = 0;
+    pthread_cond_broadcast(&l->_cv);
+    pthread_mutex_unlock(&l->_mu);
+    if (l->_call)
+        grpc_c_call_cancel(l->_call);
+    if (has)
+        pthread_join(l->_thread, NULL);
+    if (l->_call) {
+        grpc_c_call_destroy(l->_call);
+        l->_call = NULL;
+    }
+}
+
+static int copy_granted(const Baton__V1__AcquireEvent *ev, Baton__V1__Granted *out)
+{
+    if (ev->event_case != BATON__V1__ACQUIRE_EVENT__EVENT_GRANTED || ev->granted == NULL)
+        return 0;
+    *out = *ev->granted;
+    return 1;
+}
+
+int baton__acquire(baton_client *c, const char *key, const char *pool, int devices,
+                   const baton_acquire_options *opts, baton__canceller *cx, baton_lock **out)
+{
+    baton_acquire_options none = {0};
+    if (out)
+        *out = NULL;
+    if (c == NULL || out == NULL || (key == NULL) == (pool == NULL))
+        return baton__fail(BATON_ERR_INVALID, "acquire: client, out and exactly one of key and pool are required");
+    if (pool && devices <= 0)
+        return baton__fail(BATON_ERR_INVALID, "acquire: devices must be positive");
+    if (opts == NULL)
+        opts = &none;
+    if (opts->mode != BATON_MODE_LEASE && opts->mode != BATON_MODE_STREAM)
+        return baton__fail(BATON_ERR_INVALID, "acquire: unknown mode %d", (int)opts->mode);
+    if (opts->ttl_ms < 0)
+        return baton__fail(BATON_ERR_INVALID, "acquire: ttl_ms must not be negative");
+
+    const char *owner = opts->owner && opts->owner[0] ? opts->owner : c->_owner;
+    Baton__V1__AcquireRequest req = BATON__V1__ACQUIRE_REQUEST__INIT;
+    Baton__V1__Pool p = BATON__V1__POOL__INIT;
+    req.key = (char *)(key ? key : "");
+    req.owner = (char *)owner;
+    req.ttl_ms = opts->ttl_ms;
+    req.wait_ms = opts->wait_ms;
+    req.mode = opts->mode == BATON_MODE_STREAM ? BATON__V1__HOLD_MODE__HOLD_MODE_STREAM
+                                               : BATON__V1__HOLD_MODE__HOLD_MODE_LEASE;
+    if (pool) {
+        p.name = (char *)pool;
+        p.devices = devices;
+        req.pool = &p;
+    }
+
+    /* No gRPC deadline: a stream-mode call must outlive any deadline. A bounded
+     * wait is still bounded locally (wait + call timeout) against a hung server. */
+    int64_t limit = opts->wait_ms >= 0 ? baton__now_ms() + opts->wait_ms + c->_call_timeout_ms : -1;
+    grpc_c_call *call = baton__v1__lock_service__grpc__acquire_start(c->_channel, &req, NULL);
+    if (call == NULL)
+        return baton__fail(BATON_ERR_NOMEM, "acquire: cannot start the call");
+    if (cx) {
+        pthread_mutex_lock(&cx->mu);
+        cx->call = call;
+        if (cx->cancelled)
+            grpc_c_call_cancel(call);
+        pthread_mutex_unlock(&cx->mu);
+    }
+
+    Baton__V1__Granted grant;
+    int granted = 0, timed_out = 0, err = 0;
+    Baton__V1__AcquireEvent *ev = NULL;
+    char *gkey = NULL, *gtoken = NULL;
+    for (;;) {
+        int rc = baton__v1__lock_service__grpc__acquire_read_timeout(call, &ev, 1000);
+        if (rc == GRPC_C_TIMEOUT) {
+            if (limit >= 0 && baton__now_ms() > limit && !timed_out) {
+                timed_out = 1;
+                grpc_c_call_cancel(call);
+            }
+            continue;
+        }
+        if (rc != GRPC_C_OK)
+            break;
+        if (copy_granted(ev, &grant)) {
+            /* Keep the strings: the event is freed below. */
+            gkey = strdup(grant.key ? grant.key : "");
+            gtoken = strdup(grant.token ? grant.token : "");
+            grant.key = gkey;
+            grant.token = gtoken;
+            granted = 1;
+        } else if (ev->event_case == BATON__V1__ACQUIRE_EVENT__EVENT_QUEUED && ev->queued && opts->on_queued) {
+            opts->on_queued(ev->queued->position, opts->queued_ud);
+        }
+        baton__v1__acquire_event__free_unpacked(ev, NULL);
+        ev = NULL;
+        if (granted)
+            break;
+    }
+    if (cx) {
+        pthread_mutex_lock(&cx->mu);
+        cx->call = NULL;
+        pthread_mutex_unlock(&cx->mu);
+    }
+
+    baton_lock *l = NULL;
+    if (!granted) {
+        grpc_c_status st = GRPC_C_STATUS_INIT;
+        grpc_c_call_finish(call, NULL, &st);
+        if (timed_out)
+            err = baton__fail(BATON_ERR_TIMEOUT, "acquire: no answer from the server within wait + %lld ms",
+                              (long long)c->_call_timeout_ms);
+        else if (st.code == GRPC_C_CODE_OK)
+            err = baton__fail(BATON_ERR_INTERNAL, "acquire: stream ended without a grant");
+        else
+            err = baton__fail_status(&st, BATON__PHASE_ACQUIRE, "acquire");
+        grpc_c_status_clear(&st);
+        grpc_c_call_destroy(call);
+        goto done;
+    }
+    if (gkey == NULL || gtoken == NULL || (l = lock_new(c, &grant, owner, opts)) == NULL) {
+        err = baton__fail(BATON_ERR_NOMEM, "acquire: out of memory after the grant");
+        /* Do not keep a grant nobody can release. */
+        if (gkey && gtoken)
+            baton_release_token(c, gkey, gtoken);
+        grpc_c_call_cancel(call);
+        grpc_c_call_destroy(call);
+        goto done;
+    }
+    if (opts->mode == BATON_MODE_STREAM) {
+        l->_call = call;
+        if (pthread_create(&l->_thread, NULL, stream_thread, l) != 0)
+            goto thread_fail;
+        l->_has_thread = 1;
+    } else {
+        /* Lease: the server ends the stream (OK) right after the grant. */
+        grpc_c_call_finish(call, NULL, NULL);
+        grpc_c_call_destroy(call);
+        if (opts->auto_renew) {
+            if (pthread_create(&l->_thread, NULL, renew_thread, l) != 0)
+                goto thread_fail;
+            l->_has_thread = 1;
+        }
+    }
+    *out = l;
+    goto done;
+
+thread_fail:
+    baton_release_token(c, l->_key, l->_token);
+    stop_thread(l);
+    lock_destroy(l);
+    err = baton__fail(BATON_ERR_NOMEM, "acquire: cannot start the lock's thread");
+done:
+    free(gkey);
+    free(gtoken);
+    return err;
+}
+
+int baton_acquire(baton_client *c, const char *key, const baton_acquire_options *opts, baton_lock **out)
+{
+    if (key == NULL)
+        return baton__fail(BATON_ERR_INVALID, "acquire: key is required");
+    return baton__acquire(c, key, NULL, 0, opts, NULL, out);
+}
+
+int baton_try_acquire(baton_client *c, const char *key, const baton_acquire_options *opts, baton_lock **out)
+{
+    baton_acquire_options o = {0};
+    if (opts)
+        o = *opts;
+    o.wait_ms = 0;
+    return baton_acquire(c, key, &o, out);
+}
+
+int baton_acquire_pool(baton_client *c, const char *pool, int devices, const baton_acquire_options *opts,
+                       baton_lock **out)
+{
+    if (pool == NULL)
+        return baton__fail(BATON_ERR_INVALID, "acquire: pool is required");
+    return baton__acquire(c, NULL, pool, devices, opts, NULL, out);
+}
+
+int baton_release(baton_lock *l)
+{
+    if (l == NULL)
+        return baton__fail(BATON_ERR_INVALID, "baton_release: lock is NULL");
+    baton_lock_state s = baton_lock_state_get(l);
+    if (s != BATON_LOCK_HELD) {
+        stop_thread(l);
+        return s == BATON_LOCK_RELEASED ? 0 : baton__fail(BATON_ERR_LOST, "release: the lock was lost");
+    }
+    pthread_mutex_lock(&l->_mu);
+    l->_releasing = 1;
+    pthread_mutex_unlock(&l->_mu);
+    int err = baton_release_token(l->_client, l->_key, l->_token);
+    if (err == 0) {
+        set_state_if_held(l, BATON_LOCK_RELEASED);
+        stop_thread(l);
+    } else if (err == BATON_ERR_NOT_HELD) {
+        set_state_if_held(l, BATON_LOCK_LOST);
+        stop_thread(l);
+    } else if (l->_mode == BATON_MODE_STREAM) {
+        /* Cancelling the stream releases the hold at the server even when the
+         * Release call failed; the error is still returned. */
+        stop_thread(l);
+        set_state_if_held(l, BATON_LOCK_RELEASED);
+    } else {
+        pthread_mutex_lock(&l->_mu);
+        l->_releasing = 0;
+        pthread_mutex_unlock(&l->_mu);
+    }
+    return err;
+}
+
+int baton_renew(baton_lock *l, int64_t ttl_ms)
+{
+    if (l == NULL || ttl_ms < 0)
+        return baton__fail(BATON_ERR_INVALID, "baton_renew: lock required, ttl_ms >= 0");
+    if (baton_lock_state_get(l) != BATON_LOCK_HELD)
+        return baton__fail(BATON_ERR_LOST, "renew: the lock is not held");
+    int64_t now = baton__now_ms(), granted = 0;
+    int err = baton_renew_token(l->_client, l->_key, l->_token, ttl_ms, &granted);
+    if (err == 0) {
+        pthread_mutex_lock(&l->_mu);
+        l->_ttl_ms = granted;
+        l->_expires_ms = now + granted;
+        l->_requested_ttl_ms = ttl_ms;
+        pthread_mutex_unlock(&l->_mu);
+    } else if (err == BATON_ERR_NOT_HELD) {
+        set_state_if_held(l, BATON_LOCK_LOST);
+    }
+    return err;
+}
+
+void baton_lock_free(baton_lock *l)
+{
+    if (l == NULL)
+        return;
+    if (baton_lock_state_get(l) == BATON_LOCK_HELD)
+        baton_release(l); /* best effort; stream mode is cancelled below anyway */
+    stop_thread(l);
+    lock_destroy(l);
+}
+
+const char *baton_lock_key(const baton_lock *l) { return l->_key; }
+const char *baton_lock_token(const baton_lock *l) { return l->_token; }
+const char *baton_lock_owner(const baton_lock *l) { return l->_owner; }
+uint64_t baton_lock_fencing(const baton_lock *l) { return l->_fencing; }
+int baton_lock_device(const baton_lock *l) { return l->_device; }
+baton_mode baton_lock_mode(const baton_lock *l) { return l->_mode; }
+
+int64_t baton_lock_ttl_ms(const baton_lock *l)
+{
+    baton_lock *m = (baton_lock *)l; /* the mutex is not part of the logical state */
+    pthread_mutex_lock(&m->_mu);
+    int64_t t = m->_ttl_ms;
+    pthread_mutex_unlock(&m->_mu);
+    return t;
+}
+
+baton_lock_state baton_lock_state_get(const baton_lock *l)
+{
+    baton_lock *m = (baton_lock *)l;
+    pthread_mutex_lock(&m->_mu);
+    baton_lock_state s = m->_state;
+    pthread_mutex_unlock(&m->_mu);
+    return s;
+}
+
+int baton_lock_cuda_visible_devices(const baton_lock *l, char *buf, size_t len)
+{
+    if (l == NULL || buf == NULL || l->_device < 0)
+        return baton__fail(BATON_ERR_INVALID, "not a pool lock");
+    int n = snprintf(buf, len, "%d", l->_device);
+    if (n < 0 || (size_t)n >= len)
+        return baton__fail(BATON_ERR_INVALID, "buffer too small");
+    return 0;
+}
+
+const char *baton_lock_state_name(baton_lock_state s)
+{
+    switch (s) {
+    case BATON_LOCK_HELD: return "HELD";
+    case BATON_LOCK_LOST: return "LOST";
+    case BATON_LOCK_RELEASED: return "RELEASED";
+    default: return "?";
+    }
+}
