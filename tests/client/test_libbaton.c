@@ -1,0 +1,621 @@
+/*
+ * libbaton against a real batond + redis-server (run through
+ * tests/support/with_batond.sh, which exports BATON_TEST_TARGET and
+ * BATON_TEST_REDIS_SOCK). Skips when BATON_TEST_TARGET is unset.
+ * Waits are event-driven (condition variables, polls of a state) with
+ * generous bounds that only catch hangs.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "baton/baton.h"
+
+#define HANG_MS 10000 /* bound that only catches hangs */
+
+static const char *target;
+static baton_client *ca, *cb; /* two clients = two independent processes' worth */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    usleep((useconds_t)ms * 1000);
+}
+
+/* Polls until the lock leaves HELD or HANG_MS passes. */
+static baton_lock_state wait_not_held(baton_lock *l)
+{
+    int64_t end = now_ms() + HANG_MS;
+    while (baton_lock_state_get(l) == BATON_LOCK_HELD && now_ms() < end)
+        sleep_ms(10);
+    return baton_lock_state_get(l);
+}
+
+/* Runs a redis-cli command against the test Redis; returns its exit status. */
+static int redis_cmd(const char *args)
+{
+    const char *sock = getenv("BATON_TEST_REDIS_SOCK");
+    if (sock == NULL)
+        return -1;
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "redis-cli -s '%s' %s >/dev/null", sock, args);
+    return system(cmd);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    target = getenv("BATON_TEST_TARGET");
+    if (target == NULL)
+        return 0;
+    baton_client_options oa = {.owner = "holder-A"}, ob = {.owner = "client-B"};
+    if (baton_client_new(target, &oa, &ca) != 0 || baton_client_new(target, &ob, &cb) != 0)
+        return -1;
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    baton_client_free(ca);
+    baton_client_free(cb);
+    return 0;
+}
+
+#define NEED_SERVER()                                                  \
+    do {                                                               \
+        if (target == NULL) {                                          \
+            fprintf(stderr, "BATON_TEST_TARGET unset: skipped\n");     \
+            skip();                                                    \
+        }                                                              \
+    } while (0)
+
+/* ---- plain locks ---- */
+
+static void test_try_busy_names_holder(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    baton_lock *a = NULL, *b = NULL;
+    assert_int_equal(baton_try_acquire(ca, "t:busy", NULL, &a), 0);
+    assert_string_equal(baton_lock_key(a), "t:busy");
+    assert_int_equal(strlen(baton_lock_token(a)), 32);
+    assert_int_equal(baton_lock_device(a), -1);
+    assert_int_equal(baton_lock_state_get(a), BATON_LOCK_HELD);
+    assert_string_equal(baton_lock_owner(a), "holder-A");
+
+    assert_int_equal(baton_try_acquire(cb, "t:busy", NULL, &b), BATON_ERR_BUSY);
+    assert_null(b);
+    assert_non_null(strstr(baton_last_error(), "holder-A"));
+
+    uint64_t f1 = baton_lock_fencing(a);
+    assert_int_equal(baton_release(a), 0);
+    assert_int_equal(baton_lock_state_get(a), BATON_LOCK_RELEASED);
+    baton_lock_free(a);
+
+    assert_int_equal(baton_try_acquire(cb, "t:busy", NULL, &b), 0);
+    assert_true(baton_lock_fencing(b) > f1);
+    baton_lock_free(b); /* releases */
+    assert_int_equal(baton_try_acquire(ca, "t:busy", NULL, &a), 0);
+    baton_lock_free(a);
+}
+
+struct releaser {
+    baton_lock *lock;
+    int delay_ms;
+};
+
+static void *release_later(void *arg)
+{
+    struct releaser *r = arg;
+    sleep_ms(r->delay_ms);
+    baton_release(r->lock);
+    return NULL;
+}
+
+static void count_queued(int64_t position, void *ud)
+{
+    int *n = ud;
+    assert_true(position >= 1);
+    (*n)++;
+}
+
+static void test_blocking_acquire_waits_for_release(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    baton_lock *a = NULL, *b = NULL;
+    assert_int_equal(baton_try_acquire(ca, "t:wait", NULL, &a), 0);
+    struct releaser r = {a, 300};
+    pthread_t t;
+    pthread_create(&t, NULL, release_later, &r);
+    int queued = 0;
+    baton_acquire_options o = {.wait_ms = HANG_MS, .on_queued = count_queued, .queued_ud = &queued};
+    assert_int_equal(baton_acquire(cb, "t:wait", &o, &b), 0);
+    pthread_join(t, NULL);
+    assert_true(queued >= 1);
+    assert_true(baton_lock_fencing(b) > baton_lock_fencing(a));
+    baton_lock_free(a);
+    baton_lock_free(b);
+}
+
+static void test_wait_times_out_busy(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    baton_lock *a = NULL, *b = NULL;
+    assert_int_equal(baton_try_acquire(ca, "t:waitout", NULL, &a), 0);
+    baton_acquire_options o = {.wait_ms = 200};
+    assert_int_equal(baton_acquire(cb, "t:waitout", &o, &b), BATON_ERR_BUSY);
+    assert_non_null(strstr(baton_last_error(), "holder-A"));
+    baton_lock_free(a);
+}
+
+static void test_stale_token_not_held(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    baton_lock *a = NULL;
+    assert_int_equal(baton_try_acquire(ca, "t:stale", NULL, &a), 0);
+    char token[64];
+    snprintf(token, sizeof token, "%s", baton_lock_token(a));
+    assert_int_equal(baton_renew_token(cb, "t:stale", token, 5000, NULL), 0);
+    assert_int_equal(baton_release_token(cb, "t:stale", token), 0);
+    /* The handle's token is stale now. */
+    assert_int_equal(baton_release_token(cb, "t:stale", token), BATON_ERR_NOT_HELD);
+    assert_int_equal(baton_renew_token(cb, "t:stale", token, 0, NULL), BATON_ERR_NOT_HELD);
+    assert_int_equal(baton_renew(a, 0), BATON_ERR_NOT_HELD);
+    assert_int_equal(baton_lock_state_get(a), BATON_LOCK_LOST);
+    baton_lock_free(a);
+
+    /* A stale token never touches the real holder. */
+    baton_lock *b = NULL;
+    assert_int_equal(baton_try_acquire(cb, "t:stale", NULL, &b), 0);
+    assert_int_equal(baton_release_token(ca, "t:stale", token), BATON_ERR_NOT_HELD);
+    assert_non_null(strstr(baton_last_error(), "client-B"));
+    baton_description d;
+    assert_int_equal(baton_describe(ca, "t:stale", &d), 0);
+    assert_true(d.held);
+    assert_string_equal(d.owner, "client-B");
+    assert_int_equal(d.fencing, baton_lock_fencing(b));
+    baton_lock_free(b);
+    assert_int_equal(baton_describe(ca, "t:stale", &d), 0);
+    assert_false(d.held);
+}
+
+static void test_renew_and_force_release(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    baton_lock *a = NULL;
+    baton_acquire_options o = {.ttl_ms = 5000};
+    assert_int_equal(baton_try_acquire(ca, "t:renew", &o, &a), 0);
+    assert_int_equal(baton_lock_ttl_ms(a), 5000);
+    assert_int_equal(baton_renew(a, 20000), 0);
+    assert_int_equal(baton_lock_ttl_ms(a), 20000);
+    assert_int_equal(baton_force_release(cb, "t:renew", baton_lock_fencing(a) + 1), BATON_ERR_NOT_HELD);
+    assert_int_equal(baton_force_release(cb, "t:renew", baton_lock_fencing(a)), 0);
+    assert_int_equal(baton_release(a), BATON_ERR_NOT_HELD);
+    assert_int_equal(baton_lock_state_get(a), BATON_LOCK_LOST);
+    baton_lock_free(a);
+}
+
+/* ---- auto-renew and loss ---- */
+
+struct lost_rec {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls;
+    int err;
+    baton_lock_state state_in_cb;
+};
+
+static void on_lost(baton_lock *l, int err, const char *msg, void *ud)
+{
+    struct lost_rec *r = ud;
+    assert_non_null(msg);
+    pthread_mutex_lock(&r->mu);
+    r->calls++;
+    r->err = err;
+    r->state_in_cb = baton_lock_state_get(l);
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int wait_lost(struct lost_rec *r)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += HANG_MS / 1000;
+    pthread_mutex_lock(&r->mu);
+    while (r->calls == 0 && pthread_cond_timedwait(&r->cv, &r->mu, &ts) == 0)
+        ;
+    int n = r->calls;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+static void test_auto_renew_keeps_short_ttl_alive(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    struct lost_rec rec = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+    baton_lock *a = NULL, *b = NULL;
+    baton_acquire_options o = {.ttl_ms = 300, .auto_renew = 1, .on_lost = on_lost, .lost_ud = &rec};
+    assert_int_equal(baton_try_acquire(ca, "t:autorenew", &o, &a), 0);
+    /* Eight TTLs: without renewal the lock would be gone after the first. */
+    for (int i = 0; i < 8; i++) {
+        sleep_ms(300);
+        assert_int_equal(baton_try_acquire(cb, "t:autorenew", NULL, &b), BATON_ERR_BUSY);
+    }
+    assert_int_equal(baton_lock_state_get(a), BATON_LOCK_HELD);
+    assert_int_equal(rec.calls, 0);
+    baton_description d;
+    assert_int_equal(baton_describe(cb, "t:autorenew", &d), 0);
+    assert_true(d.held);
+    assert_int_equal(d.fencing, baton_lock_fencing(a));
+    assert_int_equal(baton_release(a), 0);
+    baton_lock_free(a);
+    assert_int_equal(rec.calls, 0);
+}
+
+static void test_lease_loss_reported_when_key_deleted(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    struct lost_rec rec = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+    baton_lock *a = NULL;
+    baton_acquire_options o = {.ttl_ms = 600, .auto_renew = 1, .on_lost = on_lost, .lost_ud = &rec};
+    assert_int_equal(baton_try_acquire(ca, "t:lostlease", &o, &a), 0);
+    assert_int_equal(redis_cmd("DEL 'baton:{t:lostlease}:lock'"), 0);
+    assert_int_equal(wait_lost(&rec), 1);
+    assert_int_equal(rec.err, BATON_ERR_LOST);
+    assert_int_equal(rec.state_in_cb, BATON_LOCK_LOST);
+    assert_int_equal(baton_lock_state_get(a), BATON_LOCK_LOST);
+    baton_lock_free(a);
+    assert_int_equal(rec.calls, 1);
+}
+
+static void test_stream_loss_reported_when_key_deleted(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    struct lost_rec rec = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+    baton_lock *a = NULL;
+    baton_acquire_options o = {.ttl_ms = 300, .mode = BATON_MODE_STREAM, .on_lost = on_lost, .lost_ud = &rec};
+    assert_int_equal(baton_try_acquire(ca, "t:loststream", &o, &a), 0);
+    assert_int_equal(redis_cmd("DEL 'baton:{t:loststream}:lock'"), 0);
+    assert_int_equal(wait_lost(&rec), 1);
+    assert_int_equal(rec.err, BATON_ERR_LOST);
+    assert_int_equal(baton_lock_state_get(a), BATON_LOCK_LOST);
+    baton_lock_free(a);
+}
+
+/* ---- stream mode ---- */
+
+static void test_stream_free_releases(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    baton_lock *a = NULL, *b = NULL;
+    baton_acquire_options o = {.ttl_ms = 300, .mode = BATON_MODE_STREAM};
+    assert_int_equal(baton_try_acquire(ca, "t:stream", &o, &a), 0);
+    assert_int_equal(baton_lock_mode(a), BATON_MODE_STREAM);
+    sleep_ms(700); /* beyond the TTL: the server keeps renewing while the stream is open */
+    assert_int_equal(baton_try_acquire(cb, "t:stream", NULL, &b), BATON_ERR_BUSY);
+    assert_int_equal(baton_lock_state_get(a), BATON_LOCK_HELD);
+    baton_lock_free(a);
+    assert_int_equal(baton_try_acquire(cb, "t:stream", NULL, &b), 0);
+    baton_lock_free(b);
+}
+
+static void test_stream_released_by_token_elsewhere(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    struct lost_rec rec = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+    baton_lock *a = NULL;
+    baton_acquire_options o = {.mode = BATON_MODE_STREAM, .on_lost = on_lost, .lost_ud = &rec};
+    assert_int_equal(baton_try_acquire(ca, "t:streamtok", &o, &a), 0);
+    assert_int_equal(baton_release_token(cb, "t:streamtok", baton_lock_token(a)), 0);
+    assert_int_equal(wait_not_held(a), BATON_LOCK_RELEASED);
+    assert_int_equal(rec.calls, 0);
+    assert_int_equal(baton_release(a), 0);
+    baton_lock_free(a);
+}
+
+/* ---- pools ---- */
+
+static void test_pool_grants_distinct_devices(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    baton_lock *l[3] = {NULL, NULL, NULL}, *extra = NULL;
+    int seen[3] = {0, 0, 0};
+    baton_acquire_options o = {.mode = BATON_MODE_STREAM};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(baton_acquire_pool(i % 2 ? ca : cb, "t-gpu", 3, &o, &l[i]), 0);
+        int d = baton_lock_device(l[i]);
+        assert_true(d >= 0 && d < 3);
+        assert_false(seen[d]);
+        seen[d] = 1;
+        char key[64], cvd[16];
+        snprintf(key, sizeof key, "t-gpu/%d", d);
+        assert_string_equal(baton_lock_key(l[i]), key);
+        assert_int_equal(baton_lock_cuda_visible_devices(l[i], cvd, sizeof cvd), 0);
+        snprintf(key, sizeof key, "%d", d);
+        assert_string_equal(cvd, key);
+        assert_int_equal(baton_lock_cuda_visible_devices(l[i], cvd, 1), BATON_ERR_INVALID);
+    }
+    o.wait_ms = 0;
+    assert_int_equal(baton_acquire_pool(ca, "t-gpu", 3, &o, &extra), BATON_ERR_BUSY);
+    int freed = baton_lock_device(l[1]);
+    baton_lock_free(l[1]);
+    assert_int_equal(baton_acquire_pool(ca, "t-gpu", 3, &o, &extra), 0);
+    assert_int_equal(baton_lock_device(extra), freed);
+    baton_lock_free(extra);
+    baton_lock_free(l[0]);
+    baton_lock_free(l[2]);
+
+    baton_lock *plain = NULL;
+    char buf[8];
+    assert_int_equal(baton_try_acquire(ca, "t:notpool", NULL, &plain), 0);
+    assert_int_equal(baton_lock_cuda_visible_devices(plain, buf, sizeof buf), BATON_ERR_INVALID);
+    baton_lock_free(plain);
+}
+
+/* ---- watch ---- */
+
+#define MAX_EV 64
+struct watch_rec {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n;
+    baton_event_type type[MAX_EV];
+    char key[MAX_EV][64];
+    char owner[MAX_EV][64];
+    uint64_t fencing[MAX_EV];
+    int ended;
+    int end_err;
+};
+
+static void on_event(const baton_event *ev, int err, const char *msg, void *ud)
+{
+    struct watch_rec *r = ud;
+    pthread_mutex_lock(&r->mu);
+    if (ev == NULL) {
+        r->ended++;
+        r->end_err = err;
+    } else if (r->n < MAX_EV) {
+        r->type[r->n] = ev->type;
+        snprintf(r->key[r->n], 64, "%s", ev->key);
+        snprintf(r->owner[r->n], 64, "%s", ev->owner);
+        r->fencing[r->n] = ev->fencing;
+        r->n++;
+    }
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int wait_events(struct watch_rec *r, int n)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += HANG_MS / 1000;
+    pthread_mutex_lock(&r->mu);
+    while (r->n < n && pthread_cond_timedwait(&r->cv, &r->mu, &ts) == 0)
+        ;
+    int got = r->n;
+    pthread_mutex_unlock(&r->mu);
+    return got;
+}
+
+static void test_watch_events_in_order(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    static struct watch_rec r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    baton_watch *w = NULL;
+    assert_int_equal(baton_watch_start(cb, NULL, "t:w:", on_event, &r, &w), 0);
+    /* The server subscribes asynchronously: probe until an event comes through. */
+    baton_lock *p = NULL;
+    int64_t end = now_ms() + HANG_MS;
+    while (wait_events(&r, 0) == 0 && now_ms() < end) {
+        assert_int_equal(baton_try_acquire(ca, "t:w:probe", NULL, &p), 0);
+        baton_lock_free(p);
+        sleep_ms(50);
+    }
+    assert_true(r.n > 0);
+    /* Let the last probe's events drain: its RELEASED is the marker. */
+    int base;
+    for (;;) {
+        pthread_mutex_lock(&r.mu);
+        int done = strcmp(r.key[r.n - 1], "t:w:probe") == 0 && r.type[r.n - 1] == BATON_EVENT_RELEASED;
+        base = r.n;
+        pthread_mutex_unlock(&r.mu);
+        if (done || now_ms() > end)
+            break;
+        sleep_ms(10);
+    }
+
+    baton_lock *a = NULL;
+    uint64_t f[3];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(baton_try_acquire(ca, "t:w:k", NULL, &a), 0);
+        f[i] = baton_lock_fencing(a);
+        baton_lock_free(a);
+    }
+    baton_watch *other = NULL; /* a key watch on an unrelated key sees nothing of this */
+    assert_int_equal(baton_watch_start(cb, "t:x:k", NULL, on_event, &r, &other), 0);
+    baton_watch_free(other);
+    assert_true(wait_events(&r, base + 6) >= base + 6);
+    pthread_mutex_lock(&r.mu);
+    int k = base;
+    for (int i = 0; i < 3; i++) {
+        assert_string_equal(r.key[k], "t:w:k");
+        assert_int_equal(r.type[k], BATON_EVENT_ACQUIRED);
+        assert_int_equal(r.fencing[k], f[i]);
+        assert_string_equal(r.owner[k], "holder-A");
+        k++;
+        assert_int_equal(r.type[k], BATON_EVENT_RELEASED);
+        assert_int_equal(r.fencing[k], f[i]);
+        k++;
+    }
+    int ended_before = r.ended; /* the other watch's end callback */
+    pthread_mutex_unlock(&r.mu);
+    assert_int_equal(ended_before, 1);
+    baton_watch_free(w);
+    assert_int_equal(r.ended, 2);
+    assert_int_equal(r.end_err, BATON_ERR_CANCELLED);
+    assert_string_equal(baton_event_type_name(BATON_EVENT_FORCE_RELEASED), "FORCE_RELEASED");
+}
+
+/* ---- async ---- */
+
+struct async_rec {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls;
+    int err;
+    baton_lock *lock;
+};
+
+static void on_acquired(int err, baton_lock *lock, const char *msg, void *ud)
+{
+    struct async_rec *r = ud;
+    assert_non_null(msg);
+    pthread_mutex_lock(&r->mu);
+    r->calls++;
+    r->err = err;
+    r->lock = lock;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int wait_async(struct async_rec *r)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += HANG_MS / 1000;
+    pthread_mutex_lock(&r->mu);
+    while (r->calls == 0 && pthread_cond_timedwait(&r->cv, &r->mu, &ts) == 0)
+        ;
+    int n = r->calls;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+static void test_async_acquire_and_cancel(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    struct async_rec r = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL};
+    baton_lock *a = NULL;
+    baton_async *as = NULL;
+    assert_int_equal(baton_try_acquire(ca, "t:async", NULL, &a), 0);
+    baton_acquire_options o = {.wait_ms = HANG_MS, .mode = BATON_MODE_STREAM};
+    assert_int_equal(baton_acquire_async(cb, "t:async", NULL, 0, &o, on_acquired, &r, &as), 0);
+    /* Queued behind a: wait until the server lists it as a waiter. */
+    baton_description d = {0};
+    int64_t end = now_ms() + HANG_MS;
+    while (d.waiters == 0 && now_ms() < end) {
+        assert_int_equal(baton_describe(ca, "t:async", &d), 0);
+        sleep_ms(10);
+    }
+    assert_int_equal(d.waiters, 1);
+    assert_int_equal(r.calls, 0);
+    baton_lock_free(a);
+    assert_int_equal(wait_async(&r), 1);
+    assert_int_equal(r.err, 0);
+    assert_non_null(r.lock);
+    assert_string_equal(baton_lock_owner(r.lock), "client-B");
+    baton_async_free(as);
+    assert_int_equal(r.calls, 1);
+
+    /* Cancel while queued behind r.lock. */
+    struct async_rec r2 = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL};
+    assert_int_equal(baton_acquire_async(ca, "t:async", NULL, 0, &o, on_acquired, &r2, &as), 0);
+    baton_async_cancel(as);
+    assert_int_equal(wait_async(&r2), 1);
+    assert_int_equal(r2.err, BATON_ERR_CANCELLED);
+    assert_null(r2.lock);
+    baton_async_free(as);
+    baton_lock_free(r.lock);
+
+    /* Pool form. */
+    struct async_rec r3 = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL};
+    assert_int_equal(baton_acquire_async(ca, NULL, "t-apool", 2, &o, on_acquired, &r3, &as), 0);
+    assert_int_equal(wait_async(&r3), 1);
+    assert_int_equal(r3.err, 0);
+    assert_true(baton_lock_device(r3.lock) >= 0);
+    baton_async_free(as);
+    baton_lock_free(r3.lock);
+}
+
+/* ---- errors ---- */
+
+static void test_errors(void **state)
+{
+    (void)state;
+    baton_client *c = NULL;
+    baton_client_options tls = {.tls = 1}, auth = {.auth_token = "x"};
+    assert_int_equal(baton_client_new("127.0.0.1:1", &tls, &c), BATON_ERR_NOTSUP);
+    assert_non_null(strstr(baton_last_error(), "not yet supported"));
+    assert_int_equal(baton_client_new("127.0.0.1:1", &auth, &c), BATON_ERR_NOTSUP);
+    assert_null(c);
+    assert_int_equal(baton_client_new(NULL, NULL, &c), BATON_ERR_INVALID);
+
+    /* Nobody listens on port 1: UNAVAILABLE at once. */
+    assert_int_equal(baton_client_new("127.0.0.1:1", NULL, &c), 0);
+    assert_non_null(strchr(baton_client_owner(c), '/'));
+    baton_lock *l = NULL;
+    assert_int_equal(baton_try_acquire(c, "k", NULL, &l), BATON_ERR_UNAVAILABLE);
+    assert_int_equal(baton_release_token(c, "k", "00000000000000000000000000000000"), BATON_ERR_UNAVAILABLE);
+    baton_client_free(c);
+
+    assert_string_equal(baton_error_name(BATON_ERR_BUSY), "BUSY");
+    assert_string_equal(baton_strerror(12345), "unknown error");
+    assert_int_equal(baton_acquire(NULL, "k", NULL, &l), BATON_ERR_INVALID);
+    assert_int_equal(baton_acquire_pool(ca, "p", 0, NULL, &l), BATON_ERR_INVALID);
+    if (target == NULL)
+        return;
+    assert_int_equal(baton_try_acquire(ca, "bad key!", NULL, &l), BATON_ERR_INVALID);
+    assert_non_null(strstr(baton_last_error(), "key"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_try_busy_names_holder),
+        cmocka_unit_test(test_blocking_acquire_waits_for_release),
+        cmocka_unit_test(test_wait_times_out_busy),
+        cmocka_unit_test(test_stale_token_not_held),
+        cmocka_unit_test(test_renew_and_force_release),
+        cmocka_unit_test(test_auto_renew_keeps_short_ttl_alive),
+        cmocka_unit_test(test_lease_loss_reported_when_key_deleted),
+        cmocka_unit_test(test_stream_loss_reported_when_key_deleted),
+        cmocka_unit_test(test_stream_free_releases),
+        cmocka_unit_test(test_stream_released_by_token_elsewhere),
+        cmocka_unit_test(test_pool_grants_distinct_devices),
+        cmocka_unit_test(test_watch_events_in_order),
+        cmocka_unit_test(test_async_acquire_and_cancel),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,101 @@
+#!/bin/sh
+# with_batond.sh CMD [ARGS...]
+#
+# Starts a private redis-server (unix socket in a temp dir, no persistence)
+# and a batond on a free 127.0.0.1 port, runs CMD with
+#   BATON_TEST_TARGET=127.0.0.1:PORT       batond's address
+#   BATON_TEST_REDIS_SOCK=/tmp/.../redis.sock  for tests that poke Redis directly
+#   BATON_TEST_PREFIX=baton:               the Redis key prefix
+# exported, stops both and exits with CMD's status.
+# batond: $BATOND, else ../../server/batond relative to this script's build dir.
+# Exits 77 (ctest SKIP_RETURN_CODE) when redis-server or batond is missing.
+set -u
+
+BATOND=${BATOND:-}
+if [ -z "$BATOND" ] || [ ! -x "$BATOND" ]; then
+    echo "with_batond.sh: BATOND is not set to an executable batond" >&2
+    exit 77
+fi
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "with_batond.sh: redis-server not found" >&2
+    exit 77
+fi
+[ $# -ge 1 ] || { echo "usage: with_batond.sh CMD [ARGS...]" >&2; exit 2; }
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/with_batond.XXXXXX") || exit 1
+redis_pid=
+batond_pid=
+
+cleanup() {
+    if [ -n "$batond_pid" ]; then
+        kill -TERM "$batond_pid" 2>/dev/null
+        i=0
+        while kill -0 "$batond_pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+        kill -KILL "$batond_pid" 2>/dev/null
+        wait "$batond_pid" 2>/dev/null
+    fi
+    if [ -n "$redis_pid" ]; then
+        kill -TERM "$redis_pid" 2>/dev/null
+        wait "$redis_pid" 2>/dev/null
+    fi
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+sock=$dir/redis.sock
+redis-server --port 0 --unixsocket "$sock" --unixsocketperm 700 --save '' --appendonly no \
+    --dir "$dir" --daemonize no >"$dir/redis.log" 2>&1 &
+redis_pid=$!
+i=0
+until [ -S "$sock" ] && redis-cli -s "$sock" ping >/dev/null 2>&1; do
+    i=$((i + 1))
+    if [ $i -gt 200 ] || ! kill -0 "$redis_pid" 2>/dev/null; then
+        echo "with_batond.sh: redis-server did not start" >&2
+        cat "$dir/redis.log" >&2
+        exit 1
+    fi
+    sleep 0.05
+done
+
+cat >"$dir/batond.yaml" <<YAML
+listen: "127.0.0.1:0"
+log_level: ${BATON_TEST_LOG_LEVEL:-info}
+redis:
+  address: "unix:$sock"
+  reconnect_ms: 100
+locks:
+  min_ttl_ms: 50
+  recheck_ms: 2000
+  waiter_liveness_ms: 1500
+YAML
+"$BATOND" --config "$dir/batond.yaml" >"$dir/batond.log" 2>&1 &
+batond_pid=$!
+# batond logs "batond listening on 127.0.0.1:PORT" once it serves.
+port=
+i=0
+while [ -z "$port" ]; do
+    port=$(sed -n 's/.*batond listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$dir/batond.log" | head -n 1)
+    [ -n "$port" ] && break
+    i=$((i + 1))
+    if [ $i -gt 400 ] || ! kill -0 "$batond_pid" 2>/dev/null; then
+        echo "with_batond.sh: batond did not start" >&2
+        cat "$dir/batond.log" >&2
+        exit 1
+    fi
+    sleep 0.05
+done
+
+BATON_TEST_TARGET=127.0.0.1:$port
+BATON_TEST_REDIS_SOCK=$sock
+BATON_TEST_PREFIX="baton:"
+export BATON_TEST_TARGET BATON_TEST_REDIS_SOCK BATON_TEST_PREFIX
+
+"$@"
+status=$?
+if [ $status -ne 0 ]; then
+    echo "with_batond.sh: '$*' exited $status; batond log tail:" >&2
+    tail -n 40 "$dir/batond.log" >&2
+fi
+exit $status
