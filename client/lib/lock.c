@@ -463,6 +463,14 @@ void baton_lock_free(baton_lock *l)
     lock_destroy(l);
 }
 
+void baton_lock_detach(baton_lock *l)
+{
+    if (l == NULL)
+        return;
+    stop_thread(l);
+    lock_destroy(l);
+}
+
 const char *baton_lock_key(const baton_lock *l) { return l->_key; }
 const char *baton_lock_token(const baton_lock *l) { return l->_token; }
 const char *baton_lock_owner(const baton_lock *l) { return l->_owner; }

@@ -195,6 +195,12 @@ BATON_API int baton_renew(baton_lock *lock, int64_t ttl_ms);
  * Must not be called from the lock's own on_lost callback. */
 BATON_API void baton_lock_free(baton_lock *lock);
 
+/* Frees the handle WITHOUT releasing the lock (lease mode: it lives until its
+ * TTL runs out or someone releases it by token, e.g. `baton release`). Stops
+ * auto-renewal. In stream mode the stream is closed, which releases the lock
+ * anyway. NULL is ignored. */
+BATON_API void baton_lock_detach(baton_lock *lock);
+
 /* Accessors. Strings are owned by the lock and valid until baton_lock_free(). */
 BATON_API const char *baton_lock_key(const baton_lock *lock);   /* granted key ("pool/i" for pools) */
 BATON_API const char *baton_lock_token(const baton_lock *lock); /* 32 hex characters */
