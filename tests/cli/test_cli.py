@@ -1,0 +1,259 @@
+"""Tests of the baton CLI against a real batond + redis-server.
+
+Run as: with_batond.sh python3 test_cli.py PATH/TO/baton
+(with_batond.sh exports BATON_TEST_TARGET and BATON_TEST_REDIS_SOCK).
+Waits are bounded generously; nothing asserts speed.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+BATON = None
+HANG = 20  # seconds: only catches hangs
+
+
+def run(*args, env=None, timeout=HANG):
+    e = dict(os.environ)
+    e["BATON_TARGET"] = os.environ["BATON_TEST_TARGET"]
+    if env:
+        e.update(env)
+    return subprocess.run([BATON, *args], capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def spawn(*args):
+    e = dict(os.environ)
+    e["BATON_TARGET"] = os.environ["BATON_TEST_TARGET"]
+    return subprocess.Popen([BATON, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=e)
+
+
+def finish(proc):
+    """Ends a spawned holder whose CMD waits on stdin: EOF, then wait."""
+    if proc.poll() is None:
+        proc.stdin.close()
+        try:
+            proc.wait(HANG)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(HANG)
+    for f in (proc.stdout, proc.stderr):
+        f.close()
+    return proc.returncode
+
+
+def redis(*args):
+    return subprocess.run(["redis-cli", "-s", os.environ["BATON_TEST_REDIS_SOCK"], *args],
+                          capture_output=True, text=True, timeout=HANG).stdout.strip()
+
+
+def wait_line(proc, text):
+    """Reads proc's stdout until a line containing text; returns the lines."""
+    lines = []
+    deadline = time.monotonic() + HANG
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError("no line with %r, got %r" % (text, lines))
+
+
+class Cli(unittest.TestCase):
+    def test_help_documents_exit_codes(self):
+        r = run("--help")
+        self.assertEqual(r.returncode, 0)
+        for code in ("75", "69", "70", " 2 ", "128+"):
+            self.assertIn(code, r.stdout)
+        for cmd in ("exec", "acquire", "renew", "release", "watch", "describe", "force-release"):
+            r = run(cmd, "--help")
+            self.assertEqual(r.returncode, 0, cmd)
+            self.assertIn("usage: baton " + cmd, r.stdout)
+
+    def test_usage_errors_exit_2(self):
+        for args in (["exec", "--wait", "5x", "k", "--", "true"],
+                     ["exec", "--wait", "-1", "k", "--", "true"],
+                     ["exec", "--wait", "1.5s", "k", "--", "true"],
+                     ["exec", "--ttl", "ms", "k", "--", "true"],
+                     ["acquire", "--ttl", "", "k"],
+                     ["acquire", "--ttl", "3d", "k"],
+                     ["exec", "k"],
+                     ["exec", "--pool", "p", "--", "true"],
+                     ["acquire"],
+                     ["release", "k"],
+                     ["renew", "--prefix", "x", "k"],
+                     ["nosuchcommand"],
+                     ["acquire", "--bogus", "k"]):
+            r = run(*args)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertTrue(r.stderr, args)
+        # Valid units are accepted (the try-lock succeeds on a free key).
+        for d in ("0", "500ms", "5s", "2m", "30"):
+            self.assertEqual(run("exec", "--wait", d, "--ttl", "5s", "cli:units", "--", "true").returncode, 0, d)
+        for d in ("500ms", "5s", "2m", "1h", "30"):
+            self.assertEqual(run("exec", "--ttl", d, "cli:units", "--", "true").returncode, 0, d)
+
+    def test_exec_status_and_environment(self):
+        r = run("exec", "cli:env", "--", "sh", "-c",
+                'echo "$BATON_KEY $BATON_FENCING $BATON_TOKEN ${CUDA_VISIBLE_DEVICES-unset}"; exit 7')
+        self.assertEqual(r.returncode, 7, r.stderr)
+        key, fencing, token, cvd = r.stdout.split()
+        self.assertEqual(key, "cli:env")
+        self.assertGreater(int(fencing), 0)
+        self.assertEqual(len(token), 32)
+        self.assertEqual(cvd, "unset")
+        # CMD's own options are not baton's.
+        r = run("exec", "cli:env", "--", "sh", "-c", "exit 0", "--wait")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # Missing command: 127.
+        self.assertEqual(run("exec", "cli:env", "--", "/nonexistent/cmd").returncode, 127)
+
+    def test_exec_pool_sets_cuda_visible_devices(self):
+        holder = spawn("exec", "--pool", "cli-gpu", "--devices", "2", "--", "sh", "-c",
+                       'echo "ready $CUDA_VISIBLE_DEVICES"; read x; exit 0')
+        try:
+            first = wait_line(holder, "ready")[-1].split()[1]
+            r = run("exec", "--pool", "cli-gpu", "--devices", "2", "--wait", "0", "--", "sh", "-c",
+                    'echo "$BATON_KEY $BATON_DEVICE $CUDA_VISIBLE_DEVICES"')
+            self.assertEqual(r.returncode, 0, r.stderr)
+            key, dev, cvd = r.stdout.split()
+            self.assertEqual(dev, cvd)
+            self.assertEqual(key, "cli-gpu/" + dev)
+            self.assertNotEqual(cvd, first)
+            self.assertEqual(sorted([cvd, first]), ["0", "1"])
+            # Both devices taken: busy.
+            holder2 = spawn("exec", "--pool", "cli-gpu", "--devices", "2", "--", "sh", "-c", 'echo ready; read x; exit 0')
+            wait_line(holder2, "ready")
+            r = run("exec", "--pool", "cli-gpu", "--devices", "2", "--wait", "0", "--", "true")
+            self.assertEqual(r.returncode, 75, r.stderr)
+            self.assertEqual(finish(holder2), 0)
+        finally:
+            self.assertEqual(finish(holder), 0)
+
+    def test_trylock_busy_and_conflict_exit_code_and_tokens(self):
+        r = run("acquire", "--json", "--ttl", "30s", "cli:busy")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        grant = json.loads(r.stdout)
+        for field in ("key", "token", "fencing", "ttl_ms", "device"):
+            self.assertIn(field, grant)
+        self.assertEqual(grant["key"], "cli:busy")
+        self.assertEqual(grant["ttl_ms"], 30000)
+        self.assertEqual(grant["device"], -1)
+
+        r = run("exec", "--wait", "0", "cli:busy", "--", "true")
+        self.assertEqual(r.returncode, 75)
+        self.assertIn("held", r.stderr)
+        self.assertEqual(run("exec", "--wait", "0", "--conflict-exit-code", "9", "cli:busy", "--", "true").returncode, 9)
+        self.assertEqual(run("exec", "--wait", "300ms", "cli:busy", "--", "true").returncode, 75)
+        self.assertEqual(run("acquire", "--wait", "0", "cli:busy").returncode, 75)
+
+        r = run("renew", "--json", "--token", grant["token"], "--ttl", "1m", "cli:busy")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["ttl_ms"], 60000)
+        r = run("release", "--json", "--token", grant["token"], "cli:busy")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(json.loads(r.stdout)["released"])
+        # Stale token: 70, for release and renew.
+        self.assertEqual(run("release", "--token", grant["token"], "cli:busy").returncode, 70)
+        self.assertEqual(run("renew", "--token", grant["token"], "cli:busy").returncode, 70)
+        r = run("acquire", "cli:busy")
+        self.assertEqual(r.returncode, 0)
+        self.assertRegex(r.stdout, r"^key=cli:busy token=[0-9a-f]{32} fencing=\d+ ttl_ms=\d+ device=-1$")
+
+    def test_exec_releases_on_exit(self):
+        for _ in range(3):
+            self.assertEqual(run("exec", "--wait", "0", "cli:rel", "--", "true").returncode, 0)
+        r = run("describe", "--json", "cli:rel")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertFalse(json.loads(r.stdout)["held"])
+        # Even when CMD fails.
+        self.assertEqual(run("exec", "cli:rel", "--", "false").returncode, 1)
+        self.assertFalse(json.loads(run("describe", "--json", "cli:rel").stdout)["held"])
+
+    def test_signals_forwarded(self):
+        for sig, code in ((signal.SIGTERM, 42), (signal.SIGINT, 43), (signal.SIGHUP, 44)):
+            p = spawn("exec", "cli:sig", "--", "sh", "-c",
+                      'trap "echo got; exit %d" %s; echo ready; while :; do sleep 0.05; done'
+                      % (code, sig.name[3:]))
+            wait_line(p, "ready")
+            p.send_signal(sig)
+            out, _ = p.communicate(timeout=HANG)
+            finish(p)
+            self.assertEqual(p.returncode, code, sig)
+            self.assertIn("got", out)
+        # A command killed by a signal: 128 + N.
+        self.assertEqual(run("exec", "cli:sig", "--", "sh", "-c", "kill -KILL $$").returncode, 128 + 9)
+
+    def test_exec_lock_lost_terminates_command(self):
+        p = spawn("exec", "--ttl", "300ms", "cli:lost", "--", "sh", "-c",
+                  'trap "echo term; exit 0" TERM; echo ready; while :; do sleep 0.05; done')
+        wait_line(p, "ready")
+        self.assertEqual(redis("DEL", "baton:{cli:lost}:lock"), "1")
+        out, err = p.communicate(timeout=HANG)
+        finish(p)
+        self.assertEqual(p.returncode, 70, err)
+        self.assertIn("lost", err)
+        self.assertIn("term", out)
+
+    def test_unavailable_exit_69(self):
+        r = run("exec", "--target", "127.0.0.1:1", "cli:x", "--", "true")
+        self.assertEqual(r.returncode, 69, r.stderr)
+        self.assertEqual(run("acquire", "--target", "127.0.0.1:1", "cli:x").returncode, 69)
+
+    def test_invalid_key_exit_2(self):
+        self.assertEqual(run("acquire", "bad key!").returncode, 2)
+
+    def test_watch_json_lines_in_order(self):
+        w = spawn("watch", "--json", "--prefix", "cli:w:")
+        try:
+            # batond subscribes asynchronously: probe until the first event shows.
+            deadline = time.monotonic() + HANG
+            import select
+            while time.monotonic() < deadline:
+                self.assertEqual(run("exec", "cli:w:probe", "--", "true").returncode, 0)
+                if select.select([w.stdout], [], [], 0.2)[0]:
+                    break
+            lines = wait_line(w, '"RELEASED"')
+            fencings = []
+            for _ in range(2):
+                r = run("exec", "cli:w:k", "--", "sh", "-c", 'echo $BATON_FENCING')
+                fencings.append(int(r.stdout))
+            events = []
+            while len([e for e in events if e["key"] == "cli:w:k"]) < 4:
+                line = w.stdout.readline()
+                self.assertTrue(line)
+                events.append(json.loads(line))
+            mine = [(e["type"], e["fencing"]) for e in events if e["key"] == "cli:w:k"]
+            self.assertEqual(mine, [("ACQUIRED", fencings[0]), ("RELEASED", fencings[0]),
+                                    ("ACQUIRED", fencings[1]), ("RELEASED", fencings[1])])
+            for e in events:
+                for field in ("type", "key", "owner", "fencing", "at_unix_ms"):
+                    self.assertIn(field, e)
+            w.send_signal(signal.SIGINT)
+            w.communicate(timeout=HANG)
+            self.assertEqual(w.returncode, 0)
+            self.assertTrue(lines)
+        finally:
+            finish(w)
+
+    def test_describe_and_force_release(self):
+        grant = json.loads(run("acquire", "--json", "cli:force").stdout)
+        d = json.loads(run("describe", "--json", "cli:force").stdout)
+        self.assertTrue(d["held"])
+        self.assertEqual(d["fencing"], grant["fencing"])
+        self.assertEqual(run("force-release", "--fencing", str(grant["fencing"] + 1), "cli:force").returncode, 70)
+        self.assertEqual(run("force-release", "--fencing", str(grant["fencing"]), "cli:force").returncode, 0)
+        self.assertFalse(json.loads(run("describe", "--json", "cli:force").stdout)["held"])
+
+
+if __name__ == "__main__":
+    BATON = os.path.abspath(sys.argv.pop(1))
+    if "BATON_TEST_TARGET" not in os.environ:
+        print("BATON_TEST_TARGET unset: skipped")
+        sys.exit(77)
+    unittest.main(verbosity=2)
