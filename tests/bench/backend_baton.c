@@ -1,10 +1,13 @@
-/* batond through the typed stubs our plugin generates from
- * proto/baton/v1/lock.proto (libbaton was not available when this was
- * written; the calls are the ones any client makes):
- *   acquire: Acquire stream, read events until Granted;
- *   release: Release{key, token}, then collect the Acquire stream's status
- *            (lease mode: it ended right after the grant; stream mode: the
- *            server ends it with OK once the hold is released by token). */
+/* batond, two ways (--baton-client):
+ *   libbaton (default): what an application does: baton_acquire (wait_ms < 0,
+ *     lease or stream mode), baton_release + baton_lock_free. One baton_client
+ *     (gRPC channel) per bench client.
+ *   stubs: the typed stubs our plugin generates from proto/baton/v1/lock.proto,
+ *     without libbaton's per-lock threads:
+ *       acquire: Acquire stream, read events until Granted;
+ *       release: Release{key, token}, then collect the Acquire stream's status
+ *         (lease mode: it ended right after the grant; stream mode: the server
+ *         ends it with OK once the hold is released by token). */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,37 +15,58 @@
 #include <unistd.h>
 
 #include "baton/v1/lock.grpc-c.h"
+#include "baton/baton.h"
 #include "bench.h"
 
-typedef struct baton_client {
-    grpc_channel *ch;
+int bench_baton_use_stubs;
+
+typedef struct stub_client {
+    baton_client *lb; /* libbaton mode */
+    grpc_channel *ch; /* stubs mode */
     int64_t ttl_ms;
     Baton__V1__HoldMode mode;
     char owner[64];
-} baton_client;
+} stub_client;
 
 static atomic_uint g_owner_ids;
 
 static void bc_free(void *p)
 {
-    baton_client *c = p;
+    stub_client *c = p;
     if (!c)
         return;
+    if (c->lb)
+        baton_client_free(c->lb);
     grpc_c_channel_destroy(c->ch);
     free(c);
 }
 
 static void *bc_new_mode(const bench_env *env, int64_t ttl_ms, Baton__V1__HoldMode mode, char *err, size_t errlen)
 {
-    baton_client *c = calloc(1, sizeof *c);
-    if (!c || !(c->ch = grpc_c_channel_create_insecure(env->baton_target, NULL))) {
+    stub_client *c = calloc(1, sizeof *c);
+    if (!c) {
         snprintf(err, errlen, "out of memory");
-        free(c);
         return NULL;
     }
     c->ttl_ms = ttl_ms;
     c->mode = mode;
     snprintf(c->owner, sizeof c->owner, "bench-%d-%u", (int)getpid(), atomic_fetch_add(&g_owner_ids, 1));
+    if (bench_baton_use_stubs) {
+        c->ch = grpc_c_channel_create_insecure(env->baton_target, NULL);
+    } else {
+        baton_client_options o = {.owner = c->owner};
+        int rc = baton_client_new(env->baton_target, &o, &c->lb);
+        if (rc < 0) {
+            snprintf(err, errlen, "baton_client_new: %s: %s", baton_error_name(rc), baton_last_error());
+            free(c);
+            return NULL;
+        }
+    }
+    if (bench_baton_use_stubs && !c->ch) {
+        snprintf(err, errlen, "out of memory");
+        free(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -68,10 +92,38 @@ static int end_call(grpc_c_call *call, const char *what, char *err, size_t errle
     return code ? -1 : 0;
 }
 
+static int lb_acquire(stub_client *c, bench_hold *h, char *err, size_t errlen)
+{
+    baton_acquire_options o = {.ttl_ms = c->ttl_ms, .wait_ms = -1,
+                               .mode = c->mode == BATON__V1__HOLD_MODE__HOLD_MODE_STREAM ? BATON_MODE_STREAM
+                                                                                          : BATON_MODE_LEASE};
+    baton_lock *l = NULL;
+    int rc = baton_acquire(c->lb, h->key, &o, &l);
+    if (rc < 0) {
+        snprintf(err, errlen, "baton_acquire: %s: %s", baton_error_name(rc), baton_last_error());
+        return -1;
+    }
+    h->call = l;
+    return 0;
+}
+
+static int lb_release(bench_hold *h, char *err, size_t errlen)
+{
+    baton_lock *l = h->call;
+    int rc = baton_release(l);
+    if (rc < 0)
+        snprintf(err, errlen, "baton_release: %s: %s", baton_error_name(rc), baton_last_error());
+    baton_lock_free(l);
+    h->call = NULL;
+    return rc < 0 ? -1 : 0;
+}
+
 static int bc_acquire(void *p, const char *key, bench_hold *h, char *err, size_t errlen)
 {
-    baton_client *c = p;
+    stub_client *c = p;
     snprintf(h->key, sizeof h->key, "bench:%s", key);
+    if (c->lb)
+        return lb_acquire(c, h, err, errlen);
     Baton__V1__AcquireRequest req = BATON__V1__ACQUIRE_REQUEST__INIT;
     req.key = h->key;
     req.owner = c->owner;
@@ -106,8 +158,10 @@ static int bc_acquire(void *p, const char *key, bench_hold *h, char *err, size_t
 
 static int bc_release(void *p, bench_hold *h, char *err, size_t errlen)
 {
-    baton_client *c = p;
+    stub_client *c = p;
     int rv = 0;
+    if (c->lb)
+        return lb_release(h, err, errlen);
     /* Lease mode: the Acquire stream already ended after the grant. */
     if (c->mode == BATON__V1__HOLD_MODE__HOLD_MODE_LEASE && h->call) {
         rv = end_call(h->call, "Acquire (lease)", err, errlen);

@@ -37,7 +37,7 @@ typedef struct bench_hold {
     char key[160];
     char token[160];   /* redis/baton token, or etcd's ownership key */
     size_t token_len;
-    void *call;        /* baton stream mode: the open Acquire stream */
+    void *call;        /* baton: the baton_lock (libbaton) or the Acquire stream (stubs) */
 } bench_hold;
 
 typedef struct bench_backend {
@@ -57,6 +57,8 @@ extern const bench_backend bench_backend_redis;
 extern const bench_backend bench_backend_etcd;
 extern const bench_backend bench_backend_baton_lease;
 extern const bench_backend bench_backend_baton_stream;
+/* 1: the baton backends use the generated stubs directly instead of libbaton. */
+extern int bench_baton_use_stubs;
 
 /* ---- private servers (procs.c) ---- */
 

@@ -66,6 +66,7 @@ static void usage(FILE *f)
             "  --baton HOST:PORT   use this batond instead of a private one (no RSS then)\n"
             "  --batond PATH       batond binary to start [%s]\n"
             "  --batond-arg ARG    extra batond argument (repeatable)\n"
+            "  --baton-client C    libbaton (default) or stubs (generated gRPC stubs, no libbaton threads)\n"
             "  --json FILE         write all results and samples as JSON\n"
             "  --plot DIR          write PNG charts with gnuplot\n"
             "  --smoke             tiny run of everything; exit 1 unless every backend produced samples\n",
@@ -106,7 +107,7 @@ static int parse_args(int argc, char **argv, opts *o)
     enum {
         O_BACKENDS = 256, O_SCEN, O_ITERS, O_ROUNDS, O_K, O_C, O_M, O_DUR, O_STREAMS, O_CROUNDS, O_CTTL,
         O_POLL, O_JITTER, O_REDIS, O_ETCD, O_BATON, O_BATOND, O_BATOND_ARG, O_JSON, O_PLOT, O_SMOKE,
-        O_HOLD, O_HOLD_KEY, O_HOLD_TTL, O_HELP
+        O_HOLD, O_HOLD_KEY, O_HOLD_TTL, O_BATON_CLIENT, O_HELP
     };
     static const struct option lo[] = {
         {"backends", 1, 0, O_BACKENDS}, {"scenarios", 1, 0, O_SCEN}, {"iters", 1, 0, O_ITERS},
@@ -116,7 +117,7 @@ static int parse_args(int argc, char **argv, opts *o)
         {"redis", 1, 0, O_REDIS}, {"etcd", 1, 0, O_ETCD}, {"baton", 1, 0, O_BATON}, {"batond", 1, 0, O_BATOND},
         {"batond-arg", 1, 0, O_BATOND_ARG}, {"json", 1, 0, O_JSON}, {"plot", 1, 0, O_PLOT},
         {"smoke", 0, 0, O_SMOKE}, {"hold-helper", 1, 0, O_HOLD}, {"hold-key", 1, 0, O_HOLD_KEY},
-        {"hold-ttl-ms", 1, 0, O_HOLD_TTL}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
+        {"hold-ttl-ms", 1, 0, O_HOLD_TTL}, {"baton-client", 1, 0, O_BATON_CLIENT}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         int bad = 0;
@@ -149,6 +150,10 @@ static int parse_args(int argc, char **argv, opts *o)
         case O_HOLD: o->hold_backend = optarg; break;
         case O_HOLD_KEY: o->hold_key = optarg; break;
         case O_HOLD_TTL: o->hold_ttl_ms = atoll(optarg); break;
+        case O_BATON_CLIENT:
+            bad = strcmp(optarg, "libbaton") && strcmp(optarg, "stubs");
+            bench_baton_use_stubs = !strcmp(optarg, "stubs");
+            break;
         case O_HELP: case 'h': usage(stdout); exit(0);
         default: return -1;
         }
@@ -201,8 +206,6 @@ static void smoke_defaults(opts *o)
     o->duration = 0.3;
     o->streams = 200;
     o->crash_rounds = 1;
-    if (o->jitter_ms < 0)
-        o->jitter_ms = 20;
 }
 
 int main(int argc, char **argv)

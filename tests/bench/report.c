@@ -181,10 +181,10 @@ void report_print(FILE *f)
         int rate = g_res[i].metric == METRIC_RATE;
         fprintf(f, "\n== %s ==\n", scen);
         if (rate)
-            fprintf(f, "%-13s %-14s %10s %14s %12s  %s\n", "backend", "params", "cycles", "rate/s",
+            fprintf(f, "%-13s %-16s %10s %14s %12s  %s\n", "backend", "params", "cycles", "rate/s",
                     "vs best oth", "note");
         else
-            fprintf(f, "%-13s %-14s %6s %10s %10s %10s %10s %10s %12s  %s\n", "backend", "params", "n",
+            fprintf(f, "%-13s %-16s %6s %10s %10s %10s %10s %10s %12s  %s\n", "backend", "params", "n",
                     "p50 ms", "p90 ms", "p99 ms", "max ms", "rss MiB", "vs best oth", "note");
         for (size_t k = i; k < g_n; k++) {
             const bench_result *r = &g_res[k];
@@ -197,7 +197,7 @@ void report_print(FILE *f)
             else
                 snprintf(ratio, sizeof ratio, "x%.2f", x);
             if (r->metric == METRIC_RATE) {
-                fprintf(f, "%-13s %-14s %10zu %14.1f %12s  %s\n", r->backend, r->params, r->n, r->rate, ratio,
+                fprintf(f, "%-13s %-16s %10zu %14.1f %12s  %s\n", r->backend, r->params, r->n, r->rate, ratio,
                         r->note);
                 continue;
             }
@@ -210,7 +210,7 @@ void report_print(FILE *f)
                 snprintf(rss, sizeof rss, "%.1f", (double)r->rss_kib / 1024.0);
             else
                 snprintf(rss, sizeof rss, "-");
-            fprintf(f, "%-13s %-14s %6zu %10s %10s %10s %10s %10s %12s  %s\n", r->backend, r->params, r->n, p50, p90,
+            fprintf(f, "%-13s %-16s %6zu %10s %10s %10s %10s %10s %12s  %s\n", r->backend, r->params, r->n, p50, p90,
                     p99, mx, rss, ratio, r->note);
         }
     }
@@ -314,7 +314,7 @@ static int plot_latency_cdf(FILE *gp, const char *dir, const char *scen)
         fprintf(gp, "set output '%s/%s_%s.png'\n", dir, scen, tag);
         fprintf(gp, "set title '%s latency CDF, %s (release -> next grant)'\n", scen, r->params);
         fprintf(gp, "set xlabel 'latency (ms, log)'\nset ylabel 'fraction of samples'\nset logscale x\n"
-                    "unset logscale y\nset key bottom right\nset grid\n");
+                    "unset logscale y\nset yrange [0:1]\nset key bottom right\nset grid\n");
         fprintf(gp, "plot ");
         int series = 0;
         for (size_t k = i; k < g_n; k++) {
@@ -366,7 +366,7 @@ static int plot_throughput(FILE *gp, const char *dir)
     fprintf(gp, "set output '%s/throughput.png'\n", dir);
     fprintf(gp, "set title 'throughput: acquire+release cycles/s against client threads'\n"
                 "set xlabel 'client threads (log)'\nset ylabel 'cycles/s (log)'\nset logscale x\n"
-                "set logscale y\nset key outside right\nset grid\n");
+                "set logscale y\nset autoscale y\nset key outside right\nset grid\n");
     fprintf(gp, "plot ");
     int series = 0;
     for (size_t b = 0; b < nb; b++) {
