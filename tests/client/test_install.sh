@@ -8,6 +8,8 @@ set -eu
 build=$1
 example=$2
 cc=${CC:-cc}
+# EXAMPLE_CFLAGS: extra flags for the example (e.g. -fsanitize=... in a sanitizer build).
+xflags=${EXAMPLE_CFLAGS:-}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/baton_install.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 prefix=$tmp/prefix
@@ -28,9 +30,9 @@ fi
 export PKG_CONFIG_PATH=$(dirname "$pc")
 libdir=$(pkg-config --variable=libdir baton)
 # shellcheck disable=SC2046
-$cc -std=c11 -Wall -Wextra -Werror -o "$tmp/ex_shared" "$example" $(pkg-config --cflags --libs baton)
+$cc -std=c11 -Wall -Wextra -Werror $xflags -o "$tmp/ex_shared" "$example" $(pkg-config --cflags --libs baton)
 # shellcheck disable=SC2046
-$cc -std=c11 -Wall -Wextra -Werror -o "$tmp/ex_static" "$example" $(pkg-config --cflags baton) \
+$cc -std=c11 -Wall -Wextra -Werror $xflags -o "$tmp/ex_static" "$example" $(pkg-config --cflags baton) \
     "$libdir/libbaton.a" $(pkg-config --libs-only-other --libs-only-L --libs-only-l --static baton | sed 's/-lbaton//')
 
 # find_package(Baton) -> Baton::baton
@@ -42,7 +44,7 @@ find_package(Baton 0.1 REQUIRED)
 add_executable(ex_cmake "$example")
 target_link_libraries(ex_cmake PRIVATE Baton::baton)
 CMAKE
-cmake -S "$tmp/cm" -B "$tmp/cm/build" -DCMAKE_PREFIX_PATH="$prefix" >"$tmp/cm.log" 2>&1 || { cat "$tmp/cm.log"; exit 1; }
+cmake -S "$tmp/cm" -B "$tmp/cm/build" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_FLAGS="$xflags" -DCMAKE_EXE_LINKER_FLAGS="$xflags" >"$tmp/cm.log" 2>&1 || { cat "$tmp/cm.log"; exit 1; }
 cmake --build "$tmp/cm/build" >>"$tmp/cm.log" 2>&1 || { cat "$tmp/cm.log"; exit 1; }
 
 for ex in "$tmp/ex_shared" "$tmp/ex_static" "$tmp/cm/build/ex_cmake"; do
