@@ -62,7 +62,7 @@ def redis_server(workdir):
 def batond(batond_binary, workdir, redis_server):
     b = harness.Batond(batond_binary, workdir, redis_server.address, name="batond-main").start()
     yield b
-    b.stop()
+    b.check_clean_exit(b.stop())
 
 
 @pytest.fixture(scope="session")
@@ -103,8 +103,10 @@ def start_batond(batond_binary, workdir):
         return b.start()
 
     yield make
-    for b in started:
-        b.stop()
+    results = [(b, b.stop()) for b in started]
+    for b, rc in results:
+        if not getattr(b, "killed", False):
+            b.check_clean_exit(rc)
 
 
 def pytest_runtest_setup(item):

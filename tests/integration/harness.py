@@ -180,20 +180,28 @@ class Batond:
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         # Ready = a Describe succeeds: the port is open AND Redis is connected.
+        # A fresh channel per try: a channel that found the port closed backs
+        # off for a second or more before it tries again.
         deadline = time.monotonic() + timeout
         last = None
-        with grpc.insecure_channel(self.target) as ch:
-            stub = lock_pb2_grpc.LockServiceStub(ch)
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError("%s exited with %s before it was ready:\n%s"
-                                       % (self.name, self.proc.returncode, self.log_tail()))
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s exited with %s before it was ready:\n%s"
+                                   % (self.name, self.proc.returncode, self.log_tail()))
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1.0).close()
+            except OSError as e:
+                last = str(e)
+                time.sleep(0.05)
+                continue
+            with grpc.insecure_channel(self.target) as ch:
                 try:
-                    stub.Describe(lock_pb2.DescribeRequest(key="it-ready-probe"), timeout=1.0)
+                    lock_pb2_grpc.LockServiceStub(ch).Describe(
+                        lock_pb2.DescribeRequest(key="it-ready-probe"), timeout=1.0)
                     return self
                 except grpc.RpcError as e:
                     last = "%s %s" % (e.code(), e.details())
-                time.sleep(0.1)
+            time.sleep(0.05)
         raise RuntimeError("%s not ready after %.0fs (last: %s):\n%s"
                            % (self.name, timeout, last, self.log_tail()))
 
@@ -208,6 +216,26 @@ class Batond:
 
     def stop(self):
         return _stop_process(self.proc, 10.0)
+
+    def kill(self):
+        """SIGKILL (a crash): no cleanup in Redis, no exit-code check."""
+        self.killed = True
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def sanitizer_reports(self):
+        """Lines of the log where ASan/UBSan/LSan reported something."""
+        return [l for l in self.log_text().splitlines()
+                if "Sanitizer" in l or "runtime error:" in l]
+
+    def check_clean_exit(self, rc):
+        """After stop(): exit 0 (graceful SIGTERM) and no sanitizer reports."""
+        problems = []
+        if rc not in (0, None):
+            problems.append("%s exited with %s after SIGTERM" % (self.name, rc))
+        problems += self.sanitizer_reports()[:20]
+        if problems:
+            raise AssertionError("\n".join(problems) + "\n--- log tail ---\n" + self.log_tail(60))
 
     def log_text(self, start=0):
         try:

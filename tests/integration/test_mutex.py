@@ -1,4 +1,5 @@
-"""Mutual exclusion under contention: many client threads on a few keys."""
+"""Mutual exclusion under contention: many client threads on a few keys,
+through one batond and through two batonds sharing one Redis."""
 import collections
 import random
 import threading
@@ -10,20 +11,23 @@ from baton.v1 import lock_pb2_grpc
 import bclient as bc
 from bclient import pb
 
-THREADS = 50
-KEYS = 3
-SECONDS = 4.0
 
-
-def test_mutual_exclusion_and_fencing_under_contention(batond):
-    keys = [bc.uniq("mutex%d" % i) for i in range(KEYS)]
-    stop_at = time.monotonic() + SECONDS
+def run_contention(targets, threads, nkeys, seconds, name):
+    """Each thread loops acquire(wait) -> hold 1-4 ms -> release on a random
+    key. Per key, the client-side intervals [grant received, release sent]
+    must never overlap and fencing must rise in grant order."""
+    keys = [bc.uniq("%s%d" % (name, i)) for i in range(nkeys)]
+    stop_at = time.monotonic() + seconds
     records = collections.defaultdict(list)  # key -> [(t_grant, t_release, fencing, thread)]
     errors = []
     lock = threading.Lock()
-    # A few channels (HTTP/2 connections), as several client processes would have.
-    channels = [grpc.insecure_channel(batond.target) for _ in range(5)]
+    # A few channels (HTTP/2 connections) per server, as several client processes would have.
+    channels = [grpc.insecure_channel(t) for t in targets for _ in range(3)]
     stubs = [lock_pb2_grpc.LockServiceStub(ch) for ch in channels]
+
+    def fail(msg):
+        with lock:
+            errors.append(msg)
 
     def worker(n):
         rng = random.Random(n)
@@ -38,34 +42,26 @@ def test_mutual_exclusion_and_fencing_under_contention(batond):
                         t_grant = time.monotonic()
                         granted = ev.granted
             except grpc.RpcError as e:
-                with lock:
-                    errors.append("t%d Acquire(%s): %s %s" % (n, key, e.code(), e.details()))
-                return
+                return fail("t%d Acquire(%s): %s %s" % (n, key, e.code(), e.details()))
             if granted is None:
-                with lock:
-                    errors.append("t%d Acquire(%s) ended OK without granted" % (n, key))
-                return
+                return fail("t%d Acquire(%s) ended OK without granted" % (n, key))
             time.sleep(rng.uniform(0.001, 0.004))
             t_release = time.monotonic()
             try:
                 r = stub.Release(pb.ReleaseRequest(key=key, token=granted.token), timeout=10.0)
                 if not r.released:
-                    with lock:
-                        errors.append("t%d Release(%s) released=false" % (n, key))
+                    fail("t%d Release(%s) released=false" % (n, key))
             except grpc.RpcError as e:
-                with lock:
-                    errors.append("t%d Release(%s): %s %s" % (n, key, e.code(), e.details()))
+                fail("t%d Release(%s): %s %s" % (n, key, e.code(), e.details()))
             with lock:
                 records[key].append((t_grant, t_release, granted.fencing, n))
 
-    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(THREADS)]
-    for t in threads:
+    workers = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(threads)]
+    for t in workers:
         t.start()
-    for t in threads:
-        t.join(SECONDS + 60.0)
-    for ch in channels:
-        ch.close()
-    assert not any(t.is_alive() for t in threads), "worker threads hung"
+    for t in workers:
+        t.join(seconds + 60.0)
+    assert not any(t.is_alive() for t in workers), "worker threads hung"
     assert not errors, "\n".join(errors[:20])
 
     total = 0
@@ -80,10 +76,20 @@ def test_mutual_exclusion_and_fencing_under_contention(batond):
             assert cur[2] > prev[2], (
                 "fencing not increasing on %s: t%d got %d after t%d had %d"
                 % (key, cur[3], cur[2], prev[3], prev[2]))
-    bc.record_timing("mutex: %d grants in %.0fs, mean cycle" % (total, SECONDS), SECONDS / max(total, 1))
+    bc.record_timing("%s: %d grants in %.1fs, mean cycle" % (name, total, seconds), seconds / max(total, 1))
     # Nothing left held or queued.
-    with grpc.insecure_channel(batond.target) as ch:
-        stub = lock_pb2_grpc.LockServiceStub(ch)
-        for key in keys:
-            d = bc.describe(stub, key)
-            assert not d.held and d.waiters == 0, (key, d)
+    for key in keys:
+        d = bc.describe(stubs[0], key)
+        assert not d.held and d.waiters == 0, (key, d)
+    for ch in channels:
+        ch.close()
+
+
+def test_mutual_exclusion_and_fencing_under_contention(batond):
+    run_contention([batond.target], threads=50, nkeys=3, seconds=4.0, name="mutex")
+
+
+def test_mutual_exclusion_across_two_batonds(batond, redis_server, start_batond):
+    """Waiters on one server are woken by releases on the other (pub/sub)."""
+    other = start_batond(redis_server.address, name="batond-second")
+    run_contention([batond.target, other.target], threads=30, nkeys=2, seconds=2.5, name="mutex2")
