@@ -482,6 +482,12 @@ static int cmd_exec(struct opts *o, int argc, char **argv)
         baton_client_free(c);
         return rc;
     }
+    if (sig) {
+        /* Interrupted at the moment of the grant: do not start CMD. */
+        baton_lock_free(l);
+        baton_client_free(c);
+        return 128 + sig;
+    }
     rc = exec_run(o, l, cmd);
     baton_lock_free(l); /* releases */
     baton_client_free(c);

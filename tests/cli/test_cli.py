@@ -189,6 +189,23 @@ class Cli(unittest.TestCase):
         # A command killed by a signal: 128 + N.
         self.assertEqual(run("exec", "cli:sig", "--", "sh", "-c", "kill -KILL $$").returncode, 128 + 9)
 
+    def test_interrupt_while_waiting(self):
+        grant = json.loads(run("acquire", "--json", "cli:intr").stdout)
+        p = spawn("exec", "--wait", "1m", "cli:intr", "--", "sh", "-c", "echo ran")
+        deadline = time.monotonic() + HANG
+        while json.loads(run("describe", "--json", "cli:intr").stdout)["waiters"] == 0:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=HANG)
+        finish(p)
+        self.assertEqual(p.returncode, 128 + signal.SIGINT)
+        self.assertNotIn("ran", out)
+        while json.loads(run("describe", "--json", "cli:intr").stdout)["waiters"] != 0:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.05)
+        self.assertEqual(run("release", "--token", grant["token"], "cli:intr").returncode, 0)
+
     def test_exec_lock_lost_terminates_command(self):
         p = spawn("exec", "--ttl", "300ms", "cli:lost", "--", "sh", "-c",
                   'trap "echo term; exit 0" TERM; echo ready; while :; do sleep 0.05; done')
