@@ -60,6 +60,7 @@ static void *ec_new(const bench_env *env, int64_t ttl_ms, char *err, size_t errl
     }
     c->lease = resp->id;
     etcdserverpb__lease_grant_response__free_unpacked(resp, NULL);
+    grpc_c_status_clear(&st);
     return c;
 }
 
