@@ -454,7 +454,7 @@ int scen_crash(const bench_backend *b, const bench_env *env, const char *self, i
     char params[64], note[96];
     int stream = strcmp(b->name, "baton-stream") == 0;
     snprintf(params, sizeof params, "%s", stream ? "stream closed" : "TTL expiry");
-    snprintf(note, sizeof note, "kill -> grant; holder ttl %lld ms, acquired ~200 ms before kill",
+    snprintf(note, sizeof note, "SIGKILL -> grant; holder ttl %lld ms, killed ~200 ms after its grant",
              (long long)ttl_ms);
     add_latency("crash", b, params, s, n, note);
     return n ? 0 : -1;
