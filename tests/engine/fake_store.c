@@ -757,6 +757,19 @@ void fake_store_pause(baton_store *s, int paused)
     arm(f);
 }
 
+int fake_store_step(baton_store *s)
+{
+    fake_store *f = FS(s);
+    item *it = pop(&f->events);
+    if (!it)
+        it = pop(&f->replies);
+    if (!it)
+        return 0;
+    deliver(f, it);
+    item_free(it);
+    return 1;
+}
+
 uint64_t fake_store_calls(const baton_store *s, fake_op op)
 {
     return CFS(s)->calls[op];

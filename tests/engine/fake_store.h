@@ -53,6 +53,9 @@ void fake_store_fail_next(baton_store *s, fake_op op, int err);
 void fake_store_set_shuffle(baton_store *s, unsigned seed);
 /* paused = 1: nothing is delivered until paused = 0. */
 void fake_store_pause(baton_store *s, int paused);
+/* Delivers one due item now (even when paused), events before replies.
+ * Returns 0 if nothing was due. */
+int fake_store_step(baton_store *s);
 
 uint64_t fake_store_calls(const baton_store *s, fake_op op);
 /* 1 and the holder's fencing / token (tokenlen >= 33) if key is held now. */

@@ -386,6 +386,32 @@ static void test_end_during_attempt_that_grants(void **state)
     assert_int_equal(st.waiting, 0);
 }
 
+/* An event that arrives while the head waiter's attempt is in flight makes
+ * it attempt again after the (not granted) reply; otherwise it would sleep
+ * until the 30 s re-check. */
+static void test_event_during_attempt(void **state)
+{
+    fx *f = *state;
+    tw h = {0}, a = {0};
+    hold_lease(f, &h, "k", "holder");
+    assert_int_equal(acq(f, &a, "k", NULL, 0, "a", 600000, 60000, ENGINE_MODE_LEASE), 0);
+    run_until(f, tw_queued_p, &a);
+    run_until(f, store_idle, f);
+    uint64_t attempts = fake_store_calls(f->s, FAKE_ACQUIRE);
+    fake_store_pause(f->s, 1);
+    fake_store_publish(f->s, STORE_EV_WAKE, "k", "", 0);
+    assert_int_equal(fake_store_step(f->s), 1); /* WAKE: a attempts, reply held back */
+    assert_int_equal(fake_store_calls(f->s, FAKE_ACQUIRE), attempts + 1);
+    hold_result r = {0};
+    const char *errmsg;
+    assert_int_equal(engine_release(f->e, h.key, h.token, hold_cb, &r, &errmsg), 0);
+    assert_int_equal(fake_store_step(f->s), 1); /* RELEASED while a attempts */
+    assert_int_equal(fake_store_calls(f->s, FAKE_ACQUIRE), attempts + 1);
+    fake_store_pause(f->s, 0);
+    run_until(f, tw_granted_p, &a);
+    end(&a, 0);
+}
+
 static void test_wait_timeout_names_holder(void **state)
 {
     fx *f = *state;
@@ -677,7 +703,7 @@ static void test_renew_unavailable_lost_at_deadline(void **state)
     int64_t t0 = now_ms();
     fake_store_set_down(f->s, 1);
     run_until(f, tw_finished_p, &a);
-    assert_true(now_ms() - t0 <= 300 + 50);
+    assert_true(now_ms() - t0 <= 300 + 1000); /* generous: only "not much later than the TTL" */
     assert_int_equal(a.err, BATON_E_LOST);
     assert_string_equal(a.msg, "could not renew lock 'k' before its TTL ran out: Redis unavailable");
     fake_store_set_down(f->s, 0);
@@ -878,7 +904,7 @@ static void test_shutdown_while_down(void **state)
 
 /* ------------------------------------------------------------ randomized */
 
-#define R_WAITERS 60
+#define R_WAITERS 100
 #define R_KEYS 3
 #define R_SLOTS (R_KEYS + 3)
 
@@ -1059,6 +1085,15 @@ static void run_random(unsigned seed)
     assert_int_equal(st.waiting + st.stream_holds, 0);
     assert_int_equal(r->violations, 0);
     assert_true(r->grants > 10); /* the run exercised something */
+    if (getenv("ENGINE_TEST_VERBOSE")) {
+        int by_err[16] = {0};
+        for (int i = 0; i < r->n; i++)
+            if (r->w[i].finished)
+                by_err[-r->w[i].err]++;
+        print_message("seed %u: %d waiters, %d grants, finished OK %d BUSY %d UNAVAILABLE %d LOST %d "
+                      "INTERNAL %d\n", seed, r->n, r->grants, by_err[0], by_err[-BATON_E_BUSY],
+                      by_err[-BATON_E_UNAVAILABLE], by_err[-BATON_E_LOST], by_err[-BATON_E_INTERNAL]);
+    }
     free(r);
     g_rnd = NULL;
     fx_free(f);
@@ -1072,7 +1107,7 @@ static void test_randomized(void **state)
         run_random((unsigned)strtoul(env, NULL, 10));
         return;
     }
-    for (unsigned seed = 1; seed <= 6; seed++)
+    for (unsigned seed = 1; seed <= 3; seed++)
         run_random(seed);
 }
 
@@ -1085,6 +1120,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_positions_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_while_queued, setup, teardown),
         cmocka_unit_test_setup_teardown(test_end_during_attempt_that_grants, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_event_during_attempt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wait_timeout_names_holder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_released_on_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_renews, setup, teardown),
