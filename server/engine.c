@@ -954,11 +954,12 @@ static void renew_reply_cb(void *ud, int err, const char *emsg, const store_hold
     free(o);
     if (!e)
         return;
+    if (w)
+        w->renew_op = NULL;
     if (!w || w->state != W_HOLDING) {
         maybe_shutdown_done(e);
         return;
     }
-    w->renew_op = NULL;
     char msg[MSG_MAX];
     if (err == BATON_OK && res) {
         int64_t until = sent + res->ttl_ms;
