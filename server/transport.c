@@ -100,6 +100,7 @@ typedef struct tcall {
     unsigned engine_ref : 1;     /* the engine may still call back with this call as ud */
     unsigned lease : 1;          /* Acquire in LEASE mode */
     unsigned granted : 1;        /* Acquire: Granted queued */
+    unsigned lease_ok_sent : 1;  /* Acquire LEASE: Granted written, status OK started */
 } tcall;
 
 /* One outstanding request per method, plus the generic one. */
@@ -418,7 +419,17 @@ static void on_close(tcall *c, int ok)
     /* RECV_CLOSE completes when the stream is closed both ways: after our
      * status, or because the client went away. Either way nothing more may be
      * sent and the engine must let go. */
-    if (!ok || c->cancelled || !c->status_started)
+    int clean = ok && !c->cancelled && c->status_started;
+    if (clean && c->lease_ok_sent && c->eng.w) {
+        /* Granted and the OK status went out and the stream closed without a
+         * cancel: the lease stays. (A cancel instead means the client may
+         * never have read its token: call_gone releases the lease.) */
+        engine_acquire_end(c->eng.w, 0);
+        c->eng.w = NULL;
+        c->engine_ref = 0;
+        call_unref(c); /* the engine's reference; the tag's is still held */
+    }
+    if (!clean)
         LOG_DEBUG("transport: call %p closed by the client (cancelled=%d)", (void *)c, c->cancelled);
     call_gone(c);
     call_unref(c);
@@ -437,12 +448,11 @@ static void on_send_done(tcall *c, int ok)
         send_status(c, status_of(c->pend_err), c->pend_msg, NULL);
         free(c->pend_msg);
         c->pend_msg = NULL;
-    } else if (c->method == M_ACQUIRE && c->lease && c->granted && c->eng.w) {
-        /* The LEASE grant reached the client: the lease stays, the stream ends OK. */
-        engine_acquire_end(c->eng.w, 0);
-        c->eng.w = NULL;
-        c->engine_ref = 0;
-        call_unref(c); /* the engine's reference; the tag's is still held */
+    } else if (c->method == M_ACQUIRE && c->lease && c->granted && c->eng.w && !c->status_started) {
+        /* The LEASE grant is written: end the stream OK. Whether the lease
+         * stays is decided when the stream has closed (on_close): a client
+         * that cancels meanwhile may never read its token. */
+        c->lease_ok_sent = 1;
         call_finish(c, BATON_OK, NULL);
     }
     call_unref(c);
