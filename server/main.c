@@ -65,7 +65,7 @@ static int parse_flags(int argc, char **argv, cli_flags *f)
     memset(f, 0, sizeof *f);
     opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, "c:l:r:L:hV", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":c:l:r:L:hV", opts, NULL)) != -1) {
         switch (ch) {
         case 'c': f->config = optarg; break;
         case 'l': f->listen = optarg; break;
@@ -73,11 +73,12 @@ static int parse_flags(int argc, char **argv, cli_flags *f)
         case 'L': f->log_level = optarg; break;
         case 'h': usage(stdout); return 1;
         case 'V': printf("batond %s (grpc %s)\n", BATON_VERSION, grpc_version_string()); return 1;
+        case ':':
+            fprintf(stderr, "batond: option %s needs a value\n", argv[optind - 1]);
+            usage(stderr);
+            return -1;
         default:
-            if (optopt)
-                fprintf(stderr, "batond: bad or incomplete option -%c\n", optopt);
-            else
-                fprintf(stderr, "batond: unknown option %s\n", argv[optind - 1]);
+            fprintf(stderr, "batond: unknown option %s\n", argv[optind - 1]);
             usage(stderr);
             return -1;
         }
@@ -229,7 +230,6 @@ int main(int argc, char **argv)
     char err[512];
     d.transport = transport_new(d.base, engine, &to, err, sizeof err);
     if (d.transport == NULL) {
-        LOG_ERROR("%s", err);
         fprintf(stderr, "batond: %s\n", err);
         goto done;
     }
