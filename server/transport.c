@@ -186,10 +186,16 @@ static grpc_byte_buffer *encode(const ProtobufCMessage *m)
     return bb;
 }
 
-/* Returns the decoded message (free with protobuf_c_message_free_unpacked)
- * or NULL when bb is NULL or not a valid message of type d. */
-static ProtobufCMessage *decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d)
+static int find_nul_string(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len, int depth,
+                           char *path, size_t pathlen);
+
+/* Returns the decoded message (free with protobuf_c_message_free_unpacked),
+ * or NULL with a reason in err when bb is NULL, not a valid message of type d,
+ * or has a string field with a NUL byte. */
+static ProtobufCMessage *decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d, const char *name,
+                                char *err, size_t errlen)
 {
+    snprintf(err, errlen, "cannot decode %s", name);
     if (bb == NULL)
         return NULL;
     grpc_byte_buffer_reader r;
@@ -197,9 +203,77 @@ static ProtobufCMessage *decode(grpc_byte_buffer *bb, const ProtobufCMessageDesc
         return NULL;
     grpc_slice s = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
-    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    const uint8_t *p = GRPC_SLICE_START_PTR(s);
+    size_t len = GRPC_SLICE_LENGTH(s);
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, p);
+    char path[160];
+    if (m && find_nul_string(d, p, len, 0, path, sizeof path)) {
+        snprintf(err, errlen, "%s: must not contain a NUL byte", path);
+        protobuf_c_message_free_unpacked(m, NULL);
+        m = NULL;
+    }
     grpc_slice_unref(s);
     return m;
+}
+
+static int wire_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64 && *i < len; shift += 7) {
+        uint8_t b = p[(*i)++];
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * protobuf-c ends C strings at their first NUL byte, so a key "k\0x" would
+ * arrive as "k" and pass validation. Walks the raw message (already accepted
+ * by protobuf_c_message_unpack) and writes the path of the first string field
+ * holding a NUL byte to `path`; returns 1 if there is one.
+ */
+static int find_nul_string(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len, int depth,
+                           char *path, size_t pathlen)
+{
+    size_t i = 0;
+    while (i < len) {
+        uint64_t key, v;
+        if (!wire_varint(p, len, &i, &key))
+            return 0;
+        switch (key & 7) {
+        case 0:
+            if (!wire_varint(p, len, &i, &v))
+                return 0;
+            break;
+        case 1: i += 8; break;
+        case 5: i += 4; break;
+        case 2: {
+            if (!wire_varint(p, len, &i, &v) || v > len - i)
+                return 0;
+            const ProtobufCFieldDescriptor *f =
+                protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3));
+            if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p + i, 0, (size_t)v)) {
+                snprintf(path, pathlen, "%s", f->name);
+                return 1;
+            }
+            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && depth < 8) {
+                char sub[128];
+                if (find_nul_string(f->descriptor, p + i, (size_t)v, depth + 1, sub, sizeof sub)) {
+                    snprintf(path, pathlen, "%s.%s", f->name, sub);
+                    return 1;
+                }
+            }
+            i += (size_t)v;
+            break;
+        }
+        default: return 0; /* groups: not in our protos */
+        }
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- calls */
@@ -742,10 +816,9 @@ static void dispatch_call(tcall *c, grpc_byte_buffer *payload)
         return;
     }
     const struct method_info *mi = &methods[c->method];
-    ProtobufCMessage *m = decode(payload, mi->req);
+    char err[ERRBUF];
+    ProtobufCMessage *m = decode(payload, mi->req, mi->req_name, err, sizeof err);
     if (m == NULL) {
-        char err[ERRBUF];
-        snprintf(err, sizeof err, "cannot decode %s", mi->req_name);
         call_finish(c, BATON_E_INVALID, err);
         return;
     }
