@@ -97,10 +97,10 @@ def start_batond(batond_binary, workdir):
     """Factory for a private batond owned by one test (stopped at the end)."""
     started = []
 
-    def make(redis_address, name="batond-private"):
+    def make(redis_address, name="batond-private", wait_ready=True):
         b = harness.Batond(batond_binary, workdir, redis_address, name=name)
         started.append(b)
-        return b.start()
+        return b.start(wait_ready=wait_ready)
 
     yield make
     results = [(b, b.stop()) for b in started]

@@ -166,7 +166,7 @@ class Batond:
     def target(self):
         return "127.0.0.1:%d" % self.port
 
-    def start(self, timeout=20.0):
+    def start(self, timeout=20.0, wait_ready=True):
         import grpc
         from baton.v1 import lock_pb2, lock_pb2_grpc
 
@@ -179,6 +179,8 @@ class Batond:
              "--redis", self.redis_address],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
+        if not wait_ready:
+            return self
         # Ready = a Describe succeeds: the port is open AND Redis is connected.
         # A fresh channel per try: a channel that found the port closed backs
         # off for a second or more before it tries again.
