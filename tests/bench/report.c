@@ -390,8 +390,9 @@ static int plot_throughput(FILE *gp, const char *dir)
             fclose(d);
             if (!pts)
                 continue;
-            fprintf(gp, "%s'%s' using 1:2 with linespoints lw 2 title '%s %s'", series ? ", " : "", path,
-                    backends[b], keys[k]);
+            /* Colour = backend, dash and point = key count. */
+            fprintf(gp, "%s'%s' using 1:2 with linespoints lw 2 lc %zu dt %zu pt %zu title '%s %s'",
+                    series ? ", " : "", path, b + 1, k + 1, k + 5, backends[b], keys[k]);
             series++;
         }
     }
