@@ -13,6 +13,7 @@
  * (true/false/yes/no), decimal integers, or else strings.
  */
 #include "config.h"
+#include "keyname.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -255,37 +256,6 @@ fail:
 
 /* ----------------------------------------------------------- value checks */
 
-static int is_key_byte(unsigned char ch)
-{
-    if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'))
-        return 1;
-    return ch != '\0' && strchr("_-.:/@+=", ch) != NULL;
-}
-
-/* The key rules of validate.h (duplicated here so that the config module
- * does not pull in protobuf): writes a problem and returns -1, or 0. */
-static int check_key_chars(const char *s, size_t max, char *problem, size_t n)
-{
-    size_t len = s ? strlen(s) : 0;
-    if (len == 0) {
-        snprintf(problem, n, "must not be empty");
-        return -1;
-    }
-    if (len > max) {
-        snprintf(problem, n, "must be 1..%zu bytes of [A-Za-z0-9_-.:/@+=], got %zu bytes", max, len);
-        return -1;
-    }
-    for (size_t i = 0; i < len; i++) {
-        if (!is_key_byte((unsigned char)s[i])) {
-            snprintf(problem, n,
-                     "must be 1..%zu bytes of [A-Za-z0-9_-.:/@+=], got byte 0x%02x at offset %zu", max,
-                     (unsigned char)s[i], i);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* Single-field check (the loader also enforces types). */
 static int field_check(const baton_config *c, const field *f, char *problem, size_t n)
 {
@@ -310,7 +280,7 @@ static int field_check(const baton_config *c, const field *f, char *problem, siz
             return -1;
         }
         return 0;
-    case F_KEY_PREFIX: return check_key_chars(s, KEY_PREFIX_MAX, problem, n);
+    case F_KEY_PREFIX: return keyname_check(s, KEY_PREFIX_MAX, problem, n);
     case F_INT:
     case F_I32:
     case F_I64:
@@ -325,16 +295,6 @@ static int field_check(const baton_config *c, const field *f, char *problem, siz
     }
     }
     return 0;
-}
-
-static int decimal_digits(int32_t v)
-{
-    int d = 1;
-    while (v >= 10) {
-        v /= 10;
-        d++;
-    }
-    return d;
 }
 
 /* Of two fields in conflict, blame the one set later in the file (the one
@@ -361,7 +321,7 @@ static int check_pools(const baton_config *c, const cfg_lines *lines, const char
         int dev_line = lines && lines->pool_devices ? lines->pool_devices[i] : 0;
 
         snprintf(path, sizeof(path), "pools[%zu].name", i);
-        if (check_key_chars(p->name, BATON_KEY_MAX, problem, sizeof(problem)) != 0)
+        if (keyname_check(p->name, BATON_KEY_MAX, problem, sizeof(problem)) != 0)
             return report(err, errlen, name, name_line, path, "%s", problem);
         for (size_t j = 0; j < i; j++) {
             if (strcmp(c->pools[j].name, p->name) == 0) {
@@ -379,7 +339,7 @@ static int check_pools(const baton_config *c, const cfg_lines *lines, const char
                           "must be between 1 and locks.max_pool_devices (%" PRId32 "), got %" PRId32,
                           c->max_pool_devices, p->devices);
         /* Device keys are "name/0" .. "name/<devices-1>". */
-        size_t room = BATON_KEY_MAX - 1 - (size_t)decimal_digits(p->devices - 1);
+        size_t room = keyname_pool_name_max(p->devices);
         if (strlen(p->name) > room) {
             snprintf(path, sizeof(path), "pools[%zu].name", i);
             return report(err, errlen, name, name_line, path,

@@ -4,13 +4,13 @@
  * transport returns it verbatim as the INVALID_ARGUMENT status message.
  */
 #include "validate.h"
+#include "keyname.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#define KEY_CHARSET "[A-Za-z0-9_-.:/@+=]"
 
 __attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt,
                                                         ...)
@@ -24,13 +24,6 @@ __attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, 
     return BATON_E_INVALID;
 }
 
-static int is_key_byte(unsigned char ch)
-{
-    if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'))
-        return 1;
-    return ch != '\0' && strchr("_-.:/@+=", ch) != NULL;
-}
-
 /* A proto3 string field that is unset decodes as "" (or NULL when a caller
  * builds the message by hand); both mean "not set". */
 static int is_set(const char *s)
@@ -40,18 +33,9 @@ static int is_set(const char *s)
 
 int validate_key(const char *field, const char *key, char *err, size_t errlen)
 {
-    if (!is_set(key))
-        return fail(err, errlen, "%s: must not be empty", field);
-    size_t n = strlen(key);
-    if (n > BATON_KEY_MAX)
-        return fail(err, errlen, "%s: must be 1..%d bytes of " KEY_CHARSET ", got %zu bytes", field,
-                    BATON_KEY_MAX, n);
-    for (size_t i = 0; i < n; i++) {
-        if (!is_key_byte((unsigned char)key[i]))
-            return fail(err, errlen,
-                        "%s: must be 1..%d bytes of " KEY_CHARSET ", got byte 0x%02x at offset %zu",
-                        field, BATON_KEY_MAX, (unsigned char)key[i], i);
-    }
+    char problem[160];
+    if (keyname_check(key, BATON_KEY_MAX, problem, sizeof problem) != 0)
+        return fail(err, errlen, "%s: %s", field, problem);
     return 0;
 }
 
@@ -170,16 +154,6 @@ static int wait_resolve(const validate_limits *lim, int64_t wait_ms, int64_t *ou
     return 0;
 }
 
-static int decimal_digits(int32_t v)
-{
-    int d = 1;
-    while (v >= 10) {
-        v /= 10;
-        d++;
-    }
-    return d;
-}
-
 /*
  * A pool's devices are the keys "name/0" .. "name/<devices-1>", so the name
  * must leave room for "/<largest index>" within BATON_KEY_MAX.
@@ -198,7 +172,7 @@ static int validate_pool(const validate_limits *lim, const Baton__V1__Pool *pool
             return fail(err, errlen, "pool.devices: pool '%s' is configured with %" PRId32 " devices",
                         pool->name, lim->pool_devices[i]);
     }
-    size_t room = BATON_KEY_MAX - 1 - (size_t)decimal_digits(pool->devices - 1);
+    size_t room = keyname_pool_name_max(pool->devices);
     if (strlen(pool->name) > room)
         return fail(err, errlen,
                     "pool.name: must be at most %zu bytes so that device keys 'name/<index>' fit in "
