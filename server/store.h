@@ -124,6 +124,11 @@ typedef struct store_acquire_res {
     int64_t retry_ms;         /* try again after this long even without an event:
                                * the holder's remaining TTL or the head entry's
                                * remaining liveness, whichever is sooner; -1 = none */
+    const char *head_token;   /* when not granted and the lock is free (a pool: a
+                               * device it could take is free) but another entry is
+                               * at the queue head: that entry's token; else NULL
+                               * or "". Lets the engine attempt that waiter when it
+                               * is local, whatever its local order says. */
 } store_acquire_res;
 
 typedef void (*store_acquire_cb)(void *ud, int err, const char *msg, const store_acquire_res *res);

@@ -416,7 +416,7 @@ static int el_str(const redisReply *r, size_t i, const char **out)
 static void deliver_acquire(store_op *o, const redisReply *r)
 {
     long long granted, a, b, c, d;
-    const char *owner;
+    const char *owner, *head;
     store_acquire_res res = {0};
     char devkey[BATON_KEY_MAX + 16];
     if (r->type != REDIS_REPLY_ARRAY || el_int(r, 0, &granted) != 0)
@@ -435,7 +435,7 @@ static void deliver_acquire(store_op *o, const redisReply *r)
         }
     } else {
         if (el_int(r, 1, &a) || el_int(r, 2, &b) || el_str(r, 3, &owner) || el_int(r, 4, &c) ||
-            el_int(r, 5, &d))
+            el_int(r, 5, &d) || el_str(r, 6, &head))
             goto bad;
         res.device = -1;
         res.position = a;
@@ -443,6 +443,7 @@ static void deliver_acquire(store_op *o, const redisReply *r)
         res.holder_owner = owner;
         res.holder_fencing = (uint64_t)c;
         res.retry_ms = d;
+        res.head_token = head;
     }
     if (o->_cb.acquire)
         o->_cb.acquire(o->_ud, BATON_OK, NULL, &res);

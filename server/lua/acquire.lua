@@ -6,7 +6,10 @@
 --       (0-based, key "<pool>/<i>") lock, hold, fence, q, qt at 4+5i .. 8+5i
 -- Reply: granted     {1, device (-1 for a plain key), fencing, ttl_ms}
 --        not granted {0, position (0 = not queued), queue_len, holder_owner,
---                     holder_fencing, retry_ms (-1 = none)}
+--                     holder_fencing, retry_ms (-1 = none), head_token}
+--        head_token: the queue head's token when the head could be granted
+--        right now (a plain key: the lock is free; a pool: some device is free
+--        and its own queue is empty) but the caller is not the head; else ''.
 local chan, name, token, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ttl, enqueue, liveness = tonumber(ARGV[5]), ARGV[6] == '1', tonumber(ARGV[7])
 local n = tonumber(ARGV[8])
@@ -90,6 +93,7 @@ local function sooner(ms)
 end
 local holder_owner, holder_fencing, holder_ttl = '', 0, -1
 local any_free = false
+local grantable = false -- the head would be granted if it attempted now
 for _, d in ipairs(devs) do
   if d.holder then
     local pttl = redis.call('PTTL', d.lock)
@@ -100,9 +104,11 @@ for _, d in ipairs(devs) do
     end
   else
     any_free = true
-    if d.q then
-      local dh = redis.call('ZRANGE', d.q, 0, 0)[1]
-      if dh then sooner(tonumber(redis.call('ZSCORE', d.qt, dh)) - now) end
+    local dh = d.q and redis.call('ZRANGE', d.q, 0, 0)[1]
+    if dh then
+      sooner(tonumber(redis.call('ZSCORE', d.qt, dh)) - now)
+    else
+      grantable = true
     end
   end
 end
@@ -112,6 +118,12 @@ if any_free and head and head ~= token then
   if purged > 0 and head ~= old_head then b_publish(chan, wake_type, 0, now, name, '') end
 end
 
+-- Name the head that could take it now: its batond may order its local
+-- waiters differently from this queue (entries purged and re-added at the
+-- tail, Redis data lost) and would otherwise only try the wrong one.
+local head_token = ''
+if grantable and head and head ~= token then head_token = head end
+
 local rank = redis.call('ZRANK', tq, token)
 local position = rank and (rank + 1) or 0
-return {0, position, redis.call('ZCARD', tq), holder_owner, holder_fencing, retry}
+return {0, position, redis.call('ZCARD', tq), holder_owner, holder_fencing, retry, head_token}

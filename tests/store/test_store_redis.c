@@ -220,6 +220,7 @@ typedef struct acq {
     store_acquire_res res;
     char key[BATON_KEY_MAX + 16];
     char holder[BATON_OWNER_MAX + 1];
+    char head[BATON_TOKEN_LEN + 2]; /* res->head_token; "" for NULL or "" */
 } acq;
 
 static void acq_cb(void *ud, int err, const char *msg, const store_acquire_res *res)
@@ -232,8 +233,10 @@ static void acq_cb(void *ud, int err, const char *msg, const store_acquire_res *
         a->res = *res;
         snprintf(a->key, sizeof(a->key), "%s", res->key ? res->key : "");
         snprintf(a->holder, sizeof(a->holder), "%s", res->holder_owner ? res->holder_owner : "");
+        snprintf(a->head, sizeof(a->head), "%s", res->head_token ? res->head_token : "");
         a->res.key = NULL;
         a->res.holder_owner = NULL;
+        a->res.head_token = NULL;
     }
 }
 
@@ -482,6 +485,88 @@ static void test_fifo_order(void **state)
     }
     assert_int_equal(cmd_int(f, "EXISTS %s", rec(f, "k", "q")), 0);
     assert_int_equal(cmd_int(f, "EXISTS %s", rec(f, "k", "qt")), 0);
+    fx_close(f);
+}
+
+/* A reply names the queue head only when the head could take the lock now
+ * (free, someone else at the head): the engine attempts that waiter when its
+ * local order put another one first. */
+static void test_head_token(void **state)
+{
+    (void)state;
+    FX_OPEN(f, 0, 0, 3000);
+    char h[33], t1[33], t2[33], t3[33];
+    make_token(h, 100);
+    make_token(t1, 1);
+    make_token(t2, 2);
+    make_token(t3, 3);
+    assert_int_equal(acquire(f, "k", h, "holder", 1).res.granted, 1);
+    acq a = acquire(f, "k", t1, "w1", 1);
+    assert_int_equal(a.err, 0);
+    assert_string_equal(a.head, ""); /* held */
+    a = acquire(f, "k", t2, "w2", 1);
+    assert_int_equal(a.res.position, 2);
+    assert_string_equal(a.head, ""); /* held, though t1 is ahead */
+    assert_int_equal(release(f, "k", h).err, 0);
+    a = acquire(f, "k", t2, "w2", 1);
+    assert_int_equal(a.res.granted, 0);
+    assert_string_equal(a.head, t1); /* free, t1 at the head */
+    a = acquire(f, "k", t3, "try", 0);
+    assert_int_equal(a.res.granted, 0);
+    assert_string_equal(a.head, t1); /* try-only callers learn it too */
+    a = acquire(f, "k", t1, "w1", 1);
+    assert_int_equal(a.res.granted, 1);
+    assert_null(a.res.head_token);
+    assert_string_equal(a.head, "");
+    a = acquire(f, "k", t2, "w2", 1);
+    assert_int_equal(a.res.granted, 0);
+    assert_string_equal(a.head, ""); /* held by t1 */
+    fx_close(f);
+}
+
+/* Pools: the pool queue's head is named only when a device it could take is
+ * free (free and its own key queue empty); a device queue's head is named to
+ * the direct waiters of that device key. */
+static void test_head_token_pool(void **state)
+{
+    (void)state;
+    FX_OPEN(f, 0, 0, 3000);
+    char p0[33], p1[33], d1[33], d2[33], q1[33], q2[33];
+    make_token(p0, 1);
+    make_token(p1, 2);
+    make_token(d1, 3);
+    make_token(d2, 4);
+    make_token(q1, 5);
+    make_token(q2, 6);
+    assert_int_equal(acquire_pool(f, "gp", 2, p0, "job0", 1).res.device, 0);
+    assert_int_equal(acquire_pool(f, "gp", 2, p1, "job1", 1).res.device, 1);
+    assert_int_equal(acquire(f, "gp/1", d1, "direct1", 1).res.position, 1);
+    assert_int_equal(acquire(f, "gp/1", d2, "direct2", 1).res.position, 2);
+    acq a = acquire_pool(f, "gp", 2, q1, "pooled1", 1);
+    assert_int_equal(a.res.position, 1);
+    assert_string_equal(a.head, "");
+    a = acquire_pool(f, "gp", 2, q2, "pooled2", 1);
+    assert_int_equal(a.res.position, 2);
+    assert_string_equal(a.head, ""); /* every device held */
+
+    /* gp/1 frees, but its direct waiters go first: no pool head to name. */
+    assert_int_equal(release(f, "gp/1", p1).err, 0);
+    a = acquire_pool(f, "gp", 2, q2, "pooled2", 1);
+    assert_int_equal(a.res.granted, 0);
+    assert_string_equal(a.head, "");
+    a = acquire(f, "gp/1", d2, "direct2", 1);
+    assert_int_equal(a.res.granted, 0);
+    assert_string_equal(a.head, d1); /* the device key's own queue */
+    assert_int_equal(acquire(f, "gp/1", d1, "direct1", 1).res.granted, 1);
+
+    /* gp/0 frees with no direct waiter: the pool head is named. */
+    assert_int_equal(release(f, "gp/0", p0).err, 0);
+    a = acquire_pool(f, "gp", 2, q2, "pooled2", 1);
+    assert_int_equal(a.res.granted, 0);
+    assert_string_equal(a.head, q1);
+    a = acquire_pool(f, "gp", 2, q1, "pooled1", 1);
+    assert_int_equal(a.res.granted, 1);
+    assert_string_equal(a.key, "gp/0");
     fx_close(f);
 }
 
@@ -1109,6 +1194,8 @@ int main(void)
         cmocka_unit_test(test_busy_reports_holder),
         cmocka_unit_test(test_idempotent_reacquire),
         cmocka_unit_test(test_fifo_order),
+        cmocka_unit_test(test_head_token),
+        cmocka_unit_test(test_head_token_pool),
         cmocka_unit_test(test_stale_token_not_holder),
         cmocka_unit_test(test_expiry_publishes_expired),
         cmocka_unit_test(test_reap_once),
