@@ -664,8 +664,9 @@ static int attempt(engine_waiter *w, int enqueue)
     return 0;
 }
 
-/* Re-attempts the earliest local waiter of t: only it can be at the head of
- * the Redis queue, since this batond enqueued its waiters in order. */
+/* Re-attempts the earliest local waiter of t: normally only it can be at the
+ * head of the Redis queue, since this batond enqueued its waiters in order.
+ * When the orders diverged, its reply names the real head (kick_head). */
 static void kick(target *t)
 {
     engine_waiter *w = t->waiters.head;
@@ -675,6 +676,40 @@ static void kick(target *t)
         w->dirty = 1;
     else if (w->state == W_QUEUED)
         attempt(w, 1);
+}
+
+/*
+ * A reply to w said: the lock is free, but `head_token` (not w) heads the
+ * Redis queue. If that waiter is local, attempt it now. kick() trusts the
+ * local order, which can differ from the queue's: entries purged as dead
+ * while this batond stalled past the liveness window are added again at the
+ * tail by their next attempt, and after Redis loses its data waiters of
+ * several batonds re-enqueue interleaved. Without this the real head would
+ * sleep until the re-check while the lock stays free. A head on another
+ * batond is its own; a dead one is purged when retry_ms fires.
+ * Bounded: the head, attempted while the lock is free, is granted; a reply
+ * that does not grant it means the lock was taken (no head_token then) or
+ * the queue changed again, and every step is one attempt of another waiter.
+ */
+static void kick_head(const engine_waiter *w, const char *head_token)
+{
+    baton_engine *e = w->e;
+    char tname[TNAME_MAX];
+    if (!head_token || !head_token[0] || strcmp(head_token, w->token) == 0 || !e->up)
+        return;
+    waiter_target_name(w, tname, sizeof tname);
+    target *t = target_find(e, tname);
+    if (!t)
+        return;
+    for (engine_waiter *h = t->waiters.head; h; h = h->tnext) {
+        if (strcmp(h->token, head_token) != 0)
+            continue;
+        if (h->state == W_ATTEMPTING)
+            h->dirty = 1;
+        else if (h->state == W_QUEUED)
+            attempt(h, 1);
+        return;
+    }
 }
 
 static void kick_name(baton_engine *e, const char *name)
@@ -867,7 +902,8 @@ static void handle_attempt(engine_waiter *w, int err, const char *emsg, const st
         return;
     }
 
-    /* Not granted. */
+    /* Not granted. First the real head, if local (before any sink call). */
+    kick_head(w, res->head_token);
     record_busy(w, res);
     if (w->ended) {
         if (waiting)

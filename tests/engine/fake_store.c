@@ -49,6 +49,7 @@ typedef struct item {
     int up;
     char *s1; /* owned strings the result points at */
     char *s2;
+    char *s3;
 } item;
 
 typedef struct ilist {
@@ -147,6 +148,7 @@ static void item_free(item *it)
 {
     free(it->s1);
     free(it->s2);
+    free(it->s3);
     free(it);
 }
 
@@ -481,6 +483,11 @@ static int f_acquire(baton_store *s, const store_acquire_req *req, store_acquire
             retry = left;
     }
     res->retry_ms = retry;
+    /* As acquire.lua: name the head when it could be granted now. */
+    if (any_free && q->n > 0 && strcmp(q->v[0].token, req->token) != 0) {
+        it->s3 = xstrdup(q->v[0].token);
+        res->head_token = it->s3;
+    }
     it->s1 = xstrdup(holder);
     res->holder_owner = it->s1;
     res->holder_fencing = holder_f;
@@ -727,6 +734,20 @@ void fake_store_lose_data(baton_store *s)
     }
     for (size_t i = 0; i < f->nqueues; i++)
         f->queues[i].n = 0;
+}
+
+void fake_store_requeue_tail(baton_store *s, const char *key, const char *pool, size_t pos)
+{
+    fake_store *f = FS(s);
+    char name[NAME_MAX_];
+    snprintf(name, sizeof name, pool ? "p:%s" : "k:%s", pool ? pool : key);
+    fqueue *q = queue_get(f, name);
+    if (pos < 1 || pos > q->n)
+        abort(); /* a broken test */
+    fentry en = q->v[pos - 1];
+    q_remove_at(q, pos - 1);
+    en.seq = ++q->seq;
+    q->v[q->n++] = en; /* fits: it was just removed */
 }
 
 void fake_store_expire(baton_store *s, const char *key)

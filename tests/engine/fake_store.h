@@ -44,6 +44,11 @@ void fake_store_set_down(baton_store *s, int down);
 /* Like Redis losing its data: locks, holds and queues vanish (fence
  * counters are kept, as the real store re-seeds them from TIME). */
 void fake_store_lose_data(baton_store *s);
+/* Moves the entry at 1-based position `pos` of the queue of key (pool ==
+ * NULL) or of pool to the tail, as Redis does when the entry is purged as
+ * dead (its batond stalled past the liveness window) and its waiter's next
+ * attempt adds it again: the local order of that batond no longer matches. */
+void fake_store_requeue_tail(baton_store *s, const char *key, const char *pool, size_t pos);
 /* key's TTL runs out now; EXPIRED is published (as a keyspace notification
  * followed by a reap would). */
 void fake_store_expire(baton_store *s, const char *key);

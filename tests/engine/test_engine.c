@@ -606,6 +606,78 @@ static void test_pool_three_devices_five_waiters(void **state)
     assert_int_equal(fake_store_queue_len(f->s, NULL, "gpu"), 0);
 }
 
+/*
+ * The local order of waiters differs from the Redis queue (here: the first
+ * waiter's entry moved to the tail, as when it is purged as dead while the
+ * loop stalls and re-added by its next attempt). A release kicks the earliest
+ * local waiter, which is not the head; its reply names the head, which must
+ * be attempted at once. The re-check is an hour and the liveness window ten
+ * minutes, so neither can rescue a stall within the hang guard.
+ */
+static void test_diverged_order_head_attempted(void **state)
+{
+    (void)state;
+    fx *f = fx_new(3600000, 600000);
+    tw h = {0}, a = {0}, b = {0}, c = {0};
+    hold_lease(f, &h, "k", "holder");
+    assert_int_equal(acq(f, &a, "k", NULL, 0, "a", 600000, 600000, ENGINE_MODE_LEASE), 0);
+    assert_int_equal(acq(f, &b, "k", NULL, 0, "b", 600000, 600000, ENGINE_MODE_LEASE), 0);
+    assert_int_equal(acq(f, &c, "k", NULL, 0, "c", 600000, 600000, ENGINE_MODE_LEASE), 0);
+    run_until(f, tw_queued_p, &c);
+    run_until(f, store_idle, f);
+    fake_store_requeue_tail(f->s, "k", NULL, 1); /* Redis: b c a; local: a b c */
+    uint64_t calls = fake_store_calls(f->s, FAKE_ACQUIRE);
+
+    release(f, &h);
+    run_until(f, tw_granted_p, &b);
+    run_until(f, store_idle, f);
+    assert_int_equal(a.granted + c.granted, 0);
+    /* a's attempt, then b's: no storm. */
+    assert_int_equal(fake_store_calls(f->s, FAKE_ACQUIRE) - calls, 2);
+    end(&b, 0);
+
+    release(f, &b); /* Redis: c a */
+    run_until(f, tw_granted_p, &c);
+    assert_int_equal(a.granted, 0);
+    end(&c, 0);
+
+    release(f, &c); /* Redis: a */
+    run_until(f, tw_granted_p, &a);
+    assert_true(b.fencing > h.fencing && c.fencing > b.fencing && a.fencing > c.fencing);
+    end(&a, 1);
+    wait_key(f, "k", 0);
+    assert_int_equal(fake_store_queue_len(f->s, "k", NULL), 0);
+    fx_free(f);
+}
+
+/* The same for a pool: its queue head is attempted when a device frees. */
+static void test_diverged_order_pool_head_attempted(void **state)
+{
+    (void)state;
+    fx *f = fx_new(3600000, 600000);
+    tw h = {0}, a = {0}, b = {0};
+    assert_int_equal(acq(f, &h, NULL, "gpu", 1, "holder", 600000, 0, ENGINE_MODE_LEASE), 0);
+    run_until(f, tw_granted_p, &h);
+    end(&h, 0);
+    assert_int_equal(acq(f, &a, NULL, "gpu", 1, "a", 600000, 600000, ENGINE_MODE_LEASE), 0);
+    assert_int_equal(acq(f, &b, NULL, "gpu", 1, "b", 600000, 600000, ENGINE_MODE_LEASE), 0);
+    run_until(f, tw_queued_p, &b);
+    run_until(f, store_idle, f);
+    fake_store_requeue_tail(f->s, NULL, "gpu", 1); /* Redis: b a; local: a b */
+
+    release(f, &h);
+    run_until(f, tw_granted_p, &b);
+    assert_string_equal(b.key, "gpu/0");
+    assert_int_equal(a.granted, 0);
+    end(&b, 0);
+    release(f, &b);
+    run_until(f, tw_granted_p, &a);
+    end(&a, 1);
+    wait_key(f, "gpu/0", 0);
+    assert_int_equal(fake_store_queue_len(f->s, NULL, "gpu"), 0);
+    fx_free(f);
+}
+
 static void test_down_refuses_acquire(void **state)
 {
     fx *f = *state;
@@ -1130,6 +1202,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_release_by_token_finishes_ok, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_undeliverable_released, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_three_devices_five_waiters, setup, teardown),
+        cmocka_unit_test(test_diverged_order_head_attempted),
+        cmocka_unit_test(test_diverged_order_pool_head_attempted),
         cmocka_unit_test_setup_teardown(test_down_refuses_acquire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_waiter_survives_down_up, setup, teardown),
         cmocka_unit_test_setup_teardown(test_try_unavailable_cleanup_after_reconnect, setup, teardown),
