@@ -567,6 +567,17 @@ static void acq_granted(void *ud, const engine_grant *g)
     ev.event_case = BATON__V1__ACQUIRE_EVENT__EVENT_GRANTED;
     ev.granted = &gr;
     c->granted = 1;
+    if (c->lease && !c->gone && !c->status_started && !c->status_pending && c->sending == NULL &&
+        c->head == NULL) {
+        /* Nothing else in flight: Granted and the OK status go out in one
+         * batch, one write and one completion instead of two round trips
+         * through the pump (this halves a lease Acquire's latency). Whether
+         * the lease stays is still decided when the stream has closed
+         * (on_close): a client that cancels meanwhile may never read it. */
+        c->lease_ok_sent = 1;
+        send_status(c, GRPC_STATUS_OK, NULL, encode(&ev.base));
+        return;
+    }
     /* On OOM the call is cancelled and RECV_CLOSE releases the grant. */
     call_push(c, &ev.base, 0);
 }
