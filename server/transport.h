@@ -10,6 +10,12 @@
  * state, every engine call and every gRPC batch live on the loop thread; the
  * functions below must be called there too.
  *
+ * Unknown methods are answered UNIMPLEMENTED by the transport (gRPC core
+ * itself would leave them hanging until their deadline). A LEASE grant is
+ * kept only when its stream closes uncancelled after Granted + OK; if the
+ * client cancels first the lease is released (it may never have read the
+ * token).
+ *
  * gRPC types never appear here: callers need only libevent and the engine.
  * grpc_init() must have been called before transport_new and grpc_shutdown()
  * may be called only after transport_free.
