@@ -486,7 +486,7 @@ static void busy_reason(const engine_waiter *w, char *buf, size_t n)
 
 static void busy_timeout_msg(const engine_waiter *w, char *buf, size_t n)
 {
-    char reason[MSG_MAX];
+    char reason[MSG_MAX - 64]; /* leaves room for the prefix; reasons are far shorter */
     busy_reason(w, reason, sizeof reason);
     snprintf(buf, n, "not acquired within %" PRId64 " ms: %s", w->wait_ms, reason);
 }

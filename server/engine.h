@@ -14,7 +14,10 @@
  * dead head's liveness), (c) the store reconnects, or (d) the slow safety
  * re-check (recheck_ms) fires. Only the earliest local waiter of a target is
  * re-attempted; one attempt per waiter is in flight at a time, and an event
- * that arrives meanwhile makes it attempt again after the reply.
+ * that arrives meanwhile makes it attempt again after the reply. The local
+ * order can differ from Redis' (an entry purged during a stall and queued
+ * again, Redis data loss): a reply that says "the lock is free but token T is
+ * at the head" makes the engine attempt T at once if T is one of its own.
  */
 
 #include <stdint.h>

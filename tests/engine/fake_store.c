@@ -348,7 +348,7 @@ static void reap(fake_store *f, flock *l, int64_t now)
 /* Key queue "k:<key>" is empty after dropping dead entries. */
 static int key_queue_empty(fake_store *f, const char *key, int64_t now)
 {
-    char name[NAME_MAX_];
+    char name[NAME_MAX_ + 8]; /* "k:" + a key that may itself fill NAME_MAX_ - 1 */
     snprintf(name, sizeof name, "k:%s", key);
     fqueue *q = queue_get(f, name);
     q_drop_dead(q, now);
