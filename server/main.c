@@ -174,6 +174,10 @@ int main(int argc, char **argv)
         LOG_ERROR("cannot create the event loop");
         goto done;
     }
+    /* Two priorities: 0 for Redis wake-ups and command flushes (store_redis.c),
+     * 1 (the default) for everything else. */
+    if (event_base_priority_init(d.base, 2) != 0)
+        LOG_WARN("cannot set up event priorities; wake-ups share one queue");
 
     store_redis_opts so = {
         .address = cfg.redis_address,

@@ -135,6 +135,7 @@ struct redis_store {
     store_op *_head, *_tail;
 
     struct event *_reconnect_ev, *_check_ev, *_drop_ev, *_free_ev;
+    struct event *_flush_ev; /* writes queued commands at once (see on_flush) */
     int _cb_depth;       /* > 0 while a user callback or hook runs */
     int _free_requested; /* free() deferred: call no more callbacks */
     int _freeing;        /* tearing down: callbacks are dropped */
@@ -354,6 +355,7 @@ static int op_send(store_op *o, int nkeys)
         op_free(o);
         return BATON_E_UNAVAILABLE;
     }
+    event_active(s->_flush_ev, 0, 0); /* no-op while already active */
     o->_sent_ms = mono_ms();
     o->_prev = s->_tail;
     if (s->_tail)
@@ -888,6 +890,30 @@ static redisAsyncContext *conn_open(redis_store *s, redisConnectCallback *on_con
     return ac;
 }
 
+/*
+ * Why: hiredis only writes a queued command when the loop next reports the
+ * socket writable, i.e. after every other callback of this loop turn (a gRPC
+ * response write can take ~100 us). This event, active at the highest
+ * priority, writes at once instead, so Redis runs the script (say, the next
+ * waiter's acquire after a release) while the loop does the rest. It is not
+ * called from inside an op: a failed write runs hiredis' disconnect
+ * callbacks, which must never happen inside an op call (store.h).
+ */
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    redis_store *s = arg;
+    if (s->_cmd && (s->_cmd->c.flags & REDIS_CONNECTED))
+        redisAsyncHandleWrite(s->_cmd);
+}
+
+/* Highest priority for ev when the base has priorities (batond sets them up;
+ * a plain event_base in a test has one, and then this does nothing). */
+static void prioritise(struct event_base *base, struct event *ev)
+{
+    if (ev && event_base_get_npriorities(base) > 1)
+        event_priority_set(ev, 0);
+}
+
 /* Commands queue up in hiredis until the connection completes. */
 static void cmd_open(redis_store *s)
 {
@@ -1029,6 +1055,9 @@ static void sub_open(redis_store *s)
         return;
     s->_sub = ac;
     s->_sub_ready = 0;
+    /* Wake-ups first: a waiter's next attempt should not queue behind the
+     * other work of the same loop turn (the released holder's response). */
+    prioritise(s->_evb, ((redisLibeventEvents *)ac->ev.data)->rev);
     s->_sub_started_ms = mono_ms();
     /* Regular replies are matched before pub/sub ones, so AUTH may precede SUBSCRIBE. */
     if (s->_password)
@@ -1096,6 +1125,8 @@ static void store_destroy(redis_store *s)
         event_free(s->_drop_ev);
     if (s->_free_ev)
         event_free(s->_free_ev);
+    if (s->_flush_ev)
+        event_free(s->_flush_ev);
     for (int i = 0; i < SC_COUNT; i++)
         free(s->_text[i]);
     free(s->_address);
@@ -1201,8 +1232,10 @@ baton_store *store_redis_new(struct event_base *base, const store_redis_opts *op
     s->_check_ev = event_new(base, -1, EV_PERSIST, on_check, s);
     s->_drop_ev = event_new(base, -1, 0, on_drop, s);
     s->_free_ev = event_new(base, -1, 0, on_deferred_free, s);
-    if (!s->_reconnect_ev || !s->_check_ev || !s->_drop_ev || !s->_free_ev)
+    s->_flush_ev = event_new(base, -1, 0, on_flush, s);
+    if (!s->_reconnect_ev || !s->_check_ev || !s->_drop_ev || !s->_free_ev || !s->_flush_ev)
         goto fail;
+    prioritise(base, s->_flush_ev);
     int64_t every = s->_timeout_ms / 4;
     every = every < 10 ? 10 : every > 1000 ? 1000 : every;
     struct timeval tv = tv_of_ms(every);
