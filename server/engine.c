@@ -172,6 +172,9 @@ struct baton_engine {
     engine_config cfg;
     int up;
     int shutting_down;
+    int serving; /* last value reported to serving_cb (engine_serving) */
+    void (*serving_cb)(void *ud, int serving);
+    void *serving_ud;
 
     wlist all;
     wlist todo; /* shutdown: waiters not yet visited */
@@ -1164,6 +1167,17 @@ static void on_event(void *ud, const store_event *ev)
     }
 }
 
+/* Reports a change of engine_serving() once, to the serving callback. */
+static void serving_update(baton_engine *e)
+{
+    int s = e->up && !e->shutting_down;
+    if (s == e->serving)
+        return;
+    e->serving = s;
+    if (e->serving_cb)
+        e->serving_cb(e->serving_ud, s);
+}
+
 static void on_state(void *ud, int up)
 {
     baton_engine *e = ud;
@@ -1171,9 +1185,11 @@ static void on_state(void *ud, int up)
         if (e->up)
             LOG_WARN("engine: store down; waiters keep their place, holds renew when it is back");
         e->up = 0;
+        serving_update(e);
         return;
     }
     e->up = 1;
+    serving_update(e);
     /* Redis may have lost its queues: every waiter joins again, in order. */
     attempt_all(e);
     for (engine_waiter *w = e->all.head; w; w = w->anext)
@@ -1631,6 +1647,7 @@ void engine_shutdown(baton_engine *e, void (*done)(void *ud), void *ud)
     if (e->shutting_down)
         return;
     e->shutting_down = 1;
+    serving_update(e);
     e->done_cb = done;
     e->done_ud = ud;
     evtimer_del(e->recheck_timer);
@@ -1702,4 +1719,15 @@ void engine_get_stats(const baton_engine *e, engine_stats *out)
     for (const engine_watch *w = e->watches; w; w = w->next)
         if (!w->stopped)
             out->watches++;
+}
+
+int engine_serving(const baton_engine *e)
+{
+    return e->serving;
+}
+
+void engine_set_serving_cb(baton_engine *e, void (*cb)(void *ud, int serving), void *ud)
+{
+    e->serving_cb = cb;
+    e->serving_ud = ud;
 }

@@ -144,6 +144,17 @@ void engine_watch_stop(engine_watch *w);
  */
 void engine_shutdown(baton_engine *e, void (*done)(void *ud), void *ud);
 
+/*
+ * Serving: 1 while the store is up (Redis connected and subscribed) and the
+ * engine is not shutting down, i.e. while an Acquire can be granted; 0
+ * otherwise. `cb` (one per engine; NULL to clear) is called on the loop
+ * thread each time that value changes, never twice with the same value and
+ * never from inside engine_set_serving_cb. It may not call back into the
+ * engine. (For the gRPC health service.)
+ */
+int engine_serving(const baton_engine *e);
+void engine_set_serving_cb(baton_engine *e, void (*cb)(void *ud, int serving), void *ud);
+
 /* Counters for logs, tests and benchmarks. */
 typedef struct engine_stats {
     uint64_t waiting;       /* waiters queued or attempting */

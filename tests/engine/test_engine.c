@@ -1183,6 +1183,78 @@ static void test_randomized(void **state)
         run_random(seed);
 }
 
+/* ------------------------------------------------------------ serving */
+
+typedef struct serving_log {
+    int calls;
+    int values[16];
+} serving_log;
+
+static void serving_cb(void *ud, int serving)
+{
+    serving_log *l = ud;
+    if (l->calls < 16)
+        l->values[l->calls] = serving;
+    l->calls++;
+}
+
+static int serving_p(void *arg)
+{
+    return engine_serving(arg) == 1;
+}
+
+static int not_serving_p(void *arg)
+{
+    return engine_serving(arg) == 0;
+}
+
+/* Serving follows the store's up/down, each change reported once. */
+static void test_serving_follows_store(void **state)
+{
+    fx *f = *state;
+    serving_log l = {0};
+    assert_int_equal(engine_serving(f->e), 1); /* the fixture waited for on_state(1) */
+    engine_set_serving_cb(f->e, serving_cb, &l);
+    assert_int_equal(l.calls, 0); /* no report from inside the setter */
+    fake_store_set_down(f->s, 1);
+    run_until(f, not_serving_p, f->e);
+    run_until(f, store_idle, f);
+    fake_store_set_down(f->s, 1); /* down again: not a change */
+    run_until(f, store_idle, f);
+    fake_store_set_down(f->s, 0);
+    run_until(f, serving_p, f->e);
+    run_until(f, store_idle, f);
+    fake_store_set_down(f->s, 0);
+    run_for(f, 10);
+    assert_int_equal(l.calls, 2);
+    assert_int_equal(l.values[0], 0);
+    assert_int_equal(l.values[1], 1);
+    engine_set_serving_cb(f->e, NULL, NULL);
+    fake_store_set_down(f->s, 1);
+    run_until(f, not_serving_p, f->e);
+    assert_int_equal(l.calls, 2);
+}
+
+/* Shutdown stops serving at once, and a store coming back does not revive it. */
+static void test_serving_ends_at_shutdown(void **state)
+{
+    fx *f = *state;
+    serving_log l = {0};
+    done_calls = 0;
+    engine_set_serving_cb(f->e, serving_cb, &l);
+    engine_shutdown(f->e, on_done, NULL);
+    assert_int_equal(l.calls, 1);
+    assert_int_equal(l.values[0], 0);
+    assert_int_equal(engine_serving(f->e), 0);
+    fake_store_set_down(f->s, 1);
+    run_until(f, store_idle, f);
+    fake_store_set_down(f->s, 0);
+    run_until(f, store_idle, f);
+    run_until(f, done_p, NULL);
+    assert_int_equal(engine_serving(f->e), 0);
+    assert_int_equal(l.calls, 1);
+}
+
 int main(void)
 {
     log_set_level(LOG_LEVEL_ERROR);
@@ -1215,6 +1287,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_shutdown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_while_down, setup, teardown),
         cmocka_unit_test(test_randomized),
+        cmocka_unit_test_setup_teardown(test_serving_follows_store, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_serving_ends_at_shutdown, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
