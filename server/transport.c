@@ -1,5 +1,6 @@
 /*
- * gRPC transport: baton.v1.LockService on the engine.
+ * gRPC transport: baton.v1.LockService and grpc.health.v1.Health on the
+ * engine.
  *
  * One pump thread sits in grpc_completion_queue_next and hands every
  * (tag, success) to the loop thread through a mutex-protected array and an
@@ -27,6 +28,7 @@
 #include <grpc/grpc_security.h>
 
 #include "baton/v1/lock.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "log.h"
 
 #define WATCH_OUTBOX_MAX 4096   /* queued LockEvents before a watcher is cut off */
@@ -40,6 +42,8 @@ enum method {
     M_WATCH,
     M_DESCRIBE,
     M_FORCE_RELEASE,
+    M_HEALTH_CHECK,
+    M_HEALTH_WATCH,
     M_COUNT,
     M_UNKNOWN = M_COUNT, /* the generic slot: any unregistered method */
 };
@@ -57,6 +61,10 @@ static const struct method_info {
                     "DescribeRequest"},
     [M_FORCE_RELEASE] = {"/baton.v1.LockService/ForceRelease", &baton__v1__force_release_request__descriptor,
                          "ForceReleaseRequest"},
+    [M_HEALTH_CHECK] = {"/grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor,
+                        "HealthCheckRequest"},
+    [M_HEALTH_WATCH] = {"/grpc.health.v1.Health/Watch", &grpc__health__v1__health_check_request__descriptor,
+                        "HealthCheckRequest"},
 };
 
 enum tag_kind {
@@ -93,6 +101,10 @@ typedef struct tcall {
     uint32_t nout;
     uint32_t refs;
     uint8_t method;
+    /* Health Watch: HealthCheckResponse statuses (0 = none yet). */
+    uint8_t health_last;  /* the newest status queued or sent */
+    uint8_t health_wire;  /* the newest status out of the outbox (in flight or sent) */
+    unsigned health_known : 1; /* the watched service is one we serve */
     unsigned md_sent : 1;        /* initial metadata sent (or in flight) */
     unsigned gone : 1;           /* the stream is over: send nothing more */
     unsigned status_started : 1;
@@ -786,6 +798,87 @@ static void handle_watch(tcall *c, ProtobufCMessage *m)
         c->md_sent = 0;
 }
 
+/* ---------------------------------------------------------------- Health */
+
+/*
+ * grpc.health.v1.Health: the whole server ("") and baton.v1.LockService are
+ * SERVING exactly while the engine can grant locks (engine_serving: Redis up
+ * and not shutting down). Check on another name: NOT_FOUND. Watch sends the
+ * current status at once and then each change; on another name it sends
+ * SERVICE_UNKNOWN once and stays open. At shutdown a Watch first gets
+ * NOT_SERVING (the engine reports it as shutdown begins) and then ends
+ * UNAVAILABLE like every other stream.
+ */
+
+static int health_known_service(const char *name)
+{
+    return name == NULL || name[0] == '\0' || strcmp(name, "baton.v1.LockService") == 0;
+}
+
+static uint8_t health_status(const baton_transport *t)
+{
+    return engine_serving(t->engine) ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+                                     : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+}
+
+/*
+ * Queues `status` on a health Watch unless it is the one the client will
+ * already see last. At most one message waits in the outbox (a newer status
+ * replaces it, see call_push's `queued`), so a stalled client costs nothing
+ * however often Redis flaps, and the client never sees the same status twice
+ * in a row.
+ */
+static void health_push(tcall *c, uint8_t status)
+{
+    if (c->gone || c->status_started || c->status_pending || status == c->health_last)
+        return;
+    if (c->nout == 0) {
+        c->health_wire = c->health_last; /* everything older has left the outbox */
+    } else if (status == c->health_wire) {
+        outbox_clear(c); /* back to what the client already has: drop the waiting one */
+        c->health_last = status;
+        return;
+    }
+    Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    r.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)status;
+    c->health_last = status;
+    call_push(c, &r.base, 1);
+}
+
+/* engine_set_serving_cb: the serving status changed; tell every Watch. */
+static void on_serving(void *ud, int serving)
+{
+    baton_transport *t = ud;
+    LOG_INFO("transport: health %s", serving ? "SERVING" : "NOT_SERVING");
+    uint8_t status = health_status(t);
+    for (tcall *c = t->calls; c; c = c->next)
+        if (c->method == M_HEALTH_WATCH && c->health_known)
+            health_push(c, status);
+}
+
+static void handle_health(tcall *c, ProtobufCMessage *m)
+{
+    baton_transport *t = c->t;
+    Grpc__Health__V1__HealthCheckRequest *r = (Grpc__Health__V1__HealthCheckRequest *)m;
+    int known = health_known_service(r->service);
+    if (c->method == M_HEALTH_CHECK) {
+        if (!known) {
+            send_status(c, GRPC_STATUS_NOT_FOUND, "unknown service", NULL);
+            return;
+        }
+        Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+        resp.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)health_status(t);
+        unary_reply(c, &resp.base);
+        return;
+    }
+    c->health_known = known ? 1 : 0;
+    health_push(c, known ? health_status(t)
+                         : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN);
+    /* Shutdown may already have ended the other streams (on_engine_done). */
+    if (t->shutting)
+        call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");
+}
+
 /* ---------------------------------------------------------------- requests */
 
 static void post_request(baton_transport *t, req_slot *s)
@@ -837,6 +930,8 @@ static void dispatch_call(tcall *c, grpc_byte_buffer *payload)
         handle_acquire(c, m);
     else if (c->method == M_WATCH)
         handle_watch(c, m);
+    else if (c->method == M_HEALTH_CHECK || c->method == M_HEALTH_WATCH)
+        handle_health(c, m);
     else
         handle_unary(c, m);
     (void)t;
@@ -1156,6 +1251,7 @@ baton_transport *transport_new(struct event_base *base, baton_engine *engine, co
     grpc_server_start(t->server);
     for (int m = 0; m <= M_COUNT; m++)
         post_request(t, &t->slots[m]);
+    engine_set_serving_cb(engine, on_serving, t);
     return t;
 
 fail_grpc:
@@ -1170,6 +1266,8 @@ void transport_free(baton_transport *t)
 {
     if (t == NULL)
         return;
+    if (t->engine)
+        engine_set_serving_cb(t->engine, NULL, NULL);
     if (t->wake_ev)
         event_free(t->wake_ev);
     if (t->grace_ev)

@@ -3,7 +3,12 @@
 
 /*
  * The gRPC transport of batond: serves baton.v1.LockService (lock.proto) on
- * top of the engine.
+ * top of the engine, and the standard grpc.health.v1.Health (health.proto):
+ * "" and "baton.v1.LockService" are SERVING while engine_serving() (Redis up,
+ * not shutting down), NOT_SERVING otherwise; other names are unknown (Check:
+ * NOT_FOUND; Watch: SERVICE_UNKNOWN, stream kept open). Health Watch streams
+ * get every change and, at shutdown, NOT_SERVING and then UNAVAILABLE. The
+ * transport owns the engine's serving callback (engine_set_serving_cb).
  *
  * Threads: one pump thread waits in the gRPC completion queue and forwards
  * every completion to the loop thread (an eventfd watched by `base`). All call
