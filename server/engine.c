@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -57,6 +58,12 @@ typedef struct wlist {
     engine_waiter *head, *tail;
 } wlist;
 
+/* A waiter sits in two lists at once (all waiters; its target's waiters or
+ * holds), each through its own link. */
+typedef struct wlink {
+    engine_waiter *prev, *next;
+} wlink;
+
 struct engine_waiter {
     baton_engine *e;
     wstate state;
@@ -76,10 +83,10 @@ struct engine_waiter {
     void *ud;
 
     wlist *all_list; /* e->all, or e->todo during shutdown */
-    engine_waiter *aprev, *anext;
+    wlink alink;
     target *tgt;     /* target whose list `tlist` holds this waiter, or NULL */
     wlist *tlist;
-    engine_waiter *tprev, *tnext;
+    wlink tlink;
 
     struct event *wait_timer;
     attempt_op *attempt_op;
@@ -261,32 +268,45 @@ static int pool_name_of_device(const char *key, char *out, size_t outlen)
 
 /* --------------------------------------------------------------- lists */
 
-static void all_push(wlist *l, engine_waiter *w)
+#define WLINK(w, off) ((wlink *)((char *)(w) + (off)))
+
+/* Appends w to l through the link at offset `off` in engine_waiter. */
+static void wlist_push(wlist *l, engine_waiter *w, size_t off)
 {
-    w->aprev = l->tail;
-    w->anext = NULL;
+    WLINK(w, off)->prev = l->tail;
+    WLINK(w, off)->next = NULL;
     if (l->tail)
-        l->tail->anext = w;
+        WLINK(l->tail, off)->next = w;
     else
         l->head = w;
     l->tail = w;
+}
+
+static void wlist_remove(wlist *l, engine_waiter *w, size_t off)
+{
+    wlink *k = WLINK(w, off);
+    if (k->prev)
+        WLINK(k->prev, off)->next = k->next;
+    else
+        l->head = k->next;
+    if (k->next)
+        WLINK(k->next, off)->prev = k->prev;
+    else
+        l->tail = k->prev;
+    k->prev = k->next = NULL;
+}
+
+static void all_push(wlist *l, engine_waiter *w)
+{
+    wlist_push(l, w, offsetof(engine_waiter, alink));
     w->all_list = l;
 }
 
 static void all_remove(engine_waiter *w)
 {
-    wlist *l = w->all_list;
-    if (!l)
+    if (!w->all_list)
         return;
-    if (w->aprev)
-        w->aprev->anext = w->anext;
-    else
-        l->head = w->anext;
-    if (w->anext)
-        w->anext->aprev = w->aprev;
-    else
-        l->tail = w->aprev;
-    w->aprev = w->anext = NULL;
+    wlist_remove(w->all_list, w, offsetof(engine_waiter, alink));
     w->all_list = NULL;
 }
 
@@ -396,13 +416,7 @@ static void target_maybe_free(target *t)
 
 static void target_add(target *t, wlist *l, engine_waiter *w)
 {
-    w->tprev = l->tail;
-    w->tnext = NULL;
-    if (l->tail)
-        l->tail->tnext = w;
-    else
-        l->head = w;
-    l->tail = w;
+    wlist_push(l, w, offsetof(engine_waiter, tlink));
     w->tgt = t;
     w->tlist = l;
 }
@@ -413,16 +427,7 @@ static void target_remove(engine_waiter *w)
     target *t = w->tgt;
     if (!t)
         return;
-    wlist *l = w->tlist;
-    if (w->tprev)
-        w->tprev->tnext = w->tnext;
-    else
-        l->head = w->tnext;
-    if (w->tnext)
-        w->tnext->tprev = w->tprev;
-    else
-        l->tail = w->tprev;
-    w->tprev = w->tnext = NULL;
+    wlist_remove(w->tlist, w, offsetof(engine_waiter, tlink));
     w->tgt = NULL;
     w->tlist = NULL;
     target_maybe_free(t);
@@ -704,7 +709,7 @@ static void kick_head(const engine_waiter *w, const char *head_token)
     target *t = target_find(e, tname);
     if (!t)
         return;
-    for (engine_waiter *h = t->waiters.head; h; h = h->tnext) {
+    for (engine_waiter *h = t->waiters.head; h; h = h->tlink.next) {
         if (strcmp(h->token, head_token) != 0)
             continue;
         if (h->state == W_ATTEMPTING)
@@ -727,7 +732,7 @@ static void attempt_all(baton_engine *e)
 {
     for (size_t b = 0; b < e->nbuckets; b++)
         for (target *t = e->buckets[b]; t; t = t->hnext)
-            for (engine_waiter *w = t->waiters.head; w; w = w->tnext) {
+            for (engine_waiter *w = t->waiters.head; w; w = w->tlink.next) {
                 if (w->state == W_ATTEMPTING)
                     w->dirty = 1;
                 else if (w->state == W_QUEUED)
@@ -1066,7 +1071,7 @@ static void hold_event(baton_engine *e, const store_event *ev)
         return;
     engine_waiter *w = t->holds.head;
     while (w && w->fencing != ev->fencing)
-        w = w->tnext;
+        w = w->tlink.next;
     if (!w)
         return;
     switch (ev->type) {
@@ -1192,7 +1197,7 @@ static void on_state(void *ud, int up)
     serving_update(e);
     /* Redis may have lost its queues: every waiter joins again, in order. */
     attempt_all(e);
-    for (engine_waiter *w = e->all.head; w; w = w->anext)
+    for (engine_waiter *w = e->all.head; w; w = w->alink.next)
         if (w->state == W_HOLDING)
             renew_send(w);
     pending_flush(e);
@@ -1222,7 +1227,7 @@ static void liveness_cb(evutil_socket_t fd, short what, void *arg)
     if (!e->up)
         return;
     size_t n = 0;
-    for (engine_waiter *w = e->all.head; w; w = w->anext)
+    for (engine_waiter *w = e->all.head; w; w = w->alink.next)
         if (w->tgt && w->tlist == &w->tgt->waiters)
             n++;
     if (n == 0)
@@ -1231,7 +1236,7 @@ static void liveness_cb(evutil_socket_t fd, short what, void *arg)
     const char **tokens = calloc(n, sizeof *tokens);
     if (targets && tokens) {
         size_t i = 0;
-        for (engine_waiter *w = e->all.head; w && i < n; w = w->anext) {
+        for (engine_waiter *w = e->all.head; w && i < n; w = w->alink.next) {
             if (!(w->tgt && w->tlist == &w->tgt->waiters))
                 continue;
             targets[i] = (store_target){.key = w->key, .pool = w->pool, .devices = w->devices};
@@ -1657,7 +1662,7 @@ void engine_shutdown(baton_engine *e, void (*done)(void *ud), void *ud)
      * all to e->todo and take them back one by one. */
     e->todo = e->all;
     e->all = (wlist){0};
-    for (engine_waiter *w = e->todo.head; w; w = w->anext)
+    for (engine_waiter *w = e->todo.head; w; w = w->alink.next)
         w->all_list = &e->todo;
     engine_waiter *w;
     while ((w = e->todo.head)) {
@@ -1710,7 +1715,7 @@ void engine_get_stats(const baton_engine *e, engine_stats *out)
     out->waiting = 0;
     out->stream_holds = 0;
     out->watches = 0;
-    for (const engine_waiter *w = e->all.head; w; w = w->anext) {
+    for (const engine_waiter *w = e->all.head; w; w = w->alink.next) {
         if (w->state == W_HOLDING)
             out->stream_holds++;
         else if ((w->state == W_ATTEMPTING || w->state == W_QUEUED) && !w->ended)
