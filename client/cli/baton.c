@@ -539,15 +539,28 @@ static int cmd_acquire(struct opts *o, int argc, char **argv)
     return rc;
 }
 
+/*
+ * The start of every command on one KEY: the KEY argument, the flag the
+ * command requires (`missing` names it when absent, else NULL), and a
+ * client. Returns 0, or the exit status to end with.
+ */
+static int key_command(struct opts *o, int argc, char **argv, const char *missing, const char **key,
+                       baton_client **c)
+{
+    *key = one_key(cur, argc, argv);
+    if (*key == NULL)
+        return EXIT_USAGE;
+    if (missing)
+        return usage_error(cur, missing);
+    *c = NULL;
+    return new_client(o, c);
+}
+
 static int cmd_renew(struct opts *o, int argc, char **argv)
 {
-    const char *key = one_key(cur, argc, argv);
-    if (key == NULL)
-        return EXIT_USAGE;
-    if (o->token == NULL)
-        return usage_error(cur, "--token is required");
-    baton_client *c = NULL;
-    int rc = new_client(o, &c);
+    const char *key;
+    baton_client *c;
+    int rc = key_command(o, argc, argv, o->token ? NULL : "--token is required", &key, &c);
     if (rc)
         return rc;
     int64_t ttl = 0;
@@ -567,13 +580,9 @@ static int cmd_renew(struct opts *o, int argc, char **argv)
 
 static int cmd_release(struct opts *o, int argc, char **argv)
 {
-    const char *key = one_key(cur, argc, argv);
-    if (key == NULL)
-        return EXIT_USAGE;
-    if (o->token == NULL)
-        return usage_error(cur, "--token is required");
-    baton_client *c = NULL;
-    int rc = new_client(o, &c);
+    const char *key;
+    baton_client *c;
+    int rc = key_command(o, argc, argv, o->token ? NULL : "--token is required", &key, &c);
     if (rc)
         return rc;
     int err = baton_release_token(c, key, o->token);
@@ -592,11 +601,9 @@ static int cmd_release(struct opts *o, int argc, char **argv)
 
 static int cmd_describe(struct opts *o, int argc, char **argv)
 {
-    const char *key = one_key(cur, argc, argv);
-    if (key == NULL)
-        return EXIT_USAGE;
-    baton_client *c = NULL;
-    int rc = new_client(o, &c);
+    const char *key;
+    baton_client *c;
+    int rc = key_command(o, argc, argv, NULL, &key, &c);
     if (rc)
         return rc;
     baton_description d;
@@ -622,22 +629,22 @@ static int cmd_describe(struct opts *o, int argc, char **argv)
 
 static int cmd_force_release(struct opts *o, int argc, char **argv)
 {
-    const char *key = one_key(cur, argc, argv);
-    if (key == NULL)
-        return EXIT_USAGE;
-    if (!o->has_fencing)
-        return usage_error(cur, "--fencing is required (see 'baton describe KEY')");
-    baton_client *c = NULL;
-    int rc = new_client(o, &c);
+    const char *key;
+    baton_client *c;
+    int rc = key_command(o, argc, argv,
+                         o->has_fencing ? NULL : "--fencing is required (see 'baton describe KEY')", &key, &c);
     if (rc)
         return rc;
     int err = baton_force_release(c, key, o->fencing);
     if (err)
         rc = fail(key, err);
-    else if (o->json)
-        printf("{\"key\":\"%s\",\"released\":true}\n", key);
-    else
+    else if (o->json) {
+        printf("{\"key\":");
+        json_str(stdout, key);
+        printf(",\"released\":true}\n");
+    } else {
         printf("force-released %s\n", key);
+    }
     baton_client_free(c);
     return rc;
 }
