@@ -636,9 +636,9 @@ static int cmd_force_release(struct opts *o, int argc, char **argv)
     if (rc)
         return rc;
     int err = baton_force_release(c, key, o->fencing);
-    if (err)
+    if (err) {
         rc = fail(key, err);
-    else if (o->json) {
+    } else if (o->json) {
         printf("{\"key\":");
         json_str(stdout, key);
         printf(",\"released\":true}\n");
