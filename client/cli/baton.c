@@ -697,8 +697,8 @@ static int cmd_watch(struct opts *o, int argc, char **argv)
     int rc = new_client(o, &c);
     if (rc)
         return rc;
-    baton_watch *w = NULL;
-    int err = baton_watch_start(c, key, o->prefix, on_watch_event, NULL, &w);
+    baton_watcher *w = NULL;
+    int err = baton_watch(c, key, o->prefix, on_watch_event, NULL, &w);
     if (err) {
         baton_client_free(c);
         return fail("watch", err);

@@ -5,7 +5,7 @@
 
 #include "internal.h"
 
-struct baton_watch {
+struct baton_watcher {
     grpc_c_call *_call;
     baton_watch_cb _cb;
     void *_ud;
@@ -27,7 +27,7 @@ const char *baton_event_type_name(baton_event_type t)
 
 static void *watch_thread(void *arg)
 {
-    baton_watch *w = arg;
+    baton_watcher *w = arg;
     Baton__V1__LockEvent *m = NULL;
     while (baton__v1__lock_service__grpc__watch_read(w->_call, &m) == GRPC_C_OK) {
         baton_event ev = {
@@ -58,15 +58,15 @@ static void *watch_thread(void *arg)
     return NULL;
 }
 
-int baton_watch_start(baton_client *c, const char *key, const char *prefix, baton_watch_cb cb, void *ud,
-                      baton_watch **out)
+int baton_watch(baton_client *c, const char *key, const char *prefix, baton_watch_cb cb, void *ud,
+                baton_watcher **out)
 {
     if (out)
         *out = NULL;
     if (c == NULL || cb == NULL || out == NULL || (key == NULL) == (prefix == NULL))
         return baton__fail(BATON_ERR_INVALID,
-                           "baton_watch_start: client, cb, out and exactly one of key and prefix are required");
-    baton_watch *w = calloc(1, sizeof *w);
+                           "baton_watch: client, cb, out and exactly one of key and prefix are required");
+    baton_watcher *w = calloc(1, sizeof *w);
     if (w == NULL)
         return baton__fail(BATON_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&w->_mu, NULL);
@@ -86,10 +86,10 @@ fail:
     grpc_c_call_destroy(w->_call);
     pthread_mutex_destroy(&w->_mu);
     free(w);
-    return baton__fail(BATON_ERR_NOMEM, "baton_watch_start: out of memory or threads");
+    return baton__fail(BATON_ERR_NOMEM, "baton_watch: out of memory or threads");
 }
 
-void baton_watch_cancel(baton_watch *w)
+void baton_watch_cancel(baton_watcher *w)
 {
     if (w == NULL)
         return;
@@ -99,7 +99,7 @@ void baton_watch_cancel(baton_watch *w)
     grpc_c_call_cancel(w->_call);
 }
 
-void baton_watch_free(baton_watch *w)
+void baton_watch_free(baton_watcher *w)
 {
     if (w == NULL)
         return;

@@ -431,8 +431,8 @@ static void test_watch_events_in_order(void **state)
     (void)state;
     NEED_SERVER();
     static struct watch_rec r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    baton_watch *w = NULL;
-    assert_int_equal(baton_watch_start(cb, NULL, "t:w:", on_event, &r, &w), 0);
+    baton_watcher *w = NULL;
+    assert_int_equal(baton_watch(cb, NULL, "t:w:", on_event, &r, &w), 0);
     /* The server subscribes asynchronously: probe until an event comes through. */
     baton_lock *p = NULL;
     int64_t end = now_ms() + HANG_MS;
@@ -461,8 +461,8 @@ static void test_watch_events_in_order(void **state)
         f[i] = baton_lock_fencing(a);
         baton_lock_free(a);
     }
-    baton_watch *other = NULL; /* a key watch on an unrelated key sees nothing of this */
-    assert_int_equal(baton_watch_start(cb, "t:x:k", NULL, on_event, &r, &other), 0);
+    baton_watcher *other = NULL; /* a key watch on an unrelated key sees nothing of this */
+    assert_int_equal(baton_watch(cb, "t:x:k", NULL, on_event, &r, &other), 0);
     baton_watch_free(other);
     assert_true(wait_events(&r, base + 6) >= base + 6);
     pthread_mutex_lock(&r.mu);

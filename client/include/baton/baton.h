@@ -298,7 +298,7 @@ typedef struct baton_event {
 /* Static name of an event type ("ACQUIRED", ...). */
 BATON_API const char *baton_event_type_name(baton_event_type type);
 
-typedef struct baton_watch baton_watch;
+typedef struct baton_watcher baton_watcher;
 
 /* Called on the watch's thread, in the order the server sent the events:
  * once per event with ev != NULL and err == 0, and finally exactly once with
@@ -311,16 +311,16 @@ typedef void (*baton_watch_cb)(const baton_event *ev, int err, const char *msg, 
  * is a handle the caller frees with baton_watch_free(). One thread per watch.
  * Events that happen before batond has subscribed are not delivered.
  * Thread-safe. */
-BATON_API int baton_watch_start(baton_client *client, const char *key, const char *prefix,
-                                baton_watch_cb cb, void *ud, baton_watch **out);
+BATON_API int baton_watch(baton_client *client, const char *key, const char *prefix, baton_watch_cb cb,
+                          void *ud, baton_watcher **out);
 
 /* Ends the watch (the final callback follows on the watch thread).
  * Thread-safe, idempotent, may be called from the callback. */
-BATON_API void baton_watch_cancel(baton_watch *w);
+BATON_API void baton_watch_cancel(baton_watcher *w);
 
 /* Cancels, waits for the watch thread (the final callback has run when this
  * returns) and frees the handle. Not from the callback. NULL is ignored. */
-BATON_API void baton_watch_free(baton_watch *w);
+BATON_API void baton_watch_free(baton_watcher *w);
 
 #ifdef __cplusplus
 }
