@@ -61,8 +61,8 @@ static const field FIELDS[] = {
     {"redis", "password", "redis.password", F_STR, OFF(redis_password), 0, 0},
     {"redis", "database", "redis.database", F_INT, OFF(redis_database), 0, INT32_MAX},
     {"redis", "key_prefix", "redis.key_prefix", F_KEY_PREFIX, OFF(key_prefix), 0, 0},
-    {"redis", "command_timeout_ms", "redis.command_timeout_ms", F_I64, OFF(redis_command_timeout_ms),
-     1, MS_HOUR},
+    {"redis", "command_timeout_ms", "redis.command_timeout_ms", F_I64, OFF(redis_command_timeout_ms), 1,
+     MS_HOUR},
     {"redis", "reconnect_ms", "redis.reconnect_ms", F_I64, OFF(redis_reconnect_ms), 1, MS_HOUR},
     {"redis", "keyspace_events", "redis.keyspace_events", F_BOOL, OFF(redis_keyspace_events), 0, 1},
     {"locks", "default_ttl_ms", "locks.default_ttl_ms", F_I64, OFF(default_ttl_ms), 1, MS_YEAR},
@@ -71,19 +71,16 @@ static const field FIELDS[] = {
     {"locks", "max_wait_ms", "locks.max_wait_ms", F_I64, OFF(max_wait_ms), 0, MS_YEAR},
     {"locks", "recheck_ms", "locks.recheck_ms", F_I64, OFF(recheck_ms), 1, MS_DAY},
     /* the engine refreshes liveness every third of it: keep that >= 10 ms */
-    {"locks", "waiter_liveness_ms", "locks.waiter_liveness_ms", F_I64, OFF(waiter_liveness_ms), 30,
-     MS_HOUR},
+    {"locks", "waiter_liveness_ms", "locks.waiter_liveness_ms", F_I64, OFF(waiter_liveness_ms), 30, MS_HOUR},
     {"locks", "max_pool_devices", "locks.max_pool_devices", F_I32, OFF(max_pool_devices), 1, 4096},
-    {"grpc", "max_concurrent_streams", "grpc.max_concurrent_streams", F_I32,
-     OFF(max_concurrent_streams), 1, INT32_MAX},
+    {"grpc", "max_concurrent_streams", "grpc.max_concurrent_streams", F_I32, OFF(max_concurrent_streams), 1,
+     INT32_MAX},
     /* a request carries up to three 256-byte strings: 1 KiB is the floor */
-    {"grpc", "max_message_bytes", "grpc.max_message_bytes", F_I32, OFF(max_message_bytes), 1024,
-     INT32_MAX},
+    {"grpc", "max_message_bytes", "grpc.max_message_bytes", F_I32, OFF(max_message_bytes), 1024, INT32_MAX},
     /* gRPC takes these as int channel arguments */
-    {"grpc", "keepalive_time_ms", "grpc.keepalive_time_ms", F_I64, OFF(keepalive_time_ms), 1,
+    {"grpc", "keepalive_time_ms", "grpc.keepalive_time_ms", F_I64, OFF(keepalive_time_ms), 1, INT32_MAX},
+    {"grpc", "keepalive_timeout_ms", "grpc.keepalive_timeout_ms", F_I64, OFF(keepalive_timeout_ms), 1,
      INT32_MAX},
-    {"grpc", "keepalive_timeout_ms", "grpc.keepalive_timeout_ms", F_I64, OFF(keepalive_timeout_ms),
-     1, INT32_MAX},
 };
 #undef OFF
 #define NFIELDS (sizeof(FIELDS) / sizeof(FIELDS[0]))
@@ -102,9 +99,8 @@ typedef struct cfg_lines {
 
 /* Writes "<name>:<line>: <path>: <problem>" (line and path omitted when 0 /
  * NULL) to err. Always returns -1 so callers can `return report(...)`. */
-__attribute__((format(printf, 6, 7))) static int report(char *err, size_t errlen, const char *name,
-                                                          int line, const char *path,
-                                                          const char *fmt, ...)
+__attribute__((format(printf, 6, 7))) static int report(char *err, size_t errlen, const char *name, int line,
+                                                        const char *path, const char *fmt, ...)
 {
     char problem[512];
     va_list ap;
@@ -274,8 +270,8 @@ static int field_check(const baton_config *c, const field *f, char *problem, siz
         }
         return 0;
     case F_LOG_LEVEL:
-        if (s == NULL || (strcmp(s, "debug") != 0 && strcmp(s, "info") != 0 &&
-                          strcmp(s, "warn") != 0 && strcmp(s, "error") != 0)) {
+        if (s == NULL || (strcmp(s, "debug") != 0 && strcmp(s, "info") != 0 && strcmp(s, "warn") != 0 &&
+                          strcmp(s, "error") != 0)) {
             snprintf(problem, n, "must be one of debug, info, warn, error, got '%.64s'", s ? s : "");
             return -1;
         }
@@ -287,8 +283,8 @@ static int field_check(const baton_config *c, const field *f, char *problem, siz
     case F_BOOL: {
         int64_t v = int_get(c, f);
         if (v < f->min || v > f->max) {
-            snprintf(problem, n, "must be between %" PRId64 " and %" PRId64 ", got %" PRId64, f->min,
-                     f->max, v);
+            snprintf(problem, n, "must be between %" PRId64 " and %" PRId64 ", got %" PRId64, f->min, f->max,
+                     v);
             return -1;
         }
         return 0;
@@ -377,15 +373,13 @@ static int check_all(const baton_config *c, const cfg_lines *lines, const char *
     if (c->min_ttl_ms > c->default_ttl_ms) {
         size_t b = blame(lines, min, def);
         return report(err, errlen, name, line_of(lines, b), FIELDS[b].path,
-                      "locks.min_ttl_ms (%" PRId64 ") must not exceed locks.default_ttl_ms (%" PRId64
-                      ")",
+                      "locks.min_ttl_ms (%" PRId64 ") must not exceed locks.default_ttl_ms (%" PRId64 ")",
                       c->min_ttl_ms, c->default_ttl_ms);
     }
     if (c->default_ttl_ms > c->max_ttl_ms) {
         size_t b = blame(lines, def, max);
         return report(err, errlen, name, line_of(lines, b), FIELDS[b].path,
-                      "locks.default_ttl_ms (%" PRId64 ") must not exceed locks.max_ttl_ms (%" PRId64
-                      ")",
+                      "locks.default_ttl_ms (%" PRId64 ") must not exceed locks.max_ttl_ms (%" PRId64 ")",
                       c->default_ttl_ms, c->max_ttl_ms);
     }
     return check_pools(c, lines, name, err, errlen);
@@ -421,8 +415,7 @@ static const char *scalar_text(const yaml_node_t *n)
 
 static int is_plain(const yaml_node_t *n)
 {
-    return n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ||
-           n->data.scalar.style == YAML_ANY_SCALAR_STYLE;
+    return n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE || n->data.scalar.style == YAML_ANY_SCALAR_STYLE;
 }
 
 static int parse_bool(const char *s, int *out)
@@ -514,8 +507,7 @@ static int load_string(load_ctx *x, const yaml_node_t *n, const char *path, char
     scalar_kind k = classify(n);
     if (k != K_STRING)
         return report(x->err, x->errlen, x->name, node_line(n), path,
-                      "expected a string, got %s (quote it: \"%.64s\")", describe(n),
-                      scalar_text(n));
+                      "expected a string, got %s (quote it: \"%.64s\")", describe(n), scalar_text(n));
     if (strlen(scalar_text(n)) != n->data.scalar.length)
         return report(x->err, x->errlen, x->name, node_line(n), path, "must not contain NUL bytes");
     char *copy = strdup(scalar_text(n));
@@ -529,22 +521,20 @@ static int load_string(load_ctx *x, const yaml_node_t *n, const char *path, char
 static int load_int(load_ctx *x, const yaml_node_t *n, const char *path, int64_t *out)
 {
     if (n->type != YAML_SCALAR_NODE || classify(n) == K_NULL || classify(n) == K_BOOL)
-        return report(x->err, x->errlen, x->name, node_line(n), path,
-                      "expected an integer, got %s", describe(n));
+        return report(x->err, x->errlen, x->name, node_line(n), path, "expected an integer, got %s",
+                      describe(n));
     if (!is_plain(n)) {
         int64_t ignored;
-        return report(x->err, x->errlen, x->name, node_line(n), path,
-                      "expected an integer, got a string%s",
+        return report(x->err, x->errlen, x->name, node_line(n), path, "expected an integer, got a string%s",
                       parse_int(scalar_text(n), &ignored) == 0 ? " (remove the quotes)" : "");
     }
     int rc = parse_int(scalar_text(n), out);
     if (rc == -2)
-        return report(x->err, x->errlen, x->name, node_line(n), path,
-                      "integer out of range: %.64s", scalar_text(n));
+        return report(x->err, x->errlen, x->name, node_line(n), path, "integer out of range: %.64s",
+                      scalar_text(n));
     if (rc != 0)
         return report(x->err, x->errlen, x->name, node_line(n), path,
-                      "expected a decimal integer (milliseconds for durations), got '%.64s'",
-                      scalar_text(n));
+                      "expected a decimal integer (milliseconds for durations), got '%.64s'", scalar_text(n));
     return 0;
 }
 
@@ -570,8 +560,7 @@ static int load_field(load_ctx *x, size_t idx, const yaml_node_t *n)
             return rc;
         if (v < f->min || v > f->max)
             return report(x->err, x->errlen, x->name, node_line(n), f->path,
-                          "must be between %" PRId64 " and %" PRId64 ", got %" PRId64, f->min, f->max,
-                          v);
+                          "must be between %" PRId64 " and %" PRId64 ", got %" PRId64, f->min, f->max, v);
         int_set(x->c, f, v);
     }
     if (rc != 0)
@@ -588,8 +577,7 @@ static int load_field(load_ctx *x, size_t idx, const yaml_node_t *n)
  * repeat of an earlier key: libyaml accepts duplicate keys, and a silently
  * ignored first value is exactly the surprise strict loading avoids.
  */
-static int check_map_key(load_ctx *x, const yaml_node_t *m, const yaml_node_pair_t *pair,
-                         const char *parent)
+static int check_map_key(load_ctx *x, const yaml_node_t *m, const yaml_node_pair_t *pair, const char *parent)
 {
     const yaml_node_t *k = yaml_document_get_node(x->doc, pair->key);
     if (k == NULL || k->type != YAML_SCALAR_NODE)
@@ -603,8 +591,8 @@ static int check_map_key(load_ctx *x, const yaml_node_t *m, const yaml_node_pair
                 snprintf(path, sizeof(path), "%s.%.64s", parent, scalar_text(k));
             else
                 snprintf(path, sizeof(path), "%.64s", scalar_text(k));
-            return report(x->err, x->errlen, x->name, node_line(k), path,
-                          "duplicate key (first at line %d)", node_line(pk));
+            return report(x->err, x->errlen, x->name, node_line(k), path, "duplicate key (first at line %d)",
+                          node_line(pk));
         }
     }
     return 0;
@@ -617,8 +605,7 @@ static int unknown_key(load_ctx *x, const yaml_node_t *k, const char *parent, co
         snprintf(path, sizeof(path), "%s.%.64s", parent, scalar_text(k));
     else
         snprintf(path, sizeof(path), "%.64s", scalar_text(k));
-    return report(x->err, x->errlen, x->name, node_line(k), path, "unknown key (allowed: %s)",
-                  allowed);
+    return report(x->err, x->errlen, x->name, node_line(k), path, "unknown key (allowed: %s)", allowed);
 }
 
 /* "a, b, c": the keys allowed in `section` (NULL = top level). */
@@ -626,11 +613,11 @@ static void allowed_keys(const char *section, char *buf, size_t n)
 {
     size_t used = 0;
     buf[0] = '\0';
-#define APPEND(s)                                                                                  \
-    do {                                                                                           \
-        int w = snprintf(buf + used, n - used, "%s%s", used ? ", " : "", (s));                     \
-        if (w > 0 && (size_t)w < n - used)                                                         \
-            used += (size_t)w;                                                                     \
+#define APPEND(s)                                                                                            \
+    do {                                                                                                     \
+        int w = snprintf(buf + used, n - used, "%s%s", used ? ", " : "", (s));                               \
+        if (w > 0 && (size_t)w < n - used)                                                                   \
+            used += (size_t)w;                                                                               \
     } while (0)
     for (size_t i = 0; i < NFIELDS; i++) {
         int same = section ? (FIELDS[i].section && strcmp(FIELDS[i].section, section) == 0)
@@ -658,10 +645,9 @@ static int load_section(load_ctx *x, const char *section, const yaml_node_t *m)
     if (is_null(m))
         return 0;
     if (m->type != YAML_MAPPING_NODE)
-        return report(x->err, x->errlen, x->name, node_line(m), section,
-                      "expected a mapping, got %s", describe(m));
-    for (const yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top;
-         p++) {
+        return report(x->err, x->errlen, x->name, node_line(m), section, "expected a mapping, got %s",
+                      describe(m));
+    for (const yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
         if (check_map_key(x, m, p, section) != 0)
             return -1;
         const yaml_node_t *k = yaml_document_get_node(x->doc, p->key);
@@ -686,8 +672,7 @@ static int load_pool(load_ctx *x, size_t i, const yaml_node_t *m, config_pool *o
     if (m->type != YAML_MAPPING_NODE)
         return report(x->err, x->errlen, x->name, node_line(m), path,
                       "expected a mapping with name and devices, got %s", describe(m));
-    for (const yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top;
-         p++) {
+    for (const yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
         if (check_map_key(x, m, p, path) != 0)
             return -1;
         const yaml_node_t *k = yaml_document_get_node(x->doc, p->key);
@@ -772,8 +757,7 @@ static int load_root(load_ctx *x, const yaml_node_t *root)
     if (root->type != YAML_MAPPING_NODE)
         return report(x->err, x->errlen, x->name, node_line(root), NULL,
                       "expected a mapping of settings at the top level, got %s", describe(root));
-    for (const yaml_node_pair_t *p = root->data.mapping.pairs.start;
-         p < root->data.mapping.pairs.top; p++) {
+    for (const yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
         if (check_map_key(x, root, p, NULL) != 0)
             return -1;
         const yaml_node_t *k = yaml_document_get_node(x->doc, p->key);
@@ -810,8 +794,8 @@ static int line_at_offset(const char *yaml, size_t len, size_t off)
     return line;
 }
 
-static int syntax_error(const yaml_parser_t *p, const char *name, const char *yaml, size_t len,
-                        char *err, size_t errlen)
+static int syntax_error(const yaml_parser_t *p, const char *name, const char *yaml, size_t len, char *err,
+                        size_t errlen)
 {
     const char *problem = p->problem ? p->problem : "malformed YAML";
     if (p->error == YAML_MEMORY_ERROR)
@@ -824,8 +808,7 @@ static int syntax_error(const yaml_parser_t *p, const char *name, const char *ya
         return report(err, errlen, name, (int)p->problem_mark.line + 1, NULL,
                       "invalid YAML: %s %s (opened at line %d)", problem, p->context,
                       (int)p->context_mark.line + 1);
-    return report(err, errlen, name, (int)p->problem_mark.line + 1, NULL, "invalid YAML: %s",
-                  problem);
+    return report(err, errlen, name, (int)p->problem_mark.line + 1, NULL, "invalid YAML: %s", problem);
 }
 
 int config_load_string(baton_config *c, const char *name, const char *yaml, size_t len, char *err,

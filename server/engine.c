@@ -73,8 +73,8 @@ struct engine_waiter {
     unsigned have_info : 1; /* holder_* below come from a store reply */
     engine_mode mode;
     char token[BATON_TOKEN_LEN + 1];
-    char *key;   /* plain key, or NULL (owned) */
-    char *pool;  /* pool name, or NULL (owned) */
+    char *key;  /* plain key, or NULL (owned) */
+    char *pool; /* pool name, or NULL (owned) */
     int32_t devices;
     char *owner; /* owned */
     int64_t ttl_ms;
@@ -84,7 +84,7 @@ struct engine_waiter {
 
     wlist *all_list; /* e->all, or e->todo during shutdown */
     wlink alink;
-    target *tgt;     /* target whose list `tlist` holds this waiter, or NULL */
+    target *tgt; /* target whose list `tlist` holds this waiter, or NULL */
     wlist *tlist;
     wlink tlink;
 
@@ -144,7 +144,7 @@ typedef struct cleanup {
     char *key;  /* release this key (a plain key, or a known device key) */
     char *pool; /* release every device of this pool (grant unknown) */
     int32_t devices;
-    int dequeue;    /* also remove the token from the queue of key / pool */
+    int dequeue; /* also remove the token from the queue of key / pool */
     int outstanding;
     int failed;
 } cleanup;
@@ -814,8 +814,8 @@ static void deliver_grant(engine_waiter *w, const store_acquire_res *res)
     }
     if (kick_pool)
         kick_name(e, tname); /* another device may be free for the next one */
-    engine_grant g = {.key = key, .token = token, .fencing = res->fencing, .ttl_ms = res->ttl_ms,
-                      .device = res->device};
+    engine_grant g = {
+        .key = key, .token = token, .fencing = res->fencing, .ttl_ms = res->ttl_ms, .device = res->device};
     engine_acquire_sink sink = w->sink;
     void *ud = w->ud;
     if (sink.granted)
@@ -1075,9 +1075,7 @@ static void hold_event(baton_engine *e, const store_event *ev)
     if (!w)
         return;
     switch (ev->type) {
-    case STORE_EV_RELEASED:
-        waiter_finish(w, BATON_OK, "released");
-        break;
+    case STORE_EV_RELEASED: waiter_finish(w, BATON_OK, "released"); break;
     case STORE_EV_EXPIRED:
         snprintf(msg, sizeof msg, "lock '%s' lost: its TTL ran out before it was renewed", w->held_key);
         waiter_finish(w, BATON_E_LOST, msg);
@@ -1149,9 +1147,7 @@ static void on_event(void *ud, const store_event *ev)
     if (!ev->key)
         return;
     switch (ev->type) {
-    case STORE_EV_ACQUIRED:
-        watches_deliver(e, ev);
-        return;
+    case STORE_EV_ACQUIRED: watches_deliver(e, ev); return;
     case STORE_EV_RELEASED:
     case STORE_EV_EXPIRED:
     case STORE_EV_FORCE_RELEASED:
@@ -1354,8 +1350,8 @@ void engine_free(baton_engine *e)
     free(e);
 }
 
-int engine_acquire(baton_engine *e, const engine_acquire_req *req, const engine_acquire_sink *sink,
-                   void *ud, engine_waiter **out, const char **errmsg)
+int engine_acquire(baton_engine *e, const engine_acquire_req *req, const engine_acquire_sink *sink, void *ud,
+                   engine_waiter **out, const char **errmsg)
 {
     char tname[TNAME_MAX];
     *out = NULL;
@@ -1434,12 +1430,8 @@ void engine_acquire_end(engine_waiter *w, int release_lease)
         if (w->wait_timer)
             evtimer_del(w->wait_timer);
         return;
-    case W_QUEUED:
-        cleanup_for(e, w, NULL, w->wait_ms > 0);
-        break;
-    case W_HOLDING:
-        cleanup_for(e, w, w->held_key, 0);
-        break;
+    case W_QUEUED: cleanup_for(e, w, NULL, w->wait_ms > 0); break;
+    case W_HOLDING: cleanup_for(e, w, w->held_key, 0); break;
     case W_LEASE_GRANTED:
         if (release_lease)
             cleanup_for(e, w, w->held_key, 0);
@@ -1688,8 +1680,7 @@ void engine_shutdown(baton_engine *e, void (*done)(void *ud), void *ud)
             cleanup_for(e, w, w->held_key, 0);
             waiter_finish(w, BATON_E_UNAVAILABLE, MSG_SHUTDOWN);
             break;
-        case W_LEASE_GRANTED:
-            break; /* the transport still owns it (engine_acquire_end) */
+        case W_LEASE_GRANTED: break; /* the transport still owns it (engine_acquire_end) */
         }
     }
     while (e->watches) {

@@ -32,9 +32,9 @@ typedef struct engine_waiter engine_waiter;
 typedef struct engine_watch engine_watch;
 
 typedef struct engine_config {
-    int64_t recheck_ms;       /* safety re-check of every waiter (default 30000) */
-    int64_t liveness_ms;      /* queue entry liveness window (default 6000); refreshed
-                               * every liveness_ms / 3 */
+    int64_t recheck_ms;  /* safety re-check of every waiter (default 30000) */
+    int64_t liveness_ms; /* queue entry liveness window (default 6000); refreshed
+                          * every liveness_ms / 3 */
 } engine_config;
 
 typedef enum engine_mode {
@@ -44,21 +44,21 @@ typedef enum engine_mode {
 
 /* A validated Acquire (see validate.h): ttl/wait already resolved. */
 typedef struct engine_acquire_req {
-    const char *key;      /* plain key, or NULL */
-    const char *pool;     /* pool name, or NULL */
-    int32_t devices;      /* pool only */
-    const char *owner;    /* valid UTF-8, may be "" */
-    int64_t ttl_ms;       /* > 0 */
-    int64_t wait_ms;      /* >= 0; 0 = try once */
+    const char *key;   /* plain key, or NULL */
+    const char *pool;  /* pool name, or NULL */
+    int32_t devices;   /* pool only */
+    const char *owner; /* valid UTF-8, may be "" */
+    int64_t ttl_ms;    /* > 0 */
+    int64_t wait_ms;   /* >= 0; 0 = try once */
     engine_mode mode;
 } engine_acquire_req;
 
 typedef struct engine_grant {
-    const char *key;   /* key held (device key for a pool) */
+    const char *key; /* key held (device key for a pool) */
     const char *token;
     uint64_t fencing;
     int64_t ttl_ms;
-    int32_t device;    /* -1 for a plain key */
+    int32_t device; /* -1 for a plain key */
 } engine_grant;
 
 /*
@@ -93,8 +93,8 @@ void engine_free(baton_engine *e);
  * when Redis is down or the engine is shutting down. The sink is never called
  * from inside engine_acquire.
  */
-int engine_acquire(baton_engine *e, const engine_acquire_req *req, const engine_acquire_sink *sink,
-                   void *ud, engine_waiter **out, const char **errmsg);
+int engine_acquire(baton_engine *e, const engine_acquire_req *req, const engine_acquire_sink *sink, void *ud,
+                   engine_waiter **out, const char **errmsg);
 
 /*
  * The transport is done with a waiter whose sink has not had `finished`:
@@ -113,15 +113,14 @@ void engine_acquire_end(engine_waiter *w, int release_lease);
  * Owner-checked in Redis. cb's msg is a human-readable reason on error (for
  * NOT_HOLDER it names the real holder). */
 typedef void (*engine_hold_cb)(void *ud, int err, const char *msg, int64_t ttl_ms);
-int engine_renew(baton_engine *e, const char *key, const char *token, int64_t ttl_ms,
-                 engine_hold_cb cb, void *ud, const char **errmsg);
+int engine_renew(baton_engine *e, const char *key, const char *token, int64_t ttl_ms, engine_hold_cb cb,
+                 void *ud, const char **errmsg);
 int engine_release(baton_engine *e, const char *key, const char *token, engine_hold_cb cb, void *ud,
                    const char **errmsg);
-int engine_force_release(baton_engine *e, const char *key, uint64_t fencing, engine_hold_cb cb,
-                         void *ud, const char **errmsg);
+int engine_force_release(baton_engine *e, const char *key, uint64_t fencing, engine_hold_cb cb, void *ud,
+                         const char **errmsg);
 typedef void (*engine_describe_cb)(void *ud, int err, const char *msg, const store_describe_res *res);
-int engine_describe(baton_engine *e, const char *key, engine_describe_cb cb, void *ud,
-                    const char **errmsg);
+int engine_describe(baton_engine *e, const char *key, engine_describe_cb cb, void *ud, const char **errmsg);
 
 /*
  * Watch: `cb` gets every ACQUIRED / RELEASED / EXPIRED / FORCE_RELEASED event
@@ -131,8 +130,8 @@ int engine_describe(baton_engine *e, const char *key, engine_describe_cb cb, voi
  */
 typedef void (*engine_watch_cb)(void *ud, const store_event *ev);
 typedef void (*engine_watch_ended_cb)(void *ud, int err, const char *msg);
-engine_watch *engine_watch_start(baton_engine *e, const char *key, const char *prefix,
-                                 engine_watch_cb cb, engine_watch_ended_cb ended, void *ud);
+engine_watch *engine_watch_start(baton_engine *e, const char *key, const char *prefix, engine_watch_cb cb,
+                                 engine_watch_ended_cb ended, void *ud);
 void engine_watch_stop(engine_watch *w);
 
 /*
@@ -157,12 +156,12 @@ void engine_set_serving_cb(baton_engine *e, void (*cb)(void *ud, int serving), v
 
 /* Counters for logs, tests and benchmarks. */
 typedef struct engine_stats {
-    uint64_t waiting;       /* waiters queued or attempting */
-    uint64_t stream_holds;  /* granted STREAM-mode waiters */
+    uint64_t waiting;      /* waiters queued or attempting */
+    uint64_t stream_holds; /* granted STREAM-mode waiters */
     uint64_t watches;
-    uint64_t attempts;      /* store acquire calls made */
+    uint64_t attempts; /* store acquire calls made */
     uint64_t grants;
-    uint64_t events;        /* pub/sub events received */
+    uint64_t events; /* pub/sub events received */
 } engine_stats;
 void engine_get_stats(const baton_engine *e, engine_stats *out);
 

@@ -36,8 +36,8 @@ static inline const char *baton_err_name(int err)
 }
 
 /* Limits that validation enforces and that fixed-size buffers rely on. */
-#define BATON_KEY_MAX 256    /* bytes of a key, a pool name or a watch prefix */
-#define BATON_OWNER_MAX 256  /* bytes of an owner string (valid UTF-8) */
-#define BATON_TOKEN_LEN 32   /* tokens are 32 lowercase hex characters (128 random bits) */
+#define BATON_KEY_MAX 256   /* bytes of a key, a pool name or a watch prefix */
+#define BATON_OWNER_MAX 256 /* bytes of an owner string (valid UTF-8) */
+#define BATON_TOKEN_LEN 32  /* tokens are 32 lowercase hex characters (128 random bits) */
 
 #endif

@@ -37,13 +37,12 @@ typedef struct daemon_state {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: batond [--config FILE] [--listen ADDR] [--redis ADDR] [--log-level L]\n"
-            "              [--help] [--version]\n"
-            "  --config FILE     YAML configuration (see deploy/batond.yaml)\n"
-            "  --listen ADDR     gRPC listen address, e.g. 127.0.0.1:50051 (port 0: any free port)\n"
-            "  --redis ADDR      Redis address: host:port or unix:/path/to/redis.sock\n"
-            "  --log-level L     debug | info | warn | error\n");
+    fprintf(f, "usage: batond [--config FILE] [--listen ADDR] [--redis ADDR] [--log-level L]\n"
+               "              [--help] [--version]\n"
+               "  --config FILE     YAML configuration (see deploy/batond.yaml)\n"
+               "  --listen ADDR     gRPC listen address, e.g. 127.0.0.1:50051 (port 0: any free port)\n"
+               "  --redis ADDR      Redis address: host:port or unix:/path/to/redis.sock\n"
+               "  --log-level L     debug | info | warn | error\n");
 }
 
 typedef struct cli_flags {
@@ -57,9 +56,12 @@ typedef struct cli_flags {
 static int parse_flags(int argc, char **argv, cli_flags *f)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},   {"listen", required_argument, NULL, 'l'},
-        {"redis", required_argument, NULL, 'r'},    {"log-level", required_argument, NULL, 'L'},
-        {"help", no_argument, NULL, 'h'},           {"version", no_argument, NULL, 'V'},
+        {"config", required_argument, NULL, 'c'},
+        {"listen", required_argument, NULL, 'l'},
+        {"redis", required_argument, NULL, 'r'},
+        {"log-level", required_argument, NULL, 'L'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     memset(f, 0, sizeof *f);

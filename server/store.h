@@ -86,7 +86,7 @@ typedef struct store_target {
 
 typedef struct store_acquire_req {
     store_target target;
-    const char *token;   /* BATON_TOKEN_LEN hex chars: names the queue entry and the hold */
+    const char *token; /* BATON_TOKEN_LEN hex chars: names the queue entry and the hold */
     const char *owner;
     int64_t ttl_ms;      /* > 0 */
     int enqueue;         /* 1: join (or stay in) the FIFO queue when not granted; 0: try only */
@@ -112,8 +112,8 @@ typedef struct store_acquire_req {
 typedef struct store_acquire_res {
     int granted;
     /* granted == 1 */
-    const char *key;     /* the key held: the device key "pool/i" for a pool */
-    int32_t device;      /* pool device index; -1 for a plain key */
+    const char *key; /* the key held: the device key "pool/i" for a pool */
+    int32_t device;  /* pool device index; -1 for a plain key */
     uint64_t fencing;
     int64_t ttl_ms;
     /* granted == 0 */
@@ -159,8 +159,8 @@ typedef struct store_ops {
      * it was at the head. */
     int (*dequeue)(baton_store *s, const store_target *t, const char *token, store_done_cb cb, void *ud);
     /* Owner-checked: PEXPIRE only if the lock's token is `token`. ttl_ms > 0. */
-    int (*renew)(baton_store *s, const char *key, const char *token, int64_t ttl_ms,
-                 store_hold_cb cb, void *ud);
+    int (*renew)(baton_store *s, const char *key, const char *token, int64_t ttl_ms, store_hold_cb cb,
+                 void *ud);
     /* Owner-checked: delete lock + hold only if held by `token`; PUBLISH RELEASED. */
     int (*release)(baton_store *s, const char *key, const char *token, store_hold_cb cb, void *ud);
     /* Delete the lock only if its holder's fencing is `fencing`; PUBLISH FORCE_RELEASED. */
@@ -199,14 +199,14 @@ struct baton_store {
 
 /* Options of the Redis store. Strings are copied. */
 typedef struct store_redis_opts {
-    const char *address;     /* "host:port" or "unix:/path/to/redis.sock" */
-    const char *password;    /* NULL or "" = no AUTH */
-    int database;            /* SELECT n when n != 0 */
-    const char *key_prefix;  /* e.g. "baton:" */
+    const char *address;        /* "host:port" or "unix:/path/to/redis.sock" */
+    const char *password;       /* NULL or "" = no AUTH */
+    int database;               /* SELECT n when n != 0 */
+    const char *key_prefix;     /* e.g. "baton:" */
     int64_t command_timeout_ms; /* a reply overdue by this much drops the connection */
-    int64_t reconnect_ms;    /* delay between reconnect attempts */
-    int keyspace_events;     /* 1: CONFIG SET notify-keyspace-events Ex (best effort) and
-                              * reap on expirations of P{K}:lock keys */
+    int64_t reconnect_ms;       /* delay between reconnect attempts */
+    int keyspace_events;        /* 1: CONFIG SET notify-keyspace-events Ex (best effort) and
+                                 * reap on expirations of P{K}:lock keys */
 } store_redis_opts;
 
 /* Creates the Redis store on `base` and starts connecting (it keeps

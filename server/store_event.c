@@ -15,12 +15,9 @@ static const struct {
     store_event_type type;
     const char *name;
 } event_names[] = {
-    {STORE_EV_ACQUIRED, "ACQUIRED"},
-    {STORE_EV_RELEASED, "RELEASED"},
-    {STORE_EV_EXPIRED, "EXPIRED"},
-    {STORE_EV_FORCE_RELEASED, "FORCE_RELEASED"},
-    {STORE_EV_WAKE, "WAKE"},
-    {STORE_EV_WAKE_POOL, "WAKE_POOL"},
+    {STORE_EV_ACQUIRED, "ACQUIRED"}, {STORE_EV_RELEASED, "RELEASED"},
+    {STORE_EV_EXPIRED, "EXPIRED"},   {STORE_EV_FORCE_RELEASED, "FORCE_RELEASED"},
+    {STORE_EV_WAKE, "WAKE"},         {STORE_EV_WAKE_POOL, "WAKE_POOL"},
 };
 
 const char *store_event_type_name(store_event_type t)

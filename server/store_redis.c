@@ -76,11 +76,11 @@ typedef struct redis_store redis_store;
 /* How a reply is turned into a callback. */
 typedef enum op_kind {
     OP_ACQUIRE,
-    OP_DONE,     /* dequeue */
+    OP_DONE, /* dequeue */
     OP_RENEW,
-    OP_RELEASE,  /* release and force_release: {1|0, owner, fencing} */
+    OP_RELEASE, /* release and force_release: {1|0, owner, fencing} */
     OP_DESCRIBE,
-    OP_FIRE,     /* refresh, reap: no callback, errors are logged */
+    OP_FIRE, /* refresh, reap: no callback, errors are logged */
 } op_kind;
 
 /* One script call in flight. Owned by the store until its reply (or the loss
@@ -90,7 +90,7 @@ typedef struct store_op {
     redis_store *_s;
     op_kind _kind;
     enum script_id _script;
-    int _retried;      /* EVAL fallback after NOSCRIPT used */
+    int _retried; /* EVAL fallback after NOSCRIPT used */
     int64_t _sent_ms;
     union {
         store_acquire_cb acquire;
@@ -99,8 +99,8 @@ typedef struct store_op {
         store_describe_cb describe;
     } _cb;
     void *_ud;
-    char *_name;       /* acquire: key or pool name, to name the device held */
-    int _pool;         /* acquire: 1 for a pool */
+    char *_name; /* acquire: key or pool name, to name the device held */
+    int _pool;   /* acquire: 1 for a pool */
     /* argv[0] ("EVALSHA"/"EVAL") and argv[1] (sha/text) are not owned; the rest are. */
     int _argc, _cap;
     const char **_argv;
@@ -136,9 +136,9 @@ struct redis_store {
 
     struct event *_reconnect_ev, *_check_ev, *_drop_ev, *_free_ev;
     struct event *_flush_ev; /* writes queued commands at once (see on_flush) */
-    int _cb_depth;       /* > 0 while a user callback or hook runs */
-    int _free_requested; /* free() deferred: call no more callbacks */
-    int _freeing;        /* tearing down: callbacks are dropped */
+    int _cb_depth;           /* > 0 while a user callback or hook runs */
+    int _free_requested;     /* free() deferred: call no more callbacks */
+    int _freeing;            /* tearing down: callbacks are dropped */
 };
 
 static const store_ops redis_ops;
@@ -391,9 +391,7 @@ static void op_fail(store_op *o, int err, const char *msg)
         if (o->_cb.describe)
             o->_cb.describe(o->_ud, err, msg, NULL);
         break;
-    case OP_FIRE:
-        LOG_WARN("redis: %s failed: %s", script_src[o->_script].name, msg);
-        break;
+    case OP_FIRE: LOG_WARN("redis: %s failed: %s", script_src[o->_script].name, msg); break;
     }
     s->_cb_depth--;
 }
@@ -502,8 +500,8 @@ static void deliver_describe(store_op *o, const redisReply *r)
         op_fail(o, BATON_E_INTERNAL, "unexpected reply to describe");
         return;
     }
-    store_describe_res res = {.held = held != 0, .owner = owner, .fencing = (uint64_t)fencing,
-                              .ttl_ms = ttl, .waiters = waiters};
+    store_describe_res res = {
+        .held = held != 0, .owner = owner, .fencing = (uint64_t)fencing, .ttl_ms = ttl, .waiters = waiters};
     if (o->_cb.describe)
         o->_cb.describe(o->_ud, BATON_OK, NULL, &res);
 }
@@ -932,7 +930,8 @@ static void cmd_open(redis_store *s)
         redisAsyncCommand(ac, on_cmd_init, s, "SELECT %d", s->_db);
         s->_cmd_init_left++;
     }
-    redisAsyncCommand(ac, on_best_effort, (void *)"CLIENT SETNAME", "CLIENT SETNAME baton-cmd-%ld", (long)getpid());
+    redisAsyncCommand(ac, on_best_effort, (void *)"CLIENT SETNAME", "CLIENT SETNAME baton-cmd-%ld",
+                      (long)getpid());
     for (int i = 0; i < SC_COUNT; i++) {
         redisAsyncCommand(ac, on_script_loaded, &s->_loader[i], "SCRIPT LOAD %s", s->_text[i]);
         s->_cmd_init_left++;
@@ -1062,7 +1061,8 @@ static void sub_open(redis_store *s)
     /* Regular replies are matched before pub/sub ones, so AUTH may precede SUBSCRIBE. */
     if (s->_password)
         redisAsyncCommand(ac, on_sub_init, s, "AUTH %s", s->_password);
-    redisAsyncCommand(ac, on_best_effort, (void *)"CLIENT SETNAME", "CLIENT SETNAME baton-sub-%ld", (long)getpid());
+    redisAsyncCommand(ac, on_best_effort, (void *)"CLIENT SETNAME", "CLIENT SETNAME baton-sub-%ld",
+                      (long)getpid());
     redisAsyncCommand(ac, on_sub_message, s, "SUBSCRIBE %s", s->_channel);
     if (s->_keyspace_events)
         redisAsyncCommand(ac, on_sub_message, s, "PSUBSCRIBE %s", s->_pattern);

@@ -31,8 +31,8 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "log.h"
 
-#define WATCH_OUTBOX_MAX 4096   /* queued LockEvents before a watcher is cut off */
-#define SHUTDOWN_GRACE_MS 2000  /* after the engine is done: time for statuses in flight */
+#define WATCH_OUTBOX_MAX 4096  /* queued LockEvents before a watcher is cut off */
+#define SHUTDOWN_GRACE_MS 2000 /* after the engine is done: time for statuses in flight */
 #define ERRBUF 512
 
 enum method {
@@ -53,9 +53,11 @@ static const struct method_info {
     const ProtobufCMessageDescriptor *req;
     const char *req_name;
 } methods[M_COUNT] = {
-    [M_ACQUIRE] = {"/baton.v1.LockService/Acquire", &baton__v1__acquire_request__descriptor, "AcquireRequest"},
+    [M_ACQUIRE] = {"/baton.v1.LockService/Acquire", &baton__v1__acquire_request__descriptor,
+                   "AcquireRequest"},
     [M_RENEW] = {"/baton.v1.LockService/Renew", &baton__v1__renew_request__descriptor, "RenewRequest"},
-    [M_RELEASE] = {"/baton.v1.LockService/Release", &baton__v1__release_request__descriptor, "ReleaseRequest"},
+    [M_RELEASE] = {"/baton.v1.LockService/Release", &baton__v1__release_request__descriptor,
+                   "ReleaseRequest"},
     [M_WATCH] = {"/baton.v1.LockService/Watch", &baton__v1__watch_request__descriptor, "WatchRequest"},
     [M_DESCRIBE] = {"/baton.v1.LockService/Describe", &baton__v1__describe_request__descriptor,
                     "DescribeRequest"},
@@ -76,7 +78,7 @@ enum tag_kind {
     TAG_SHUTDOWN = 5, /* grpc_server_shutdown_and_notify */
 };
 #define TAG(p, k) ((void *)((uintptr_t)(p) | (uintptr_t)(k)))
-#define TAG_KIND(tag) ((int)((uintptr_t)(tag) & 7u))
+#define TAG_KIND(tag) ((int)((uintptr_t)(tag)&7u))
 #define TAG_PTR(tag) ((void *)((uintptr_t)(tag) & ~(uintptr_t)7u))
 
 typedef struct outmsg {
@@ -90,29 +92,29 @@ typedef struct tcall {
     grpc_call *call;
     struct tcall *prev, *next; /* t->calls */
     union {
-        engine_waiter *w;     /* Acquire: until finished / engine_acquire_end */
-        engine_watch *watch;  /* Watch: until ended / engine_watch_stop */
+        engine_waiter *w;    /* Acquire: until finished / engine_acquire_end */
+        engine_watch *watch; /* Watch: until ended / engine_watch_stop */
     } eng;
     outmsg *head, *tail;
     grpc_byte_buffer *sending; /* message of the batch in flight (TAG_SEND or TAG_STATUS) */
     char *pend_msg;            /* status to send once the outbox is empty */
     int pend_err;
-    int cancelled;             /* RECV_CLOSE_ON_SERVER result */
+    int cancelled; /* RECV_CLOSE_ON_SERVER result */
     uint32_t nout;
     uint32_t refs;
     uint8_t method;
     /* Health Watch: HealthCheckResponse statuses (0 = none yet). */
-    uint8_t health_last;  /* the newest status queued or sent */
-    uint8_t health_wire;  /* the newest status out of the outbox (in flight or sent) */
+    uint8_t health_last;       /* the newest status queued or sent */
+    uint8_t health_wire;       /* the newest status out of the outbox (in flight or sent) */
     unsigned health_known : 1; /* the watched service is one we serve */
-    unsigned md_sent : 1;        /* initial metadata sent (or in flight) */
-    unsigned gone : 1;           /* the stream is over: send nothing more */
+    unsigned md_sent : 1;      /* initial metadata sent (or in flight) */
+    unsigned gone : 1;         /* the stream is over: send nothing more */
     unsigned status_started : 1;
     unsigned status_pending : 1;
-    unsigned engine_ref : 1;     /* the engine may still call back with this call as ud */
-    unsigned lease : 1;          /* Acquire in LEASE mode */
-    unsigned granted : 1;        /* Acquire: Granted queued */
-    unsigned lease_ok_sent : 1;  /* Acquire LEASE: Granted written, status OK started */
+    unsigned engine_ref : 1;    /* the engine may still call back with this call as ud */
+    unsigned lease : 1;         /* Acquire in LEASE mode */
+    unsigned granted : 1;       /* Acquire: Granted queued */
+    unsigned lease_ok_sent : 1; /* Acquire LEASE: Granted written, status OK started */
 } tcall;
 
 /* One outstanding request per method, plus the generic one. */
@@ -148,8 +150,8 @@ struct baton_transport {
     pthread_mutex_t mu;
     completion *inbox; /* guarded by mu */
     size_t inbox_len, inbox_cap;
-    int pump_exited;   /* guarded by mu: the CQ is shut down and drained */
-    completion *work;  /* loop thread's copy */
+    int pump_exited;  /* guarded by mu: the CQ is shut down and drained */
+    completion *work; /* loop thread's copy */
     size_t work_cap;
     int efd;
     struct event *wake_ev;
@@ -708,8 +710,7 @@ static void handle_unary(tcall *c, ProtobufCMessage *m)
         rc = engine_describe(t->engine, r->key, on_describe_result, c, &emsg);
         break;
     }
-    default:
-        return;
+    default: return;
     }
     if (rc != 0) {
         call_finish(c, rc, emsg);
@@ -1192,12 +1193,12 @@ baton_transport *transport_new(struct event_base *base, baton_engine *engine, co
 
     grpc_arg args[11];
     size_t n = 0;
-#define INT_ARG(k, v)                                                                              \
-    do {                                                                                           \
-        args[n].type = GRPC_ARG_INTEGER;                                                           \
-        args[n].key = (char *)(k);                                                                 \
-        args[n].value.integer = (v);                                                               \
-        n++;                                                                                       \
+#define INT_ARG(k, v)                                                                                        \
+    do {                                                                                                     \
+        args[n].type = GRPC_ARG_INTEGER;                                                                     \
+        args[n].key = (char *)(k);                                                                           \
+        args[n].value.integer = (v);                                                                         \
+        n++;                                                                                                 \
     } while (0)
     if (opts->max_concurrent_streams > 0)
         INT_ARG(GRPC_ARG_MAX_CONCURRENT_STREAMS, opts->max_concurrent_streams);

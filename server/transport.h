@@ -37,7 +37,7 @@ struct event_base;
 typedef struct baton_transport baton_transport;
 
 typedef struct transport_opts {
-    const char *listen;           /* "host:port"; port 0 binds an ephemeral port */
+    const char *listen; /* "host:port"; port 0 binds an ephemeral port */
     /* Copied by value; the arrays it points to (pools) must outlive the transport. */
     validate_limits limits;
     int32_t max_concurrent_streams; /* per connection; <= 0: gRPC default */
@@ -51,8 +51,8 @@ typedef struct transport_opts {
  * Returns NULL and writes a message to err on failure ("cannot listen on
  * ADDR" when the address cannot be bound). Free with transport_free.
  */
-baton_transport *transport_new(struct event_base *base, baton_engine *engine,
-                               const transport_opts *opts, char *err, size_t errlen);
+baton_transport *transport_new(struct event_base *base, baton_engine *engine, const transport_opts *opts,
+                               char *err, size_t errlen);
 
 /* The TCP port actually bound (useful with port 0). */
 int transport_port(const baton_transport *t);

@@ -11,9 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt,
-                                                        ...)
+__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err && errlen > 0) {
         va_list ap;
@@ -47,8 +45,7 @@ int validate_token(const char *field, const char *token, char *err, size_t errle
     for (size_t i = 0; i < n && i < BATON_TOKEN_LEN; i++) {
         unsigned char ch = (unsigned char)token[i];
         if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
-            return fail(err, errlen,
-                        "%s: must be %d lowercase hex characters, got byte 0x%02x at offset %zu",
+            return fail(err, errlen, "%s: must be %d lowercase hex characters, got byte 0x%02x at offset %zu",
                         field, BATON_TOKEN_LEN, ch, i);
     }
     if (n != BATON_TOKEN_LEN)
@@ -104,15 +101,14 @@ int validate_owner(const char *field, const char *owner, char *err, size_t errle
         return 0; /* unset: the empty owner */
     size_t n = strlen(owner);
     if (n > BATON_OWNER_MAX)
-        return fail(err, errlen, "%s: must be at most %d bytes, got %zu bytes", field, BATON_OWNER_MAX,
-                    n);
+        return fail(err, errlen, "%s: must be at most %d bytes, got %zu bytes", field, BATON_OWNER_MAX, n);
     const unsigned char *s = (const unsigned char *)owner;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         size_t len = utf8_decode(s + i, n - i, &cp);
         if (len == 0)
-            return fail(err, errlen, "%s: must be valid UTF-8, got byte 0x%02x at offset %zu", field,
-                        s[i], i);
+            return fail(err, errlen, "%s: must be valid UTF-8, got byte 0x%02x at offset %zu", field, s[i],
+                        i);
         if (is_control(cp))
             return fail(err, errlen,
                         "%s: must not contain control characters (except tab), got U+%04" PRIX32
@@ -138,8 +134,7 @@ int validate_ttl(const validate_limits *lim, int64_t ttl_ms, int64_t *out, char 
     return 0;
 }
 
-static int wait_resolve(const validate_limits *lim, int64_t wait_ms, int64_t *out, char *err,
-                        size_t errlen)
+static int wait_resolve(const validate_limits *lim, int64_t wait_ms, int64_t *out, char *err, size_t errlen)
 {
     if (wait_ms < 0) {
         *out = lim->max_wait_ms;
@@ -158,8 +153,7 @@ static int wait_resolve(const validate_limits *lim, int64_t wait_ms, int64_t *ou
  * A pool's devices are the keys "name/0" .. "name/<devices-1>", so the name
  * must leave room for "/<largest index>" within BATON_KEY_MAX.
  */
-static int validate_pool(const validate_limits *lim, const Baton__V1__Pool *pool, char *err,
-                         size_t errlen)
+static int validate_pool(const validate_limits *lim, const Baton__V1__Pool *pool, char *err, size_t errlen)
 {
     int rc = validate_key("pool.name", pool->name, err, errlen);
     if (rc != 0)
@@ -213,8 +207,7 @@ int validate_acquire(const validate_limits *lim, const Baton__V1__AcquireRequest
     case BATON__V1__HOLD_MODE__HOLD_MODE_STREAM: out->mode = ENGINE_MODE_STREAM; break;
     default:
         /* proto3 enums are open: an unknown number decodes as-is. */
-        return fail(err, errlen,
-                    "mode: must be HOLD_MODE_LEASE (0) or HOLD_MODE_STREAM (1), got %d",
+        return fail(err, errlen, "mode: must be HOLD_MODE_LEASE (0) or HOLD_MODE_STREAM (1), got %d",
                     (int)req->mode);
     }
     return 0;

@@ -26,10 +26,10 @@
 #include "errors.h"
 
 typedef struct validate_limits {
-    int64_t default_ttl_ms;   /* ttl_ms = 0 means this */
+    int64_t default_ttl_ms; /* ttl_ms = 0 means this */
     int64_t min_ttl_ms;
     int64_t max_ttl_ms;
-    int64_t max_wait_ms;      /* wait_ms < 0 means this; above it is invalid */
+    int64_t max_wait_ms; /* wait_ms < 0 means this; above it is invalid */
     int32_t max_pool_devices;
     /* Configured pools: a request naming one must use its device count. */
     const char *const *pool_names;

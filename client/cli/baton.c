@@ -75,12 +75,22 @@ static const char main_help[] =
 /* ---- options shared by all commands ---- */
 
 enum opt_id {
-    O_TARGET = 1000, O_OWNER, O_TTL, O_WAIT, O_JSON, O_POOL, O_DEVICES, O_CONFLICT, O_TOKEN, O_PREFIX,
-    O_FENCING, O_HELP
+    O_TARGET = 1000,
+    O_OWNER,
+    O_TTL,
+    O_WAIT,
+    O_JSON,
+    O_POOL,
+    O_DEVICES,
+    O_CONFLICT,
+    O_TOKEN,
+    O_PREFIX,
+    O_FENCING,
+    O_HELP
 };
 
 /* Which options a command accepts (bit per option). */
-#define BIT(o) (1u << ((o) - O_TARGET))
+#define BIT(o) (1u << ((o)-O_TARGET))
 #define COMMON (BIT(O_TARGET) | BIT(O_OWNER) | BIT(O_JSON) | BIT(O_HELP))
 
 struct opts {
@@ -171,15 +181,19 @@ static int parse_int(const char *s, long min, long max, long *out)
  * keeps its own options). Returns -1 on success, else the exit status. */
 static int parse_opts(const struct command *c, int argc, char **argv, struct opts *o)
 {
-    static const struct option longs[] = {
-        {"target", required_argument, NULL, O_TARGET}, {"owner", required_argument, NULL, O_OWNER},
-        {"ttl", required_argument, NULL, O_TTL},       {"wait", required_argument, NULL, O_WAIT},
-        {"json", no_argument, NULL, O_JSON},           {"pool", required_argument, NULL, O_POOL},
-        {"devices", required_argument, NULL, O_DEVICES},
-        {"conflict-exit-code", required_argument, NULL, O_CONFLICT},
-        {"token", required_argument, NULL, O_TOKEN},   {"prefix", required_argument, NULL, O_PREFIX},
-        {"fencing", required_argument, NULL, O_FENCING}, {"help", no_argument, NULL, O_HELP},
-        {NULL, 0, NULL, 0}};
+    static const struct option longs[] = {{"target", required_argument, NULL, O_TARGET},
+                                          {"owner", required_argument, NULL, O_OWNER},
+                                          {"ttl", required_argument, NULL, O_TTL},
+                                          {"wait", required_argument, NULL, O_WAIT},
+                                          {"json", no_argument, NULL, O_JSON},
+                                          {"pool", required_argument, NULL, O_POOL},
+                                          {"devices", required_argument, NULL, O_DEVICES},
+                                          {"conflict-exit-code", required_argument, NULL, O_CONFLICT},
+                                          {"token", required_argument, NULL, O_TOKEN},
+                                          {"prefix", required_argument, NULL, O_PREFIX},
+                                          {"fencing", required_argument, NULL, O_FENCING},
+                                          {"help", no_argument, NULL, O_HELP},
+                                          {NULL, 0, NULL, 0}};
     const char *env = getenv("BATON_TARGET");
     o->target = env && env[0] ? env : DEFAULT_TARGET;
     o->wait_ms = -1;
@@ -310,8 +324,8 @@ static void on_lost(baton_lock *lock, int err, const char *msg, void *ud)
  * [0, *n_own). */
 static char **child_env(baton_lock *l, char ***own, size_t *n_own)
 {
-    static const char *names[] = {"BATON_KEY=", "BATON_FENCING=", "BATON_TOKEN=", "BATON_DEVICE=",
-                                  "CUDA_VISIBLE_DEVICES="};
+    static const char *names[] = {
+        "BATON_KEY=", "BATON_FENCING=", "BATON_TOKEN=", "BATON_DEVICE=", "CUDA_VISIBLE_DEVICES="};
     size_t n = 0;
     while (environ[n])
         n++;
@@ -373,7 +387,6 @@ static int exec_wait_grant(baton_async *as, int *sig_out, baton_lock **out)
     *out = acq.lock;
     return acq.err;
 }
-
 
 /* Runs CMD while holding `l`; returns baton's exit status. */
 static int exec_run(struct opts *o, baton_lock *l, char **cmd)
@@ -463,8 +476,11 @@ static int cmd_exec(struct opts *o, int argc, char **argv)
     int rc = new_client(o, &c);
     if (rc)
         return rc;
-    baton_acquire_options ao = {.owner = o->owner, .ttl_ms = o->ttl_ms, .wait_ms = o->wait_ms,
-                                .mode = BATON_MODE_STREAM, .on_lost = on_lost};
+    baton_acquire_options ao = {.owner = o->owner,
+                                .ttl_ms = o->ttl_ms,
+                                .wait_ms = o->wait_ms,
+                                .mode = BATON_MODE_STREAM,
+                                .on_lost = on_lost};
     baton_async *as = NULL;
     int err = baton_acquire_async(c, key, o->pool, o->devices, &ao, on_acquired, NULL, &as);
     baton_lock *l = NULL;
@@ -505,7 +521,6 @@ static const char *one_key(const struct command *c, int argc, char **argv)
     return argv[optind];
 }
 
-
 static int cmd_acquire(struct opts *o, int argc, char **argv)
 {
     const char *key = one_key(cur, argc, argv);
@@ -524,7 +539,8 @@ static int cmd_acquire(struct opts *o, int argc, char **argv)
         if (o->json) {
             printf("{\"key\":");
             json_str(stdout, baton_lock_key(l));
-            printf(",\"token\":\"%s\",\"fencing\":%" PRIu64 ",\"ttl_ms\":%" PRId64 ",\"device\":%d,\"owner\":",
+            printf(",\"token\":\"%s\",\"fencing\":%" PRIu64 ",\"ttl_ms\":%" PRId64
+                   ",\"device\":%d,\"owner\":",
                    baton_lock_token(l), baton_lock_fencing(l), baton_lock_ttl_ms(l), baton_lock_device(l));
             json_str(stdout, baton_lock_owner(l));
             printf("}\n");
@@ -631,8 +647,8 @@ static int cmd_force_release(struct opts *o, int argc, char **argv)
 {
     const char *key;
     baton_client *c;
-    int rc = key_command(o, argc, argv,
-                         o->has_fencing ? NULL : "--fencing is required (see 'baton describe KEY')", &key, &c);
+    int rc = key_command(
+        o, argc, argv, o->has_fencing ? NULL : "--fencing is required (see 'baton describe KEY')", &key, &c);
     if (rc)
         return rc;
     int err = baton_force_release(c, key, o->fencing);
@@ -747,7 +763,8 @@ static const struct command commands[] = {
      "until interrupted: 'AT_MS TYPE KEY fencing=F owner=O', or one JSON object per line.",
      cmd_watch},
     {"describe", COMMON,
-     "describe [--target ADDR] [--json] KEY\nShows the holder, fencing number, remaining TTL and waiters of KEY.",
+     "describe [--target ADDR] [--json] KEY\nShows the holder, fencing number, remaining TTL and waiters of "
+     "KEY.",
      cmd_describe},
     {"force-release", COMMON | BIT(O_FENCING),
      "force-release --fencing N [--target ADDR] [--json] KEY\n"

@@ -60,23 +60,23 @@ typedef struct grpc_channel grpc_channel;
 
 /* gRPC status codes (same values as grpc_status_code in <grpc/status.h>). */
 enum grpc_c_code {
-  GRPC_C_CODE_OK = 0,
-  GRPC_C_CODE_CANCELLED = 1,
-  GRPC_C_CODE_UNKNOWN = 2,
-  GRPC_C_CODE_INVALID_ARGUMENT = 3,
-  GRPC_C_CODE_DEADLINE_EXCEEDED = 4,
-  GRPC_C_CODE_NOT_FOUND = 5,
-  GRPC_C_CODE_ALREADY_EXISTS = 6,
-  GRPC_C_CODE_PERMISSION_DENIED = 7,
-  GRPC_C_CODE_RESOURCE_EXHAUSTED = 8,
-  GRPC_C_CODE_FAILED_PRECONDITION = 9,
-  GRPC_C_CODE_ABORTED = 10,
-  GRPC_C_CODE_OUT_OF_RANGE = 11,
-  GRPC_C_CODE_UNIMPLEMENTED = 12,
-  GRPC_C_CODE_INTERNAL = 13,
-  GRPC_C_CODE_UNAVAILABLE = 14,
-  GRPC_C_CODE_DATA_LOSS = 15,
-  GRPC_C_CODE_UNAUTHENTICATED = 16
+    GRPC_C_CODE_OK = 0,
+    GRPC_C_CODE_CANCELLED = 1,
+    GRPC_C_CODE_UNKNOWN = 2,
+    GRPC_C_CODE_INVALID_ARGUMENT = 3,
+    GRPC_C_CODE_DEADLINE_EXCEEDED = 4,
+    GRPC_C_CODE_NOT_FOUND = 5,
+    GRPC_C_CODE_ALREADY_EXISTS = 6,
+    GRPC_C_CODE_PERMISSION_DENIED = 7,
+    GRPC_C_CODE_RESOURCE_EXHAUSTED = 8,
+    GRPC_C_CODE_FAILED_PRECONDITION = 9,
+    GRPC_C_CODE_ABORTED = 10,
+    GRPC_C_CODE_OUT_OF_RANGE = 11,
+    GRPC_C_CODE_UNIMPLEMENTED = 12,
+    GRPC_C_CODE_INTERNAL = 13,
+    GRPC_C_CODE_UNAVAILABLE = 14,
+    GRPC_C_CODE_DATA_LOSS = 15,
+    GRPC_C_CODE_UNAUTHENTICATED = 16
 };
 
 /* Static name of a status code ("OK", "INVALID_ARGUMENT", ...; "?" if unknown). */
@@ -84,20 +84,20 @@ const char *grpc_c_code_name(int code);
 
 /* Results of the operations on a call handle. */
 enum grpc_c_result {
-  GRPC_C_OK = 0,          /* done; for reads a message was returned */
-  GRPC_C_END = 1,         /* read: no more messages (server finished, call
-                             failed or was cancelled); call grpc_c_call_finish */
-  GRPC_C_TIMEOUT = 2,     /* read_timeout: nothing arrived in time; the call is
-                             still alive and the read stays armed: the next
-                             read/read_timeout continues waiting for it */
-  GRPC_C_ERR_CALL = -1,   /* the call is over (peer gone, cancelled, deadline,
-                             server finished); call grpc_c_call_finish */
-  GRPC_C_ERR_NOMEM = -2,  /* out of memory; the call state is unchanged */
-  GRPC_C_ERR_DECODE = -3, /* a received message did not parse; the runtime
-                             cancelled the call, finish reports INTERNAL */
-  GRPC_C_ERR_STATE = -4,  /* misuse: wrong call shape for the operation, write
-                             after close_send, anything after finish, ... */
-  GRPC_C_ERR_INVALID = -5 /* bad argument (NULL, message of the wrong type) */
+    GRPC_C_OK = 0,          /* done; for reads a message was returned */
+    GRPC_C_END = 1,         /* read: no more messages (server finished, call
+                               failed or was cancelled); call grpc_c_call_finish */
+    GRPC_C_TIMEOUT = 2,     /* read_timeout: nothing arrived in time; the call is
+                               still alive and the read stays armed: the next
+                               read/read_timeout continues waiting for it */
+    GRPC_C_ERR_CALL = -1,   /* the call is over (peer gone, cancelled, deadline,
+                               server finished); call grpc_c_call_finish */
+    GRPC_C_ERR_NOMEM = -2,  /* out of memory; the call state is unchanged */
+    GRPC_C_ERR_DECODE = -3, /* a received message did not parse; the runtime
+                               cancelled the call, finish reports INTERNAL */
+    GRPC_C_ERR_STATE = -4,  /* misuse: wrong call shape for the operation, write
+                               after close_send, anything after finish, ... */
+    GRPC_C_ERR_INVALID = -5 /* bad argument (NULL, message of the wrong type) */
 };
 
 /* Static description of a grpc_c_result value. */
@@ -105,27 +105,27 @@ const char *grpc_c_result_str(int result);
 
 /* Streaming shape of a method, from MethodDescriptorProto's two flags. */
 typedef enum grpc_c_kind {
-  GRPC_C_KIND_UNARY = 0,
-  GRPC_C_KIND_SERVER_STREAMING = 1, /* rpc M(Req) returns (stream Resp) */
-  GRPC_C_KIND_CLIENT_STREAMING = 2, /* rpc M(stream Req) returns (Resp) */
-  GRPC_C_KIND_BIDI_STREAMING = 3    /* rpc M(stream Req) returns (stream Resp) */
+    GRPC_C_KIND_UNARY = 0,
+    GRPC_C_KIND_SERVER_STREAMING = 1, /* rpc M(Req) returns (stream Resp) */
+    GRPC_C_KIND_CLIENT_STREAMING = 2, /* rpc M(stream Req) returns (Resp) */
+    GRPC_C_KIND_BIDI_STREAMING = 3    /* rpc M(stream Req) returns (stream Resp) */
 } grpc_c_kind;
 
 /* One RPC method. Generated code defines one constant per method; a server
  * can dispatch on `path` and decode with `input`. All fields are static. */
 typedef struct grpc_c_method {
-  const char *path;                        /* "/pkg.Service/Method" */
-  const char *name;                        /* "Method" */
-  grpc_c_kind kind;
-  const ProtobufCMessageDescriptor *input; /* request message type */
-  const ProtobufCMessageDescriptor *output;/* response message type */
+    const char *path; /* "/pkg.Service/Method" */
+    const char *name; /* "Method" */
+    grpc_c_kind kind;
+    const ProtobufCMessageDescriptor *input;  /* request message type */
+    const ProtobufCMessageDescriptor *output; /* response message type */
 } grpc_c_method;
 
 /* The method table of one service (generated, static). */
 typedef struct grpc_c_service {
-  const char *name;               /* full name "pkg.Service" */
-  size_t n_methods;
-  const grpc_c_method *methods;   /* in .proto declaration order */
+    const char *name; /* full name "pkg.Service" */
+    size_t n_methods;
+    const grpc_c_method *methods; /* in .proto declaration order */
 } grpc_c_service;
 
 /* Final status of an RPC. `message` is owned by the struct (malloc'd,
@@ -135,10 +135,13 @@ typedef struct grpc_c_service {
  * grpc_c_status_clear(). Functions that fill a status clear it first, so one
  * struct can be reused across calls without leaking. */
 typedef struct grpc_c_status {
-  int code;      /* enum grpc_c_code */
-  char *message;
+    int code; /* enum grpc_c_code */
+    char *message;
 } grpc_c_status;
-#define GRPC_C_STATUS_INIT {0, NULL}
+#define GRPC_C_STATUS_INIT                                                                                   \
+    {                                                                                                        \
+        0, NULL                                                                                              \
+    }
 
 /* Frees status->message and resets the struct to code OK, message NULL. */
 void grpc_c_status_clear(grpc_c_status *status);
@@ -146,37 +149,37 @@ void grpc_c_status_clear(grpc_c_status *status);
 /* One request metadata entry. Keys must be lowercase ASCII (gRPC rejects
  * others); binary values need a key ending in "-bin". */
 typedef struct grpc_c_metadata {
-  const char *key;
-  const char *value;
-  size_t value_len; /* 0 = strlen(value) */
+    const char *key;
+    const char *value;
+    size_t value_len; /* 0 = strlen(value) */
 } grpc_c_metadata;
 
 /* Per-call options; pass NULL for defaults (no deadline, no metadata).
  * Zero-initialise and set what you need. Everything is copied when the call
  * starts: the struct and the strings it points to may be freed afterwards. */
 typedef struct grpc_c_call_options {
-  /* > 0: the call's deadline is now + timeout_ms (monotonic clock). */
-  int64_t timeout_ms;
-  /* > 0: absolute deadline in milliseconds since the Unix epoch (realtime
-   * clock). If both are set, the earlier deadline applies. */
-  int64_t deadline_unix_ms;
-  /* Request metadata sent with the call, e.g. {"authorization", "Bearer x"}. */
-  const grpc_c_metadata *metadata;
-  size_t metadata_count;
-  /* Non-zero: wait for the channel to become ready instead of failing at
-   * once with UNAVAILABLE when the server is unreachable (bounded by the
-   * deadline, if any). */
-  int wait_for_ready;
+    /* > 0: the call's deadline is now + timeout_ms (monotonic clock). */
+    int64_t timeout_ms;
+    /* > 0: absolute deadline in milliseconds since the Unix epoch (realtime
+     * clock). If both are set, the earlier deadline applies. */
+    int64_t deadline_unix_ms;
+    /* Request metadata sent with the call, e.g. {"authorization", "Bearer x"}. */
+    const grpc_c_metadata *metadata;
+    size_t metadata_count;
+    /* Non-zero: wait for the channel to become ready instead of failing at
+     * once with UNAVAILABLE when the server is unreachable (bounded by the
+     * deadline, if any). */
+    int wait_for_ready;
 } grpc_c_call_options;
 
 /* ---- Channels -------------------------------------------------------- */
 
 /* Optional channel settings; NULL or zero fields keep gRPC's defaults. */
 typedef struct grpc_c_channel_options {
-  int64_t keepalive_time_ms;     /* > 0: ping the server this often */
-  int64_t keepalive_timeout_ms;  /* > 0: drop the connection if a ping is unanswered */
-  int keepalive_permit_without_calls; /* non-zero: ping even with no call open */
-  int max_receive_message_bytes; /* > 0: limit, -1: unlimited, 0: default 4 MiB */
+    int64_t keepalive_time_ms;          /* > 0: ping the server this often */
+    int64_t keepalive_timeout_ms;       /* > 0: drop the connection if a ping is unanswered */
+    int keepalive_permit_without_calls; /* non-zero: ping even with no call open */
+    int max_receive_message_bytes;      /* > 0: limit, -1: unlimited, 0: default 4 MiB */
 } grpc_c_channel_options;
 
 /* Creates a plaintext (insecure) channel to `target` ("host:port",
@@ -185,8 +188,7 @@ typedef struct grpc_c_channel_options {
  * when out of memory or on bad arguments (returns NULL).
  * The caller owns the channel: grpc_c_channel_destroy() it after every call
  * handle on it was destroyed. `opts` may be NULL. */
-grpc_channel *grpc_c_channel_create_insecure(const char *target,
-                                             const grpc_c_channel_options *opts);
+grpc_channel *grpc_c_channel_create_insecure(const char *target, const grpc_c_channel_options *opts);
 
 /* Destroys a channel made by grpc_c_channel_create_insecure() and drops the
  * grpc_init reference it took. NULL is ignored. */
@@ -208,9 +210,8 @@ void grpc_c_shutdown(void);
  * Returns the status code (GRPC_C_CODE_OK = 0 on success).
  * `channel` is borrowed; `opts` may be NULL. Thread-safe: any number of
  * threads may call this concurrently on one channel. */
-int grpc_c_unary(grpc_channel *channel, const grpc_c_method *method,
-                 const ProtobufCMessage *request, ProtobufCMessage **response,
-                 grpc_c_status *status, const grpc_c_call_options *opts);
+int grpc_c_unary(grpc_channel *channel, const grpc_c_method *method, const ProtobufCMessage *request,
+                 ProtobufCMessage **response, grpc_c_status *status, const grpc_c_call_options *opts);
 
 /* ---- Streaming call handle ----------------------------------------------- */
 
@@ -230,8 +231,7 @@ typedef struct grpc_c_call grpc_c_call;
  * grpc_c_call_finish() reports the status.
  * `channel` and `request` are borrowed (request may be freed on return). */
 grpc_c_call *grpc_c_call_start(grpc_channel *channel, const grpc_c_method *method,
-                               const ProtobufCMessage *request,
-                               const grpc_c_call_options *opts);
+                               const ProtobufCMessage *request, const grpc_c_call_options *opts);
 
 /* Sends one message (client-streaming and bidi only; type method->input).
  * Blocks until the message is handed to the transport (flow control).
@@ -259,8 +259,7 @@ int grpc_c_call_read(grpc_c_call *call, ProtobufCMessage **msg);
  * it. Use it to wake periodically (e.g. to check a stop flag) while waiting
  * for the next event. A write or close_send between two reads is allowed
  * while a read is armed. */
-int grpc_c_call_read_timeout(grpc_c_call *call, ProtobufCMessage **msg,
-                             int64_t timeout_ms);
+int grpc_c_call_read_timeout(grpc_c_call *call, ProtobufCMessage **msg, int64_t timeout_ms);
 
 /* Cancels the call (status CANCELLED, locally and at the server) unless it
  * already finished. Thread-safe: may be called from ANY thread while another
@@ -277,8 +276,7 @@ void grpc_c_call_cancel(grpc_c_call *call);
  * for the server's status. For client-streaming, on status OK *response is
  * set to the server's reply (CALLER frees it); pass NULL for other shapes.
  * A second finish returns the same status again. Does not free the handle. */
-int grpc_c_call_finish(grpc_c_call *call, ProtobufCMessage **response,
-                       grpc_c_status *status);
+int grpc_c_call_finish(grpc_c_call *call, ProtobufCMessage **response, grpc_c_status *status);
 
 /* The method this call was started with (static). */
 const grpc_c_method *grpc_c_call_method(const grpc_c_call *call);

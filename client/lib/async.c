@@ -53,8 +53,9 @@ int baton_acquire_async(baton_client *c, const char *key, const char *pool, int 
     if (out)
         *out = NULL;
     if (c == NULL || cb == NULL || out == NULL || (key == NULL) == (pool == NULL))
-        return baton__fail(BATON_ERR_INVALID,
-                           "baton_acquire_async: client, cb, out and exactly one of key and pool are required");
+        return baton__fail(
+            BATON_ERR_INVALID,
+            "baton_acquire_async: client, cb, out and exactly one of key and pool are required");
     baton_async *a = calloc(1, sizeof *a);
     if (a == NULL)
         return baton__fail(BATON_ERR_NOMEM, "out of memory");

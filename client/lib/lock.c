@@ -35,10 +35,10 @@ struct baton_lock {
     int64_t _ttl_ms;
     int64_t _expires_ms; /* lease mode, monotonic: when the lease runs out at the latest */
     int _stop;
-    int _releasing;      /* stream mode: the stream is being ended on purpose */
+    int _releasing; /* stream mode: the stream is being ended on purpose */
     int _has_thread;
     pthread_t _thread;
-    grpc_c_call *_call;  /* stream mode: the Acquire stream, read by _thread only */
+    grpc_c_call *_call; /* stream mode: the Acquire stream, read by _thread only */
 };
 
 static void lock_destroy(baton_lock *l)
@@ -249,7 +249,8 @@ int baton__acquire(baton_client *c, const char *key, const char *pool, int devic
     if (out)
         *out = NULL;
     if (c == NULL || out == NULL || (key == NULL) == (pool == NULL))
-        return baton__fail(BATON_ERR_INVALID, "acquire: client, out and exactly one of key and pool are required");
+        return baton__fail(BATON_ERR_INVALID,
+                           "acquire: client, out and exactly one of key and pool are required");
     if (pool && devices <= 0)
         return baton__fail(BATON_ERR_INVALID, "acquire: devices must be positive");
     if (opts == NULL)
@@ -310,7 +311,8 @@ int baton__acquire(baton_client *c, const char *key, const char *pool, int devic
             grant.key = gkey;
             grant.token = gtoken;
             granted = 1;
-        } else if (ev->event_case == BATON__V1__ACQUIRE_EVENT__EVENT_QUEUED && ev->queued && opts->on_queued) {
+        } else if (ev->event_case == BATON__V1__ACQUIRE_EVENT__EVENT_QUEUED && ev->queued &&
+                   opts->on_queued) {
             opts->on_queued(ev->queued->position, opts->queued_ud);
         }
         baton__v1__acquire_event__free_unpacked(ev, NULL);
@@ -471,12 +473,30 @@ void baton_lock_detach(baton_lock *l)
     lock_destroy(l);
 }
 
-const char *baton_lock_key(const baton_lock *l) { return l->_key; }
-const char *baton_lock_token(const baton_lock *l) { return l->_token; }
-const char *baton_lock_owner(const baton_lock *l) { return l->_owner; }
-uint64_t baton_lock_fencing(const baton_lock *l) { return l->_fencing; }
-int baton_lock_device(const baton_lock *l) { return l->_device; }
-baton_mode baton_lock_mode(const baton_lock *l) { return l->_mode; }
+const char *baton_lock_key(const baton_lock *l)
+{
+    return l->_key;
+}
+const char *baton_lock_token(const baton_lock *l)
+{
+    return l->_token;
+}
+const char *baton_lock_owner(const baton_lock *l)
+{
+    return l->_owner;
+}
+uint64_t baton_lock_fencing(const baton_lock *l)
+{
+    return l->_fencing;
+}
+int baton_lock_device(const baton_lock *l)
+{
+    return l->_device;
+}
+baton_mode baton_lock_mode(const baton_lock *l)
+{
+    return l->_mode;
+}
 
 int64_t baton_lock_ttl_ms(const baton_lock *l)
 {

@@ -41,7 +41,8 @@ static void bc_free(void *p)
     free(c);
 }
 
-static void *bc_new_mode(const bench_env *env, int64_t ttl_ms, Baton__V1__HoldMode mode, char *err, size_t errlen)
+static void *bc_new_mode(const bench_env *env, int64_t ttl_ms, Baton__V1__HoldMode mode, char *err,
+                         size_t errlen)
 {
     stub_client *c = calloc(1, sizeof *c);
     if (!c) {
@@ -94,9 +95,10 @@ static int end_call(grpc_c_call *call, const char *what, char *err, size_t errle
 
 static int lb_acquire(stub_client *c, bench_hold *h, char *err, size_t errlen)
 {
-    baton_acquire_options o = {.ttl_ms = c->ttl_ms, .wait_ms = -1,
+    baton_acquire_options o = {.ttl_ms = c->ttl_ms,
+                               .wait_ms = -1,
                                .mode = c->mode == BATON__V1__HOLD_MODE__HOLD_MODE_STREAM ? BATON_MODE_STREAM
-                                                                                          : BATON_MODE_LEASE};
+                                                                                         : BATON_MODE_LEASE};
     baton_lock *l = NULL;
     int rc = baton_acquire(c->lb, h->key, &o, &l);
     if (rc < 0) {

@@ -50,7 +50,9 @@ static void *ec_new(const bench_env *env, int64_t ttl_ms, char *err, size_t errl
     int code = etcdserverpb__lease__grpc__lease_grant(c->ch, &req, &resp, &st, &o);
     if (code != 0 || !resp || resp->error[0]) {
         snprintf(err, errlen, "etcd LeaseGrant: %s %s", grpc_c_code_name(code),
-                 code ? st.message : resp ? resp->error : "");
+                 code   ? st.message
+                 : resp ? resp->error
+                        : "");
         if (resp)
             etcdserverpb__lease_grant_response__free_unpacked(resp, NULL);
         grpc_c_status_clear(&st);

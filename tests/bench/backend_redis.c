@@ -81,11 +81,11 @@ static int rc_acquire(void *p, const char *key, bench_hold *h, char *err, size_t
 {
     redis_client *c = p;
     snprintf(h->key, sizeof h->key, "bench:%s", key);
-    h->token_len = (size_t)snprintf(h->token, sizeof h->token, "%08x-%llu", c->id,
-                                    (unsigned long long)++c->seq);
+    h->token_len =
+        (size_t)snprintf(h->token, sizeof h->token, "%08x-%llu", c->id, (unsigned long long)++c->seq);
     for (;;) {
-        redisReply *r = redisCommand(c->rc, "SET %s %b NX PX %lld", h->key, h->token, h->token_len,
-                                     (long long)c->ttl_ms);
+        redisReply *r =
+            redisCommand(c->rc, "SET %s %b NX PX %lld", h->key, h->token, h->token_len, (long long)c->ttl_ms);
         if (!r) {
             snprintf(err, errlen, "redis SET: %s", c->rc->errstr);
             return -1;

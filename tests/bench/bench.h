@@ -26,8 +26,8 @@ typedef struct bench_env {
     char redis_addr[256];  /* "unix:/path" or "host:port" */
     char etcd_target[128]; /* "127.0.0.1:P" (gRPC target) */
     char baton_target[128];
-    int64_t poll_ms;       /* raw-Redis waiter poll interval (redis-py Lock: 100 ms) */
-    int batond_pid;        /* 0 when batond is external (no RSS) */
+    int64_t poll_ms; /* raw-Redis waiter poll interval (redis-py Lock: 100 ms) */
+    int batond_pid;  /* 0 when batond is external (no RSS) */
 } bench_env;
 
 /* ---- backends ---- */
@@ -35,9 +35,9 @@ typedef struct bench_env {
 /* One granted lock. Filled by acquire, consumed by release. */
 typedef struct bench_hold {
     char key[160];
-    char token[160];   /* redis/baton token, or etcd's ownership key */
+    char token[160]; /* redis/baton token, or etcd's ownership key */
     size_t token_len;
-    void *call;        /* baton: the baton_lock (libbaton) or the Acquire stream (stubs) */
+    void *call; /* baton: the baton_lock (libbaton) or the Acquire stream (stubs) */
 } bench_hold;
 
 typedef struct bench_backend {
@@ -69,8 +69,7 @@ const char *procs_dir(void);
 /* Each fills the env address; returns 0 or -1 (message on stderr). */
 int procs_start_redis(bench_env *env);
 int procs_start_etcd(bench_env *env);
-int procs_start_batond(bench_env *env, const char *batond_path, const char *const *extra_args,
-                       size_t nextra);
+int procs_start_batond(bench_env *env, const char *batond_path, const char *const *extra_args, size_t nextra);
 /* Kills the children (SIGTERM, then SIGKILL) and removes the temp dir. Idempotent. */
 void procs_cleanup(void);
 /* A free TCP port on 127.0.0.1 (bind to 0, read it, close). 0 on failure. */
@@ -89,12 +88,12 @@ typedef struct bench_result {
     char scenario[32];
     char backend[32];
     char family[16];
-    char params[96];   /* "K=16", "C=64 M=1024", ... */
+    char params[96]; /* "K=16", "C=64 M=1024", ... */
     bench_metric metric;
-    int64_t *samples;  /* METRIC_LATENCY: owned, sorted by report_add */
+    int64_t *samples; /* METRIC_LATENCY: owned, sorted by report_add */
     size_t n;
-    double rate;       /* METRIC_RATE: per second */
-    long rss_kib;      /* scale: batond VmRSS, -1 = n/a */
+    double rate;  /* METRIC_RATE: per second */
+    long rss_kib; /* scale: batond VmRSS, -1 = n/a */
     char note[96];
 } bench_result;
 

@@ -38,8 +38,8 @@ typedef struct opts {
     int64_t hold_ttl_ms;
 } opts;
 
-static const bench_backend *const ALL[] = {&bench_backend_redis, &bench_backend_etcd, &bench_backend_baton_lease,
-                                           &bench_backend_baton_stream};
+static const bench_backend *const ALL[] = {&bench_backend_redis, &bench_backend_etcd,
+                                           &bench_backend_baton_lease, &bench_backend_baton_stream};
 #define NALL (sizeof ALL / sizeof ALL[0])
 
 static void usage(FILE *f)
@@ -105,19 +105,60 @@ static int in_list(const char *list, const char *name)
 static int parse_args(int argc, char **argv, opts *o)
 {
     enum {
-        O_BACKENDS = 256, O_SCEN, O_ITERS, O_ROUNDS, O_K, O_C, O_M, O_DUR, O_STREAMS, O_CROUNDS, O_CTTL,
-        O_POLL, O_JITTER, O_REDIS, O_ETCD, O_BATON, O_BATOND, O_BATOND_ARG, O_JSON, O_PLOT, O_SMOKE,
-        O_HOLD, O_HOLD_KEY, O_HOLD_TTL, O_BATON_CLIENT, O_HELP
+        O_BACKENDS = 256,
+        O_SCEN,
+        O_ITERS,
+        O_ROUNDS,
+        O_K,
+        O_C,
+        O_M,
+        O_DUR,
+        O_STREAMS,
+        O_CROUNDS,
+        O_CTTL,
+        O_POLL,
+        O_JITTER,
+        O_REDIS,
+        O_ETCD,
+        O_BATON,
+        O_BATOND,
+        O_BATOND_ARG,
+        O_JSON,
+        O_PLOT,
+        O_SMOKE,
+        O_HOLD,
+        O_HOLD_KEY,
+        O_HOLD_TTL,
+        O_BATON_CLIENT,
+        O_HELP
     };
-    static const struct option lo[] = {
-        {"backends", 1, 0, O_BACKENDS}, {"scenarios", 1, 0, O_SCEN}, {"iters", 1, 0, O_ITERS},
-        {"rounds", 1, 0, O_ROUNDS}, {"k-list", 1, 0, O_K}, {"c-list", 1, 0, O_C}, {"m-list", 1, 0, O_M},
-        {"duration", 1, 0, O_DUR}, {"streams", 1, 0, O_STREAMS}, {"crash-rounds", 1, 0, O_CROUNDS},
-        {"crash-ttl-ms", 1, 0, O_CTTL}, {"poll-ms", 1, 0, O_POLL}, {"jitter-ms", 1, 0, O_JITTER},
-        {"redis", 1, 0, O_REDIS}, {"etcd", 1, 0, O_ETCD}, {"baton", 1, 0, O_BATON}, {"batond", 1, 0, O_BATOND},
-        {"batond-arg", 1, 0, O_BATOND_ARG}, {"json", 1, 0, O_JSON}, {"plot", 1, 0, O_PLOT},
-        {"smoke", 0, 0, O_SMOKE}, {"hold-helper", 1, 0, O_HOLD}, {"hold-key", 1, 0, O_HOLD_KEY},
-        {"hold-ttl-ms", 1, 0, O_HOLD_TTL}, {"baton-client", 1, 0, O_BATON_CLIENT}, {"help", 0, 0, O_HELP}, {0, 0, 0, 0}};
+    static const struct option lo[] = {{"backends", 1, 0, O_BACKENDS},
+                                       {"scenarios", 1, 0, O_SCEN},
+                                       {"iters", 1, 0, O_ITERS},
+                                       {"rounds", 1, 0, O_ROUNDS},
+                                       {"k-list", 1, 0, O_K},
+                                       {"c-list", 1, 0, O_C},
+                                       {"m-list", 1, 0, O_M},
+                                       {"duration", 1, 0, O_DUR},
+                                       {"streams", 1, 0, O_STREAMS},
+                                       {"crash-rounds", 1, 0, O_CROUNDS},
+                                       {"crash-ttl-ms", 1, 0, O_CTTL},
+                                       {"poll-ms", 1, 0, O_POLL},
+                                       {"jitter-ms", 1, 0, O_JITTER},
+                                       {"redis", 1, 0, O_REDIS},
+                                       {"etcd", 1, 0, O_ETCD},
+                                       {"baton", 1, 0, O_BATON},
+                                       {"batond", 1, 0, O_BATOND},
+                                       {"batond-arg", 1, 0, O_BATOND_ARG},
+                                       {"json", 1, 0, O_JSON},
+                                       {"plot", 1, 0, O_PLOT},
+                                       {"smoke", 0, 0, O_SMOKE},
+                                       {"hold-helper", 1, 0, O_HOLD},
+                                       {"hold-key", 1, 0, O_HOLD_KEY},
+                                       {"hold-ttl-ms", 1, 0, O_HOLD_TTL},
+                                       {"baton-client", 1, 0, O_BATON_CLIENT},
+                                       {"help", 0, 0, O_HELP},
+                                       {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         int bad = 0;
@@ -154,7 +195,8 @@ static int parse_args(int argc, char **argv, opts *o)
             bad = strcmp(optarg, "libbaton") && strcmp(optarg, "stubs");
             bench_baton_use_stubs = !strcmp(optarg, "stubs");
             break;
-        case O_HELP: case 'h': usage(stdout); exit(0);
+        case O_HELP:
+        case 'h': usage(stdout); exit(0);
         default: return -1;
         }
         if (bad) {
@@ -210,8 +252,14 @@ static void smoke_defaults(opts *o)
 
 int main(int argc, char **argv)
 {
-    opts o = {.iters = 1000, .rounds = 200, .streams = 10000, .crash_rounds = 3, .duration = 3,
-              .crash_ttl_ms = 1000, .jitter_ms = -1, .batond = BATON_BENCH_DEFAULT_BATOND};
+    opts o = {.iters = 1000,
+              .rounds = 200,
+              .streams = 10000,
+              .crash_rounds = 3,
+              .duration = 3,
+              .crash_ttl_ms = 1000,
+              .jitter_ms = -1,
+              .batond = BATON_BENCH_DEFAULT_BATOND};
     snprintf(o.backends, sizeof o.backends, "all");
     snprintf(o.scenarios, sizeof o.scenarios, "all");
     parse_list("1,16,256", &o.k);
@@ -262,9 +310,9 @@ int main(int argc, char **argv)
         copy_addr(env.baton_target, sizeof env.baton_target, o.baton);
     else if (need_baton && procs_start_batond(&env, o.batond, o.batond_args, o.nbatond_args) < 0)
         return 2;
-    fprintf(stderr, "baton-bench: redis %s, etcd %s, batond %s (pid %d)\n", env.redis_addr[0] ? env.redis_addr : "-",
-            env.etcd_target[0] ? env.etcd_target : "-", env.baton_target[0] ? env.baton_target : "-",
-            env.batond_pid);
+    fprintf(stderr, "baton-bench: redis %s, etcd %s, batond %s (pid %d)\n",
+            env.redis_addr[0] ? env.redis_addr : "-", env.etcd_target[0] ? env.etcd_target : "-",
+            env.baton_target[0] ? env.baton_target : "-", env.batond_pid);
 
     char self[4096];
     ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -291,7 +339,8 @@ int main(int argc, char **argv)
         for (size_t m = 0; m < o.m.n; m++)
             for (size_t c = 0; c < o.c.n; c++)
                 for (size_t b = 0; b < nsel; b++) {
-                    fprintf(stderr, "baton-bench: throughput %s C=%d M=%d\n", sel[b]->name, o.c.v[c], o.m.v[m]);
+                    fprintf(stderr, "baton-bench: throughput %s C=%d M=%d\n", sel[b]->name, o.c.v[c],
+                            o.m.v[m]);
                     failed[b] |= scen_throughput(sel[b], &env, o.c.v[c], o.m.v[m], o.duration) < 0;
                 }
     if (in_list(o.scenarios, "scale") && need_baton) {

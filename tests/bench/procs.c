@@ -258,9 +258,22 @@ int procs_start_redis(bench_env *env)
 {
     char sock[200];
     snprintf(sock, sizeof sock, "%s/redis.sock", g_dir);
-    char *argv[] = {"redis-server", "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
-                    "--save", "", "--appendonly", "no", "--notify-keyspace-events", "Ex",
-                    "--maxclients", "10000", NULL};
+    char *argv[] = {"redis-server",
+                    "--port",
+                    "0",
+                    "--unixsocket",
+                    sock,
+                    "--unixsocketperm",
+                    "700",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--notify-keyspace-events",
+                    "Ex",
+                    "--maxclients",
+                    "10000",
+                    NULL};
     pid_t pid = spawn("redis", argv);
     if (pid < 0 || wait_ready("redis", pid, ready_unix, sock) < 0)
         return -1;
@@ -278,10 +291,14 @@ int procs_start_etcd(bench_env *env)
     snprintf(curl, sizeof curl, "http://127.0.0.1:%d", cport);
     snprintf(purl, sizeof purl, "http://127.0.0.1:%d", pport);
     snprintf(cluster, sizeof cluster, "default=%s", purl);
-    char *argv[] = {"etcd", "--name", "default", "--data-dir", data,
-                    "--listen-client-urls", curl, "--advertise-client-urls", curl,
-                    "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
-                    "--initial-cluster", cluster, NULL};
+    char *argv[] = {"etcd",    "--name",
+                    "default", "--data-dir",
+                    data,      "--listen-client-urls",
+                    curl,      "--advertise-client-urls",
+                    curl,      "--listen-peer-urls",
+                    purl,      "--initial-advertise-peer-urls",
+                    purl,      "--initial-cluster",
+                    cluster,   NULL};
     pid_t pid = spawn("etcd", argv);
     if (pid < 0 || wait_ready("etcd", pid, ready_tcp, &cport) < 0)
         return -1;

@@ -135,7 +135,8 @@ static void print_targets(FILE *f)
         if (!r)
             continue;
         double x = (double)report_pct(r, 50) / (double)report_pct(rr, 50);
-        fprintf(f, "  uncontended p50 <= 2x redis, %-12s: x%.2f  %s\n", modes[m], x, x <= 2.0 ? "MET" : "MISSED");
+        fprintf(f, "  uncontended p50 <= 2x redis, %-12s: x%.2f  %s\n", modes[m], x,
+                x <= 2.0 ? "MET" : "MISSED");
     }
     const bench_result *tr = find("throughput", "redis", "C=64 M=1024");
     const bench_result *te = find("throughput", "etcd", "C=64 M=1024");
@@ -144,18 +145,19 @@ static void print_targets(FILE *f)
         if (!r)
             continue;
         if (tr)
-            fprintf(f, "  throughput C=64 M=1024 >= 0.5x redis, %-12s: x%.2f  %s\n", modes[m], r->rate / tr->rate,
-                    r->rate >= 0.5 * tr->rate ? "MET" : "MISSED");
+            fprintf(f, "  throughput C=64 M=1024 >= 0.5x redis, %-12s: x%.2f  %s\n", modes[m],
+                    r->rate / tr->rate, r->rate >= 0.5 * tr->rate ? "MET" : "MISSED");
         if (te)
-            fprintf(f, "  throughput C=64 M=1024 >= 10x etcd,   %-12s: x%.2f  %s\n", modes[m], r->rate / te->rate,
-                    r->rate >= 10 * te->rate ? "MET" : "MISSED");
+            fprintf(f, "  throughput C=64 M=1024 >= 10x etcd,   %-12s: x%.2f  %s\n", modes[m],
+                    r->rate / te->rate, r->rate >= 10 * te->rate ? "MET" : "MISSED");
     }
     for (size_t i = 0; i < g_n; i++) {
         const bench_result *r = &g_res[i];
         if (strcmp(r->scenario, "scale") || r->rss_kib < 0 || !strstr(r->params, "waiting"))
             continue;
         double mib = (double)r->rss_kib / 1024.0;
-        fprintf(f, "  scale RSS < 400 MiB (%s): %.1f MiB  %s\n", r->params, mib, mib < 400 ? "MET" : "MISSED");
+        fprintf(f, "  scale RSS < 400 MiB (%s): %.1f MiB  %s\n", r->params, mib,
+                mib < 400 ? "MET" : "MISSED");
         break;
     }
     const bench_result *cs = find("crash", "baton-stream", NULL);
@@ -210,8 +212,8 @@ void report_print(FILE *f)
                 snprintf(rss, sizeof rss, "%.1f", (double)r->rss_kib / 1024.0);
             else
                 snprintf(rss, sizeof rss, "-");
-            fprintf(f, "%-13s %-16s %6zu %10s %10s %10s %10s %10s %12s  %s\n", r->backend, r->params, r->n, p50, p90,
-                    p99, mx, rss, ratio, r->note);
+            fprintf(f, "%-13s %-16s %6zu %10s %10s %10s %10s %10s %12s  %s\n", r->backend, r->params, r->n,
+                    p50, p90, p99, mx, rss, ratio, r->note);
         }
     }
     fprintf(f, "\n(vs best oth: this row's p50 (latency) or rate (throughput) divided by the best row of\n"

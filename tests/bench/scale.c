@@ -82,8 +82,8 @@ int scen_scale(const bench_env *env, int streams, int rounds, int64_t jitter_ns)
         bench_sleep_ns(100000000);
     }
     double open_s = (double)(bench_now_ns() - t0) / 1e9;
-    fprintf(stderr, "baton-bench: scale: %lld of %d streams queued after %.1f s\n", (long long)waiters, streams,
-            open_s);
+    fprintf(stderr, "baton-bench: scale: %lld of %d streams queued after %.1f s\n", (long long)waiters,
+            streams, open_s);
     long rss1 = env->batond_pid ? procs_rss_kib(env->batond_pid) : -1;
     char params[64];
     snprintf(params, sizeof params, "idle");

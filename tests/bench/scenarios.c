@@ -46,8 +46,8 @@ static int64_t *samples_new(size_t n)
     return s;
 }
 
-static void add_latency(const char *scen, const bench_backend *b, const char *params, int64_t *s,
-                        size_t n, const char *note)
+static void add_latency(const char *scen, const bench_backend *b, const char *params, int64_t *s, size_t n,
+                        const char *note)
 {
     bench_result r = {.metric = METRIC_LATENCY, .samples = s, .n = n, .rss_kib = -1};
     snprintf(r.scenario, sizeof r.scenario, "%s", scen);
@@ -151,7 +151,8 @@ static void *handoff_thread(void *p)
         }
         a->holding = 0;
         if (!atomic_load(&h->stop)) {
-            bench_sleep_ns(h->min_hold_ns + (h->jitter_ns > 0 ? (int64_t)(rnd(&seed) % (uint64_t)h->jitter_ns) : 0));
+            bench_sleep_ns(h->min_hold_ns +
+                           (h->jitter_ns > 0 ? (int64_t)(rnd(&seed) % (uint64_t)h->jitter_ns) : 0));
             atomic_store(&h->t_release, bench_now_ns());
         }
         int stop = atomic_load(&h->stop);
@@ -173,7 +174,7 @@ static void *handoff_thread(void *p)
 }
 
 int scen_handoff_tagged(const bench_backend *b, const bench_env *env, int k, int rounds, int64_t jitter_ns,
-                       const char *scen, const char *prefix)
+                        const char *scen, const char *prefix)
 {
     handoff h = {.b = b, .rounds = rounds, .min_hold_ns = 5000000, .jitter_ns = jitter_ns};
     snprintf(h.key, sizeof h.key, "%s%u", prefix, next_run());
@@ -355,9 +356,11 @@ static pid_t spawn_victim(const char *self, const bench_backend *b, const bench_
         close(p[0]);
         close(p[1]);
         const char *backend = b->name;
-        execl(self, self, "--baton-client", bench_baton_use_stubs ? "stubs" : "libbaton", "--hold-helper", backend, "--hold-key", key, "--hold-ttl-ms", ttl, "--redis",
-              env->redis_addr[0] ? env->redis_addr : "-", "--etcd", env->etcd_target[0] ? env->etcd_target : "-",
-              "--baton", env->baton_target[0] ? env->baton_target : "-", (char *)NULL);
+        execl(self, self, "--baton-client", bench_baton_use_stubs ? "stubs" : "libbaton", "--hold-helper",
+              backend, "--hold-key", key, "--hold-ttl-ms", ttl, "--redis",
+              env->redis_addr[0] ? env->redis_addr : "-", "--etcd",
+              env->etcd_target[0] ? env->etcd_target : "-", "--baton",
+              env->baton_target[0] ? env->baton_target : "-", (char *)NULL);
         _exit(127);
     }
     close(p[1]);

@@ -78,12 +78,12 @@ static int group_teardown(void **state)
     return 0;
 }
 
-#define NEED_SERVER()                                                  \
-    do {                                                               \
-        if (target == NULL) {                                          \
-            fprintf(stderr, "BATON_TEST_TARGET unset: skipped\n");     \
-            skip();                                                    \
-        }                                                              \
+#define NEED_SERVER()                                                                                        \
+    do {                                                                                                     \
+        if (target == NULL) {                                                                                \
+            fprintf(stderr, "BATON_TEST_TARGET unset: skipped\n");                                           \
+            skip();                                                                                          \
+        }                                                                                                    \
     } while (0)
 
 /* ---- plain locks ---- */

@@ -93,8 +93,7 @@ static void test_defaults(void **state)
 
 static void test_empty_documents(void **state)
 {
-    static const char *empty[] = {"", "\n\n", "# only a comment\n", "---\n", "~\n", "null",
-                                  "---\n...\n"};
+    static const char *empty[] = {"", "\n\n", "# only a comment\n", "---\n", "~\n", "null", "---\n...\n"};
     for (size_t i = 0; i < sizeof(empty) / sizeof(empty[0]); i++) {
         baton_config c;
         config_defaults(&c);
@@ -116,34 +115,33 @@ static void test_empty_sections(void **state)
 
 /* --------------------------------------------------------------- overrides */
 
-static const char *FULL =
-    "listen: \"0.0.0.0:6000\"\n"
-    "log_level: debug\n"
-    "redis:\n"
-    "  address: unix:/tmp/r.sock\n"
-    "  password: 's3cret'\n"
-    "  database: 3\n"
-    "  key_prefix: \"app:v2:\"\n"
-    "  command_timeout_ms: 1500\n"
-    "  reconnect_ms: 50\n"
-    "  keyspace_events: no\n"
-    "locks:\n"
-    "  default_ttl_ms: 20000\n"
-    "  min_ttl_ms: 1000\n"
-    "  max_ttl_ms: 86400000\n"
-    "  max_wait_ms: 0\n"
-    "  recheck_ms: 5000\n"
-    "  waiter_liveness_ms: 3000\n"
-    "  max_pool_devices: 16\n"
-    "grpc:\n"
-    "  max_concurrent_streams: 100\n"
-    "  max_message_bytes: 4096\n"
-    "  keepalive_time_ms: 2000\n"
-    "  keepalive_timeout_ms: 1000\n"
-    "pools:\n"
-    "  - name: node7\n"
-    "    devices: 8\n"
-    "  - {name: \"rack:2/gpu\", devices: 16}\n";
+static const char *FULL = "listen: \"0.0.0.0:6000\"\n"
+                          "log_level: debug\n"
+                          "redis:\n"
+                          "  address: unix:/tmp/r.sock\n"
+                          "  password: 's3cret'\n"
+                          "  database: 3\n"
+                          "  key_prefix: \"app:v2:\"\n"
+                          "  command_timeout_ms: 1500\n"
+                          "  reconnect_ms: 50\n"
+                          "  keyspace_events: no\n"
+                          "locks:\n"
+                          "  default_ttl_ms: 20000\n"
+                          "  min_ttl_ms: 1000\n"
+                          "  max_ttl_ms: 86400000\n"
+                          "  max_wait_ms: 0\n"
+                          "  recheck_ms: 5000\n"
+                          "  waiter_liveness_ms: 3000\n"
+                          "  max_pool_devices: 16\n"
+                          "grpc:\n"
+                          "  max_concurrent_streams: 100\n"
+                          "  max_message_bytes: 4096\n"
+                          "  keepalive_time_ms: 2000\n"
+                          "  keepalive_timeout_ms: 1000\n"
+                          "pools:\n"
+                          "  - name: node7\n"
+                          "    devices: 8\n"
+                          "  - {name: \"rack:2/gpu\", devices: 16}\n";
 
 static void test_full_override(void **state)
 {
@@ -284,9 +282,8 @@ static void test_unknown_section_keys(void **state)
     expect_err("locks:\n  default_ttl_ms: 1000\n\n  ttl: 5\n",
                "t.yaml:4: locks.ttl: unknown key (allowed: default_ttl_ms, min_ttl_ms, max_ttl_ms, "
                "max_wait_ms, recheck_ms, waiter_liveness_ms, max_pool_devices)");
-    expect_err("grpc:\n  port: 1\n",
-               "t.yaml:2: grpc.port: unknown key (allowed: max_concurrent_streams, "
-               "max_message_bytes, keepalive_time_ms, keepalive_timeout_ms)");
+    expect_err("grpc:\n  port: 1\n", "t.yaml:2: grpc.port: unknown key (allowed: max_concurrent_streams, "
+                                     "max_message_bytes, keepalive_time_ms, keepalive_timeout_ms)");
     /* A top-level key in the wrong section. */
     expect_err_prefix("redis:\n  listen: x\n", "t.yaml:2: redis.listen: unknown key (allowed:");
 }
@@ -325,13 +322,11 @@ static void test_wrong_types(void **state)
                "got 'three'");
     expect_err("redis:\n  database: 'three'\n",
                "t.yaml:2: redis.database: expected an integer, got a string");
-    expect_err("redis:\n  database: true\n",
-               "t.yaml:2: redis.database: expected an integer, got a boolean");
+    expect_err("redis:\n  database: true\n", "t.yaml:2: redis.database: expected an integer, got a boolean");
     expect_err("redis:\n  database:\n", "t.yaml:2: redis.database: expected an integer, got null");
     expect_err("redis:\n  database: {a: 1}\n",
                "t.yaml:2: redis.database: expected an integer, got a mapping");
-    expect_err("redis:\n  database: [1]\n",
-               "t.yaml:2: redis.database: expected an integer, got a sequence");
+    expect_err("redis:\n  database: [1]\n", "t.yaml:2: redis.database: expected an integer, got a sequence");
     expect_err("listen: 50051\n",
                "t.yaml:1: listen: expected a string, got an integer (quote it: \"50051\")");
     expect_err("redis:\n  password: yes\n",
@@ -370,8 +365,8 @@ static void test_top_level_not_mapping(void **state)
 
 static void test_integer_syntax(void **state)
 {
-    static const char *bad[] = {"1e3", "12ms", "0x10", "+5", "010", "1.5", "1_000", "5 000", "1-",
-                                "--1", "0o7", ".5", "1,000"};
+    static const char *bad[] = {"1e3",   "12ms", "0x10", "+5",  "010", "1.5",  "1_000",
+                                "5 000", "1-",   "--1",  "0o7", ".5",  "1,000"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char yaml[128], want[256];
         snprintf(yaml, sizeof(yaml), "locks:\n  recheck_ms: %s\n", bad[i]);
@@ -453,8 +448,7 @@ static void test_ttl_ordering(void **state)
     /* Equal values are fine. */
     baton_config c;
     config_defaults(&c);
-    assert_int_equal(load(&c, "locks:\n  min_ttl_ms: 500\n  default_ttl_ms: 500\n  max_ttl_ms: 500\n"),
-                     0);
+    assert_int_equal(load(&c, "locks:\n  min_ttl_ms: 500\n  default_ttl_ms: 500\n  max_ttl_ms: 500\n"), 0);
     config_free(&c);
 }
 
@@ -601,8 +595,7 @@ static void test_reader_errors(void **state)
     config_defaults(&c);
     static const char nul_doc[] = "listen: a\n\n  x\0y\n";
     err[0] = '\0';
-    assert_int_equal(config_load_string(&c, "t.yaml", nul_doc, sizeof(nul_doc) - 1, err, sizeof(err)),
-                     -1);
+    assert_int_equal(config_load_string(&c, "t.yaml", nul_doc, sizeof(nul_doc) - 1, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "t.yaml:3: invalid YAML: "));
     config_free(&c);
 }
@@ -775,8 +768,7 @@ static void test_file_named_in_errors(void **state)
     config_defaults(&c);
     assert_int_equal(config_load_file(&c, path, err, sizeof(err)), -1);
     char want[256];
-    snprintf(want, sizeof(want), "%s:3: locks.max_ttl_ms: must be between 1 and 31536000000, got 0",
-             path);
+    snprintf(want, sizeof(want), "%s:3: locks.max_ttl_ms: must be between 1 and 31536000000, got 0", path);
     assert_string_equal(err, want);
     unlink(path);
     config_free(&c);

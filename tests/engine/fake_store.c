@@ -229,7 +229,8 @@ static void reply(fake_store *f, item *it, fake_op op)
     arm(f);
 }
 
-static void publish(fake_store *f, store_event_type type, const char *key, const char *owner, uint64_t fencing)
+static void publish(fake_store *f, store_event_type type, const char *key, const char *owner,
+                    uint64_t fencing)
 {
     if (f->down)
         return;

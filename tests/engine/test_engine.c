@@ -121,7 +121,7 @@ typedef struct tw {
     int finished;
     int err;
     char msg[1024];
-    int ends; /* finished + engine_acquire_end calls */
+    int ends;           /* finished + engine_acquire_end calls */
     int end_in_granted; /* call engine_acquire_end(w, this - 1) from granted */
     void (*on_granted)(struct tw *t);
     void *ctx;
@@ -172,8 +172,13 @@ static const engine_acquire_sink SINK = {tw_queued, tw_granted, tw_finished};
 static int acq(fx *f, tw *t, const char *key, const char *pool, int32_t devices, const char *owner,
                int64_t ttl, int64_t wait, engine_mode mode)
 {
-    engine_acquire_req req = {.key = key, .pool = pool, .devices = devices, .owner = owner,
-                              .ttl_ms = ttl, .wait_ms = wait, .mode = mode};
+    engine_acquire_req req = {.key = key,
+                              .pool = pool,
+                              .devices = devices,
+                              .owner = owner,
+                              .ttl_ms = ttl,
+                              .wait_ms = wait,
+                              .mode = mode};
     const char *errmsg = NULL;
     int rc = engine_acquire(f->e, &req, &SINK, t, &t->w, &errmsg);
     if (rc == 0)
@@ -274,7 +279,8 @@ static void test_try_busy_names_holder(void **state)
     run_until(f, tw_finished_p, &b);
     assert_int_equal(b.err, BATON_E_BUSY);
     char want[256];
-    snprintf(want, sizeof want, "lock 'video:1' is held by 'alice' (fencing %llu)", (unsigned long long)a.fencing);
+    snprintf(want, sizeof want, "lock 'video:1' is held by 'alice' (fencing %llu)",
+             (unsigned long long)a.fencing);
     assert_string_equal(b.msg, want);
     assert_int_equal(b.queued, 0);
     assert_int_equal(fake_store_queue_len(f->s, "video:1", NULL), 0);
@@ -469,7 +475,8 @@ static void test_renew_not_holder_lost(void **state)
     run_until(f, tw_finished_p, &a);
     assert_int_equal(a.err, BATON_E_LOST);
     char want[256];
-    snprintf(want, sizeof want, "lock 'k' lost: now held by 'bob' (fencing %llu)", (unsigned long long)b.fencing);
+    snprintf(want, sizeof want, "lock 'k' lost: now held by 'bob' (fencing %llu)",
+             (unsigned long long)b.fencing);
     assert_string_equal(a.msg, want);
     uint64_t fen = 0;
     assert_int_equal(fake_store_holder(f->s, "k", &fen, NULL, 0), 1);
@@ -850,7 +857,8 @@ static void test_unary_messages(void **state)
     hold_result r = {0};
     const char *errmsg;
     hold_lease(f, &a, "k", "alice");
-    assert_int_equal(engine_renew(f->e, "k", "ffffffffffffffffffffffffffffffff", 5000, hold_cb, &r, &errmsg), 0);
+    assert_int_equal(engine_renew(f->e, "k", "ffffffffffffffffffffffffffffffff", 5000, hold_cb, &r, &errmsg),
+                     0);
     run_until(f, hold_called_p, &r);
     assert_int_equal(r.err, BATON_E_NOT_HOLDER);
     char want[256];
@@ -1163,8 +1171,9 @@ static void run_random(unsigned seed)
             if (r->w[i].finished)
                 by_err[-r->w[i].err]++;
         print_message("seed %u: %d waiters, %d grants, finished OK %d BUSY %d UNAVAILABLE %d LOST %d "
-                      "INTERNAL %d\n", seed, r->n, r->grants, by_err[0], by_err[-BATON_E_BUSY],
-                      by_err[-BATON_E_UNAVAILABLE], by_err[-BATON_E_LOST], by_err[-BATON_E_INTERNAL]);
+                      "INTERNAL %d\n",
+                      seed, r->n, r->grants, by_err[0], by_err[-BATON_E_BUSY], by_err[-BATON_E_UNAVAILABLE],
+                      by_err[-BATON_E_LOST], by_err[-BATON_E_INTERNAL]);
     }
     free(r);
     g_rnd = NULL;

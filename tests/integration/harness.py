@@ -71,11 +71,13 @@ def _stop_process(proc, term_timeout=10.0):
 
 
 class RedisServer:
-    """A private redis-server on 127.0.0.1:<port> (no persistence)."""
+    """A private redis-server on 127.0.0.1:<port> (no persistence unless
+    extra_args turn it on; they come last, so they override the defaults)."""
 
-    def __init__(self, workdir, port=None):
+    def __init__(self, workdir, port=None, extra_args=()):
         self.workdir = workdir
         self.port = port or free_port()
+        self.extra_args = list(extra_args)
         self.proc = None
         self.log_path = os.path.join(workdir, "redis-%d.log" % self.port)
 
@@ -88,7 +90,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
              "--save", "", "--appendonly", "no", "--dir", self.workdir,
-             "--daemonize", "no"],
+             "--daemonize", "no", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout

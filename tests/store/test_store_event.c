@@ -81,10 +81,12 @@ static void test_parse_big_numbers(void **state)
     (void)state;
     char buf[96];
     store_event ev;
-    assert_int_equal(parse_text("EXPIRED 18446744073709551615 9223372036854775807 k o", buf, sizeof(buf), &ev), 0);
+    assert_int_equal(
+        parse_text("EXPIRED 18446744073709551615 9223372036854775807 k o", buf, sizeof(buf), &ev), 0);
     assert_true(ev.fencing == UINT64_MAX);
     assert_true(ev.at_unix_ms == INT64_MAX);
-    assert_int_equal(parse_text("EXPIRED 18446744073709551616 1 k o", buf, sizeof(buf), &ev), BATON_E_INVALID);
+    assert_int_equal(parse_text("EXPIRED 18446744073709551616 1 k o", buf, sizeof(buf), &ev),
+                     BATON_E_INVALID);
     assert_int_equal(parse_text("EXPIRED 1 9223372036854775808 k o", buf, sizeof(buf), &ev), BATON_E_INVALID);
 }
 
@@ -92,23 +94,23 @@ static void test_parse_malformed(void **state)
 {
     (void)state;
     static const char *bad[] = {
-        "",                        /* empty */
-        "ACQUIRED",                /* only the type */
-        "ACQUIRED ",               /* missing fencing */
-        "ACQUIRED 1",              /* missing time */
-        "ACQUIRED 1 2",            /* missing key */
-        "ACQUIRED 1 2 ",           /* empty key */
-        "ACQUIRED 1 2  owner",     /* empty key, owner */
-        "ACQUIRED  1 2 k o",       /* double space: empty fencing */
-        "ACQUIRED x 2 k o",        /* bad fencing */
-        "ACQUIRED -1 2 k o",       /* negative fencing */
-        "ACQUIRED 1 2x k o",       /* bad time */
-        "ACQUIRED 1 -2 k o",       /* negative time */
-        "ACQUIRED 1  k o",         /* empty time */
-        "acquired 1 2 k o",        /* type is case-sensitive */
-        "GRANTED 1 2 k o",         /* unknown type */
-        "WAKE_POOLX 1 2 k o",      /* unknown type (prefix of a known one) */
-        " ACQUIRED 1 2 k o",       /* leading space */
+        "",                    /* empty */
+        "ACQUIRED",            /* only the type */
+        "ACQUIRED ",           /* missing fencing */
+        "ACQUIRED 1",          /* missing time */
+        "ACQUIRED 1 2",        /* missing key */
+        "ACQUIRED 1 2 ",       /* empty key */
+        "ACQUIRED 1 2  owner", /* empty key, owner */
+        "ACQUIRED  1 2 k o",   /* double space: empty fencing */
+        "ACQUIRED x 2 k o",    /* bad fencing */
+        "ACQUIRED -1 2 k o",   /* negative fencing */
+        "ACQUIRED 1 2x k o",   /* bad time */
+        "ACQUIRED 1 -2 k o",   /* negative time */
+        "ACQUIRED 1  k o",     /* empty time */
+        "acquired 1 2 k o",    /* type is case-sensitive */
+        "GRANTED 1 2 k o",     /* unknown type */
+        "WAKE_POOLX 1 2 k o",  /* unknown type (prefix of a known one) */
+        " ACQUIRED 1 2 k o",   /* leading space */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char buf[64];
@@ -141,8 +143,11 @@ static void test_parse_stays_in_bounds(void **state)
 static void test_format_roundtrip(void **state)
 {
     (void)state;
-    store_event ev = {.type = STORE_EV_FORCE_RELEASED, .key = "node7/gpu/3", .owner = "bob ci job",
-                      .fencing = 1700000000000001ULL, .at_unix_ms = 1700000000000LL};
+    store_event ev = {.type = STORE_EV_FORCE_RELEASED,
+                      .key = "node7/gpu/3",
+                      .owner = "bob ci job",
+                      .fencing = 1700000000000001ULL,
+                      .at_unix_ms = 1700000000000LL};
     char out[128];
     int n = store_event_format(&ev, out, sizeof(out));
     assert_string_equal(out, "FORCE_RELEASED 1700000000000001 1700000000000 node7/gpu/3 bob ci job");

@@ -52,13 +52,13 @@ static int64_t now_ms(void)
 }
 
 /* Runs the loop until `cond` holds or WAIT_MS passes; fails on the latter. */
-#define RUN_UNTIL(f, cond)                                                                    \
-    do {                                                                                      \
-        int64_t deadline_ = now_ms() + WAIT_MS;                                               \
-        while (!(cond) && now_ms() < deadline_)                                               \
-            event_base_loop((f)->base, EVLOOP_ONCE);                                          \
-        if (!(cond))                                                                          \
-            fail_msg("timed out waiting for %s", #cond);                                      \
+#define RUN_UNTIL(f, cond)                                                                                   \
+    do {                                                                                                     \
+        int64_t deadline_ = now_ms() + WAIT_MS;                                                              \
+        while (!(cond) && now_ms() < deadline_)                                                              \
+            event_base_loop((f)->base, EVLOOP_ONCE);                                                         \
+        if (!(cond))                                                                                         \
+            fail_msg("timed out waiting for %s", #cond);                                                     \
     } while (0)
 
 /* Runs the loop for about ms milliseconds. */
@@ -147,7 +147,7 @@ static long long cmd_int(fixture *f, const char *fmt, ...)
     redisReply *r = redisvCommand(f->sync, fmt, ap);
     va_end(ap);
     assert_non_null(r);
-    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer
+    long long v = r->type == REDIS_REPLY_INTEGER  ? r->integer
                   : r->type == REDIS_REPLY_STRING ? atoll(r->str)
                                                   : -999;
     freeReplyObject(r);
@@ -156,8 +156,13 @@ static long long cmd_int(fixture *f, const char *fmt, ...)
 
 static baton_store *new_store(fixture *f, const char *addr, int keyspace, int64_t timeout_ms)
 {
-    store_redis_opts o = {.address = addr, .password = NULL, .database = f->db, .key_prefix = f->prefix,
-                          .command_timeout_ms = timeout_ms, .reconnect_ms = 50, .keyspace_events = keyspace};
+    store_redis_opts o = {.address = addr,
+                          .password = NULL,
+                          .database = f->db,
+                          .key_prefix = f->prefix,
+                          .command_timeout_ms = timeout_ms,
+                          .reconnect_ms = 50,
+                          .keyspace_events = keyspace};
     baton_store *s = store_redis_new(f->base, &o);
     assert_non_null(s);
     s->hooks.on_event = on_event;
@@ -192,9 +197,9 @@ static fixture *fx_open_opts(int db, int keyspace, int64_t timeout_ms)
     return f;
 }
 
-#define FX_OPEN(f, db, keyspace, timeout)                  \
-    fixture *f = fx_open_opts(db, keyspace, timeout);      \
-    if (!f)                                                \
+#define FX_OPEN(f, db, keyspace, timeout)                                                                    \
+    fixture *f = fx_open_opts(db, keyspace, timeout);                                                        \
+    if (!f)                                                                                                  \
         skip();
 
 static void fx_close(fixture *f)
@@ -245,7 +250,10 @@ static acq acquire_full(fixture *f, baton_store *st, const char *key, const char
 {
     acq a = {0};
     store_acquire_req req = {.target = {.key = key, .pool = pool, .devices = devices},
-                             .token = token, .owner = owner, .ttl_ms = ttl, .enqueue = enqueue,
+                             .token = token,
+                             .owner = owner,
+                             .ttl_ms = ttl,
+                             .enqueue = enqueue,
                              .liveness_ms = liveness};
     assert_int_equal(st->ops->acquire(st, &req, acq_cb, &a), 0);
     assert_int_equal(a.done, 0); /* never called from inside the op */
@@ -917,8 +925,8 @@ static void test_connection_drop(void **state)
     /* Command connection, with an op held in flight by CLIENT PAUSE. */
     freeReplyObject(cmd(f, "CLIENT PAUSE 3000 WRITE"));
     acq inflight = {0};
-    store_acquire_req req = {.target = {.key = "k"}, .token = t1, .owner = "a", .ttl_ms = 10000,
-                             .liveness_ms = 1000};
+    store_acquire_req req = {
+        .target = {.key = "k"}, .token = t1, .owner = "a", .ttl_ms = 10000, .liveness_ms = 1000};
     assert_int_equal(f->st->ops->acquire(f->st, &req, acq_cb, &inflight), 0);
     run_for(f, 50);
     assert_int_equal(inflight.done, 0);
@@ -962,8 +970,8 @@ static void test_command_timeout(void **state)
     make_token(t1, 1);
     freeReplyObject(cmd(f, "CLIENT PAUSE 1500 WRITE"));
     acq a = {0};
-    store_acquire_req req = {.target = {.key = "k"}, .token = t1, .owner = "a", .ttl_ms = 10000,
-                             .liveness_ms = 1000};
+    store_acquire_req req = {
+        .target = {.key = "k"}, .token = t1, .owner = "a", .ttl_ms = 10000, .liveness_ms = 1000};
     assert_int_equal(f->st->ops->acquire(f->st, &req, acq_cb, &a), 0);
     RUN_UNTIL(f, a.done);
     assert_int_equal(a.err, BATON_E_UNAVAILABLE);
@@ -995,13 +1003,15 @@ static void test_down_store(void **state)
     if (!getenv("BATON_TEST_REDIS"))
         skip();
     struct event_base *base = event_base_new();
-    store_redis_opts o = {.address = "unix:/nonexistent/baton.sock", .key_prefix = "x:",
-                          .command_timeout_ms = 100, .reconnect_ms = 20};
+    store_redis_opts o = {.address = "unix:/nonexistent/baton.sock",
+                          .key_prefix = "x:",
+                          .command_timeout_ms = 100,
+                          .reconnect_ms = 20};
     baton_store *st = store_redis_new(base, &o);
     assert_non_null(st);
     acq a = {0};
-    store_acquire_req req = {.target = {.key = "k"}, .token = "0123456789abcdef0123456789abcdef",
-                             .owner = "", .ttl_ms = 1000};
+    store_acquire_req req = {
+        .target = {.key = "k"}, .token = "0123456789abcdef0123456789abcdef", .owner = "", .ttl_ms = 1000};
     assert_int_equal(st->ops->acquire(st, &req, acq_cb, &a), BATON_E_UNAVAILABLE);
     struct timeval tv = {0, 200000};
     event_base_loopexit(base, &tv);
@@ -1149,8 +1159,12 @@ static void h_attempt(hclient *c)
     if (h->grants >= h->target)
         return;
     h->attempts++;
-    store_acquire_req req = {.target = {.key = "hot"}, .token = c->token, .owner = "hammer",
-                             .ttl_ms = 10000, .enqueue = (h->attempts % 3) != 0, .liveness_ms = 10000};
+    store_acquire_req req = {.target = {.key = "hot"},
+                             .token = c->token,
+                             .owner = "hammer",
+                             .ttl_ms = 10000,
+                             .enqueue = (h->attempts % 3) != 0,
+                             .liveness_ms = 10000};
     if (c->st->ops->acquire(c->st, &req, h_acquired, c) != 0)
         h->errors++;
 }

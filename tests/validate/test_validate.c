@@ -29,11 +29,11 @@ static const validate_limits LIM = {
 #define TOKEN "0123456789abcdef0123456789abcdef"
 
 /* Asserts rc is INVALID and err contains `want`. */
-#define assert_invalid(rc, want)                                                                   \
-    do {                                                                                           \
-        assert_int_equal((rc), BATON_E_INVALID);                                                   \
-        if (strstr(err, (want)) == NULL)                                                           \
-            fail_msg("error '%s' does not contain '%s'", err, (want));                             \
+#define assert_invalid(rc, want)                                                                             \
+    do {                                                                                                     \
+        assert_int_equal((rc), BATON_E_INVALID);                                                             \
+        if (strstr(err, (want)) == NULL)                                                                     \
+            fail_msg("error '%s' does not contain '%s'", err, (want));                                       \
     } while (0)
 
 static void fill(char *buf, size_t n, char ch)
@@ -46,8 +46,8 @@ static void fill(char *buf, size_t n, char ch)
 
 static void test_key_valid(void **state)
 {
-    static const char *ok[] = {"video:123", "gpu_lock:0", "node7/gpu/3", "a@b+c=d", "a", "A-Z.0_9",
-                               "x=y", "::", "/"};
+    static const char *ok[] = {"video:123", "gpu_lock:0", "node7/gpu/3", "a@b+c=d", "a",
+                               "A-Z.0_9",   "x=y",        "::",          "/"};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         err[0] = '\0';
         if (validate_key("key", ok[i], err, sizeof(err)) != 0)
@@ -78,13 +78,20 @@ static void test_key_bad_bytes(void **state)
         const char *key;
         const char *want;
     } bad[] = {
-        {"video 1", "got byte 0x20 at offset 5"}, {"a{b}", "got byte 0x7b at offset 1"},
-        {"*", "got byte 0x2a at offset 0"},       {"caf\xc3\xa9", "got byte 0xc3 at offset 3"},
-        {"a\tb", "got byte 0x09 at offset 1"},    {"a\nb", "got byte 0x0a at offset 1"},
-        {"a,b", "got byte 0x2c"},                 {"a\"b", "got byte 0x22"},
-        {"a\\b", "got byte 0x5c"},                {"a#b", "got byte 0x23"},
-        {"a?b", "got byte 0x3f"},                 {"a[b", "got byte 0x5b"},
-        {"a%b", "got byte 0x25"},                 {"a\x7f", "got byte 0x7f at offset 1"},
+        {"video 1", "got byte 0x20 at offset 5"},
+        {"a{b}", "got byte 0x7b at offset 1"},
+        {"*", "got byte 0x2a at offset 0"},
+        {"caf\xc3\xa9", "got byte 0xc3 at offset 3"},
+        {"a\tb", "got byte 0x09 at offset 1"},
+        {"a\nb", "got byte 0x0a at offset 1"},
+        {"a,b", "got byte 0x2c"},
+        {"a\"b", "got byte 0x22"},
+        {"a\\b", "got byte 0x5c"},
+        {"a#b", "got byte 0x23"},
+        {"a?b", "got byte 0x3f"},
+        {"a[b", "got byte 0x5b"},
+        {"a%b", "got byte 0x25"},
+        {"a\x7f", "got byte 0x7f at offset 1"},
         {"\xff", "got byte 0xff at offset 0"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -135,14 +142,14 @@ static void test_owner_valid(void **state)
         "",
         "worker-3/task-42",
         "with\ttab",
-        "caf\xc3\xa9",                 /* U+00E9 */
-        "\xe2\x82\xac",                /* U+20AC */
-        "\xef\xbf\xbf",                /* U+FFFF */
-        "\xf0\x9f\x98\x80",            /* U+1F600 */
-        "\xf4\x8f\xbf\xbf",            /* U+10FFFF, the last code point */
-        "\xc2\xa0",                    /* U+00A0, first after the C1 controls */
-        "\xed\x9f\xbf",                /* U+D7FF, just below the surrogates */
-        "\xee\x80\x80",                /* U+E000, just above them */
+        "caf\xc3\xa9",      /* U+00E9 */
+        "\xe2\x82\xac",     /* U+20AC */
+        "\xef\xbf\xbf",     /* U+FFFF */
+        "\xf0\x9f\x98\x80", /* U+1F600 */
+        "\xf4\x8f\xbf\xbf", /* U+10FFFF, the last code point */
+        "\xc2\xa0",         /* U+00A0, first after the C1 controls */
+        "\xed\x9f\xbf",     /* U+D7FF, just below the surrogates */
+        "\xee\x80\x80",     /* U+E000, just above them */
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         err[0] = '\0';
@@ -161,23 +168,23 @@ static void test_owner_invalid_utf8(void **state)
         const char *owner;
         const char *want;
     } bad[] = {
-        {"\x80", "must be valid UTF-8, got byte 0x80 at offset 0"},    /* lone continuation */
-        {"ab\xc3", "must be valid UTF-8, got byte 0xc3 at offset 2"},  /* truncated */
-        {"\xc3(", "got byte 0xc3 at offset 0"},                        /* bad continuation */
-        {"\xc0\xaf", "got byte 0xc0 at offset 0"},                     /* overlong '/' */
-        {"\xc1\xbf", "got byte 0xc1"},                                 /* overlong */
-        {"\xe0\x80\xaf", "got byte 0xe0"},                             /* overlong 3-byte */
-        {"\xe0\x9f\xbf", "got byte 0xe0"},                             /* overlong U+07FF */
-        {"\xf0\x80\x80\xaf", "got byte 0xf0"},                         /* overlong 4-byte */
-        {"\xf0\x8f\xbf\xbf", "got byte 0xf0"},                         /* overlong U+FFFF */
-        {"\xed\xa0\x80", "got byte 0xed"},                             /* U+D800 */
-        {"\xed\xbf\xbf", "got byte 0xed"},                             /* U+DFFF */
-        {"\xf4\x90\x80\x80", "got byte 0xf4"},                         /* U+110000 */
+        {"\x80", "must be valid UTF-8, got byte 0x80 at offset 0"},   /* lone continuation */
+        {"ab\xc3", "must be valid UTF-8, got byte 0xc3 at offset 2"}, /* truncated */
+        {"\xc3(", "got byte 0xc3 at offset 0"},                       /* bad continuation */
+        {"\xc0\xaf", "got byte 0xc0 at offset 0"},                    /* overlong '/' */
+        {"\xc1\xbf", "got byte 0xc1"},                                /* overlong */
+        {"\xe0\x80\xaf", "got byte 0xe0"},                            /* overlong 3-byte */
+        {"\xe0\x9f\xbf", "got byte 0xe0"},                            /* overlong U+07FF */
+        {"\xf0\x80\x80\xaf", "got byte 0xf0"},                        /* overlong 4-byte */
+        {"\xf0\x8f\xbf\xbf", "got byte 0xf0"},                        /* overlong U+FFFF */
+        {"\xed\xa0\x80", "got byte 0xed"},                            /* U+D800 */
+        {"\xed\xbf\xbf", "got byte 0xed"},                            /* U+DFFF */
+        {"\xf4\x90\x80\x80", "got byte 0xf4"},                        /* U+110000 */
         {"\xf5\x80\x80\x80", "got byte 0xf5"},
-        {"\xf8\x88\x80\x80\x80", "got byte 0xf8"},                     /* 5-byte form */
+        {"\xf8\x88\x80\x80\x80", "got byte 0xf8"}, /* 5-byte form */
         {"\xfe", "got byte 0xfe"},
         {"\xff", "got byte 0xff"},
-        {"ok\xe2\x82", "got byte 0xe2 at offset 2"},                   /* truncated at end */
+        {"ok\xe2\x82", "got byte 0xe2 at offset 2"}, /* truncated at end */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';

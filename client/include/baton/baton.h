@@ -101,8 +101,7 @@ typedef struct baton_client_options {
  * does not fail when batond is down (the first call then fails with
  * BATON_ERR_UNAVAILABLE). On success *out is a new client the caller frees
  * with baton_client_free(). Thread-safe. */
-BATON_API int baton_client_new(const char *target, const baton_client_options *opts,
-                               baton_client **out);
+BATON_API int baton_client_new(const char *target, const baton_client_options *opts, baton_client **out);
 
 /* Frees the client. Every lock, watch and async acquire made through it must
  * have been freed first. NULL is ignored. */
@@ -125,8 +124,8 @@ typedef enum baton_mode {
 
 typedef enum baton_lock_state {
     BATON_LOCK_HELD = 0,
-    BATON_LOCK_LOST = 1,     /* lost: another client may hold it now; stop using it */
-    BATON_LOCK_RELEASED = 2  /* released by this handle or by its token */
+    BATON_LOCK_LOST = 1,    /* lost: another client may hold it now; stop using it */
+    BATON_LOCK_RELEASED = 2 /* released by this handle or by its token */
 } baton_lock_state;
 
 /* A granted lock. Owned by the caller; free it with baton_lock_free().
@@ -148,12 +147,12 @@ typedef void (*baton_queued_cb)(int64_t position, void *ud);
 /* Options of an acquire. Zero-initialised = owner from the client, server
  * default TTL, try once (wait_ms 0), lease mode, no renewal, no callbacks. */
 typedef struct baton_acquire_options {
-    const char *owner;  /* NULL = the client's default owner; copied */
-    int64_t ttl_ms;     /* 0 = the server's default TTL */
-    int64_t wait_ms;    /* 0 = try once; > 0 = wait at most this long; < 0 = the server's maximum */
+    const char *owner; /* NULL = the client's default owner; copied */
+    int64_t ttl_ms;    /* 0 = the server's default TTL */
+    int64_t wait_ms;   /* 0 = try once; > 0 = wait at most this long; < 0 = the server's maximum */
     baton_mode mode;
-    int auto_renew;     /* lease mode: renew at a third of the TTL in a background thread */
-    baton_lost_cb on_lost;     /* optional; see baton_lost_cb */
+    int auto_renew;        /* lease mode: renew at a third of the TTL in a background thread */
+    baton_lost_cb on_lost; /* optional; see baton_lost_cb */
     void *lost_ud;
     baton_queued_cb on_queued; /* optional; see baton_queued_cb */
     void *queued_ud;
@@ -165,12 +164,12 @@ typedef struct baton_acquire_options {
  * BATON_ERR_INVALID, BATON_ERR_UNAVAILABLE, ... `opts` may be NULL.
  * Blocks the calling thread; thread-safe. In stream mode and with auto_renew
  * the lock owns one background thread until it is freed. */
-BATON_API int baton_acquire(baton_client *client, const char *key,
-                            const baton_acquire_options *opts, baton_lock **out);
+BATON_API int baton_acquire(baton_client *client, const char *key, const baton_acquire_options *opts,
+                            baton_lock **out);
 
 /* Like baton_acquire() but never waits (wait_ms is forced to 0). */
-BATON_API int baton_try_acquire(baton_client *client, const char *key,
-                                const baton_acquire_options *opts, baton_lock **out);
+BATON_API int baton_try_acquire(baton_client *client, const char *key, const baton_acquire_options *opts,
+                                baton_lock **out);
 
 /* Acquires any free device of pool `pool` with `devices` devices (device i is
  * the key "pool/i"); see baton_acquire(). baton_lock_device() and
@@ -206,8 +205,8 @@ BATON_API const char *baton_lock_key(const baton_lock *lock);   /* granted key (
 BATON_API const char *baton_lock_token(const baton_lock *lock); /* 32 hex characters */
 BATON_API const char *baton_lock_owner(const baton_lock *lock);
 BATON_API uint64_t baton_lock_fencing(const baton_lock *lock);
-BATON_API int baton_lock_device(const baton_lock *lock);        /* pool device index, -1 for a key */
-BATON_API int64_t baton_lock_ttl_ms(const baton_lock *lock);    /* TTL of the last grant or renewal */
+BATON_API int baton_lock_device(const baton_lock *lock);     /* pool device index, -1 for a key */
+BATON_API int64_t baton_lock_ttl_ms(const baton_lock *lock); /* TTL of the last grant or renewal */
 BATON_API baton_mode baton_lock_mode(const baton_lock *lock);
 BATON_API baton_lock_state baton_lock_state_get(const baton_lock *lock);
 
@@ -234,9 +233,9 @@ typedef void (*baton_acquire_cb)(int err, baton_lock *lock, const char *msg, voi
  * `devices` devices; pass key NULL then) on a new worker thread and returns at
  * once. On success *out is a handle that the caller must free with
  * baton_async_free() (after or before the callback ran). Thread-safe. */
-BATON_API int baton_acquire_async(baton_client *client, const char *key, const char *pool,
-                                  int devices, const baton_acquire_options *opts,
-                                  baton_acquire_cb cb, void *ud, baton_async **out);
+BATON_API int baton_acquire_async(baton_client *client, const char *key, const char *pool, int devices,
+                                  const baton_acquire_options *opts, baton_acquire_cb cb, void *ud,
+                                  baton_async **out);
 
 /* Cancels a pending acquire: the callback then runs with BATON_ERR_CANCELLED
  * (unless it already ran; a lock granted at the same moment is released).
@@ -253,8 +252,8 @@ BATON_API void baton_async_free(baton_async *a);
 /* Renews `key` held by `token` for ttl_ms (0 = default); *granted_ttl_ms (may
  * be NULL) receives the TTL the server applied. BATON_ERR_NOT_HELD when the
  * token does not hold the key. Thread-safe. */
-BATON_API int baton_renew_token(baton_client *client, const char *key, const char *token,
-                                int64_t ttl_ms, int64_t *granted_ttl_ms);
+BATON_API int baton_renew_token(baton_client *client, const char *key, const char *token, int64_t ttl_ms,
+                                int64_t *granted_ttl_ms);
 
 /* Releases `key` held by `token`. BATON_ERR_NOT_HELD when it does not hold it
  * (the real holder is untouched). Thread-safe. */
@@ -270,8 +269,8 @@ typedef struct baton_description {
     int held;
     char owner[BATON_OWNER_BUF]; /* "" when not held */
     uint64_t fencing;
-    int64_t ttl_ms;   /* remaining lifetime */
-    int64_t waiters;  /* streams queued for the key */
+    int64_t ttl_ms;  /* remaining lifetime */
+    int64_t waiters; /* streams queued for the key */
 } baton_description;
 
 /* Fills *out with the current state of `key`. Thread-safe. */
