@@ -764,12 +764,30 @@ static void target_arm_retry(target *t, int64_t retry_ms)
 static void renew_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void renew_send(engine_waiter *w);
 
+/*
+ * Why: a STREAM holder that cannot renew must hear "lost" before Redis can
+ * give the key to someone else, not at the same instant: the ABORTED still
+ * has to travel to the client, and the client has to stop. So the engine
+ * gives up a margin before the TTL it could not extend runs out: a fifth of
+ * the TTL, at most 2 s (renewals run every third, so at least one retry has
+ * failed by then).
+ */
+static int64_t hold_give_up_ms(const engine_waiter *w)
+{
+    int64_t margin = w->ttl_ms / 5;
+    if (margin > 2000)
+        margin = 2000;
+    return w->expiry_ms - margin;
+}
+
 static void renew_schedule(engine_waiter *w)
 {
     int64_t step = w->ttl_ms / 3;
     if (step < 1)
         step = 1;
-    int64_t left = w->expiry_ms - mono_ms();
+    int64_t left = hold_give_up_ms(w) - mono_ms();
+    if (left < 0)
+        left = 0;
     struct timeval tv = tv_of_ms(left < step ? left : step);
     evtimer_add(w->renew_timer, &tv);
 }
@@ -1018,7 +1036,7 @@ static void renew_reply_cb(void *ud, int err, const char *emsg, const store_hold
         /* Let watchers see EXPIRED if the hold record is still there. */
         e->store->ops->reap(e->store, w->held_key);
         hold_lost(w, 0, msg);
-    } else if (mono_ms() >= w->expiry_ms) {
+    } else if (mono_ms() >= hold_give_up_ms(w)) {
         snprintf(msg, sizeof msg, "could not renew lock '%s' before its TTL ran out: " MSG_UNAVAILABLE,
                  w->held_key);
         hold_lost(w, 1, msg);
@@ -1049,7 +1067,7 @@ static void renew_send(engine_waiter *w)
 static void renew_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     engine_waiter *w = arg;
-    if (mono_ms() >= w->expiry_ms) {
+    if (mono_ms() >= hold_give_up_ms(w)) {
         char msg[MSG_MAX];
         snprintf(msg, sizeof msg, "could not renew lock '%s' before its TTL ran out: " MSG_UNAVAILABLE,
                  w->held_key);
