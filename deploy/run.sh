@@ -4,9 +4,10 @@
 #   ./deploy/run.sh [batond flags...]
 #
 # Installs missing Debian packages, builds (Release) into build-run/, and,
-# unless a Redis is configured (--redis ADDR or BATON_REDIS=ADDR), starts a
-# private redis-server on a unix socket in a temp dir that lives as long as
-# batond. Configuration: deploy/batond.yaml unless --config FILE is given.
+# unless a Redis is configured (--redis ADDR, BATON_REDIS=ADDR, or redis.address
+# in a --config FILE), starts a private redis-server on a unix socket in a temp
+# dir that lives as long as batond. Configuration: deploy/batond.yaml unless
+# --config FILE is given.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -17,6 +18,24 @@ cmake --build build-run --target batond -j"$(nproc)" >/dev/null
 
 args=("$@")
 have() { local f; for f in "${args[@]}"; do [ "$f" = "$1" ] || [[ "$f" == "$1="* ]] && return 0; done; return 1; }
+# The value of flag $1 ("--flag VALUE" or "--flag=VALUE"), if given.
+value_of() {
+    local i
+    for ((i = 0; i < ${#args[@]}; i++)); do
+        case "${args[i]}" in
+        "$1") echo "${args[i + 1]:-}"; return ;;
+        "$1="*) echo "${args[i]#*=}"; return ;;
+        esac
+    done
+}
+# 1 if the YAML file $1 sets redis.address (an uncommented key in the redis: block).
+config_sets_redis() {
+    [ -r "$1" ] && awk '/^redis:/ {in_redis = 1; next}
+                        /^[^[:space:]#]/ {in_redis = 0}
+                        in_redis && /^[[:space:]]+address:/ {found = 1}
+                        END {exit !found}' "$1"
+}
+user_config=$(value_of --config)
 have --config || args=(--config "$root/deploy/batond.yaml" "${args[@]}")
 
 tmp=""
@@ -28,7 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if ! have --redis; then
+if ! have --redis && ! { [ -n "$user_config" ] && config_sets_redis "$user_config"; }; then
     if [ -n "${BATON_REDIS:-}" ]; then
         args+=(--redis "$BATON_REDIS")
     else
