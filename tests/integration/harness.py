@@ -152,7 +152,8 @@ pools:
 class Batond:
     """One batond process with its own config file and stderr log."""
 
-    def __init__(self, binary, workdir, redis_address, name="batond"):
+    def __init__(self, binary, workdir, redis_address, name="batond", extra_config=""):
+        self.extra_config = extra_config  # YAML appended to the generated config (new sections only)
         self.binary = binary
         self.workdir = workdir
         self.redis_address = redis_address
@@ -175,6 +176,7 @@ class Batond:
         with open(self.config_path, "w") as f:
             f.write(CONFIG_TEMPLATE.format(port=self.port, redis=self.redis_address,
                                            log_level=os.environ.get("BATON_IT_LOG_LEVEL", "debug")))
+            f.write(self.extra_config)
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [self.binary, "--config", self.config_path, "--listen", self.target,

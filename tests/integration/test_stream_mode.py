@@ -127,3 +127,41 @@ def test_cancel_of_waiting_stream_mode_acquire(stub):
     # The cancelled waiter must not have been granted behind our back.
     g2 = bc.grant(stub, key, "after", wait_ms=0)
     bc.release(stub, key, g2.token)
+
+
+def test_keepalive_releases_the_lock_of_a_frozen_holder(start_redis, start_batond, stubs_dir):
+    """A holder whose machine vanishes sends no FIN: its connection stays open.
+    A SIGSTOPped process is the same from the server's side (the kernel still
+    ACKs TCP, but nobody answers HTTP/2 PINGs), so only batond's keepalive can
+    notice. With pings every 0.5 s and a 0.5 s timeout the lock must move on in
+    seconds, far below its 600 s TTL."""
+    import signal as sig
+
+    from baton.v1 import lock_pb2_grpc
+
+    redis = start_redis()
+    b = start_batond(redis.address, name="batond-keepalive",
+                     extra_config="grpc:\n  keepalive_time_ms: 500\n  keepalive_timeout_ms: 500\n")
+    key = bc.uniq("frozen")
+    proc = subprocess.Popen(
+        [harness.PYTHON, os.path.join(harness.HERE, "holder_proc.py"), b.target, key, "frozen-proc"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=harness.python_env(stubs_dir))
+    with grpc.insecure_channel(b.target) as ch:
+        stub = lock_pb2_grpc.LockServiceStub(ch)
+        try:
+            line = proc.stdout.readline()
+            assert line.startswith("GRANTED "), "holder: %r" % line
+            fencing = int(line.split()[1])
+            waiter = bc.AcquireStream(stub, key, "survivor", wait_ms=60000)
+            waiter.wait_queued()
+            t0 = time.monotonic()
+            os.kill(proc.pid, sig.SIGSTOP)
+            g = waiter.wait_granted(30.0)
+            secs = waiter.granted_at - t0
+            bc.record_timing("frozen stream holder (keepalive 0.5+0.5 s) -> waiter granted", secs)
+            assert secs < 15.0, "granted %.1fs after the holder froze: keepalive did not act" % secs
+            assert g.fencing > fencing
+            bc.release(stub, key, g.token)
+        finally:
+            proc.kill()  # SIGKILL also ends a stopped process
+            proc.wait(10)
