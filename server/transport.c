@@ -48,26 +48,50 @@ enum method {
     M_UNKNOWN = M_COUNT, /* the generic slot: any unregistered method */
 };
 
-static const struct method_info {
-    const char *path;
+/*
+ * The methods served. Paths and request types are taken from the services'
+ * protobuf-c descriptors (generated from proto/), so the server follows the
+ * .proto by construction: a method renamed or dropped there stops batond at
+ * start with a clear error instead of leaving it unserved under a stale path.
+ */
+static const struct method_src {
+    const ProtobufCServiceDescriptor *service;
+    const char *name;
+} method_src[M_COUNT] = {
+    [M_ACQUIRE] = {&baton__v1__lock_service__descriptor, "Acquire"},
+    [M_RENEW] = {&baton__v1__lock_service__descriptor, "Renew"},
+    [M_RELEASE] = {&baton__v1__lock_service__descriptor, "Release"},
+    [M_WATCH] = {&baton__v1__lock_service__descriptor, "Watch"},
+    [M_DESCRIBE] = {&baton__v1__lock_service__descriptor, "Describe"},
+    [M_FORCE_RELEASE] = {&baton__v1__lock_service__descriptor, "ForceRelease"},
+    [M_HEALTH_CHECK] = {&grpc__health__v1__health__descriptor, "Check"},
+    [M_HEALTH_WATCH] = {&grpc__health__v1__health__descriptor, "Watch"},
+};
+
+static struct method_info {
+    char path[128]; /* "/<package>.<Service>/<Method>" */
     const ProtobufCMessageDescriptor *req;
     const char *req_name;
-} methods[M_COUNT] = {
-    [M_ACQUIRE] = {"/baton.v1.LockService/Acquire", &baton__v1__acquire_request__descriptor,
-                   "AcquireRequest"},
-    [M_RENEW] = {"/baton.v1.LockService/Renew", &baton__v1__renew_request__descriptor, "RenewRequest"},
-    [M_RELEASE] = {"/baton.v1.LockService/Release", &baton__v1__release_request__descriptor,
-                   "ReleaseRequest"},
-    [M_WATCH] = {"/baton.v1.LockService/Watch", &baton__v1__watch_request__descriptor, "WatchRequest"},
-    [M_DESCRIBE] = {"/baton.v1.LockService/Describe", &baton__v1__describe_request__descriptor,
-                    "DescribeRequest"},
-    [M_FORCE_RELEASE] = {"/baton.v1.LockService/ForceRelease", &baton__v1__force_release_request__descriptor,
-                         "ForceReleaseRequest"},
-    [M_HEALTH_CHECK] = {"/grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor,
-                        "HealthCheckRequest"},
-    [M_HEALTH_WATCH] = {"/grpc.health.v1.Health/Watch", &grpc__health__v1__health_check_request__descriptor,
-                        "HealthCheckRequest"},
-};
+} methods[M_COUNT];
+
+/* Fills methods[] from method_src (idempotent; loop thread, before the pump
+ * starts). Returns 0, or -1 with the missing method named in err. */
+static int methods_resolve(char *err, size_t errlen)
+{
+    for (int m = 0; m < M_COUNT; m++) {
+        const ProtobufCServiceDescriptor *svc = method_src[m].service;
+        const ProtobufCMethodDescriptor *md =
+            protobuf_c_service_descriptor_get_method_by_name(svc, method_src[m].name);
+        if (md == NULL) {
+            snprintf(err, errlen, "the proto of %s has no method %s", svc->name, method_src[m].name);
+            return -1;
+        }
+        snprintf(methods[m].path, sizeof methods[m].path, "/%s/%s", svc->name, md->name);
+        methods[m].req = md->input;
+        methods[m].req_name = md->input->short_name;
+    }
+    return 0;
+}
 
 enum tag_kind {
     TAG_REQUEST = 0,  /* a request slot: a call arrived (or the request failed) */
@@ -1169,6 +1193,8 @@ static void destroy_unstarted(baton_transport *t)
 baton_transport *transport_new(struct event_base *base, baton_engine *engine, const transport_opts *opts,
                                char *err, size_t errlen)
 {
+    if (methods_resolve(err, errlen) != 0)
+        return NULL;
     baton_transport *t = calloc(1, sizeof *t);
     if (t == NULL) {
         snprintf(err, errlen, "out of memory");
