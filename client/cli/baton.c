@@ -594,6 +594,19 @@ static int cmd_renew(struct opts *o, int argc, char **argv)
     return rc;
 }
 
+/* The success line of release and force-release: `verb KEY`, or with --json
+ * {"key": KEY, "released": true}. */
+static void print_released(const struct opts *o, const char *key, const char *verb)
+{
+    if (o->json) {
+        printf("{\"key\":");
+        json_str(stdout, key);
+        printf(",\"released\":true}\n");
+    } else {
+        printf("%s %s\n", verb, key);
+    }
+}
+
 static int cmd_release(struct opts *o, int argc, char **argv)
 {
     const char *key;
@@ -602,15 +615,10 @@ static int cmd_release(struct opts *o, int argc, char **argv)
     if (rc)
         return rc;
     int err = baton_release_token(c, key, o->token);
-    if (err) {
+    if (err)
         rc = fail(key, err);
-    } else if (o->json) {
-        printf("{\"key\":");
-        json_str(stdout, key);
-        printf(",\"released\":true}\n");
-    } else {
-        printf("released %s\n", key);
-    }
+    else
+        print_released(o, key, "released");
     baton_client_free(c);
     return rc;
 }
@@ -652,15 +660,10 @@ static int cmd_force_release(struct opts *o, int argc, char **argv)
     if (rc)
         return rc;
     int err = baton_force_release(c, key, o->fencing);
-    if (err) {
+    if (err)
         rc = fail(key, err);
-    } else if (o->json) {
-        printf("{\"key\":");
-        json_str(stdout, key);
-        printf(",\"released\":true}\n");
-    } else {
-        printf("force-released %s\n", key);
-    }
+    else
+        print_released(o, key, "force-released");
     baton_client_free(c);
     return rc;
 }
