@@ -521,13 +521,28 @@ static const char *one_key(const struct command *c, int argc, char **argv)
     return argv[optind];
 }
 
+/*
+ * The start of every command on one KEY: the KEY argument, the flag the
+ * command requires (`missing` names it when absent, else NULL), and a
+ * client. Returns 0, or the exit status to end with.
+ */
+static int key_command(struct opts *o, int argc, char **argv, const char *missing, const char **key,
+                       baton_client **c)
+{
+    *key = one_key(cur, argc, argv);
+    if (*key == NULL)
+        return EXIT_USAGE;
+    if (missing)
+        return usage_error(cur, missing);
+    *c = NULL;
+    return new_client(o, c);
+}
+
 static int cmd_acquire(struct opts *o, int argc, char **argv)
 {
-    const char *key = one_key(cur, argc, argv);
-    if (key == NULL)
-        return EXIT_USAGE;
-    baton_client *c = NULL;
-    int rc = new_client(o, &c);
+    const char *key;
+    baton_client *c;
+    int rc = key_command(o, argc, argv, NULL, &key, &c);
     if (rc)
         return rc;
     baton_acquire_options ao = {.owner = o->owner, .ttl_ms = o->ttl_ms, .wait_ms = o->wait_ms};
@@ -553,23 +568,6 @@ static int cmd_acquire(struct opts *o, int argc, char **argv)
     }
     baton_client_free(c);
     return rc;
-}
-
-/*
- * The start of every command on one KEY: the KEY argument, the flag the
- * command requires (`missing` names it when absent, else NULL), and a
- * client. Returns 0, or the exit status to end with.
- */
-static int key_command(struct opts *o, int argc, char **argv, const char *missing, const char **key,
-                       baton_client **c)
-{
-    *key = one_key(cur, argc, argv);
-    if (*key == NULL)
-        return EXIT_USAGE;
-    if (missing)
-        return usage_error(cur, missing);
-    *c = NULL;
-    return new_client(o, c);
 }
 
 static int cmd_renew(struct opts *o, int argc, char **argv)

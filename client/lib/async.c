@@ -26,12 +26,11 @@ static void *async_thread(void *arg)
     pthread_mutex_lock(&a->_cx.mu);
     int cancelled = a->_cx.cancelled;
     pthread_mutex_unlock(&a->_cx.mu);
-    if (err == 0 && cancelled) {
-        /* Granted at the moment of the cancel: nobody wants it any more. */
+    if (cancelled) {
+        /* A lock granted at the moment of the cancel is released: nobody
+         * wants it any more (baton_lock_free(NULL) does nothing). */
         baton_lock_free(l);
         l = NULL;
-        err = baton__fail(BATON_ERR_CANCELLED, "acquire cancelled");
-    } else if (err != 0 && cancelled) {
         err = baton__fail(BATON_ERR_CANCELLED, "acquire cancelled");
     }
     a->_cb(err, l, err ? baton_last_error() : "", a->_ud);

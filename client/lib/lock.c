@@ -140,7 +140,13 @@ static void *renew_thread(void *arg)
         int64_t left = l->_expires_ms - now;
         if (left <= 0) {
             pthread_mutex_unlock(&l->_mu);
-            mark_lost(l, BATON_ERR_LOST, "lease ran out before it could be renewed");
+            /* Say why the renewals failed: this thread's last error is the
+             * last attempt's (thread-local, "" if none was made). */
+            char msg[1024];
+            const char *why = baton_last_error();
+            snprintf(msg, sizeof msg, "lease ran out before it could be renewed%s%s%s",
+                     why[0] ? " (last attempt: " : "", why, why[0] ? ")" : "");
+            mark_lost(l, BATON_ERR_LOST, msg);
             return NULL;
         }
         pthread_mutex_unlock(&l->_mu);
@@ -412,9 +418,9 @@ int baton_release(baton_lock *l)
         stop_thread(l);
         return s == BATON_LOCK_RELEASED ? 0 : baton__fail(BATON_ERR_LOST, "release: the lock was lost");
     }
-    pthread_mutex_lock(&l->_mu);
-    l->_releasing = 1;
-    pthread_mutex_unlock(&l->_mu);
+    /* No "releasing" mark here: a Release by token ends the stream OK, which
+     * the stream thread reads as RELEASED, while a loss that arrives meanwhile
+     * must still be reported as LOST (with on_lost). */
     int err = baton_release_token(l->_client, l->_key, l->_token);
     if (err == 0) {
         set_state_if_held(l, BATON_LOCK_RELEASED);
@@ -427,10 +433,6 @@ int baton_release(baton_lock *l)
          * Release call failed; the error is still returned. */
         stop_thread(l);
         set_state_if_held(l, BATON_LOCK_RELEASED);
-    } else {
-        pthread_mutex_lock(&l->_mu);
-        l->_releasing = 0;
-        pthread_mutex_unlock(&l->_mu);
     }
     return err;
 }
