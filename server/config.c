@@ -14,6 +14,7 @@
  */
 #include "config.h"
 #include "keyname.h"
+#include "log.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -270,8 +271,7 @@ static int field_check(const baton_config *c, const field *f, char *problem, siz
         }
         return 0;
     case F_LOG_LEVEL:
-        if (s == NULL || (strcmp(s, "debug") != 0 && strcmp(s, "info") != 0 && strcmp(s, "warn") != 0 &&
-                          strcmp(s, "error") != 0)) {
+        if (s == NULL || log_level_parse(s) < 0) {
             snprintf(problem, n, "must be one of debug, info, warn, error, got '%.64s'", s ? s : "");
             return -1;
         }

@@ -43,6 +43,17 @@
 #define MSG_UNAVAILABLE "Redis unavailable"
 #define MSG_SHUTDOWN "server shutting down"
 
+/* The message for an op the store refused to send (its return code). */
+static const char *refusal_msg(int rc)
+{
+    switch (rc) {
+    case BATON_E_NOMEM: return "out of memory";
+    case BATON_E_INVALID: return "invalid request";
+    case BATON_E_UNAVAILABLE: return MSG_UNAVAILABLE;
+    default: return "internal error";
+    }
+}
+
 typedef enum wstate {
     W_ATTEMPTING,    /* one store acquire in flight */
     W_QUEUED,        /* in the Redis queue, sleeping until a kick */
@@ -100,7 +111,6 @@ struct engine_waiter {
 
     /* granted */
     char *held_key; /* owned */
-    int32_t device;
     uint64_t fencing;
     int64_t expiry_ms; /* STREAM: monotonic time by which the lock surely expired
                         * in Redis unless a renew succeeded since */
@@ -118,12 +128,9 @@ struct target {
     char name[];
 };
 
-typedef enum op_kind { OP_ATTEMPT, OP_RENEW, OP_CLEANUP, OP_UNARY } op_kind;
-
 typedef struct op {
     baton_engine *e; /* NULL once the engine is freed: the reply only frees the op */
     struct op *prev, *next;
-    op_kind kind;
 } op;
 
 struct attempt_op {
@@ -593,7 +600,6 @@ static void cleanup_for(baton_engine *e, const engine_waiter *w, const char *hel
     cleanup *c = calloc(1, sizeof *c);
     if (!c)
         goto fail;
-    c->hdr.kind = OP_CLEANUP;
     memcpy(c->token, w->token, sizeof c->token);
     if (held_key) {
         c->key = strdup(held_key);
@@ -646,7 +652,6 @@ static int attempt(engine_waiter *w, int enqueue)
     attempt_op *o = calloc(1, sizeof *o);
     if (!o)
         return BATON_E_NOMEM;
-    o->hdr.kind = OP_ATTEMPT;
     o->w = w;
     store_acquire_req r = {
         .target = {.key = w->key, .pool = w->pool, .devices = w->devices},
@@ -800,7 +805,10 @@ static void deliver_grant(engine_waiter *w, const store_acquire_res *res)
     char key[BATON_KEY_MAX + 1];
     char token[BATON_TOKEN_LEN + 1];
     char msg[MSG_MAX];
-    int kick_pool = w->pool != NULL;
+    /* The acquire script publishes WAKE_POOL when waiters remain after a pool
+     * grant; only a kick that landed on w while it attempted (the event came
+     * before this reply) must be passed on, as attempt_end_* do. */
+    int kick_pool = w->pool != NULL && w->dirty;
     waiter_target_name(w, tname, sizeof tname);
     snprintf(key, sizeof key, "%s", res->key ? res->key : (w->key ? w->key : ""));
     memcpy(token, w->token, sizeof token);
@@ -809,7 +817,6 @@ static void deliver_grant(engine_waiter *w, const store_acquire_res *res)
     if (w->wait_timer)
         evtimer_del(w->wait_timer);
     w->held_key = strdup(key);
-    w->device = res->device;
     w->fencing = res->fencing;
     w->expiry_ms = w->attempt_sent_ms + res->ttl_ms;
     if (!w->held_key)
@@ -831,7 +838,7 @@ static void deliver_grant(engine_waiter *w, const store_acquire_res *res)
         w->state = W_LEASE_GRANTED;
     }
     if (kick_pool)
-        kick_name(e, tname); /* another device may be free for the next one */
+        kick_name(e, tname);
     engine_grant g = {
         .key = key, .token = token, .fencing = res->fencing, .ttl_ms = res->ttl_ms, .device = res->device};
     engine_acquire_sink sink = w->sink;
@@ -1053,7 +1060,6 @@ static void renew_send(engine_waiter *w)
     renew_op *o = calloc(1, sizeof *o);
     if (!o)
         return;
-    o->hdr.kind = OP_RENEW;
     o->w = w;
     o->sent_ms = mono_ms();
     if (e->store->ops->renew(e->store, w->held_key, w->token, w->ttl_ms, renew_reply_cb, o) != 0) {
@@ -1399,7 +1405,6 @@ int engine_acquire(baton_engine *e, const engine_acquire_req *req, const engine_
     w->sink = *sink;
     w->ud = ud;
     w->last_position = -1;
-    w->device = -1;
     if ((req->key && !w->key) || (req->pool && !w->pool) || !w->owner)
         goto nomem;
     if (make_token(w->token) != 0) {
@@ -1421,8 +1426,8 @@ int engine_acquire(baton_engine *e, const engine_acquire_req *req, const engine_
     int rc = attempt(w, w->wait_ms > 0);
     if (rc != 0) {
         waiter_free(w);
-        *errmsg = rc == BATON_E_NOMEM ? "out of memory" : MSG_UNAVAILABLE;
-        return rc == BATON_E_NOMEM ? BATON_E_NOMEM : BATON_E_UNAVAILABLE;
+        *errmsg = refusal_msg(rc);
+        return rc;
     }
     if (w->wait_timer) {
         struct timeval tv = tv_of_ms(w->wait_ms);
@@ -1464,7 +1469,6 @@ static unary_op *unary_new(baton_engine *e, unary_kind kind, const char *key, vo
     unary_op *o = calloc(1, sizeof *o + len + 1);
     if (!o)
         return NULL;
-    o->hdr.kind = OP_UNARY;
     o->kind = kind;
     o->ud = ud;
     memcpy(o->key, key, len + 1);
@@ -1559,8 +1563,9 @@ static int unary_sent(baton_engine *e, unary_op *o, int rc, const char **errmsg)
 {
     if (rc != 0) {
         free(o);
-        *errmsg = MSG_UNAVAILABLE;
-        return rc < 0 ? rc : BATON_E_UNAVAILABLE;
+        rc = rc < 0 ? rc : BATON_E_UNAVAILABLE;
+        *errmsg = refusal_msg(rc);
+        return rc;
     }
     ops_link(e, &o->hdr);
     return 0;

@@ -112,10 +112,6 @@ static int load_config(baton_config *cfg, const cli_flags *f)
         fprintf(stderr, "batond: %s\n", err);
         return -1;
     }
-    if (log_level_parse(cfg->log_level) < 0) {
-        fprintf(stderr, "batond: <command line>: log_level: expected debug, info, warn or error\n");
-        return -1;
-    }
     return 0;
 }
 
