@@ -8,7 +8,7 @@ build_pkgs=(build-essential cmake pkg-config libgrpc-dev libprotobuf-c-dev proto
             protobuf-compiler libprotobuf-dev libprotoc-dev libhiredis-dev libyaml-dev libevent-dev
             redis-server)
 test_pkgs=(libcmocka-dev python3 python3-grpcio python3-protobuf protobuf-compiler-grpc python3-pytest
-           etcd-server golang-etcd-server-dev gnuplot-nox valgrind)
+           etcd-server gnuplot-nox)
 
 want=("${build_pkgs[@]}")
 [ "${1:-build}" = test ] && want+=("${test_pkgs[@]}")

@@ -254,6 +254,26 @@ static int ready_tcp(const void *p)
     return tcp_connectable(*(const int *)p);
 }
 
+/* batond listens before its Redis connection is up (Acquire answers
+ * UNAVAILABLE until then): ready once the port accepts and it logged
+ * "store up". */
+static int ready_batond(const void *p)
+{
+    if (!ready_tcp(p))
+        return 0;
+    char path[512];
+    snprintf(path, sizeof path, "%s/batond.log", g_dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[512];
+    int up = 0;
+    while (!up && fgets(line, sizeof line, f))
+        up = strstr(line, "store up") != NULL;
+    fclose(f);
+    return up;
+}
+
 int procs_start_redis(bench_env *env)
 {
     char sock[200];
@@ -324,7 +344,7 @@ int procs_start_batond(bench_env *env, const char *batond_path, const char *cons
         argv[n++] = extra[i];
     argv[n] = NULL;
     pid_t pid = spawn("batond", (char *const *)argv);
-    if (pid < 0 || wait_ready("batond", pid, ready_tcp, &port) < 0)
+    if (pid < 0 || wait_ready("batond", pid, ready_batond, &port) < 0)
         return -1;
     snprintf(env->baton_target, sizeof env->baton_target, "127.0.0.1:%d", port);
     env->batond_pid = pid;

@@ -257,11 +257,12 @@ static void test_auto_renew_keeps_short_ttl_alive(void **state)
     NEED_SERVER();
     struct lost_rec rec = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
     baton_lock *a = NULL, *b = NULL;
-    baton_acquire_options o = {.ttl_ms = 300, .auto_renew = 1, .on_lost = on_lost, .lost_ud = &rec};
+    /* 1 s: short, yet with room for a stalled 2-core CI machine. */
+    baton_acquire_options o = {.ttl_ms = 1000, .auto_renew = 1, .on_lost = on_lost, .lost_ud = &rec};
     assert_int_equal(baton_try_acquire(ca, "t:autorenew", &o, &a), 0);
-    /* Eight TTLs: without renewal the lock would be gone after the first. */
-    for (int i = 0; i < 8; i++) {
-        sleep_ms(300);
+    /* Five TTLs: without renewal the lock would be gone after the first. */
+    for (int i = 0; i < 5; i++) {
+        sleep_ms(1000);
         assert_int_equal(baton_try_acquire(cb, "t:autorenew", NULL, &b), BATON_ERR_BUSY);
     }
     assert_int_equal(baton_lock_state_get(a), BATON_LOCK_HELD);
@@ -314,10 +315,10 @@ static void test_stream_free_releases(void **state)
     (void)state;
     NEED_SERVER();
     baton_lock *a = NULL, *b = NULL;
-    baton_acquire_options o = {.ttl_ms = 300, .mode = BATON_MODE_STREAM};
+    baton_acquire_options o = {.ttl_ms = 1000, .mode = BATON_MODE_STREAM};
     assert_int_equal(baton_try_acquire(ca, "t:stream", &o, &a), 0);
     assert_int_equal(baton_lock_mode(a), BATON_MODE_STREAM);
-    sleep_ms(700); /* beyond the TTL: the server keeps renewing while the stream is open */
+    sleep_ms(2300); /* beyond the TTL: the server keeps renewing while the stream is open */
     assert_int_equal(baton_try_acquire(cb, "t:stream", NULL, &b), BATON_ERR_BUSY);
     assert_int_equal(baton_lock_state_get(a), BATON_LOCK_HELD);
     baton_lock_free(a);

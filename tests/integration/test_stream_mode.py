@@ -73,15 +73,17 @@ def test_stream_keeps_short_ttl_alive(stub):
     key = bc.uniq("skeep")
     w = bc.WatchStream(stub, key=key)
     w.sync()
-    holder = bc.AcquireStream(stub, key, "keeper", ttl_ms=300, mode=bc.STREAM)
+    # 1 s: short enough to prove renewal over several TTLs, long enough that a
+    # scheduling stall of a loaded 2-core CI machine does not lose the lock.
+    holder = bc.AcquireStream(stub, key, "keeper", ttl_ms=1000, mode=bc.STREAM)
     g = holder.wait_granted()
-    assert g.ttl_ms == 300
-    for _ in range(5):  # 1.5 s = 5 TTLs
-        time.sleep(0.3)
+    assert g.ttl_ms == 1000
+    for _ in range(4):  # 4 s = 4 TTLs
+        time.sleep(1.0)
         d = bc.describe(stub, key)
         assert d.held and d.owner == "keeper" and d.fencing == g.fencing, \
-            "stream-held lock with TTL 300 ms lapsed: %r" % d
-        assert 0 < d.ttl_ms <= 300
+            "stream-held lock with TTL 1000 ms lapsed: %r" % d
+        assert 0 < d.ttl_ms <= 1000
     _, code, details, _ = bc.acquire(stub, key, "prober", wait_ms=0)
     assert code == ABORTED and "keeper" in details
     assert not holder.ended, holder.summary()

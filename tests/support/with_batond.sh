@@ -6,19 +6,19 @@
 #   BATON_TEST_TARGET=127.0.0.1:PORT       batond's address
 #   BATON_TEST_REDIS_SOCK=/tmp/.../redis.sock  for tests that poke Redis directly
 #   BATON_TEST_PREFIX=baton:               the Redis key prefix
-# exported, stops both and exits with CMD's status.
-# batond: $BATOND, else ../../server/batond relative to this script's build dir.
-# Exits 77 (ctest SKIP_RETURN_CODE) when redis-server or batond is missing.
+# exported, then stops batond with SIGTERM and exits with CMD's status, or 1
+# if batond did not exit 0 or printed a sanitizer report (its leaks and UB
+# count as failures of the test too). batond: $BATOND (ctest sets it).
 set -u
 
 BATOND=${BATOND:-}
 if [ -z "$BATOND" ] || [ ! -x "$BATOND" ]; then
     echo "with_batond.sh: BATOND is not set to an executable batond" >&2
-    exit 77
+    exit 1
 fi
 if ! command -v redis-server >/dev/null 2>&1; then
     echo "with_batond.sh: redis-server not found" >&2
-    exit 77
+    exit 1
 fi
 [ $# -ge 1 ] || { echo "usage: with_batond.sh CMD [ARGS...]" >&2; exit 2; }
 
@@ -72,11 +72,13 @@ locks:
 YAML
 "$BATOND" --config "$dir/batond.yaml" >"$dir/batond.log" 2>&1 &
 batond_pid=$!
-# batond logs "batond listening on 127.0.0.1:PORT" once it serves.
+# batond logs "batond listening on 127.0.0.1:PORT" once it serves, and
+# "store up" once Redis is connected (before that, Acquire is UNAVAILABLE).
 port=
 i=0
 while [ -z "$port" ]; do
-    port=$(sed -n 's/.*batond listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$dir/batond.log" | head -n 1)
+    grep -q "store up" "$dir/batond.log" &&
+        port=$(sed -n 's/.*batond listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$dir/batond.log" | head -n 1)
     [ -n "$port" ] && break
     i=$((i + 1))
     if [ $i -gt 400 ] || ! kill -0 "$batond_pid" 2>/dev/null; then
@@ -94,8 +96,26 @@ export BATON_TEST_TARGET BATON_TEST_REDIS_SOCK BATON_TEST_PREFIX
 
 "$@"
 status=$?
+
+kill -TERM "$batond_pid" 2>/dev/null
+i=0
+while kill -0 "$batond_pid" 2>/dev/null && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+if kill -0 "$batond_pid" 2>/dev/null; then
+    echo "with_batond.sh: batond did not exit within 10 s of SIGTERM" >&2
+    kill -KILL "$batond_pid" 2>/dev/null
+    batond_status=137
+    wait "$batond_pid" 2>/dev/null
+else
+    wait "$batond_pid"
+    batond_status=$?
+fi
+batond_pid=
+if [ $batond_status -ne 0 ] || grep -qE 'Sanitizer|runtime error:' "$dir/batond.log"; then
+    echo "with_batond.sh: batond exited $batond_status or reported a sanitizer error" >&2
+    [ $status -eq 0 ] && status=1
+fi
 if [ $status -ne 0 ]; then
     echo "with_batond.sh: '$*' exited $status; batond log tail:" >&2
-    tail -n 40 "$dir/batond.log" >&2
+    tail -n 60 "$dir/batond.log" >&2
 fi
 exit $status
