@@ -151,7 +151,9 @@ typedef struct cleanup {
     char *key;  /* release this key (a plain key, or a known device key) */
     char *pool; /* release every device of this pool (grant unknown) */
     int32_t devices;
-    int dequeue; /* also remove the token from the queue of key / pool */
+    int dequeue;      /* also remove the token from the queue of key / pool */
+    int handoff;      /* key is a known grant: its release may hand it on */
+    attempt_op *next; /* the waiter the key's release hands it to, in flight */
     int outstanding;
     int failed;
 } cleanup;
@@ -165,6 +167,7 @@ typedef struct unary_op {
     engine_describe_cb describe_cb;
     void *ud;
     uint64_t fencing;
+    attempt_op *next; /* U_RELEASE: the waiter it hands the key to, in flight */
     char key[];
 } unary_op;
 
@@ -508,6 +511,10 @@ static void busy_timeout_msg(const engine_waiter *w, char *buf, size_t n)
 
 /* ---------------------------------------------------------- cleanups */
 
+static int release_send(baton_engine *e, const char *key, const char *token, int handoff, store_hold_cb cb,
+                        void *ud, attempt_op **next);
+static void handoff_done(attempt_op *o, int err, const char *emsg, const store_hold_res *res);
+
 static void cleanup_send(baton_engine *e, cleanup *c);
 
 static void cleanup_free(cleanup *c)
@@ -550,7 +557,11 @@ static void cleanup_done_cb(void *ud, int err, const char *msg)
 
 static void cleanup_hold_cb(void *ud, int err, const char *msg, const store_hold_res *res)
 {
-    cleanup_reply(ud, err);
+    cleanup *c = ud;
+    attempt_op *next = c->next;
+    c->next = NULL;
+    handoff_done(next, err, msg, res);
+    cleanup_reply(c, err);
 }
 
 /* Sends every part of c; parts the store refuses make c wait in e->pending. */
@@ -573,14 +584,14 @@ static void cleanup_send(baton_engine *e, cleanup *c)
         for (int32_t i = 0; i < c->devices; i++) {
             snprintf(dev, sizeof dev, "%s/%" PRId32, c->pool, i);
             c->outstanding++;
-            if (s->ops->release(s, dev, c->token, cleanup_hold_cb, c) != 0) {
+            if (s->ops->release(s, dev, c->token, NULL, cleanup_hold_cb, c) != 0) {
                 c->outstanding--;
                 c->failed = 1;
             }
         }
     } else if (c->key) {
         c->outstanding++;
-        if (s->ops->release(s, c->key, c->token, cleanup_hold_cb, c) != 0) {
+        if (release_send(e, c->key, c->token, c->handoff, cleanup_hold_cb, c, &c->next) != 0) {
             c->outstanding--;
             c->failed = 1;
         }
@@ -605,6 +616,7 @@ static void cleanup_for(baton_engine *e, const engine_waiter *w, const char *hel
         c->key = strdup(held_key);
         if (!c->key)
             goto fail;
+        c->handoff = 1;
     } else {
         c->dequeue = dequeue;
         c->devices = w->devices;
@@ -644,6 +656,29 @@ static void pending_flush(baton_engine *e)
 
 static void attempt_reply_cb(void *ud, int err, const char *msg, const store_acquire_res *res);
 
+static store_acquire_req attempt_req(const engine_waiter *w, int enqueue)
+{
+    store_acquire_req r = {
+        .target = {.key = w->key, .pool = w->pool, .devices = w->devices},
+        .token = w->token,
+        .owner = w->owner,
+        .ttl_ms = w->ttl_ms,
+        .enqueue = enqueue,
+        .liveness_ms = w->e->cfg.liveness_ms,
+    };
+    return r;
+}
+
+/* The store took o, sent at `sent_ms`, as w's attempt. */
+static void attempt_started(engine_waiter *w, attempt_op *o, int64_t sent_ms)
+{
+    ops_link(w->e, &o->hdr);
+    w->state = W_ATTEMPTING;
+    w->dirty = 0;
+    w->attempt_sent_ms = sent_ms;
+    w->attempt_op = o;
+}
+
 /* Sends one store acquire for w. Returns 0, or the store's error (w stays
  * or becomes QUEUED and is retried on the next reconnect or re-check). */
 static int attempt(engine_waiter *w, int enqueue)
@@ -653,14 +688,7 @@ static int attempt(engine_waiter *w, int enqueue)
     if (!o)
         return BATON_E_NOMEM;
     o->w = w;
-    store_acquire_req r = {
-        .target = {.key = w->key, .pool = w->pool, .devices = w->devices},
-        .token = w->token,
-        .owner = w->owner,
-        .ttl_ms = w->ttl_ms,
-        .enqueue = enqueue,
-        .liveness_ms = e->cfg.liveness_ms,
-    };
+    store_acquire_req r = attempt_req(w, enqueue);
     int64_t now = mono_ms();
     int rc = e->store->ops->acquire(e->store, &r, attempt_reply_cb, o);
     if (rc != 0) {
@@ -668,11 +696,7 @@ static int attempt(engine_waiter *w, int enqueue)
         w->state = W_QUEUED;
         return rc;
     }
-    ops_link(e, &o->hdr);
-    w->state = W_ATTEMPTING;
-    w->dirty = 0;
-    w->attempt_sent_ms = now;
-    w->attempt_op = o;
+    attempt_started(w, o, now);
     e->stats.attempts++;
     return 0;
 }
@@ -982,6 +1006,102 @@ static void attempt_reply_cb(void *ud, int err, const char *msg, const store_acq
     w->attempt_op = NULL;
     handle_attempt(w, err, msg, res);
     maybe_shutdown_done(e);
+}
+
+/* ---------------------------------------------------------- direct handoff */
+
+/*
+ * Why: after a release, the next waiter used to hear of its grant only after
+ * a pub/sub event reached its batond and its own acquire script ran: a
+ * Redis round trip and two thread wake-ups more on the path a GPU idles on.
+ * Now a release carries the acquire request of the key's first local waiter
+ * when that waiter is idle (store.h: release `next`), and counts as that
+ * waiter's attempt: it is W_ATTEMPTING, kicks mark it dirty, and the outcome
+ * goes through handle_attempt like any attempt reply. Redis grants it only
+ * under acquire's own rule (the key is free and the token heads the queue,
+ * dead entries purged), so a waiter of another batond at the head is not
+ * passed over: the RELEASED event wakes it as before. Only releases of a
+ * known grant hand on (Release, and a hold or lease that ends); a cleanup of
+ * a waiter whose outcome is unknown does not.
+ */
+static engine_waiter *handoff_candidate(baton_engine *e, const char *key, const char *token)
+{
+    char tname[TNAME_MAX];
+    if (!e->up || e->shutting_down)
+        return NULL;
+    if (snprintf(tname, sizeof tname, "k:%s", key) >= (int)sizeof tname)
+        return NULL;
+    target *t = target_find(e, tname);
+    engine_waiter *w = t ? t->waiters.head : NULL;
+    if (!w || w->state != W_QUEUED || w->ended || w->timed_out || strcmp(w->token, token) == 0)
+        return NULL;
+    return w;
+}
+
+/* Sends the release of key by token; with `handoff`, hands the key to its
+ * first local waiter if that one is idle: *next is then that waiter's
+ * attempt, to be passed to handoff_done with the reply. Returns 0 or the
+ * store's refusal (nothing changed then). */
+static int release_send(baton_engine *e, const char *key, const char *token, int handoff, store_hold_cb cb,
+                        void *ud, attempt_op **next)
+{
+    *next = NULL;
+    engine_waiter *w = handoff ? handoff_candidate(e, key, token) : NULL;
+    attempt_op *o = w ? calloc(1, sizeof *o) : NULL;
+    store_acquire_req r;
+    if (o) {
+        o->w = w;
+        r = attempt_req(w, 1);
+    }
+    int64_t now = mono_ms();
+    int rc = e->store->ops->release(e->store, key, token, o ? &r : NULL, cb, ud);
+    if (rc != 0) {
+        free(o);
+        return rc;
+    }
+    if (o) {
+        attempt_started(w, o, now);
+        e->stats.handoff_offers++;
+        *next = o;
+    }
+    return 0;
+}
+
+/* The reply to a release that carried o's waiter (o may be NULL). */
+static void handoff_done(attempt_op *o, int err, const char *emsg, const store_hold_res *res)
+{
+    if (!o)
+        return;
+    baton_engine *e = o->hdr.e;
+    engine_waiter *w = o->w;
+    if (e)
+        ops_unlink(e, &o->hdr);
+    free(o);
+    if (!e || !w)
+        return;
+    w->attempt_op = NULL;
+    if (err == BATON_OK && res && res->next && res->next->granted) {
+        e->stats.handoffs++;
+        handle_attempt(w, BATON_OK, NULL, res->next);
+        return;
+    }
+    if (err != BATON_OK && err != BATON_E_NOT_HOLDER) {
+        /* The outcome is unknown: the script may have granted w. */
+        handle_attempt(w, err, emsg, NULL);
+        return;
+    }
+    /* Not handed over (another waiter heads the queue, or the release was
+     * refused): an ordinary attempt, at once, tells w where it stands. */
+    store_acquire_res busy = {
+        .device = -1,
+        .position = w->position,
+        .queue_len = w->queue_len,
+        .holder_owner = w->holder_owner,
+        .holder_fencing = w->holder_fencing,
+        .retry_ms = -1,
+    };
+    w->dirty = 1;
+    handle_attempt(w, BATON_OK, NULL, &busy);
 }
 
 static void wait_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -1512,6 +1632,8 @@ static void error_msg(int err, const char *emsg, char *buf, size_t n)
 static void unary_hold_reply(void *ud, int err, const char *emsg, const store_hold_res *res)
 {
     unary_op *o = ud;
+    /* The waiter first: its grant is what the handoff is timed by. */
+    handoff_done(o->next, err, emsg, res);
     if (!unary_begin(o))
         return;
     baton_engine *e = o->hdr.e;
@@ -1593,7 +1715,7 @@ int engine_release(baton_engine *e, const char *key, const char *token, engine_h
         return BATON_E_NOMEM;
     }
     o->hold_cb = cb;
-    int rc = e->store->ops->release(e->store, key, token, unary_hold_reply, o);
+    int rc = release_send(e, key, token, 1, unary_hold_reply, o, &o->next);
     return unary_sent(e, o, rc, errmsg);
 }
 

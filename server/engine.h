@@ -161,7 +161,9 @@ typedef struct engine_stats {
     uint64_t watches;
     uint64_t attempts; /* store acquire calls made */
     uint64_t grants;
-    uint64_t events; /* pub/sub events received */
+    uint64_t handoff_offers; /* releases that carried a local waiter's request */
+    uint64_t handoffs;       /* grants made by such a release (direct handoff) */
+    uint64_t events;         /* pub/sub events received */
 } engine_stats;
 void engine_get_stats(const baton_engine *e, engine_stats *out);
 

@@ -138,6 +138,12 @@ typedef struct store_hold_res {
     int64_t ttl_ms;           /* renew: the new TTL */
     const char *holder_owner; /* BATON_E_NOT_HOLDER: the real holder, "" if none */
     uint64_t holder_fencing;  /* BATON_E_NOT_HOLDER: its fencing, 0 if none */
+    /* release with a `next` request, BATON_OK or BATON_E_NOT_HOLDER: what
+     * became of it. granted == 1: key, fencing and ttl_ms as an acquire grant
+     * (device -1). granted == 0: nothing else is set; the request was not
+     * enqueued or refreshed (an ordinary acquire tells where it stands).
+     * NULL for every other op, or when the release carried no request. */
+    const store_acquire_res *next;
 } store_hold_res;
 
 typedef void (*store_hold_cb)(void *ud, int err, const char *msg, const store_hold_res *res);
@@ -161,8 +167,16 @@ typedef struct store_ops {
     /* Owner-checked: PEXPIRE only if the lock's token is `token`. ttl_ms > 0. */
     int (*renew)(baton_store *s, const char *key, const char *token, int64_t ttl_ms, store_hold_cb cb,
                  void *ud);
-    /* Owner-checked: delete lock + hold only if held by `token`; PUBLISH RELEASED. */
-    int (*release)(baton_store *s, const char *key, const char *token, store_hold_cb cb, void *ud);
+    /* Owner-checked: delete lock + hold only if held by `token`; PUBLISH RELEASED.
+     * Direct handoff: `next` (NULL = none) is an acquire request for the same
+     * plain key. When the release succeeded and, once dead entries are purged,
+     * next->token heads the key's queue, the same script grants it the lock
+     * exactly as acquire would (fencing INCR, SET PX next->ttl_ms, HSET hold,
+     * dequeue, PUBLISH ACQUIRED after RELEASED). The result says so in
+     * res->next. Saves the waiter's batond the pub/sub hop and an acquire
+     * round trip; Redis still makes the grant, under acquire's rule. */
+    int (*release)(baton_store *s, const char *key, const char *token, const store_acquire_req *next,
+                   store_hold_cb cb, void *ud);
     /* Delete the lock only if its holder's fencing is `fencing`; PUBLISH FORCE_RELEASED. */
     int (*force_release)(baton_store *s, const char *key, uint64_t fencing, store_hold_cb cb, void *ud);
     int (*describe)(baton_store *s, const char *key, store_describe_cb cb, void *ud);

@@ -99,8 +99,10 @@ typedef struct store_op {
         store_describe_cb describe;
     } _cb;
     void *_ud;
-    char *_name; /* acquire: key or pool name, to name the device held */
-    int _pool;   /* acquire: 1 for a pool */
+    char *_name;  /* acquire: key or pool name, to name the device held;
+                   * release with a handoff: the key */
+    int _pool;    /* acquire: 1 for a pool */
+    int _handoff; /* release: carries a next waiter's request */
     /* argv[0] ("EVALSHA"/"EVAL") and argv[1] (sha/text) are not owned; the rest are. */
     int _argc, _cap;
     const char **_argv;
@@ -474,6 +476,19 @@ static void deliver_hold(store_op *o, const redisReply *r)
         goto bad;
     res.holder_owner = owner;
     res.holder_fencing = (uint64_t)b;
+    store_acquire_res next = {.device = -1, .retry_ms = -1};
+    if (o->_handoff) {
+        res.next = &next;
+        if (ok && r->elements >= 5) {
+            long long f, ttl;
+            if (el_int(r, 3, &f) || el_int(r, 4, &ttl))
+                goto bad;
+            next.granted = 1;
+            next.key = o->_name;
+            next.fencing = (uint64_t)f;
+            next.ttl_ms = ttl;
+        }
+    }
     if (ok) {
         if (o->_cb.hold)
             o->_cb.hold(o->_ud, BATON_OK, NULL, &res);
@@ -672,19 +687,37 @@ static int st_renew(baton_store *b, const char *key, const char *token, int64_t 
     return op_send(o, 2);
 }
 
-static int st_release(baton_store *b, const char *key, const char *token, store_hold_cb cb, void *ud)
+static int st_release(baton_store *b, const char *key, const char *token, const store_acquire_req *next,
+                      store_hold_cb cb, void *ud)
 {
     redis_store *s = rs(b);
     if (!key || !key[0] || !token)
         return BATON_E_INVALID;
+    if (next &&
+        (!next->token || !next->target.key || strcmp(next->target.key, key) != 0 || next->ttl_ms <= 0))
+        return BATON_E_INVALID;
     if (!s->_up)
         return BATON_E_UNAVAILABLE;
-    store_op *o = lock_op(s, OP_RELEASE, SC_RELEASE, key, ud);
+    store_op *o = op_new(s, OP_RELEASE, SC_RELEASE, ud);
     if (!o)
         return BATON_E_NOMEM;
     o->_cb.hold = cb;
+    static const char *recs[] = {"lock", "hold", "fence", "q", "qt"};
+    for (int i = 0; i < 5; i++)
+        key_arg(o, key, recs[i]);
+    op_arg(o, "%s", s->_channel);
+    op_arg(o, "%s", key);
     op_arg(o, "%s", token);
-    return op_send(o, 2);
+    if (next) {
+        o->_handoff = 1;
+        o->_name = strdup(key);
+        if (!o->_name)
+            o->_oom = 1;
+        op_arg(o, "%s", next->token);
+        op_arg(o, "%s", next->owner ? next->owner : "");
+        op_arg(o, "%" PRId64, next->ttl_ms);
+    }
+    return op_send(o, 5);
 }
 
 static int st_force_release(baton_store *b, const char *key, uint64_t fencing, store_hold_cb cb, void *ud)

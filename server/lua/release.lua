@@ -1,14 +1,34 @@
--- Release a lock, only by its holder.
--- KEYS: lock, hold
--- ARGV: channel, key, token
--- Reply: {1, owner, fencing} released, or {0, holder_owner, holder_fencing}
--- when the token does not hold the key ('' and 0 when nobody does).
-local now = b_now()
+-- Release a lock, only by its holder; optionally hand it straight to the
+-- next waiter (direct handoff, see store.h).
+-- KEYS: lock, hold, fence, q, qt
+-- ARGV: channel, key, token[, next_token, next_owner, next_ttl_ms]
+-- Reply: {1, owner, fencing} released; {1, owner, fencing, next_fencing,
+--        next_ttl_ms} released and granted to next_token;
+--        {0, holder_owner, holder_fencing} when the token does not hold the
+--        key ('' and 0 when nobody does).
+-- next_token is granted under acquire.lua's rule for a plain key: the lock is
+-- free (it was just deleted) and, dead entries purged, the token heads the
+-- queue. It is never enqueued here.
+local now, now_us = b_now()
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[3] then
   local owner, fencing = b_holder(KEYS[2])
   redis.call('DEL', KEYS[1], KEYS[2])
   b_publish(ARGV[1], 'RELEASED', fencing, now, ARGV[2], owner)
+  local nt = ARGV[4]
+  if nt then
+    b_purge(KEYS[4], KEYS[5], now)
+    if b_head(KEYS[4], KEYS[5]) == nt then
+      local ttl = tonumber(ARGV[6])
+      local f = b_next_fencing(KEYS[3], now_us)
+      redis.call('SET', KEYS[1], nt, 'PX', b_int(ttl))
+      redis.call('HSET', KEYS[2], 'token', nt, 'owner', ARGV[5], 'fencing', b_int(f))
+      redis.call('ZREM', KEYS[4], nt)
+      redis.call('ZREM', KEYS[5], nt)
+      b_publish(ARGV[1], 'ACQUIRED', f, now, ARGV[2], ARGV[5])
+      return {1, owner, fencing, f, ttl}
+    end
+  end
   return {1, owner, fencing}
 end
 if not cur then

@@ -556,19 +556,42 @@ static int f_renew(baton_store *s, const char *key, const char *token, int64_t t
     return 0;
 }
 
-static int f_release(baton_store *s, const char *key, const char *token, store_hold_cb cb, void *ud)
+static int f_release(baton_store *s, const char *key, const char *token, const store_acquire_req *next,
+                     store_hold_cb cb, void *ud)
 {
     fake_store *f = FS(s);
     if (f->down)
         return BATON_E_UNAVAILABLE;
+    if (next && (!next->target.key || strcmp(next->target.key, key) != 0))
+        return BATON_E_INVALID;
     f->calls[FAKE_RELEASE]++;
     int64_t now = now_ms();
     flock *l = lock_get(f, key);
     item *it = new_item(I_HOLD, (void *)cb, ud);
+    if (next) {
+        it->ares.device = -1;
+        it->ares.retry_ms = -1;
+        it->hres.next = &it->ares;
+    }
     if (live(l, now) && strcmp(l->token, token) == 0) {
         l->held = 0;
         l->hold_rec = 0;
         publish(f, STORE_EV_RELEASED, l->key, l->owner, l->fencing);
+        if (next) {
+            /* As release.lua: grant next iff it heads the queue now. */
+            char qname[NAME_MAX_ + 8];
+            snprintf(qname, sizeof qname, "k:%s", key);
+            fqueue *q = queue_get(f, qname);
+            q_drop_dead(q, now);
+            if (q->n > 0 && strcmp(q->v[0].token, next->token) == 0) {
+                q_remove_at(q, 0);
+                grant(f, l, next, now, &it->ares);
+                it->ares.device = -1;
+                it->s2 = xstrdup(key);
+                it->ares.key = it->s2;
+                f->calls[FAKE_HANDOFF]++;
+            }
+        }
     } else {
         not_holder(it, l, now);
     }

@@ -31,6 +31,7 @@ typedef enum fake_op {
     FAKE_DESCRIBE,
     FAKE_REFRESH,
     FAKE_REAP,
+    FAKE_HANDOFF, /* not an op: grants made by a release to its `next` */
     FAKE_NOPS,
 } fake_op;
 

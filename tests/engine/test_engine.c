@@ -3,6 +3,7 @@
  * in-memory fake store. Each test drives the loop until a condition holds
  * (run_until fails the test after a generous hang guard).
  */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -390,6 +391,167 @@ static void test_end_during_attempt_that_grants(void **state)
     engine_stats st;
     engine_get_stats(f->e, &st);
     assert_int_equal(st.waiting, 0);
+}
+
+/* ------------------------------------------------------------ direct handoff */
+
+static uint64_t handoffs(fx *f)
+{
+    engine_stats st;
+    engine_get_stats(f->e, &st);
+    assert_int_equal(st.handoffs, fake_store_calls(f->s, FAKE_HANDOFF));
+    return st.handoffs;
+}
+
+static void noop_acquire_cb(void *ud, int err, const char *msg, const store_acquire_res *res)
+{
+    (void)ud, (void)err, (void)msg, (void)res;
+}
+
+/* A release hands the key to the first local waiter in the same store call:
+ * the waiter makes no acquire of its own, FIFO holds, fencing rises. Both a
+ * Release by token and the end of a stream hold hand on. */
+static void test_handoff_on_release(void **state)
+{
+    fx *f = *state;
+    tw h = {0}, a = {0}, b = {0};
+    hold_lease(f, &h, "k", "holder");
+    assert_int_equal(acq(f, &a, "k", NULL, 0, "a", 600000, 60000, ENGINE_MODE_STREAM), 0);
+    assert_int_equal(acq(f, &b, "k", NULL, 0, "b", 600000, 60000, ENGINE_MODE_LEASE), 0);
+    run_until(f, tw_queued_p, &b);
+    run_until(f, store_idle, f);
+    uint64_t acquires = fake_store_calls(f->s, FAKE_ACQUIRE);
+
+    release(f, &h);
+    run_until(f, tw_granted_p, &a);
+    run_until(f, store_idle, f);
+    assert_int_equal(handoffs(f), 1);
+    assert_int_equal(fake_store_calls(f->s, FAKE_ACQUIRE), acquires);
+    assert_true(a.fencing > h.fencing);
+    assert_int_equal(b.granted, 0);
+
+    end(&a, 0); /* the stream ends: its release hands on to b */
+    run_until(f, tw_granted_p, &b);
+    run_until(f, store_idle, f);
+    assert_int_equal(handoffs(f), 2);
+    assert_int_equal(fake_store_calls(f->s, FAKE_ACQUIRE), acquires);
+    assert_true(b.fencing > a.fencing);
+    uint64_t fencing;
+    assert_int_equal(fake_store_holder(f->s, "k", &fencing, NULL, 0), 1);
+    assert_int_equal(fencing, b.fencing);
+    end(&b, 0);
+    release(f, &b);
+    wait_key(f, "k", 0);
+    assert_int_equal(fake_store_queue_len(f->s, "k", NULL), 0);
+    assert_int_equal(handoffs(f), 2);
+}
+
+/* The waiter the release names ends while the release is in flight: the
+ * grant it was handed is released again and passed to the next waiter. */
+static void test_handoff_waiter_ends_in_flight(void **state)
+{
+    fx *f = *state;
+    tw h = {0}, a = {0}, b = {0};
+    hold_lease(f, &h, "k", "holder");
+    assert_int_equal(acq(f, &a, "k", NULL, 0, "a", 600000, 60000, ENGINE_MODE_LEASE), 0);
+    assert_int_equal(acq(f, &b, "k", NULL, 0, "b", 600000, 60000, ENGINE_MODE_LEASE), 0);
+    run_until(f, tw_queued_p, &b);
+    run_until(f, store_idle, f);
+    fake_store_pause(f->s, 1);
+    hold_result r = {0};
+    const char *errmsg;
+    assert_int_equal(engine_release(f->e, h.key, h.token, hold_cb, &r, &errmsg), 0);
+    assert_int_equal(fake_store_calls(f->s, FAKE_HANDOFF), 1); /* a holds it in the store */
+    end(&a, 0);
+    fake_store_pause(f->s, 0);
+    run_until(f, tw_granted_p, &b);
+    run_until(f, store_idle, f);
+    assert_int_equal(r.err, BATON_OK);
+    assert_int_equal(a.granted, 0);
+    /* a's grant was released again (its RELEASED kicked b, or the release
+     * handed it on): b holds, after a's grant. */
+    assert_true(handoffs(f) >= 1);
+    assert_int_equal(fake_store_calls(f->s, FAKE_RELEASE), 2); /* h, then a's grant */
+    uint64_t fencing;
+    assert_int_equal(fake_store_holder(f->s, "k", &fencing, NULL, 0), 1);
+    assert_int_equal(fencing, b.fencing);
+    assert_true(b.fencing > h.fencing + 1); /* a's grant came between */
+    end(&b, 1);
+    wait_key(f, "k", 0);
+}
+
+/* A waiter of another batond heads the queue: the release does not pass it
+ * over; the local waiter asks again, stays queued, and is granted after the
+ * other one's turn. */
+static void test_handoff_skips_remote_head(void **state)
+{
+    fx *f = *state;
+    tw h = {0}, a = {0};
+    hold_lease(f, &h, "k", "holder");
+    const char *remote = "0123456789abcdef0123456789abcdef";
+    store_acquire_req rq = {.target = {.key = "k"},
+                            .token = remote,
+                            .owner = "remote",
+                            .ttl_ms = 600000,
+                            .enqueue = 1,
+                            .liveness_ms = 600000};
+    assert_int_equal(f->s->ops->acquire(f->s, &rq, noop_acquire_cb, NULL), 0);
+    assert_int_equal(acq(f, &a, "k", NULL, 0, "a", 600000, 60000, ENGINE_MODE_LEASE), 0);
+    run_until(f, tw_queued_p, &a);
+    run_until(f, store_idle, f);
+    assert_int_equal(a.last_pos, 2);
+    uint64_t acquires = fake_store_calls(f->s, FAKE_ACQUIRE);
+
+    release(f, &h);
+    run_until(f, store_idle, f);
+    assert_int_equal(handoffs(f), 0);
+    assert_int_equal(a.granted, 0);
+    assert_true(fake_store_calls(f->s, FAKE_ACQUIRE) > acquires); /* a asked where it stands */
+    assert_int_equal(fake_store_queue_len(f->s, "k", NULL), 2);
+
+    /* The remote waiter takes its turn and releases; then a is granted. */
+    assert_int_equal(f->s->ops->acquire(f->s, &rq, noop_acquire_cb, NULL), 0);
+    char tok[BATON_TOKEN_LEN + 1];
+    uint64_t rf;
+    assert_int_equal(fake_store_holder(f->s, "k", &rf, tok, sizeof tok), 1);
+    assert_string_equal(tok, remote);
+    run_until(f, store_idle, f);
+    assert_int_equal(a.granted, 0);
+    assert_int_equal(f->s->ops->release(f->s, "k", remote, NULL, NULL, NULL), 0);
+    run_until(f, tw_granted_p, &a);
+    assert_true(a.fencing > rf);
+    end(&a, 1);
+    wait_key(f, "k", 0);
+}
+
+/* The release ran (and handed the key to a) but its reply was lost: a does
+ * not know yet, stays in line, and learns of the same grant from its next
+ * attempt after the reconnect; the key is never given to anyone else. */
+static void test_handoff_reply_lost(void **state)
+{
+    fx *f = *state;
+    tw h = {0}, a = {0};
+    hold_lease(f, &h, "k", "holder");
+    assert_int_equal(acq(f, &a, "k", NULL, 0, "a", 600000, 60000, ENGINE_MODE_LEASE), 0);
+    run_until(f, tw_queued_p, &a);
+    run_until(f, store_idle, f);
+    fake_store_fail_next(f->s, FAKE_RELEASE, BATON_E_UNAVAILABLE);
+    hold_result r = {0};
+    const char *errmsg;
+    assert_int_equal(engine_release(f->e, h.key, h.token, hold_cb, &r, &errmsg), 0);
+    run_until(f, hold_called_p, &r);
+    run_until(f, store_idle, f);
+    assert_int_equal(r.err, BATON_E_UNAVAILABLE);
+    assert_int_equal(a.granted + a.finished, 0);
+    uint64_t held;
+    assert_int_equal(fake_store_holder(f->s, "k", &held, NULL, 0), 1);
+    fake_store_set_down(f->s, 1);
+    run_until(f, store_idle, f);
+    fake_store_set_down(f->s, 0);
+    run_until(f, tw_granted_p, &a);
+    assert_int_equal(a.fencing, held);
+    end(&a, 1);
+    wait_key(f, "k", 0);
 }
 
 /* An event that arrives while the head waiter's attempt is in flight makes
@@ -1132,6 +1294,8 @@ static void rnd_step(rnd *r)
     run_for(f, (unsigned)rand_r(&r->seed) % 8);
 }
 
+static uint64_t g_rnd_handoffs;
+
 static void run_random(unsigned seed)
 {
     fx *f = fx_new(200, 300);
@@ -1167,11 +1331,13 @@ static void run_random(unsigned seed)
     assert_int_equal(st.waiting + st.stream_holds, 0);
     assert_int_equal(r->violations, 0);
     assert_true(r->grants > 10); /* the run exercised something */
+    g_rnd_handoffs += st.handoffs;
     if (getenv("ENGINE_TEST_VERBOSE")) {
         int by_err[16] = {0};
         for (int i = 0; i < r->n; i++)
             if (r->w[i].finished)
                 by_err[-r->w[i].err]++;
+        print_message("seed %u: %" PRIu64 " handoffs\n", seed, st.handoffs);
         print_message("seed %u: %d waiters, %d grants, finished OK %d BUSY %d UNAVAILABLE %d LOST %d "
                       "INTERNAL %d\n",
                       seed, r->n, r->grants, by_err[0], by_err[-BATON_E_BUSY], by_err[-BATON_E_UNAVAILABLE],
@@ -1190,8 +1356,10 @@ static void test_randomized(void **state)
         run_random((unsigned)strtoul(env, NULL, 10));
         return;
     }
+    g_rnd_handoffs = 0;
     for (unsigned seed = 1; seed <= 3; seed++)
         run_random(seed);
+    assert_true(g_rnd_handoffs > 0); /* releases handed keys on, under the same checks */
 }
 
 /* ------------------------------------------------------------ serving */
@@ -1275,6 +1443,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_positions_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_while_queued, setup, teardown),
         cmocka_unit_test_setup_teardown(test_end_during_attempt_that_grants, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handoff_on_release, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handoff_waiter_ends_in_flight, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handoff_skips_remote_head, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handoff_reply_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_during_attempt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wait_timeout_names_holder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_released_on_end, setup, teardown),

@@ -93,3 +93,47 @@ def test_mutual_exclusion_across_two_batonds(batond, redis_server, start_batond)
     """Waiters on one server are woken by releases on the other (pub/sub)."""
     other = start_batond(redis_server.address, name="batond-second")
     run_contention([batond.target, other.target], threads=30, nkeys=2, seconds=2.5, name="mutex2")
+
+
+def test_release_does_not_pass_over_a_waiter_of_another_batond(batond, redis_server, start_batond):
+    """A release hands its key straight to the first waiter of the same batond
+    (direct handoff) only when that waiter heads the queue in Redis. Here the
+    head waits on another batond: it must be granted first, and the local
+    waiter behind it only after it released."""
+    other = start_batond(redis_server.address, name="batond-handoff")
+    ch = grpc.insecure_channel(other.target)
+    try:
+        stub1 = lock_pb2_grpc.LockServiceStub(grpc.insecure_channel(batond.target))
+        stub2 = lock_pb2_grpc.LockServiceStub(ch)
+        key = bc.uniq("handoff")
+        holder = bc.grant(stub1, key, "holder")
+        remote = bc.AcquireStream(stub2, key, "remote", wait_ms=30000)
+        assert remote.wait_queued() == 1
+        local = bc.AcquireStream(stub1, key, "local", wait_ms=30000)
+        assert local.wait_queued() == 2
+
+        bc.release(stub1, key, holder.token)
+        g = remote.wait_granted(10.0)
+        assert g.fencing > holder.fencing
+        time.sleep(0.2)
+        assert local.granted is None, "the local waiter passed over the head: %s" % local.summary()
+        d = bc.describe(stub1, key)
+        assert d.owner == "remote" and d.waiters == 1, d
+
+        bc.release(stub2, key, g.token)
+        g2 = local.wait_granted(10.0)
+        assert g2.fencing > g.fencing
+        # Then a local successor: handed over by the release itself.
+        nxt = bc.AcquireStream(stub1, key, "next", wait_ms=30000)
+        assert nxt.wait_queued() == 1
+        bc.release(stub1, key, g2.token)
+        g3 = nxt.wait_granted(10.0)
+        assert g3.fencing > g2.fencing
+        for s in (remote, local, nxt):
+            assert s.wait_end() == (bc.OK, "")
+            s.assert_shape()
+        bc.release(stub1, key, g3.token)
+        d = bc.describe(stub2, key)
+        assert not d.held and d.waiters == 0, d
+    finally:
+        ch.close()

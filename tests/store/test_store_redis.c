@@ -278,6 +278,9 @@ typedef struct hold {
     char msg[512];
     store_hold_res res;
     char holder[BATON_OWNER_MAX + 1];
+    int has_next; /* res->next was set */
+    store_acquire_res next;
+    char next_key[BATON_KEY_MAX + 1];
 } hold;
 
 static void hold_cb(void *ud, int err, const char *msg, const store_hold_res *res)
@@ -290,14 +293,34 @@ static void hold_cb(void *ud, int err, const char *msg, const store_hold_res *re
         h->res = *res;
         snprintf(h->holder, sizeof(h->holder), "%s", res->holder_owner ? res->holder_owner : "");
         h->res.holder_owner = NULL;
+        h->res.next = NULL;
+        if (res->next) {
+            h->has_next = 1;
+            h->next = *res->next;
+            snprintf(h->next_key, sizeof(h->next_key), "%s", res->next->key ? res->next->key : "");
+            h->next.key = NULL;
+        }
     }
 }
 
 static hold release(fixture *f, const char *key, const char *token)
 {
     hold h = {0};
-    assert_int_equal(f->st->ops->release(f->st, key, token, hold_cb, &h), 0);
+    assert_int_equal(f->st->ops->release(f->st, key, token, NULL, hold_cb, &h), 0);
     RUN_UNTIL(f, h.done);
+    return h;
+}
+
+/* Release that names `next_token` (owner "next", TTL next_ttl) as next waiter. */
+static hold release_next(fixture *f, const char *key, const char *token, const char *next_token,
+                         int64_t next_ttl)
+{
+    hold h = {0};
+    store_acquire_req next = {
+        .target = {.key = key}, .token = next_token, .owner = "next", .ttl_ms = next_ttl};
+    assert_int_equal(f->st->ops->release(f->st, key, token, &next, hold_cb, &h), 0);
+    RUN_UNTIL(f, h.done);
+    assert_int_equal(h.has_next, h.err == BATON_OK || h.err == BATON_E_NOT_HOLDER);
     return h;
 }
 
@@ -1085,6 +1108,101 @@ static void test_free_inside_callback(void **state)
     fx_close(f);
 }
 
+/* Direct handoff: a release grants `next` only when it heads the queue. */
+static void test_release_hands_off(void **state)
+{
+    (void)state;
+    FX_OPEN(f, 0, 0, 3000);
+    char t1[33], t2[33], t3[33], t4[33];
+    make_token(t1, 1);
+    make_token(t2, 2);
+    make_token(t3, 3);
+    make_token(t4, 4);
+    acq a1 = acquire(f, "k", t1, "one", 1);
+    assert_int_equal(a1.res.granted, 1);
+    assert_int_equal(acquire(f, "k", t2, "two", 1).res.position, 1);
+    assert_int_equal(acquire(f, "k", t3, "three", 1).res.position, 2);
+
+    /* t3 is not the head: released, not handed over, t3 still queued. */
+    hold h = release_next(f, "k", t1, t3, 5000);
+    assert_int_equal(h.err, BATON_OK);
+    assert_int_equal(h.next.granted, 0);
+    assert_int_equal(cmd_int(f, "EXISTS %s{k}:lock", f->prefix), 0);
+    assert_int_equal(cmd_int(f, "ZCARD %s{k}:q", f->prefix), 2);
+
+    acq a2 = acquire(f, "k", t2, "two", 1);
+    assert_int_equal(a2.res.granted, 1);
+    int from = f->nev;
+
+    /* t3 heads now: granted by the release, as acquire would. */
+    h = release_next(f, "k", t2, t3, 5000);
+    assert_int_equal(h.err, BATON_OK);
+    assert_int_equal(h.next.granted, 1);
+    assert_string_equal(h.next_key, "k");
+    assert_int_equal(h.next.device, -1);
+    assert_true(h.next.fencing > a2.res.fencing);
+    assert_int_equal(h.next.ttl_ms, 5000);
+    redisReply *r = cmd(f, "GET %s{k}:lock", f->prefix);
+    assert_string_equal(r->str, t3);
+    freeReplyObject(r);
+    long long pttl = cmd_int(f, "PTTL %s{k}:lock", f->prefix);
+    assert_true(pttl > 4000 && pttl <= 5000);
+    assert_int_equal(cmd_int(f, "HGET %s{k}:hold fencing", f->prefix), (long long)h.next.fencing);
+    assert_int_equal(cmd_int(f, "EXISTS %s{k}:q", f->prefix), 0);
+    assert_int_equal(cmd_int(f, "EXISTS %s{k}:qt", f->prefix), 0);
+    /* Watchers see RELEASED (two) then ACQUIRED (three). */
+    RUN_UNTIL(f, find_event(f, from, STORE_EV_ACQUIRED, "k") >= 0);
+    int rel = find_event(f, from, STORE_EV_RELEASED, "k");
+    int got = find_event(f, from, STORE_EV_ACQUIRED, "k");
+    assert_true(rel >= 0 && rel < got);
+    assert_string_equal(f->ev[rel].owner, "two");
+    assert_string_equal(f->ev[got].owner, "next");
+    assert_int_equal(f->ev[got].fencing, h.next.fencing);
+
+    /* The grant is t3's: its own attempt reports it again (idempotent). */
+    acq a3 = acquire(f, "k", t3, "three", 1);
+    assert_int_equal(a3.res.granted, 1);
+    assert_int_equal(a3.res.fencing, h.next.fencing);
+
+    /* A stale token releases nothing and hands nothing over. */
+    assert_int_equal(acquire(f, "k", t4, "four", 1).res.position, 1);
+    h = release_next(f, "k", t1, t4, 5000);
+    assert_int_equal(h.err, BATON_E_NOT_HOLDER);
+    assert_int_equal(h.next.granted, 0);
+    r = cmd(f, "GET %s{k}:lock", f->prefix);
+    assert_string_equal(r->str, t3);
+    freeReplyObject(r);
+    fx_close(f);
+}
+
+/* A dead head is purged before the handoff; a waiter that is not queued at
+ * all (dequeued, or never enqueued) is never granted by a release. */
+static void test_release_handoff_purges_dead_head(void **state)
+{
+    (void)state;
+    FX_OPEN(f, 0, 0, 3000);
+    char t1[33], t2[33], t3[33], t4[33];
+    make_token(t1, 1);
+    make_token(t2, 2);
+    make_token(t3, 3);
+    make_token(t4, 4);
+    assert_int_equal(acquire(f, "k", t1, "one", 1).res.granted, 1);
+    assert_int_equal(acquire_full(f, f->st, "k", NULL, 0, t2, "dead", 10000, 1, 50).res.position, 1);
+    assert_int_equal(acquire(f, "k", t3, "three", 1).res.position, 2);
+    run_for(f, 120); /* t2's liveness deadline passes */
+    hold h = release_next(f, "k", t1, t3, 5000);
+    assert_int_equal(h.err, BATON_OK);
+    assert_int_equal(h.next.granted, 1);
+    assert_int_equal(cmd_int(f, "ZSCORE %s{k}:q %s", f->prefix, t2), -999); /* purged */
+
+    /* Nobody queued: t4 was never enqueued, so it is not granted. */
+    h = release_next(f, "k", t3, t4, 5000);
+    assert_int_equal(h.err, BATON_OK);
+    assert_int_equal(h.next.granted, 0);
+    assert_int_equal(cmd_int(f, "EXISTS %s{k}:lock", f->prefix), 0);
+    fx_close(f);
+}
+
 /* ---------------------------------------------------------- hammer */
 
 typedef struct hammer hammer;
@@ -1093,6 +1211,7 @@ typedef struct hclient {
     baton_store *st;
     char token[33];
     int holding;
+    int parked; /* queued; retries after 1 ms unless a release hands it the key */
     int grants;
 } hclient;
 
@@ -1101,30 +1220,94 @@ struct hammer {
     int holders;
     uint64_t last_fencing;
     int grants, attempts, violations, errors, target;
+    int offers, handoffs; /* releases that named a parked client; grants they made */
+    unsigned seed;
     hclient c[6];
 };
 
 static void h_attempt(hclient *c);
+static void h_granted(hclient *c, uint64_t fencing);
+
+typedef struct hrel {
+    hclient *c;    /* the releaser */
+    hclient *next; /* the parked client the release named, or NULL */
+} hrel;
 
 static void h_released(void *ud, int err, const char *msg, const store_hold_res *res)
 {
-    hclient *c = ud;
-    (void)msg, (void)res;
+    hrel *r = ud;
+    hclient *c = r->c, *n = r->next;
+    (void)msg;
+    free(r);
     if (err)
         c->h->errors++;
+    if (n) {
+        if (!err && res && res->next && res->next->granted) {
+            c->h->handoffs++;
+            h_granted(n, res->next->fencing);
+        } else {
+            h_attempt(n);
+        }
+    }
     h_attempt(c);
 }
 
-/* Releases one loop turn after the grant, so attempts of others interleave. */
+/* Releases one loop turn after the grant, so attempts of others interleave.
+ * Half the releases name a parked client (possibly of the other store) as
+ * `next`: a direct handoff must never make a second holder either. */
 static void h_release_now(evutil_socket_t fd, short what, void *arg)
 {
     hclient *c = arg;
+    hammer *h = c->h;
     (void)fd, (void)what;
     /* Stop believing we hold before Redis can grant anyone else. */
     c->holding = 0;
-    c->h->holders--;
-    if (c->st->ops->release(c->st, "hot", c->token, h_released, c) != 0)
-        c->h->errors++;
+    h->holders--;
+    hrel *r = calloc(1, sizeof(*r));
+    assert_non_null(r);
+    r->c = c;
+    if (rand_r(&h->seed) & 1) {
+        int start = (int)(rand_r(&h->seed) % 6);
+        for (int i = 0; i < 6 && !r->next; i++)
+            if (h->c[(start + i) % 6].parked)
+                r->next = &h->c[(start + i) % 6];
+    }
+    store_acquire_req next = {.target = {.key = "hot"}, .owner = "hammer", .ttl_ms = 10000};
+    if (r->next) {
+        r->next->parked = 0; /* its retry timer now does nothing */
+        next.token = r->next->token;
+        h->offers++;
+    }
+    if (c->st->ops->release(c->st, "hot", c->token, r->next ? &next : NULL, h_released, r) != 0) {
+        h->errors++;
+        free(r);
+    }
+}
+
+static void h_granted(hclient *c, uint64_t fencing)
+{
+    hammer *h = c->h;
+    if (h->holders != 0)
+        h->violations++;
+    if (fencing <= h->last_fencing)
+        h->violations++;
+    h->last_fencing = fencing;
+    h->holders++;
+    h->grants++;
+    c->grants++;
+    c->holding = 1;
+    struct timeval zero = {0, 0};
+    event_base_once(h->f->base, -1, EV_TIMEOUT, h_release_now, c, &zero);
+}
+
+static void h_retry(evutil_socket_t fd, short what, void *arg)
+{
+    hclient *c = arg;
+    (void)fd, (void)what;
+    if (!c->parked)
+        return;
+    c->parked = 0;
+    h_attempt(c);
 }
 
 static void h_acquired(void *ud, int err, const char *msg, const store_acquire_res *res)
@@ -1136,21 +1319,17 @@ static void h_acquired(void *ud, int err, const char *msg, const store_acquire_r
         h->errors++;
         return;
     }
-    if (!res->granted) {
-        h_attempt(c);
+    if (res->granted) {
+        h_granted(c, res->fencing);
         return;
     }
-    if (h->holders != 0)
-        h->violations++;
-    if (res->fencing <= h->last_fencing)
-        h->violations++;
-    h->last_fencing = res->fencing;
-    h->holders++;
-    h->grants++;
-    c->grants++;
-    c->holding = 1;
-    struct timeval zero = {0, 0};
-    event_base_once(h->f->base, -1, EV_TIMEOUT, h_release_now, c, &zero);
+    if (res->position > 0) {
+        c->parked = 1;
+        struct timeval ms = {0, 1000};
+        event_base_once(h->f->base, -1, EV_TIMEOUT, h_retry, c, &ms);
+        return;
+    }
+    h_attempt(c);
 }
 
 static void h_attempt(hclient *c)
@@ -1178,6 +1357,7 @@ static void test_hammer_two_stores(void **state)
     hammer *h = calloc(1, sizeof(*h));
     h->f = f;
     h->target = 300;
+    h->seed = 7;
     for (int i = 0; i < 6; i++) {
         h->c[i].h = h;
         h->c[i].st = (i % 2) ? st2 : f->st;
@@ -1193,6 +1373,9 @@ static void test_hammer_two_stores(void **state)
     assert_int_equal(h->violations, 0);
     assert_true(h->grants >= h->target);
     assert_true(h->attempts > h->grants); /* contention really happened */
+    assert_true(h->handoffs > 0);         /* and releases handed the key on */
+    print_message("hammer: %d grants, %d attempts, %d handoffs of %d offers\n", h->grants, h->attempts,
+                  h->handoffs, h->offers);
     /* Every client got turns (FIFO queue). */
     for (int i = 0; i < 6; i++)
         assert_true(h->c[i].grants > 0);
@@ -1227,6 +1410,8 @@ int main(void)
         cmocka_unit_test(test_down_store),
         cmocka_unit_test(test_free_with_op_in_flight),
         cmocka_unit_test(test_free_inside_callback),
+        cmocka_unit_test(test_release_hands_off),
+        cmocka_unit_test(test_release_handoff_purges_dead_head),
         cmocka_unit_test(test_hammer_two_stores),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
