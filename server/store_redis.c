@@ -953,6 +953,10 @@ static void cmd_open(redis_store *s)
         return;
     s->_cmd = ac;
     s->_cmd_ready = 0;
+    /* Replies at the same priority as wake-ups: a release's reply can carry
+     * the next waiter's grant (direct handoff), which should not wait behind
+     * a loop turn of new requests. */
+    prioritise(s->_evb, ((redisLibeventEvents *)ac->ev.data)->rev);
     s->_cmd_started_ms = mono_ms();
     s->_cmd_init_left = 0;
     if (s->_password) {
