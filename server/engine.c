@@ -1360,29 +1360,31 @@ static void recheck_cb(evutil_socket_t fd, short what, void *arg)
         attempt_all(e);
 }
 
-/* One batched refresh of every waiting waiter's queue liveness deadline. */
+/* One batched refresh of every waiting waiter's queue liveness deadline,
+ * grouped by target (the store sends one script per target and batch). */
 static void liveness_cb(evutil_socket_t fd, short what, void *arg)
 {
     baton_engine *e = arg;
     if (!e->up)
         return;
     size_t n = 0;
-    for (engine_waiter *w = e->all.head; w; w = w->alink.next)
-        if (w->tgt && w->tlist == &w->tgt->waiters)
-            n++;
+    for (size_t b = 0; b < e->nbuckets; b++)
+        for (target *t = e->buckets[b]; t; t = t->hnext)
+            for (engine_waiter *w = t->waiters.head; w; w = w->tlink.next)
+                n++;
     if (n == 0)
         return;
     store_target *targets = calloc(n, sizeof *targets);
     const char **tokens = calloc(n, sizeof *tokens);
     if (targets && tokens) {
         size_t i = 0;
-        for (engine_waiter *w = e->all.head; w && i < n; w = w->alink.next) {
-            if (!(w->tgt && w->tlist == &w->tgt->waiters))
-                continue;
-            targets[i] = (store_target){.key = w->key, .pool = w->pool, .devices = w->devices};
-            tokens[i] = w->token;
-            i++;
-        }
+        for (size_t b = 0; b < e->nbuckets; b++)
+            for (target *t = e->buckets[b]; t; t = t->hnext)
+                for (engine_waiter *w = t->waiters.head; w && i < n; w = w->tlink.next) {
+                    targets[i] = (store_target){.key = w->key, .pool = w->pool, .devices = w->devices};
+                    tokens[i] = w->token;
+                    i++;
+                }
         e->store->ops->refresh(e->store, targets, (const char *const *)tokens, i, e->cfg.liveness_ms);
     }
     free(targets);

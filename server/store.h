@@ -181,7 +181,9 @@ typedef struct store_ops {
     int (*force_release)(baton_store *s, const char *key, uint64_t fencing, store_hold_cb cb, void *ud);
     int (*describe)(baton_store *s, const char *key, store_describe_cb cb, void *ud);
     /* Pushes the liveness deadline of each (targets[i], tokens[i]) queue entry
-     * to now + liveness_ms, only where the entry still exists. Fire and forget. */
+     * to now + liveness_ms, only where the entry still exists. Fire and forget.
+     * Consecutive entries of one target are sent together (pass them grouped
+     * by target: one script per target and 500 tokens). */
     int (*refresh)(baton_store *s, const store_target *targets, const char *const *tokens, size_t n,
                    int64_t liveness_ms);
     /* If `key`'s lock expired but its hold record remains: publish EXPIRED

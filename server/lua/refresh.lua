@@ -1,8 +1,14 @@
--- Push a queue entry's liveness deadline to now + liveness_ms, only if the
+-- Push queue entries' liveness deadlines to now + liveness_ms, only where an
 -- entry still exists (ZADD XX never re-creates a purged entry).
--- KEYS: qt
--- ARGV: channel (unused), token, liveness_ms
+-- KEYS: qt (one target's liveness zset)
+-- ARGV: channel (unused), liveness_ms, token... (at most 500 per call)
 -- Reply: 0
 local now = b_now()
-redis.call('ZADD', KEYS[1], 'XX', b_int(now + tonumber(ARGV[3])), ARGV[2])
+local deadline = b_int(now + tonumber(ARGV[2]))
+local args = {}
+for i = 3, #ARGV do
+  args[#args + 1] = deadline
+  args[#args + 1] = ARGV[i]
+end
+if #args > 0 then redis.call('ZADD', KEYS[1], 'XX', unpack(args)) end
 return 0

@@ -867,6 +867,34 @@ static void test_refresh(void **state)
     freeReplyObject(tm);
     assert_true(dl > now + 50000);
     assert_int_equal(cmd_int(f, "ZSCORE %s %s", rec(f, "k", "qt"), gone), -999);
+
+    /* Many entries of two targets, interleaved: every one is refreshed, in
+     * batches (1,100 tokens of "m" span three scripts). */
+    enum { NM = 1100 };
+    static char mtok[NM][33];
+    store_target *mt = calloc(NM + 2, sizeof(*mt));
+    const char **mtoks = calloc(NM + 2, sizeof(*mtoks));
+    assert_non_null(mt);
+    assert_non_null(mtoks);
+    size_t n = 0;
+    for (int i = 0; i < NM; i++) {
+        make_token(mtok[i], 1000u + (unsigned)i);
+        redisReply *r = cmd(f, "ZADD %s 1 %s", rec(f, "m", "qt"), mtok[i]);
+        freeReplyObject(r);
+        if (i == 600) { /* an entry of another target in between */
+            mt[n] = (store_target){.key = "k"};
+            mtoks[n++] = w;
+        }
+        mt[n] = (store_target){.key = "m"};
+        mtoks[n++] = mtok[i];
+    }
+    assert_int_equal(f->st->ops->refresh(f->st, mt, mtoks, n, 60000), 0);
+    d = describe(f, "m");
+    for (int i = 0; i < NM; i++)
+        assert_true(cmd_int(f, "ZSCORE %s %s", rec(f, "m", "qt"), mtok[i]) > now + 50000);
+    assert_true(cmd_int(f, "ZSCORE %s %s", rec(f, "k", "qt"), w) > now + 50000);
+    free(mt);
+    free(mtoks);
     fx_close(f);
 }
 
