@@ -1353,11 +1353,21 @@ static void noop_state(void *ud, int up)
 
 /* ---------------------------------------------------------- engine timers */
 
+/*
+ * The safety net for a missed wake-up: each target's first local waiter
+ * attempts again (only it can be granted next; a reply naming another head
+ * passes the kick on, and every grant or departure kicks the next one).
+ * Not every waiter: with 10,000 waiting streams that was 10,000 scripts at
+ * once every re-check, and handoffs stalled behind them for ~0.4 s.
+ */
 static void recheck_cb(evutil_socket_t fd, short what, void *arg)
 {
     baton_engine *e = arg;
-    if (e->up)
-        attempt_all(e);
+    if (!e->up)
+        return;
+    for (size_t b = 0; b < e->nbuckets; b++)
+        for (target *t = e->buckets[b]; t; t = t->hnext)
+            kick(t);
 }
 
 /* One batched refresh of every waiting waiter's queue liveness deadline,

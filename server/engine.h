@@ -32,7 +32,7 @@ typedef struct engine_waiter engine_waiter;
 typedef struct engine_watch engine_watch;
 
 typedef struct engine_config {
-    int64_t recheck_ms;  /* safety re-check of every waiter (default 30000) */
+    int64_t recheck_ms;  /* safety re-check of each target's first waiter (default 30000) */
     int64_t liveness_ms; /* queue entry liveness window (default 6000); refreshed
                           * every liveness_ms / 3 */
 } engine_config;

@@ -554,6 +554,33 @@ static void test_handoff_reply_lost(void **state)
     wait_key(f, "k", 0);
 }
 
+/* The safety re-check attempts each target's first waiter only, and that is
+ * enough to recover a missed wake-up (here the lock vanished silently). */
+static void test_recheck_kicks_heads_only(void **state)
+{
+    (void)state;
+    fx *f = fx_new(100, 600000);
+    tw h = {0}, w[5];
+    memset(w, 0, sizeof w);
+    hold_lease(f, &h, "k", "holder");
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(acq(f, &w[i], "k", NULL, 0, "w", 600000, 60000, ENGINE_MODE_LEASE), 0);
+    for (int i = 0; i < 5; i++)
+        run_until(f, tw_queued_p, &w[i]);
+    uint64_t before = fake_store_calls(f->s, FAKE_ACQUIRE);
+    run_for(f, 450); /* four re-checks */
+    uint64_t made = fake_store_calls(f->s, FAKE_ACQUIRE) - before;
+    assert_true(made >= 2 && made <= 6); /* about one per re-check, not five */
+    fake_store_lose_data(f->s);          /* the lock and queue vanish; no event */
+    run_until(f, tw_granted_p, &w[0]);
+    for (int i = 1; i < 5; i++)
+        assert_int_equal(w[i].granted, 0);
+    for (int i = 0; i < 5; i++)
+        end(&w[i], 1);
+    run_until(f, store_idle, f);
+    fx_free(f);
+}
+
 /* An event that arrives while the head waiter's attempt is in flight makes
  * it attempt again after the (not granted) reply; otherwise it would sleep
  * until the 30 s re-check. */
@@ -1447,6 +1474,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_handoff_waiter_ends_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handoff_skips_remote_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handoff_reply_lost, setup, teardown),
+        cmocka_unit_test(test_recheck_kicks_heads_only),
         cmocka_unit_test_setup_teardown(test_event_during_attempt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wait_timeout_names_holder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_released_on_end, setup, teardown),
