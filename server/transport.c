@@ -141,7 +141,16 @@ typedef struct tcall {
     unsigned lease_ok_sent : 1; /* Acquire LEASE: Granted written, status OK started */
 } tcall;
 
-/* One outstanding request per method, plus the generic one. */
+/*
+ * Outstanding requests per method (and for the generic one). Why several: a
+ * new call is handed over only against a posted request, and each re-post
+ * happens on the loop thread, so with one slot every further call of a busy
+ * method waited for a pump -> loop -> re-post round of its own (two thread
+ * wake-ups per call, no batching). With many, gRPC hands a burst of calls
+ * over in one go.
+ */
+#define REQ_SLOTS 32
+
 typedef struct req_slot {
     baton_transport *t;
     int method;
@@ -165,7 +174,7 @@ struct baton_transport {
     grpc_server *server;
     grpc_completion_queue *cq;
     int port;
-    req_slot slots[M_COUNT + 1];
+    req_slot slots[M_COUNT + 1][REQ_SLOTS];
     size_t nposted; /* request slots waiting for a call */
 
     /* pump thread -> loop thread */
@@ -975,7 +984,7 @@ static void on_request(req_slot *s, int ok)
         grpc_call_details_destroy(&s->details);
     t->nposted--;
     if (!t->shutting)
-        post_request(t, s); /* keep one request posted per method */
+        post_request(t, s); /* keep REQ_SLOTS requests posted per method */
 
     if (ok && call) {
         tcall *c = call_new(t, call, s->method);
@@ -1256,16 +1265,20 @@ baton_transport *transport_new(struct event_base *base, baton_engine *engine, co
     t->server = grpc_server_create(&cargs, NULL);
     grpc_server_register_completion_queue(t->server, t->cq, NULL);
     for (int m = 0; m <= M_COUNT; m++) {
-        req_slot *s = &t->slots[m];
-        s->t = t;
-        s->method = m;
-        if (m == M_UNKNOWN)
-            continue;
-        s->registered = grpc_server_register_method(t->server, methods[m].path, NULL,
-                                                    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-        if (s->registered == NULL) {
-            snprintf(err, errlen, "cannot register %s", methods[m].path);
-            goto fail_grpc;
+        void *registered = NULL;
+        if (m != M_UNKNOWN) {
+            registered = grpc_server_register_method(t->server, methods[m].path, NULL,
+                                                     GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+            if (registered == NULL) {
+                snprintf(err, errlen, "cannot register %s", methods[m].path);
+                goto fail_grpc;
+            }
+        }
+        for (int i = 0; i < REQ_SLOTS; i++) {
+            req_slot *s = &t->slots[m][i];
+            s->t = t;
+            s->method = m;
+            s->registered = registered;
         }
     }
     grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
@@ -1277,7 +1290,8 @@ baton_transport *transport_new(struct event_base *base, baton_engine *engine, co
     }
     grpc_server_start(t->server);
     for (int m = 0; m <= M_COUNT; m++)
-        post_request(t, &t->slots[m]);
+        for (int i = 0; i < REQ_SLOTS; i++)
+            post_request(t, &t->slots[m][i]);
     engine_set_serving_cb(engine, on_serving, t);
     return t;
 
