@@ -18,6 +18,12 @@
  * order can differ from Redis' (an entry purged during a stall and queued
  * again, Redis data loss): a reply that says "the lock is free but token T is
  * at the head" makes the engine attempt T at once if T is one of its own.
+ *
+ * Direct handoff: a release of a known grant (Release, or a stream hold or
+ * lease that ends) carries the acquire request of the key's first local
+ * waiter when that waiter is idle, and counts as its attempt; the release
+ * script grants it only if it heads the Redis queue. Pool waiters are not
+ * handed keys this way; they are woken by the release event.
  */
 
 #include <stdint.h>
