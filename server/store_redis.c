@@ -103,6 +103,7 @@ typedef struct store_op {
                    * release with a handoff: the key */
     int _pool;    /* acquire: 1 for a pool */
     int _handoff; /* release: carries a next waiter's request */
+    int _nkeys;   /* refresh: KEYS count, for the deferred op_send */
     /* argv[0] ("EVALSHA"/"EVAL") and argv[1] (sha/text) are not owned; the rest are. */
     int _argc, _cap;
     const char **_argv;
@@ -135,6 +136,8 @@ struct redis_store {
     int _drop_cmd, _drop_sub; /* drops asked for from inside hiredis callbacks */
 
     store_op *_head, *_tail;
+    store_op *_rf_head, *_rf_tail; /* refresh batches not sent yet (see st_refresh) */
+    int _rf_inflight;              /* a refresh batch awaits its reply */
 
     struct event *_reconnect_ev, *_check_ev, *_drop_ev, *_free_ev;
     struct event *_flush_ev; /* writes queued commands at once (see on_flush) */
@@ -297,6 +300,27 @@ static void op_arg(store_op *o, const char *fmt, ...)
     }
     o->_argv[o->_argc] = str;
     o->_argvlen[o->_argc] = (size_t)n;
+    o->_argc++;
+}
+
+/* op_arg(o, "%s", str) without the printf machinery (hot in st_refresh). */
+static void op_str(store_op *o, const char *str)
+{
+    if (o->_oom)
+        return;
+    if (o->_argc == o->_cap) {
+        op_arg(o, "%s", str); /* grows the arrays */
+        return;
+    }
+    size_t n = strlen(str);
+    char *copy = malloc(n + 1);
+    if (!copy) {
+        o->_oom = 1;
+        return;
+    }
+    memcpy(copy, str, n + 1);
+    o->_argv[o->_argc] = copy;
+    o->_argvlen[o->_argc] = n;
     o->_argc++;
 }
 
@@ -522,9 +546,12 @@ static void deliver_describe(store_op *o, const redisReply *r)
 }
 
 /* Reply (or NULL: connection gone) to an op's EVALSHA / EVAL. */
-static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
+static void refresh_pump(redis_store *s);
+
+/* Completes op o with reply r (NULL: connection gone). Returns 1 once o is
+ * freed, 0 when it was sent again (EVAL after NOSCRIPT). */
+static int op_reply(redisAsyncContext *ac, void *r, store_op *o)
 {
-    store_op *o = privdata;
     redis_store *s = o->_s;
     redisReply *reply = r;
 
@@ -537,7 +564,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
         list_unlink(s, o);
         op_fail(o, BATON_E_UNAVAILABLE, "redis connection lost; the outcome is unknown");
         op_free(o);
-        return;
+        return 1;
     }
     if (reply->type == REDIS_REPLY_ERROR && !o->_retried && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
         /* Script cache flushed (SCRIPT FLUSH, failover): send the text once. */
@@ -547,11 +574,11 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
         o->_argv[1] = s->_text[o->_script];
         o->_argvlen[1] = strlen(s->_text[o->_script]);
         if (redisAsyncCommandArgv(ac, on_reply, o, o->_argc, o->_argv, o->_argvlen) == REDIS_OK)
-            return;
+            return 0;
         list_unlink(s, o);
         op_fail(o, BATON_E_UNAVAILABLE, "redis connection lost; the outcome is unknown");
         op_free(o);
-        return;
+        return 1;
     }
     list_unlink(s, o);
     if (reply->type == REDIS_REPLY_ERROR) {
@@ -573,6 +600,18 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
         s->_cb_depth--;
     }
     op_free(o);
+    return 1;
+}
+
+static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    store_op *o = privdata;
+    redis_store *s = o->_s;
+    int refresh = o->_kind == OP_FIRE && o->_script == SC_REFRESH;
+    if (op_reply(ac, r, o) && refresh) {
+        s->_rf_inflight = 0;
+        refresh_pump(s);
+    }
 }
 
 /* ------------------------------------------------------- op entry points */
@@ -766,10 +805,43 @@ static int same_target(const store_target *a, const store_target *b)
  * Why batched: one script per waiter made 10,000 waiting streams cost 5,000
  * scripts a second (and as many command builds on the loop) and stalled
  * handoffs behind each burst. Consecutive entries of one target share its
- * liveness zset, so they go in one script, REFRESH_BATCH tokens at a time
- * (one ZADD stays short enough not to hold Redis up for long).
+ * liveness zset, so they go in one script, REFRESH_BATCH tokens at a time.
+ * Why one batch in flight at a time: Redis runs a connection's pipelined
+ * commands in order, so a release sent during a burst of 50 batches waited
+ * for all of them; now it waits for one at most (~0.2 ms). A new refresh
+ * round replaces batches of the previous one not sent yet (its deadlines
+ * are newer), so a slow Redis cannot make the queue grow.
  */
-#define REFRESH_BATCH 500
+#define REFRESH_BATCH 200
+
+static void refresh_drop(redis_store *s)
+{
+    while (s->_rf_head) {
+        store_op *o = s->_rf_head;
+        s->_rf_head = o->_next;
+        o->_next = NULL;
+        op_free(o);
+    }
+    s->_rf_tail = NULL;
+}
+
+/* Sends the next refresh batch unless one is in flight. */
+static void refresh_pump(redis_store *s)
+{
+    if (!s->_up || !callbacks_allowed(s)) {
+        refresh_drop(s);
+        return;
+    }
+    while (!s->_rf_inflight && s->_rf_head) {
+        store_op *o = s->_rf_head;
+        s->_rf_head = o->_next;
+        if (!s->_rf_head)
+            s->_rf_tail = NULL;
+        o->_next = NULL;
+        if (op_send(o, o->_nkeys) == 0)
+            s->_rf_inflight = 1;
+    }
+}
 
 static int st_refresh(baton_store *b, const store_target *targets, const char *const *tokens, size_t n,
                       int64_t liveness_ms)
@@ -779,6 +851,7 @@ static int st_refresh(baton_store *b, const store_target *targets, const char *c
         return BATON_E_INVALID;
     if (!s->_up)
         return BATON_E_UNAVAILABLE;
+    refresh_drop(s);
     size_t i = 0;
     while (i < n) {
         if (!target_ok(&targets[i]) || !tokens[i]) {
@@ -787,8 +860,10 @@ static int st_refresh(baton_store *b, const store_target *targets, const char *c
         }
         const store_target *t = &targets[i];
         store_op *o = op_new(s, OP_FIRE, SC_REFRESH, NULL);
-        if (!o)
+        if (!o) {
+            refresh_drop(s);
             return BATON_E_NOMEM;
+        }
         if (t->key)
             key_arg(o, t->key, "qt");
         else
@@ -801,13 +876,17 @@ static int st_refresh(baton_store *b, const store_target *targets, const char *c
                 continue;
             if (!same_target(&targets[i], t))
                 break;
-            op_arg(o, "%s", tokens[i]);
+            op_str(o, tokens[i]);
             batch++;
         }
-        int rc = op_send(o, 1);
-        if (rc != 0)
-            return rc;
+        o->_nkeys = 1;
+        if (s->_rf_tail)
+            s->_rf_tail->_next = o;
+        else
+            s->_rf_head = o;
+        s->_rf_tail = o;
     }
+    refresh_pump(s);
     return 0;
 }
 
@@ -1177,6 +1256,7 @@ static void store_destroy(redis_store *s)
         redisAsyncFree(cmd); /* in-flight ops are freed, their callbacks dropped */
     if (sub)
         redisAsyncFree(sub);
+    refresh_drop(s);
     while (s->_head) { /* none expected: every op lives on the cmd connection */
         store_op *o = s->_head;
         list_unlink(s, o);

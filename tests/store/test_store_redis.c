@@ -899,10 +899,37 @@ static void test_refresh(void **state)
         mtoks[n++] = mtok[i];
     }
     assert_int_equal(f->st->ops->refresh(f->st, mt, mtoks, n, 60000), 0);
-    d = describe(f, "m");
+    /* Batches go one at a time, in order: the last one done means all are. */
+    RUN_UNTIL(f, cmd_int(f, "ZSCORE %s %s", rec(f, "m", "qt"), mtok[NM - 1]) > now + 50000);
     for (int i = 0; i < NM; i++)
         assert_true(cmd_int(f, "ZSCORE %s %s", rec(f, "m", "qt"), mtok[i]) > now + 50000);
     assert_true(cmd_int(f, "ZSCORE %s %s", rec(f, "k", "qt"), w) > now + 50000);
+
+    /* One batch in flight at a time: a command sent right after a refresh
+     * round is answered before the round's last batch even left. */
+    assert_int_equal(f->st->ops->refresh(f->st, mt, mtoks, n, 90000), 0);
+    d = describe(f, "m");
+    assert_true(cmd_int(f, "ZSCORE %s %s", rec(f, "m", "qt"), mtok[NM - 1]) < now + 80000);
+    RUN_UNTIL(f, cmd_int(f, "ZSCORE %s %s", rec(f, "m", "qt"), mtok[NM - 1]) > now + 80000);
+
+    /* A new round replaces the batches of the last one not sent yet: two
+     * rounds of 7 batches cost 1 + 7 scripts (the first round's first batch
+     * was already in flight), not 14. */
+    d = describe(f, "m"); /* its reply follows the last batch's: none in flight */
+    redisReply *rs = cmd(f, "CONFIG RESETSTAT");
+    freeReplyObject(rs);
+    assert_int_equal(f->st->ops->refresh(f->st, mt, mtoks, n, 100000), 0);
+    assert_int_equal(f->st->ops->refresh(f->st, mt, mtoks, n, 120000), 0);
+    RUN_UNTIL(f, cmd_int(f, "ZSCORE %s %s", rec(f, "m", "qt"), mtok[NM - 1]) > now + 110000);
+    run_for(f, 20);
+    rs = cmd(f, "INFO commandstats");
+    const char *ev = strstr(rs->str, "cmdstat_evalsha:calls=");
+    assert_non_null(ev);
+    long calls = atol(ev + strlen("cmdstat_evalsha:calls="));
+    freeReplyObject(rs);
+    assert_int_equal(calls, 8); /* 7 batches: 600 + 1 (the other key) + 500 tokens */
+    for (int i = 0; i < NM; i++)
+        assert_true(cmd_int(f, "ZSCORE %s %s", rec(f, "m", "qt"), mtok[i]) > now + 110000);
     free(mt);
     free(mtoks);
     fx_close(f);
