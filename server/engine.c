@@ -993,17 +993,27 @@ static void handle_attempt(engine_waiter *w, int err, const char *emsg, const st
         sink.queued(ud, pos);
 }
 
-static void attempt_reply_cb(void *ud, int err, const char *msg, const store_acquire_res *res)
+/* Unlinks and frees attempt op o. Returns its waiter, or NULL when the
+ * engine or the waiter is gone (nothing is left to do then). */
+static engine_waiter *attempt_op_end(attempt_op *o)
 {
-    attempt_op *o = ud;
     baton_engine *e = o->hdr.e;
     engine_waiter *w = o->w;
     if (e)
         ops_unlink(e, &o->hdr);
     free(o);
     if (!e || !w)
-        return;
+        return NULL;
     w->attempt_op = NULL;
+    return w;
+}
+
+static void attempt_reply_cb(void *ud, int err, const char *msg, const store_acquire_res *res)
+{
+    engine_waiter *w = attempt_op_end(ud);
+    if (!w)
+        return;
+    baton_engine *e = w->e;
     handle_attempt(w, err, msg, res);
     maybe_shutdown_done(e);
 }
@@ -1070,16 +1080,10 @@ static int release_send(baton_engine *e, const char *key, const char *token, int
 /* The reply to a release that carried o's waiter (o may be NULL). */
 static void handoff_done(attempt_op *o, int err, const char *emsg, const store_hold_res *res)
 {
-    if (!o)
+    engine_waiter *w = o ? attempt_op_end(o) : NULL;
+    if (!w)
         return;
-    baton_engine *e = o->hdr.e;
-    engine_waiter *w = o->w;
-    if (e)
-        ops_unlink(e, &o->hdr);
-    free(o);
-    if (!e || !w)
-        return;
-    w->attempt_op = NULL;
+    baton_engine *e = w->e;
     if (err == BATON_OK && res && res->next && res->next->granted) {
         e->stats.handoffs++;
         handle_attempt(w, BATON_OK, NULL, res->next);
