@@ -183,7 +183,9 @@ typedef struct store_ops {
     /* Pushes the liveness deadline of each (targets[i], tokens[i]) queue entry
      * to now + liveness_ms, only where the entry still exists. Fire and forget.
      * Consecutive entries of one target are sent together (pass them grouped
-     * by target: one script per target and 500 tokens). */
+     * by target: one script per target and 200 tokens), paced so that little
+     * refresh work is queued ahead of other ops; a call made while the last
+     * round is still being sent is skipped. */
     int (*refresh)(baton_store *s, const store_target *targets, const char *const *tokens, size_t n,
                    int64_t liveness_ms);
     /* If `key`'s lock expired but its hold record remains: publish EXPIRED

@@ -104,6 +104,7 @@ typedef struct store_op {
     int _pool;    /* acquire: 1 for a pool */
     int _handoff; /* release: carries a next waiter's request */
     int _nkeys;   /* refresh: KEYS count, for the deferred op_send */
+    int _ntokens; /* refresh: tokens in this batch */
     /* argv[0] ("EVALSHA"/"EVAL") and argv[1] (sha/text) are not owned; the rest are. */
     int _argc, _cap;
     const char **_argv;
@@ -137,7 +138,7 @@ struct redis_store {
 
     store_op *_head, *_tail;
     store_op *_rf_head, *_rf_tail; /* refresh batches not sent yet (see st_refresh) */
-    int _rf_inflight;              /* a refresh batch awaits its reply */
+    int _rf_ops, _rf_tokens;       /* refresh batches (and their tokens) awaiting replies */
 
     struct event *_reconnect_ev, *_check_ev, *_drop_ev, *_free_ev;
     struct event *_flush_ev; /* writes queued commands at once (see on_flush) */
@@ -608,8 +609,10 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
     store_op *o = privdata;
     redis_store *s = o->_s;
     int refresh = o->_kind == OP_FIRE && o->_script == SC_REFRESH;
+    int ntokens = o->_ntokens;
     if (op_reply(ac, r, o) && refresh) {
-        s->_rf_inflight = 0;
+        s->_rf_ops--;
+        s->_rf_tokens -= ntokens;
         refresh_pump(s);
     }
 }
@@ -805,12 +808,15 @@ static int same_target(const store_target *a, const store_target *b)
  * Why batched: one script per waiter made 10,000 waiting streams cost 5,000
  * scripts a second (and as many command builds on the loop) and stalled
  * handoffs behind each burst. Consecutive entries of one target share its
- * liveness zset, so they go in one script, REFRESH_BATCH tokens at a time.
- * Why one batch in flight at a time: Redis runs a connection's pipelined
- * commands in order, so a release sent during a burst of 50 batches waited
- * for all of them; now it waits for one at most (~0.2 ms). A new refresh
- * round replaces batches of the previous one not sent yet (its deadlines
- * are newer), so a slow Redis cannot make the queue grow.
+ * liveness zset, so they go in one script, up to REFRESH_BATCH tokens.
+ * Why paced: Redis runs a connection's pipelined commands in order, so a
+ * release sent during a burst of 50 batches waited for all of them. Batches
+ * go out while at most REFRESH_BATCH tokens are in flight (always at least
+ * one batch): a release waits behind ~0.2 ms of refresh at most, and many
+ * small batches (many keys with a waiter or two) still go out together.
+ * A round that is still sending when the next is due is left to finish and
+ * the new one skipped: replacing it would drop the same tail every time and
+ * let those waiters' entries expire.
  */
 #define REFRESH_BATCH 200
 
@@ -825,21 +831,24 @@ static void refresh_drop(redis_store *s)
     s->_rf_tail = NULL;
 }
 
-/* Sends the next refresh batch unless one is in flight. */
+/* Sends refresh batches while the in-flight budget allows. */
 static void refresh_pump(redis_store *s)
 {
     if (!s->_up || !callbacks_allowed(s)) {
         refresh_drop(s);
         return;
     }
-    while (!s->_rf_inflight && s->_rf_head) {
+    while (s->_rf_head && (s->_rf_ops == 0 || s->_rf_tokens + s->_rf_head->_ntokens <= REFRESH_BATCH)) {
         store_op *o = s->_rf_head;
         s->_rf_head = o->_next;
         if (!s->_rf_head)
             s->_rf_tail = NULL;
         o->_next = NULL;
-        if (op_send(o, o->_nkeys) == 0)
-            s->_rf_inflight = 1;
+        int ntokens = o->_ntokens;
+        if (op_send(o, o->_nkeys) == 0) {
+            s->_rf_ops++;
+            s->_rf_tokens += ntokens;
+        }
     }
 }
 
@@ -851,7 +860,10 @@ static int st_refresh(baton_store *b, const store_target *targets, const char *c
         return BATON_E_INVALID;
     if (!s->_up)
         return BATON_E_UNAVAILABLE;
-    refresh_drop(s);
+    if (s->_rf_head) {
+        LOG_WARN("redis: liveness refresh is still sending the last round; this one is skipped");
+        return 0;
+    }
     size_t i = 0;
     while (i < n) {
         if (!target_ok(&targets[i]) || !tokens[i]) {
@@ -880,6 +892,7 @@ static int st_refresh(baton_store *b, const store_target *targets, const char *c
             batch++;
         }
         o->_nkeys = 1;
+        o->_ntokens = (int)batch;
         if (s->_rf_tail)
             s->_rf_tail->_next = o;
         else

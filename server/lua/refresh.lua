@@ -1,7 +1,7 @@
 -- Push queue entries' liveness deadlines to now + liveness_ms, only where an
 -- entry still exists (ZADD XX never re-creates a purged entry).
 -- KEYS: qt (one target's liveness zset)
--- ARGV: channel (unused), liveness_ms, token... (at most 500 per call)
+-- ARGV: channel (unused), liveness_ms, token... (at most 200 per call)
 -- Reply: 0
 local now = b_now()
 local deadline = b_int(now + tonumber(ARGV[2]))

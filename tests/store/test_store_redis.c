@@ -912,26 +912,75 @@ static void test_refresh(void **state)
     assert_true(cmd_int(f, "ZSCORE %s %s", rec(f, "m", "qt"), mtok[NM - 1]) < now + 80000);
     RUN_UNTIL(f, cmd_int(f, "ZSCORE %s %s", rec(f, "m", "qt"), mtok[NM - 1]) > now + 80000);
 
-    /* A new round replaces the batches of the last one not sent yet: two
-     * rounds of 7 batches cost 1 + 7 scripts (the first round's first batch
-     * was already in flight), not 14. */
+    /* A round called while the last one is still sending is skipped, not
+     * the tail of the last one dropped: replacing it would drop the same tail
+     * at every round and let those entries expire. Two back-to-back rounds of
+     * 7 batches cost 7 scripts, and every entry gets the first round's
+     * deadline. */
     d = describe(f, "m"); /* its reply follows the last batch's: none in flight */
     redisReply *rs = cmd(f, "CONFIG RESETSTAT");
     freeReplyObject(rs);
     assert_int_equal(f->st->ops->refresh(f->st, mt, mtoks, n, 100000), 0);
     assert_int_equal(f->st->ops->refresh(f->st, mt, mtoks, n, 120000), 0);
-    RUN_UNTIL(f, cmd_int(f, "ZSCORE %s %s", rec(f, "m", "qt"), mtok[NM - 1]) > now + 110000);
-    run_for(f, 20);
+    RUN_UNTIL(f, cmd_int(f, "ZSCORE %s %s", rec(f, "m", "qt"), mtok[NM - 1]) > now + 95000);
+    d = describe(f, "m");
     rs = cmd(f, "INFO commandstats");
     const char *ev = strstr(rs->str, "cmdstat_evalsha:calls=");
     assert_non_null(ev);
     long calls = atol(ev + strlen("cmdstat_evalsha:calls="));
     freeReplyObject(rs);
-    assert_int_equal(calls, 8); /* 7 batches: 600 + 1 (the other key) + 500 tokens */
-    for (int i = 0; i < NM; i++)
-        assert_true(cmd_int(f, "ZSCORE %s %s", rec(f, "m", "qt"), mtok[i]) > now + 110000);
+    assert_int_equal(calls, 7 + 1); /* 600 + 1 (the other key) + 500 tokens, and the describe */
+    for (int i = 0; i < NM; i++) {
+        long long sc = cmd_int(f, "ZSCORE %s %s", rec(f, "m", "qt"), mtok[i]);
+        assert_true(sc > now + 95000 && sc < now + 110000);
+    }
     free(mt);
     free(mtoks);
+    fx_close(f);
+}
+
+/* Score of tok in the liveness zset of key "r<i>". */
+static long long r_score(fixture *f, int i, const char *tok)
+{
+    char key[16];
+    snprintf(key, sizeof(key), "r%d", i);
+    return cmd_int(f, "ZSCORE %s %s", rec(f, key, "qt"), tok);
+}
+
+/* Many keys with one waiter each: small batches go out together (up to 200
+ * tokens in flight). A command sent right after the round is answered after
+ * the first 200 batches ran (one at a time: only the first would have) and
+ * before the last ones were even sent (no pacing: all would have). */
+static void test_refresh_many_keys(void **state)
+{
+    (void)state;
+    FX_OPEN(f, 0, 0, 3000);
+    enum { NK = 1000 };
+    static char keys[NK][16];
+    static store_target tg[NK];
+    static const char *toks[NK];
+    char tok[33];
+    make_token(tok, 7);
+    for (int i = 0; i < NK; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "r%d", i);
+        char key[16];
+        snprintf(key, sizeof(key), "r%d", i);
+        redisReply *r = cmd(f, "ZADD %s 1 %s", rec(f, key, "qt"), tok);
+        freeReplyObject(r);
+        tg[i] = (store_target){.key = keys[i]};
+        toks[i] = tok;
+    }
+    redisReply *tm = cmd(f, "TIME");
+    long long now = atoll(tm->element[0]->str) * 1000;
+    freeReplyObject(tm);
+    assert_int_equal(f->st->ops->refresh(f->st, tg, toks, NK, 60000), 0);
+    desc d = describe(f, "r0");
+    (void)d;
+    assert_true(r_score(f, 199, tok) > now + 50000);
+    assert_true(r_score(f, NK - 1, tok) < now + 50000);
+    RUN_UNTIL(f, r_score(f, NK - 1, tok) > now + 50000);
+    for (int i = 0; i < NK; i++)
+        assert_true(r_score(f, i, tok) > now + 50000);
     fx_close(f);
 }
 
@@ -1467,6 +1516,7 @@ int main(void)
         cmocka_unit_test(test_dequeue_head_wakes),
         cmocka_unit_test(test_dead_waiter_purged),
         cmocka_unit_test(test_refresh),
+        cmocka_unit_test(test_refresh_many_keys),
         cmocka_unit_test(test_force_release),
         cmocka_unit_test(test_describe),
         cmocka_unit_test(test_connection_drop),
