@@ -878,8 +878,12 @@ fail:
     waiter_finish(w, BATON_E_NOMEM, msg);
 }
 
+/* position < 0 marks a result that carries no queue information (a release
+ * that did not hand w the key): w keeps what its last attempt learned. */
 static void record_busy(engine_waiter *w, const store_acquire_res *res)
 {
+    if (res->position < 0)
+        return;
     char *owner = res->holder_owner ? strdup(res->holder_owner) : NULL;
     free(w->holder_owner);
     w->holder_owner = owner;
@@ -1089,21 +1093,22 @@ static void handoff_done(attempt_op *o, int err, const char *emsg, const store_h
         handle_attempt(w, BATON_OK, NULL, res->next);
         return;
     }
-    if (err != BATON_OK && err != BATON_E_NOT_HOLDER) {
-        /* The outcome is unknown: the script may have granted w. */
+    if (err == BATON_E_UNAVAILABLE) {
+        /* The outcome is unknown and the connection is gone: w stays in
+         * line and its attempt after the reconnect (idempotent by token)
+         * reports a grant if the script made one. */
         handle_attempt(w, err, emsg, NULL);
         return;
     }
-    /* Not handed over (another waiter heads the queue, or the release was
-     * refused): an ordinary attempt, at once, tells w where it stands. */
-    store_acquire_res busy = {
-        .device = -1,
-        .position = w->position,
-        .queue_len = w->queue_len,
-        .holder_owner = w->holder_owner,
-        .holder_fencing = w->holder_fencing,
-        .retry_ms = -1,
-    };
+    /* Not handed over: another waiter heads the queue, the release was
+     * refused, or it failed in Redis (its outcome for w unknown). That was
+     * the releaser's request, not w's: an ordinary attempt, at once, tells w
+     * where it stands (and reports a grant the script may have made). An
+     * ended or timed-out w is cleaned up instead, which releases anything
+     * its token may hold. */
+    if (err != BATON_OK && err != BATON_E_NOT_HOLDER)
+        LOG_WARN("engine: release handing a key to token %s failed: %s", w->token, emsg ? emsg : "?");
+    store_acquire_res busy = {.device = -1, .position = -1, .retry_ms = -1};
     w->dirty = 1;
     handle_attempt(w, BATON_OK, NULL, &busy);
 }

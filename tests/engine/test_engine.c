@@ -554,6 +554,33 @@ static void test_handoff_reply_lost(void **state)
     wait_key(f, "k", 0);
 }
 
+/* The release ran (and handed the key to a) but failed as a whole in the
+ * store's eyes (a script error, a malformed reply): that was the releaser's
+ * request, so a is not failed with it; its own attempt, at once, finds the
+ * grant the script made. */
+static void test_handoff_release_error(void **state)
+{
+    fx *f = *state;
+    tw h = {0}, a = {0};
+    hold_lease(f, &h, "k", "holder");
+    assert_int_equal(acq(f, &a, "k", NULL, 0, "a", 600000, 60000, ENGINE_MODE_LEASE), 0);
+    run_until(f, tw_queued_p, &a);
+    run_until(f, store_idle, f);
+    fake_store_fail_next(f->s, FAKE_RELEASE, BATON_E_INTERNAL);
+    hold_result r = {0};
+    const char *errmsg;
+    assert_int_equal(engine_release(f->e, h.key, h.token, hold_cb, &r, &errmsg), 0);
+    run_until(f, tw_granted_p, &a);
+    run_until(f, hold_called_p, &r);
+    assert_int_equal(r.err, BATON_E_INTERNAL);
+    assert_int_equal(a.finished, 0);
+    uint64_t held;
+    assert_int_equal(fake_store_holder(f->s, "k", &held, NULL, 0), 1);
+    assert_int_equal(a.fencing, held);
+    end(&a, 1);
+    wait_key(f, "k", 0);
+}
+
 /* The safety re-check attempts each target's first waiter only, and that is
  * enough to recover a missed wake-up (here the lock vanished silently). */
 static void test_recheck_kicks_heads_only(void **state)
@@ -1474,6 +1501,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_handoff_waiter_ends_in_flight, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handoff_skips_remote_head, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handoff_reply_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handoff_release_error, setup, teardown),
         cmocka_unit_test(test_recheck_kicks_heads_only),
         cmocka_unit_test_setup_teardown(test_event_during_attempt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wait_timeout_names_holder, setup, teardown),
