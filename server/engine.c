@@ -1352,6 +1352,35 @@ static void on_state(void *ud, int up)
     pending_flush(e);
 }
 
+/*
+ * A refresh found no queue entry for one of this batond's waiters: it was
+ * purged as dead (this batond stalled past the liveness window) or lost with
+ * Redis' data while the connection stayed up. The waiter attempts again and
+ * so rejoins the queue (at its tail); without this only the first waiter of
+ * the target would, on its next kick.
+ */
+static void on_missing(void *ud, const store_target *t, const char *token)
+{
+    baton_engine *e = ud;
+    char name[TNAME_MAX];
+    if (t->key)
+        snprintf(name, sizeof name, "k:%s", t->key);
+    else if (t->pool)
+        snprintf(name, sizeof name, "p:%s", t->pool);
+    else
+        return;
+    target *tg = target_find(e, name);
+    for (engine_waiter *w = tg ? tg->waiters.head : NULL; w; w = w->tlink.next) {
+        if (strcmp(w->token, token) != 0)
+            continue;
+        if (w->state == W_QUEUED && e->up) {
+            e->stats.requeued++;
+            attempt(w, 1);
+        }
+        return; /* an attempt in flight queues it anyway */
+    }
+}
+
 static void noop_event(void *ud, const store_event *ev)
 {
 }
@@ -1459,6 +1488,7 @@ baton_engine *engine_new(struct event_base *base, baton_store *store, const engi
         goto fail;
     store->hooks.on_event = on_event;
     store->hooks.on_state = on_state;
+    store->hooks.on_missing = on_missing;
     store->hooks.ud = e;
     return e;
 fail:
@@ -1479,6 +1509,7 @@ void engine_free(baton_engine *e)
         return;
     e->store->hooks.on_event = noop_event;
     e->store->hooks.on_state = noop_state;
+    e->store->hooks.on_missing = NULL;
     e->store->hooks.ud = NULL;
     /* Replies still due free their op and nothing else. */
     for (op *o = e->ops; o; o = o->next)

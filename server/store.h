@@ -182,6 +182,7 @@ typedef struct store_ops {
     int (*describe)(baton_store *s, const char *key, store_describe_cb cb, void *ud);
     /* Pushes the liveness deadline of each (targets[i], tokens[i]) queue entry
      * to now + liveness_ms, only where the entry still exists. Fire and forget.
+     * Tokens without an entry are reported through hooks.on_missing.
      * Consecutive entries of one target are sent together (pass them grouped
      * by target: one script per target and 200 tokens), paced so that little
      * refresh work is queued ahead of other ops; a call made while the last
@@ -203,10 +204,16 @@ typedef struct store_ops {
  *             AND the pub/sub subscription is confirmed; up = 0 when either is
  *             lost (in-flight ops then complete with BATON_E_UNAVAILABLE). After
  *             every up = 1 the engine re-checks all its waiters and holds.
+ *   on_missing: a refresh found no queue entry for `token` in the queue of t
+ *             (purged as dead while this batond stalled past the liveness
+ *             window, or lost with Redis' data on a live connection). The
+ *             engine attempts that waiter again so that it rejoins the queue.
+ *             May be NULL.
  */
 typedef struct store_hooks {
     void (*on_event)(void *ud, const store_event *ev);
     void (*on_state)(void *ud, int up);
+    void (*on_missing)(void *ud, const store_target *t, const char *token);
     void *ud;
 } store_hooks;
 

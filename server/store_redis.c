@@ -546,6 +546,25 @@ static void deliver_describe(store_op *o, const redisReply *r)
         o->_cb.describe(o->_ud, BATON_OK, NULL, &res);
 }
 
+/* A refresh reply: the tokens of the batch's target without a queue entry. */
+static void deliver_missing(store_op *o, const redisReply *r)
+{
+    redis_store *s = o->_s;
+    if (r->type != REDIS_REPLY_ARRAY || !o->_name) {
+        LOG_WARN("redis: unexpected reply to refresh");
+        return;
+    }
+    store_target t = {.key = o->_pool ? NULL : o->_name, .pool = o->_pool ? o->_name : NULL};
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_STRING || !s->base.hooks.on_missing)
+            continue;
+        s->base.hooks.on_missing(s->base.hooks.ud, &t, e->str);
+        if (!callbacks_allowed(s))
+            return; /* freed from inside the hook */
+    }
+}
+
 /* Reply (or NULL: connection gone) to an op's EVALSHA / EVAL. */
 static void refresh_pump(redis_store *s);
 
@@ -596,7 +615,10 @@ static int op_reply(redisAsyncContext *ac, void *r, store_op *o)
             if (o->_cb.done)
                 o->_cb.done(o->_ud, BATON_OK, NULL);
             break;
-        case OP_FIRE: break;
+        case OP_FIRE:
+            if (o->_script == SC_REFRESH)
+                deliver_missing(o, reply);
+            break;
         }
         s->_cb_depth--;
     }
@@ -882,6 +904,10 @@ static int st_refresh(baton_store *b, const store_target *targets, const char *c
             pool_arg(o, t->pool, "qt");
         op_arg(o, "%s", s->_channel);
         op_arg(o, "%" PRId64, liveness_ms);
+        o->_pool = t->pool != NULL;
+        o->_name = strdup(t->key ? t->key : t->pool);
+        if (!o->_name)
+            o->_oom = 1;
         size_t batch = 0;
         for (; i < n && batch < REFRESH_BATCH; i++) {
             if (!target_ok(&targets[i]) || !tokens[i])

@@ -1,14 +1,24 @@
 -- Push queue entries' liveness deadlines to now + liveness_ms, only where an
--- entry still exists (ZADD XX never re-creates a purged entry).
+-- entry still exists (ZADD XX never re-creates a purged entry), and name the
+-- tokens that have none: purged as dead while their batond stalled, or lost
+-- with Redis' data. Their batond then queues them again (store.h on_missing).
 -- KEYS: qt (one target's liveness zset)
 -- ARGV: channel (unused), liveness_ms, token... (at most 200 per call)
--- Reply: 0
+-- Reply: the tokens without an entry
 local now = b_now()
 local deadline = b_int(now + tonumber(ARGV[2]))
-local args = {}
-for i = 3, #ARGV do
-  args[#args + 1] = deadline
-  args[#args + 1] = ARGV[i]
+local toks = {}
+for i = 3, #ARGV do toks[#toks + 1] = ARGV[i] end
+if #toks == 0 then return {} end
+local scores = redis.call('ZMSCORE', KEYS[1], unpack(toks))
+local args, missing = {}, {}
+for i, t in ipairs(toks) do
+  if scores[i] then
+    args[#args + 1] = deadline
+    args[#args + 1] = t
+  else
+    missing[#missing + 1] = t
+  end
 end
 if #args > 0 then redis.call('ZADD', KEYS[1], 'XX', unpack(args)) end
-return 0
+return missing

@@ -34,7 +34,7 @@ typedef struct fqueue {
     int64_t seq;
 } fqueue;
 
-typedef enum item_kind { I_ACQ, I_HOLD, I_DONE, I_DESC, I_STATE, I_EVENT } item_kind;
+typedef enum item_kind { I_ACQ, I_HOLD, I_DONE, I_DESC, I_STATE, I_EVENT, I_MISSING } item_kind;
 
 typedef struct item {
     struct item *next;
@@ -182,6 +182,12 @@ static void deliver(fake_store *f, item *it)
     case I_EVENT:
         if (f->base.hooks.on_event)
             f->base.hooks.on_event(f->base.hooks.ud, &it->ev);
+        break;
+    case I_MISSING:
+        if (f->base.hooks.on_missing) {
+            store_target t = {.key = it->up ? NULL : it->s1, .pool = it->up ? it->s1 : NULL};
+            f->base.hooks.on_missing(f->base.hooks.ud, &t, it->s2);
+        }
         break;
     }
 }
@@ -659,10 +665,31 @@ static int f_refresh(baton_store *s, const store_target *targets, const char *co
         target_qname(&targets[i], qname, sizeof qname);
         fqueue *q = queue_get(f, qname);
         long idx = q_index(q, tokens[i]);
-        if (idx >= 0)
+        if (idx >= 0) {
             q->v[idx].deadline = now + liveness_ms;
+        } else {
+            /* As refresh.lua: name the tokens without an entry (in the reply
+             * stream, as the real store's reply does). */
+            item *it = new_item(I_MISSING, NULL, NULL);
+            it->up = targets[i].pool != NULL;
+            it->s1 = xstrdup(targets[i].key ? targets[i].key : targets[i].pool);
+            it->s2 = xstrdup(tokens[i]);
+            push(&f->replies, it);
+            arm(f);
+        }
     }
     return 0;
+}
+
+void fake_store_drop_entry(baton_store *s, const char *key, const char *pool, size_t pos)
+{
+    fake_store *f = FS(s);
+    store_target t = {.key = key, .pool = pool};
+    char qname[NAME_MAX_];
+    target_qname(&t, qname, sizeof qname);
+    fqueue *q = queue_get(f, qname);
+    if (pos >= 1 && pos <= q->n)
+        q_remove_at(q, pos - 1);
 }
 
 static int f_reap(baton_store *s, const char *key)
@@ -694,6 +721,7 @@ static void f_free(baton_store *s)
     fake_store *f = FS(s);
     f->base.hooks.on_event = NULL;
     f->base.hooks.on_state = NULL;
+    f->base.hooks.on_missing = NULL;
     drain_unavailable(f);
     event_free(f->tick);
     for (size_t i = 0; i < f->nlocks; i++)

@@ -50,6 +50,10 @@ void fake_store_lose_data(baton_store *s);
  * dead (its batond stalled past the liveness window) and its waiter's next
  * attempt adds it again: the local order of that batond no longer matches. */
 void fake_store_requeue_tail(baton_store *s, const char *key, const char *pool, size_t pos);
+/* Removes the entry at 1-based position `pos` of the queue of key (pool ==
+ * NULL) or of pool, silently (as a purge by another batond would); the next
+ * refresh reports it missing. */
+void fake_store_drop_entry(baton_store *s, const char *key, const char *pool, size_t pos);
 /* key's TTL runs out now; EXPIRED is published (as a keyspace notification
  * followed by a reap would). */
 void fake_store_expire(baton_store *s, const char *key);

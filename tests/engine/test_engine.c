@@ -581,6 +581,42 @@ static void test_handoff_release_error(void **state)
     wait_key(f, "k", 0);
 }
 
+static int queue_len_is_2(void *arg)
+{
+    return fake_store_queue_len(((fx *)arg)->s, "k", NULL) == 2;
+}
+
+/* A queued waiter whose entry vanished (purged by another batond while this
+ * one stalled) is named by the next liveness refresh and queues again, even
+ * when it is not the first local waiter (the re-check only kicks that one). */
+static void test_refresh_requeues_missing_entry(void **state)
+{
+    (void)state;
+    fx *f = fx_new(30000, 300); /* refresh every 100 ms */
+    tw h = {0}, a = {0}, b = {0};
+    hold_lease(f, &h, "k", "holder");
+    assert_int_equal(acq(f, &a, "k", NULL, 0, "a", 600000, 60000, ENGINE_MODE_LEASE), 0);
+    assert_int_equal(acq(f, &b, "k", NULL, 0, "b", 600000, 60000, ENGINE_MODE_LEASE), 0);
+    run_until(f, tw_queued_p, &b);
+    run_until(f, store_idle, f);
+    fake_store_drop_entry(f->s, "k", NULL, 2); /* b's entry */
+    assert_int_equal(fake_store_queue_len(f->s, "k", NULL), 1);
+    run_until(f, queue_len_is_2, f);
+    engine_stats st;
+    engine_get_stats(f->e, &st);
+    assert_int_equal(st.requeued, 1);
+    /* FIFO among what is left: a, then b. */
+    release(f, &h);
+    run_until(f, tw_granted_p, &a);
+    assert_int_equal(b.granted, 0);
+    end(&a, 0);
+    release(f, &a);
+    run_until(f, tw_granted_p, &b);
+    end(&b, 1);
+    run_until(f, store_idle, f);
+    fx_free(f);
+}
+
 /* The safety re-check attempts each target's first waiter only, and that is
  * enough to recover a missed wake-up (here the lock vanished silently). */
 static void test_recheck_kicks_heads_only(void **state)
@@ -1503,6 +1539,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_handoff_reply_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handoff_release_error, setup, teardown),
         cmocka_unit_test(test_recheck_kicks_heads_only),
+        cmocka_unit_test(test_refresh_requeues_missing_entry),
         cmocka_unit_test_setup_teardown(test_event_during_attempt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wait_timeout_names_holder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_released_on_end, setup, teardown),

@@ -40,6 +40,9 @@ typedef struct fixture {
     int ups, downs;
     rec_event ev[512];
     int nev;
+    int nmissing; /* on_missing calls */
+    char missing_target[BATON_KEY_MAX + 8];
+    char missing_token[BATON_TOKEN_LEN + 1];
 } fixture;
 
 static int prefix_counter;
@@ -93,6 +96,15 @@ static void on_event(void *ud, const store_event *ev)
     r->fencing = ev->fencing;
     snprintf(r->key, sizeof(r->key), "%s", ev->key);
     snprintf(r->owner, sizeof(r->owner), "%s", ev->owner);
+}
+
+static void on_missing(void *ud, const store_target *t, const char *token)
+{
+    fixture *f = ud;
+    f->nmissing++;
+    snprintf(f->missing_target, sizeof(f->missing_target), "%s:%s", t->key ? "k" : "p",
+             t->key ? t->key : t->pool);
+    snprintf(f->missing_token, sizeof(f->missing_token), "%s", token);
 }
 
 /* Index of the first event of `type` on `key` at or after `from`, or -1. */
@@ -177,6 +189,7 @@ static baton_store *new_store(fixture *f, const char *addr, int keyspace, int64_
     assert_non_null(s);
     s->hooks.on_event = on_event;
     s->hooks.on_state = on_state;
+    s->hooks.on_missing = on_missing;
     s->hooks.ud = f;
     return s;
 }
@@ -877,6 +890,19 @@ static void test_refresh(void **state)
     freeReplyObject(tm);
     assert_true(dl > now + 50000);
     assert_int_equal(cmd_int(f, "ZSCORE %s %s", rec(f, "k", "qt"), gone), -999);
+    /* The token without an entry is named, with its target. */
+    assert_int_equal(f->nmissing, 1);
+    assert_string_equal(f->missing_target, "k:k");
+    assert_string_equal(f->missing_token, gone);
+    /* ... also for a pool's queue. */
+    store_target ptg = {.pool = "gpu", .devices = 2};
+    const char *ptok[1] = {gone};
+    assert_int_equal(f->st->ops->refresh(f->st, &ptg, ptok, 1, 60000), 0);
+    RUN_UNTIL(f, f->nmissing == 2);
+    assert_string_equal(f->missing_target, "p:gpu");
+    assert_string_equal(f->missing_token, gone);
+    assert_int_equal(cmd_int(f, "ZSCORE %s %s", rec(f, "k", "qt"), gone), -999); /* not re-created */
+    f->nmissing = 0;
 
     /* Many entries of two targets, interleaved: every one is refreshed, in
      * batches (1,100 tokens of "m" span three scripts). */
