@@ -7,13 +7,11 @@
 -- Reply: the tokens without an entry
 local now = b_now()
 local deadline = b_int(now + tonumber(ARGV[2]))
-local toks = {}
-for i = 3, #ARGV do toks[#toks + 1] = ARGV[i] end
-if #toks == 0 then return {} end
-local scores = redis.call('ZMSCORE', KEYS[1], unpack(toks))
+-- (ZSCORE per token: ZMSCORE would need Redis 6.2.)
 local args, missing = {}, {}
-for i, t in ipairs(toks) do
-  if scores[i] then
+for i = 3, #ARGV do
+  local t = ARGV[i]
+  if redis.call('ZSCORE', KEYS[1], t) then
     args[#args + 1] = deadline
     args[#args + 1] = t
   else
