@@ -103,7 +103,6 @@ typedef struct store_op {
                    * release with a handoff: the key */
     int _pool;    /* acquire: 1 for a pool */
     int _handoff; /* release: carries a next waiter's request */
-    int _nkeys;   /* refresh: KEYS count, for the deferred op_send */
     int _ntokens; /* refresh: tokens in this batch */
     /* argv[0] ("EVALSHA"/"EVAL") and argv[1] (sha/text) are not owned; the rest are. */
     int _argc, _cap;
@@ -137,8 +136,8 @@ struct redis_store {
     int _drop_cmd, _drop_sub; /* drops asked for from inside hiredis callbacks */
 
     store_op *_head, *_tail;
-    store_op *_rf_head, *_rf_tail; /* refresh batches not sent yet (see st_refresh) */
-    int _rf_ops, _rf_tokens;       /* refresh batches (and their tokens) awaiting replies */
+    struct refresh_round *_rf; /* refresh entries not sent yet (see st_refresh) */
+    int _rf_ops, _rf_tokens;   /* refresh batches (and their tokens) awaiting replies */
 
     struct event *_reconnect_ev, *_check_ev, *_drop_ev, *_free_ev;
     struct event *_flush_ev; /* writes queued commands at once (see on_flush) */
@@ -842,15 +841,74 @@ static int same_target(const store_target *a, const store_target *b)
  */
 #define REFRESH_BATCH 200
 
+/* A round's entries, copied, in runs of one target; batches are built from
+ * them only as they go out (building all 50 of 10,000 waiters at once held
+ * the loop for ~4 ms). */
+typedef struct refresh_run {
+    char *name; /* key or pool name */
+    int pool;
+    size_t first, count; /* its tokens: tokens[first .. first + count) */
+} refresh_run;
+
+typedef struct refresh_round {
+    int64_t liveness_ms;
+    char (*tokens)[BATON_TOKEN_LEN + 1];
+    refresh_run *runs;
+    size_t nruns;
+    size_t run, off; /* next batch: runs[run], from its token off */
+} refresh_round;
+
+static void round_free(refresh_round *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->nruns; i++)
+        free(r->runs[i].name);
+    free(r->runs);
+    free(r->tokens);
+    free(r);
+}
+
 static void refresh_drop(redis_store *s)
 {
-    while (s->_rf_head) {
-        store_op *o = s->_rf_head;
-        s->_rf_head = o->_next;
-        o->_next = NULL;
-        op_free(o);
+    round_free(s->_rf);
+    s->_rf = NULL;
+}
+
+/* Tokens in the round's next batch. */
+static size_t round_next_size(const refresh_round *r)
+{
+    size_t left = r->runs[r->run].count - r->off;
+    return left < REFRESH_BATCH ? left : REFRESH_BATCH;
+}
+
+/* Builds the round's next batch and moves past it; NULL when out of memory. */
+static store_op *round_next_op(redis_store *s, refresh_round *r)
+{
+    const refresh_run *run = &r->runs[r->run];
+    size_t k = round_next_size(r);
+    store_op *o = op_new(s, OP_FIRE, SC_REFRESH, NULL);
+    if (o) {
+        if (run->pool)
+            pool_arg(o, run->name, "qt");
+        else
+            key_arg(o, run->name, "qt");
+        op_arg(o, "%s", s->_channel);
+        op_arg(o, "%" PRId64, r->liveness_ms);
+        o->_pool = run->pool;
+        o->_name = strdup(run->name);
+        if (!o->_name)
+            o->_oom = 1;
+        for (size_t j = 0; j < k; j++)
+            op_str(o, r->tokens[run->first + r->off + j]);
+        o->_ntokens = (int)k;
     }
-    s->_rf_tail = NULL;
+    r->off += k;
+    if (r->off == run->count) {
+        r->run++;
+        r->off = 0;
+    }
+    return o;
 }
 
 /* Sends refresh batches while the in-flight budget allows. */
@@ -860,14 +918,17 @@ static void refresh_pump(redis_store *s)
         refresh_drop(s);
         return;
     }
-    while (s->_rf_head && (s->_rf_ops == 0 || s->_rf_tokens + s->_rf_head->_ntokens <= REFRESH_BATCH)) {
-        store_op *o = s->_rf_head;
-        s->_rf_head = o->_next;
-        if (!s->_rf_head)
-            s->_rf_tail = NULL;
-        o->_next = NULL;
+    while (s->_rf && (s->_rf_ops == 0 || s->_rf_tokens + (int)round_next_size(s->_rf) <= REFRESH_BATCH)) {
+        store_op *o = round_next_op(s, s->_rf);
+        if (s->_rf->run == s->_rf->nruns)
+            refresh_drop(s);
+        if (!o) {
+            LOG_WARN("redis: out of memory: liveness refresh round dropped");
+            refresh_drop(s);
+            return;
+        }
         int ntokens = o->_ntokens;
-        if (op_send(o, o->_nkeys) == 0) {
+        if (op_send(o, 1) == 0) {
             s->_rf_ops++;
             s->_rf_tokens += ntokens;
         }
@@ -882,51 +943,44 @@ static int st_refresh(baton_store *b, const store_target *targets, const char *c
         return BATON_E_INVALID;
     if (!s->_up)
         return BATON_E_UNAVAILABLE;
-    if (s->_rf_head) {
+    if (s->_rf) {
         LOG_WARN("redis: liveness refresh is still sending the last round; this one is skipped");
         return 0;
     }
-    size_t i = 0;
-    while (i < n) {
-        if (!target_ok(&targets[i]) || !tokens[i]) {
-            i++;
+    refresh_round *r = calloc(1, sizeof(*r));
+    if (!r || (n > 0 &&
+               (!(r->tokens = malloc(n * sizeof(*r->tokens))) || !(r->runs = calloc(n, sizeof(*r->runs))))))
+        goto nomem;
+    r->liveness_ms = liveness_ms;
+    size_t m = 0;
+    const store_target *last = NULL;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = tokens[i] ? strlen(tokens[i]) : 0;
+        if (!target_ok(&targets[i]) || len == 0 || len > BATON_TOKEN_LEN)
             continue;
+        if (!last || !same_target(&targets[i], last)) {
+            refresh_run *run = &r->runs[r->nruns];
+            run->pool = targets[i].pool != NULL;
+            run->name = strdup(run->pool ? targets[i].pool : targets[i].key);
+            if (!run->name)
+                goto nomem;
+            run->first = m;
+            r->nruns++;
+            last = &targets[i];
         }
-        const store_target *t = &targets[i];
-        store_op *o = op_new(s, OP_FIRE, SC_REFRESH, NULL);
-        if (!o) {
-            refresh_drop(s);
-            return BATON_E_NOMEM;
-        }
-        if (t->key)
-            key_arg(o, t->key, "qt");
-        else
-            pool_arg(o, t->pool, "qt");
-        op_arg(o, "%s", s->_channel);
-        op_arg(o, "%" PRId64, liveness_ms);
-        o->_pool = t->pool != NULL;
-        o->_name = strdup(t->key ? t->key : t->pool);
-        if (!o->_name)
-            o->_oom = 1;
-        size_t batch = 0;
-        for (; i < n && batch < REFRESH_BATCH; i++) {
-            if (!target_ok(&targets[i]) || !tokens[i])
-                continue;
-            if (!same_target(&targets[i], t))
-                break;
-            op_str(o, tokens[i]);
-            batch++;
-        }
-        o->_nkeys = 1;
-        o->_ntokens = (int)batch;
-        if (s->_rf_tail)
-            s->_rf_tail->_next = o;
-        else
-            s->_rf_head = o;
-        s->_rf_tail = o;
+        memcpy(r->tokens[m++], tokens[i], len + 1);
+        r->runs[r->nruns - 1].count++;
     }
+    if (r->nruns == 0) {
+        round_free(r);
+        return 0;
+    }
+    s->_rf = r;
     refresh_pump(s);
     return 0;
+nomem:
+    round_free(r);
+    return BATON_E_NOMEM;
 }
 
 static int st_reap(baton_store *b, const char *key)
