@@ -524,6 +524,25 @@ static void test_handoff_skips_remote_head(void **state)
     wait_key(f, "k", 0);
 }
 
+/* h holds "k" (lease) with a queued behind it; then h's Release runs in the
+ * store (handing the key to a) but its reply carries `err`. Returns the
+ * fencing the store's holder has. */
+static uint64_t handoff_with_failed_reply(fx *f, tw *h, tw *a, int err, hold_result *r)
+{
+    hold_lease(f, h, "k", "holder");
+    assert_int_equal(acq(f, a, "k", NULL, 0, "a", 600000, 60000, ENGINE_MODE_LEASE), 0);
+    run_until(f, tw_queued_p, a);
+    run_until(f, store_idle, f);
+    fake_store_fail_next(f->s, FAKE_RELEASE, err);
+    const char *errmsg;
+    assert_int_equal(engine_release(f->e, h->key, h->token, hold_cb, r, &errmsg), 0);
+    run_until(f, hold_called_p, r);
+    assert_int_equal(r->err, err);
+    uint64_t held;
+    assert_int_equal(fake_store_holder(f->s, "k", &held, NULL, 0), 1);
+    return held;
+}
+
 /* The release ran (and handed the key to a) but its reply was lost: a does
  * not know yet, stays in line, and learns of the same grant from its next
  * attempt after the reconnect; the key is never given to anyone else. */
@@ -531,20 +550,10 @@ static void test_handoff_reply_lost(void **state)
 {
     fx *f = *state;
     tw h = {0}, a = {0};
-    hold_lease(f, &h, "k", "holder");
-    assert_int_equal(acq(f, &a, "k", NULL, 0, "a", 600000, 60000, ENGINE_MODE_LEASE), 0);
-    run_until(f, tw_queued_p, &a);
-    run_until(f, store_idle, f);
-    fake_store_fail_next(f->s, FAKE_RELEASE, BATON_E_UNAVAILABLE);
     hold_result r = {0};
-    const char *errmsg;
-    assert_int_equal(engine_release(f->e, h.key, h.token, hold_cb, &r, &errmsg), 0);
-    run_until(f, hold_called_p, &r);
+    uint64_t held = handoff_with_failed_reply(f, &h, &a, BATON_E_UNAVAILABLE, &r);
     run_until(f, store_idle, f);
-    assert_int_equal(r.err, BATON_E_UNAVAILABLE);
     assert_int_equal(a.granted + a.finished, 0);
-    uint64_t held;
-    assert_int_equal(fake_store_holder(f->s, "k", &held, NULL, 0), 1);
     fake_store_set_down(f->s, 1);
     run_until(f, store_idle, f);
     fake_store_set_down(f->s, 0);
@@ -562,20 +571,10 @@ static void test_handoff_release_error(void **state)
 {
     fx *f = *state;
     tw h = {0}, a = {0};
-    hold_lease(f, &h, "k", "holder");
-    assert_int_equal(acq(f, &a, "k", NULL, 0, "a", 600000, 60000, ENGINE_MODE_LEASE), 0);
-    run_until(f, tw_queued_p, &a);
-    run_until(f, store_idle, f);
-    fake_store_fail_next(f->s, FAKE_RELEASE, BATON_E_INTERNAL);
     hold_result r = {0};
-    const char *errmsg;
-    assert_int_equal(engine_release(f->e, h.key, h.token, hold_cb, &r, &errmsg), 0);
+    uint64_t held = handoff_with_failed_reply(f, &h, &a, BATON_E_INTERNAL, &r);
     run_until(f, tw_granted_p, &a);
-    run_until(f, hold_called_p, &r);
-    assert_int_equal(r.err, BATON_E_INTERNAL);
     assert_int_equal(a.finished, 0);
-    uint64_t held;
-    assert_int_equal(fake_store_holder(f->s, "k", &held, NULL, 0), 1);
     assert_int_equal(a.fencing, held);
     end(&a, 1);
     wait_key(f, "k", 0);
