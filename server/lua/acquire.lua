@@ -45,7 +45,7 @@ end
 -- direct waiters go before the pool, but dead ones must not block it).
 local purged = 0
 for _, d in ipairs(devs) do
-  if not d.holder then b_reap(d.lock, d.hold, chan, d.key, now) end
+  if not d.holder then b_reap_hold(d.hold, chan, d.key, now) end
   if d.q then
     local dev_head = b_head(d.q, d.qt)
     if b_purge(d.q, d.qt, now) > 0 and not d.holder then
@@ -63,12 +63,7 @@ local head = b_head(tq, tqt)
 if not head or head == token then
   for _, d in ipairs(devs) do
     if not d.holder and (not d.q or redis.call('EXISTS', d.q) == 0) then
-      local f = b_next_fencing(d.fence, now_us)
-      redis.call('SET', d.lock, token, 'PX', b_int(ttl))
-      redis.call('HSET', d.hold, 'token', token, 'owner', owner, 'fencing', b_int(f))
-      redis.call('ZREM', tq, token)
-      redis.call('ZREM', tqt, token)
-      b_publish(chan, 'ACQUIRED', f, now, d.key, owner)
+      local f = b_grant(d.lock, d.hold, d.fence, tq, tqt, chan, d.key, token, owner, ttl, now, now_us)
       if n > 0 and redis.call('EXISTS', tq) == 1 then b_publish(chan, 'WAKE_POOL', 0, now, name, '') end
       return {1, d.index, f, ttl}
     end

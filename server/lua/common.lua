@@ -27,14 +27,19 @@ local function b_holder(hold)
   return h[1] or '', tonumber(h[2] or '0')
 end
 
--- A hold whose lock is gone expired: publish EXPIRED once and delete it.
--- Returns true when it reaped.
-local function b_reap(lock, hold, chan, key, now)
-  if redis.call('EXISTS', lock) == 1 or redis.call('EXISTS', hold) == 0 then return false end
+-- The lock is known to be gone (the caller read it): a hold left behind
+-- expired, so publish EXPIRED once and delete it. Returns true when it reaped.
+local function b_reap_hold(hold, chan, key, now)
+  if redis.call('EXISTS', hold) == 0 then return false end
   local owner, fencing = b_holder(hold)
   redis.call('DEL', hold)
   b_publish(chan, 'EXPIRED', fencing, now, key, owner)
   return true
+end
+
+-- The same when the lock has not been read yet.
+local function b_reap(lock, hold, chan, key, now)
+  return redis.call('EXISTS', lock) == 0 and b_reap_hold(hold, chan, key, now)
 end
 
 -- Drops queue entries whose liveness deadline passed. Returns how many.
@@ -63,4 +68,18 @@ end
 local function b_next_fencing(fence, now_us)
   if redis.call('EXISTS', fence) == 0 then redis.call('SET', fence, b_int(now_us)) end
   return redis.call('INCR', fence)
+end
+
+-- Grants a free lock to token: the next fencing token, the lock with its TTL,
+-- the hold record, the token out of its target queue (q, qt), ACQUIRED.
+-- The one grant step of acquire.lua and of release.lua's direct handoff.
+-- Returns the fencing token.
+local function b_grant(lock, hold, fence, q, qt, chan, key, token, owner, ttl, now, now_us)
+  local f = b_next_fencing(fence, now_us)
+  redis.call('SET', lock, token, 'PX', b_int(ttl))
+  redis.call('HSET', hold, 'token', token, 'owner', owner, 'fencing', b_int(f))
+  redis.call('ZREM', q, token)
+  redis.call('ZREM', qt, token)
+  b_publish(chan, 'ACQUIRED', f, now, key, owner)
+  return f
 end

@@ -5,7 +5,7 @@
 -- when the key is not held with that fencing ('' and 0 when not held).
 local now = b_now()
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  b_reap(KEYS[1], KEYS[2], ARGV[1], ARGV[2], now)
+  b_reap_hold(KEYS[2], ARGV[1], ARGV[2], now)
   return {0, '', 0}
 end
 local owner, fencing = b_holder(KEYS[2])

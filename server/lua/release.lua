@@ -20,19 +20,15 @@ if cur == ARGV[3] then
     b_purge(KEYS[4], KEYS[5], now)
     if b_head(KEYS[4], KEYS[5]) == nt then
       local ttl = tonumber(ARGV[6])
-      local f = b_next_fencing(KEYS[3], now_us)
-      redis.call('SET', KEYS[1], nt, 'PX', b_int(ttl))
-      redis.call('HSET', KEYS[2], 'token', nt, 'owner', ARGV[5], 'fencing', b_int(f))
-      redis.call('ZREM', KEYS[4], nt)
-      redis.call('ZREM', KEYS[5], nt)
-      b_publish(ARGV[1], 'ACQUIRED', f, now, ARGV[2], ARGV[5])
+      local f = b_grant(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], nt, ARGV[5], ttl, now,
+                        now_us)
       return {1, owner, fencing, f, ttl}
     end
   end
   return {1, owner, fencing}
 end
 if not cur then
-  b_reap(KEYS[1], KEYS[2], ARGV[1], ARGV[2], now)
+  b_reap_hold(KEYS[2], ARGV[1], ARGV[2], now)
   return {0, '', 0}
 end
 local owner, fencing = b_holder(KEYS[2])

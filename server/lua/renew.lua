@@ -9,7 +9,7 @@ if cur == ARGV[3] then
   return {1, tonumber(ARGV[4])}
 end
 if not cur then
-  b_reap(KEYS[1], KEYS[2], ARGV[1], ARGV[2], b_now())
+  b_reap_hold(KEYS[2], ARGV[1], ARGV[2], b_now())
   return {0, '', 0}
 end
 local owner, fencing = b_holder(KEYS[2])
