@@ -443,12 +443,26 @@ static void target_remove(engine_waiter *w)
     target_maybe_free(t);
 }
 
+/* Name of the target of a plain key ("k:<key>") or a pool ("p:<pool>"). */
+static void target_name(const char *key, const char *pool, char *out, size_t n)
+{
+    if (pool)
+        snprintf(out, n, "p:%s", pool);
+    else
+        snprintf(out, n, "k:%s", key);
+}
+
 static void waiter_target_name(const engine_waiter *w, char *out, size_t n)
 {
-    if (w->pool)
-        snprintf(out, n, "p:%s", w->pool);
-    else
-        snprintf(out, n, "k:%s", w->key);
+    target_name(w->key, w->pool, out, n);
+}
+
+/* The target of a plain key (pool == NULL) or a pool, if it exists. */
+static target *target_of(baton_engine *e, const char *key, const char *pool)
+{
+    char name[TNAME_MAX];
+    target_name(key, pool, name, sizeof name);
+    return target_find(e, name);
 }
 
 /* ---------------------------------------------------------- waiters */
@@ -697,8 +711,16 @@ static int attempt(engine_waiter *w, int enqueue)
         return rc;
     }
     attempt_started(w, o, now);
-    e->stats.attempts++;
     return 0;
+}
+
+/* Attempts w again now, or right after the attempt it has in flight. */
+static void waiter_kick(engine_waiter *w)
+{
+    if (w->state == W_ATTEMPTING)
+        w->dirty = 1;
+    else if (w->state == W_QUEUED)
+        attempt(w, 1);
 }
 
 /* Re-attempts the earliest local waiter of t: normally only it can be at the
@@ -707,12 +729,8 @@ static int attempt(engine_waiter *w, int enqueue)
 static void kick(target *t)
 {
     engine_waiter *w = t->waiters.head;
-    if (!w || !t->e->up)
-        return;
-    if (w->state == W_ATTEMPTING)
-        w->dirty = 1;
-    else if (w->state == W_QUEUED)
-        attempt(w, 1);
+    if (w && t->e->up)
+        waiter_kick(w);
 }
 
 /*
@@ -731,21 +749,14 @@ static void kick(target *t)
 static void kick_head(const engine_waiter *w, const char *head_token)
 {
     baton_engine *e = w->e;
-    char tname[TNAME_MAX];
     if (!head_token || !head_token[0] || strcmp(head_token, w->token) == 0 || !e->up)
         return;
-    waiter_target_name(w, tname, sizeof tname);
-    target *t = target_find(e, tname);
-    if (!t)
-        return;
-    for (engine_waiter *h = t->waiters.head; h; h = h->tlink.next) {
-        if (strcmp(h->token, head_token) != 0)
-            continue;
-        if (h->state == W_ATTEMPTING)
-            h->dirty = 1;
-        else if (h->state == W_QUEUED)
-            attempt(h, 1);
-        return;
+    target *t = target_of(e, w->key, w->pool);
+    for (engine_waiter *h = t ? t->waiters.head : NULL; h; h = h->tlink.next) {
+        if (strcmp(h->token, head_token) == 0) {
+            waiter_kick(h);
+            return;
+        }
     }
 }
 
@@ -761,12 +772,8 @@ static void attempt_all(baton_engine *e)
 {
     for (size_t b = 0; b < e->nbuckets; b++)
         for (target *t = e->buckets[b]; t; t = t->hnext)
-            for (engine_waiter *w = t->waiters.head; w; w = w->tlink.next) {
-                if (w->state == W_ATTEMPTING)
-                    w->dirty = 1;
-                else if (w->state == W_QUEUED)
-                    attempt(w, 1);
-            }
+            for (engine_waiter *w = t->waiters.head; w; w = w->tlink.next)
+                waiter_kick(w);
 }
 
 static void target_retry_cb(evutil_socket_t fd, short what, void *arg)
@@ -847,7 +854,7 @@ static void deliver_grant(engine_waiter *w, const store_acquire_res *res)
         goto fail;
     if (w->mode == ENGINE_MODE_STREAM) {
         char hname[TNAME_MAX];
-        snprintf(hname, sizeof hname, "k:%s", key);
+        target_name(key, NULL, hname, sizeof hname);
         target *ht = target_get(e, hname);
         w->renew_timer = evtimer_new(e->base, renew_timer_cb, w);
         if (!ht || !w->renew_timer) {
@@ -928,7 +935,6 @@ static void handle_attempt(engine_waiter *w, int err, const char *emsg, const st
     int waiting = w->wait_ms > 0;
 
     if (err == BATON_OK && res && res->granted) {
-        e->stats.grants++;
         if (w->ended) {
             cleanup_for(e, w, res->key, 0);
             attempt_end_quiet(w);
@@ -1040,12 +1046,9 @@ static void attempt_reply_cb(void *ud, int err, const char *msg, const store_acq
  */
 static engine_waiter *handoff_candidate(baton_engine *e, const char *key, const char *token)
 {
-    char tname[TNAME_MAX];
     if (!e->up || e->shutting_down)
         return NULL;
-    if (snprintf(tname, sizeof tname, "k:%s", key) >= (int)sizeof tname)
-        return NULL;
-    target *t = target_find(e, tname);
+    target *t = target_of(e, key, NULL);
     engine_waiter *w = t ? t->waiters.head : NULL;
     if (!w || w->state != W_QUEUED || w->ended || w->timed_out || strcmp(w->token, token) == 0)
         return NULL;
@@ -1067,7 +1070,7 @@ static int release_send(baton_engine *e, const char *key, const char *token, int
         o->w = w;
         r = attempt_req(w, 1);
     }
-    int64_t now = mono_ms();
+    int64_t now = o ? mono_ms() : 0;
     int rc = e->store->ops->release(e->store, key, token, o ? &r : NULL, cb, ud);
     if (rc != 0) {
         free(o);
@@ -1075,7 +1078,6 @@ static int release_send(baton_engine *e, const char *key, const char *token, int
     }
     if (o) {
         attempt_started(w, o, now);
-        e->stats.handoff_offers++;
         *next = o;
     }
     return 0;
@@ -1216,10 +1218,8 @@ static void renew_timer_cb(evutil_socket_t fd, short what, void *arg)
 /* A RELEASED / EXPIRED / FORCE_RELEASED event names a local STREAM hold. */
 static void hold_event(baton_engine *e, const store_event *ev)
 {
-    char name[TNAME_MAX];
     char msg[MSG_MAX];
-    snprintf(name, sizeof name, "k:%s", ev->key);
-    target *t = target_find(e, name);
+    target *t = target_of(e, ev->key, NULL);
     if (!t)
         return;
     engine_waiter *w = t->holds.head;
@@ -1296,7 +1296,6 @@ static void on_event(void *ud, const store_event *ev)
     baton_engine *e = ud;
     char name[TNAME_MAX];
     char pname[TNAME_MAX];
-    e->stats.events++;
     if (!ev->key)
         return;
     switch (ev->type) {
@@ -1309,13 +1308,13 @@ static void on_event(void *ud, const store_event *ev)
         /* fall through */
     case STORE_EV_WAKE:
         /* Look targets up again: the callbacks above may have changed them. */
-        snprintf(name, sizeof name, "k:%s", ev->key);
+        target_name(ev->key, NULL, name, sizeof name);
         kick_name(e, name);
         if (pool_name_of_device(ev->key, pname, sizeof pname))
             kick_name(e, pname);
         return;
     case STORE_EV_WAKE_POOL:
-        snprintf(name, sizeof name, "p:%s", ev->key);
+        target_name(NULL, ev->key, name, sizeof name);
         kick_name(e, name);
         return;
     }
@@ -1362,14 +1361,7 @@ static void on_state(void *ud, int up)
 static void on_missing(void *ud, const store_target *t, const char *token)
 {
     baton_engine *e = ud;
-    char name[TNAME_MAX];
-    if (t->key)
-        snprintf(name, sizeof name, "k:%s", t->key);
-    else if (t->pool)
-        snprintf(name, sizeof name, "p:%s", t->pool);
-    else
-        return;
-    target *tg = target_find(e, name);
+    target *tg = t->key || t->pool ? target_of(e, t->key, t->pool) : NULL;
     for (engine_waiter *w = tg ? tg->waiters.head : NULL; w; w = w->tlink.next) {
         if (strcmp(w->token, token) != 0)
             continue;

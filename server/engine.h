@@ -165,12 +165,8 @@ typedef struct engine_stats {
     uint64_t waiting;      /* waiters queued or attempting */
     uint64_t stream_holds; /* granted STREAM-mode waiters */
     uint64_t watches;
-    uint64_t attempts; /* store acquire calls made */
-    uint64_t grants;
-    uint64_t handoff_offers; /* releases that carried a local waiter's request */
-    uint64_t handoffs;       /* grants made by such a release (direct handoff) */
-    uint64_t requeued;       /* waiters queued again after a refresh found no entry */
-    uint64_t events;         /* pub/sub events received */
+    uint64_t handoffs; /* grants made by a release (direct handoff) */
+    uint64_t requeued; /* waiters queued again after a refresh found no entry */
 } engine_stats;
 void engine_get_stats(const baton_engine *e, engine_stats *out);
 
