@@ -257,7 +257,7 @@ static store_op *op_new(redis_store *s, op_kind kind, enum script_id script, voi
     o->_script = script;
     o->_ud = ud;
     o->_argc = 3; /* EVALSHA, sha, numkeys (filled in by op_send) */
-    o->_cap = 16;
+    o->_cap = 24; /* a plain-key acquire has 17 */
     o->_argv = calloc((size_t)o->_cap, sizeof(*o->_argv));
     o->_argvlen = calloc((size_t)o->_cap, sizeof(*o->_argvlen));
     if (!o->_argv || !o->_argvlen) {
@@ -269,59 +269,60 @@ static store_op *op_new(redis_store *s, op_kind kind, enum script_id script, voi
     return o;
 }
 
+/* Room for one more argument; 0, or -1 (and _oom) when out of memory. */
+static int op_room(store_op *o)
+{
+    if (o->_oom)
+        return -1;
+    if (o->_argc < o->_cap)
+        return 0;
+    int cap = o->_cap * 2;
+    const char **argv = realloc(o->_argv, (size_t)cap * sizeof(*argv));
+    if (argv)
+        o->_argv = argv;
+    size_t *lens = realloc(o->_argvlen, (size_t)cap * sizeof(*lens));
+    if (lens)
+        o->_argvlen = lens;
+    if (!argv || !lens) {
+        o->_oom = 1;
+        return -1;
+    }
+    o->_cap = cap;
+    return 0;
+}
+
+/* Appends an owned argument of n bytes (NULL: out of memory). */
+static void op_take(store_op *o, char *str, size_t n)
+{
+    if (!str) {
+        o->_oom = 1;
+        return;
+    }
+    o->_argv[o->_argc] = str;
+    o->_argvlen[o->_argc] = n;
+    o->_argc++;
+}
+
 /* Appends one printf-formatted argument; remembers OOM for op_send. */
 static void op_arg(store_op *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void op_arg(store_op *o, const char *fmt, ...)
 {
-    if (o->_oom)
+    if (op_room(o) != 0)
         return;
-    if (o->_argc == o->_cap) {
-        int cap = o->_cap * 2;
-        const char **argv = realloc(o->_argv, (size_t)cap * sizeof(*argv));
-        if (argv)
-            o->_argv = argv;
-        size_t *lens = realloc(o->_argvlen, (size_t)cap * sizeof(*lens));
-        if (lens)
-            o->_argvlen = lens;
-        if (!argv || !lens) {
-            o->_oom = 1;
-            return;
-        }
-        o->_cap = cap;
-    }
     va_list ap;
     va_start(ap, fmt);
     char *str = NULL;
     int n = vasprintf(&str, fmt, ap);
     va_end(ap);
-    if (n < 0) {
-        o->_oom = 1;
-        return;
-    }
-    o->_argv[o->_argc] = str;
-    o->_argvlen[o->_argc] = (size_t)n;
-    o->_argc++;
+    op_take(o, n < 0 ? NULL : str, n < 0 ? 0 : (size_t)n);
 }
 
-/* op_arg(o, "%s", str) without the printf machinery (hot in st_refresh). */
+/* Appends a copy of str (no printf machinery: most arguments are plain). */
 static void op_str(store_op *o, const char *str)
 {
-    if (o->_oom)
+    if (op_room(o) != 0)
         return;
-    if (o->_argc == o->_cap) {
-        op_arg(o, "%s", str); /* grows the arrays */
-        return;
-    }
-    size_t n = strlen(str);
-    char *copy = malloc(n + 1);
-    if (!copy) {
-        o->_oom = 1;
-        return;
-    }
-    memcpy(copy, str, n + 1);
-    o->_argv[o->_argc] = copy;
-    o->_argvlen[o->_argc] = n;
-    o->_argc++;
+    op_take(o, strdup(str), strlen(str));
 }
 
 static void key_arg(store_op *o, const char *key, const char *rec)
@@ -684,10 +685,10 @@ static int st_acquire(baton_store *b, const store_acquire_req *req, store_acquir
                 op_arg(o, "%s{%s/%" PRId32 "}:%s", s->_prefix, t->pool, d, recs[i]);
         nkeys = 3 + 5 * t->devices;
     }
-    op_arg(o, "%s", s->_channel);
-    op_arg(o, "%s", t->key ? t->key : t->pool);
-    op_arg(o, "%s", req->token);
-    op_arg(o, "%s", req->owner ? req->owner : "");
+    op_str(o, s->_channel);
+    op_str(o, t->key ? t->key : t->pool);
+    op_str(o, req->token);
+    op_str(o, req->owner ? req->owner : "");
     op_arg(o, "%" PRId64, req->ttl_ms);
     op_arg(o, "%d", req->enqueue ? 1 : 0);
     op_arg(o, "%" PRId64, req->liveness_ms > 0 ? req->liveness_ms : 0);
@@ -713,10 +714,10 @@ static int st_dequeue(baton_store *b, const store_target *t, const char *token, 
         pool_arg(o, t->pool, "q");
         pool_arg(o, t->pool, "qt");
     }
-    op_arg(o, "%s", s->_channel);
-    op_arg(o, "%s", t->key ? t->key : t->pool);
-    op_arg(o, "%s", t->key ? "WAKE" : "WAKE_POOL");
-    op_arg(o, "%s", token);
+    op_str(o, s->_channel);
+    op_str(o, t->key ? t->key : t->pool);
+    op_str(o, t->key ? "WAKE" : "WAKE_POOL");
+    op_str(o, token);
     return op_send(o, 2);
 }
 
@@ -728,8 +729,8 @@ static store_op *lock_op(redis_store *s, op_kind kind, enum script_id script, co
         return NULL;
     key_arg(o, key, "lock");
     key_arg(o, key, "hold");
-    op_arg(o, "%s", s->_channel);
-    op_arg(o, "%s", key);
+    op_str(o, s->_channel);
+    op_str(o, key);
     return o;
 }
 
@@ -745,7 +746,7 @@ static int st_renew(baton_store *b, const char *key, const char *token, int64_t 
     if (!o)
         return BATON_E_NOMEM;
     o->_cb.hold = cb;
-    op_arg(o, "%s", token);
+    op_str(o, token);
     op_arg(o, "%" PRId64, ttl_ms);
     return op_send(o, 2);
 }
@@ -768,16 +769,16 @@ static int st_release(baton_store *b, const char *key, const char *token, const 
     static const char *recs[] = {"lock", "hold", "fence", "q", "qt"};
     for (int i = 0; i < 5; i++)
         key_arg(o, key, recs[i]);
-    op_arg(o, "%s", s->_channel);
-    op_arg(o, "%s", key);
-    op_arg(o, "%s", token);
+    op_str(o, s->_channel);
+    op_str(o, key);
+    op_str(o, token);
     if (next) {
         o->_handoff = 1;
         o->_name = strdup(key);
         if (!o->_name)
             o->_oom = 1;
-        op_arg(o, "%s", next->token);
-        op_arg(o, "%s", next->owner ? next->owner : "");
+        op_str(o, next->token);
+        op_str(o, next->owner ? next->owner : "");
         op_arg(o, "%" PRId64, next->ttl_ms);
     }
     return op_send(o, 5);
@@ -812,8 +813,8 @@ static int st_describe(baton_store *b, const char *key, store_describe_cb cb, vo
     key_arg(o, key, "lock");
     key_arg(o, key, "hold");
     key_arg(o, key, "q");
-    op_arg(o, "%s", s->_channel);
-    op_arg(o, "%s", key);
+    op_str(o, s->_channel);
+    op_str(o, key);
     return op_send(o, 3);
 }
 
@@ -893,7 +894,7 @@ static store_op *round_next_op(redis_store *s, refresh_round *r)
             pool_arg(o, run->name, "qt");
         else
             key_arg(o, run->name, "qt");
-        op_arg(o, "%s", s->_channel);
+        op_str(o, s->_channel);
         op_arg(o, "%" PRId64, r->liveness_ms);
         o->_pool = run->pool;
         o->_name = strdup(run->name);
