@@ -242,19 +242,21 @@ static int find_nul_string(const ProtobufCMessageDescriptor *d, const uint8_t *p
 static ProtobufCMessage *decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d, const char *name,
                                 char *err, size_t errlen)
 {
-    snprintf(err, errlen, "cannot decode %s", name);
-    if (bb == NULL)
-        return NULL;
     grpc_byte_buffer_reader r;
-    if (!grpc_byte_buffer_reader_init(&r, bb))
+    if (bb == NULL || !grpc_byte_buffer_reader_init(&r, bb)) {
+        snprintf(err, errlen, "cannot decode %s", name);
         return NULL;
+    }
     grpc_slice s = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
     const uint8_t *p = GRPC_SLICE_START_PTR(s);
     size_t len = GRPC_SLICE_LENGTH(s);
     ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, p);
     char path[160];
-    if (m && find_nul_string(d, p, len, 0, path, sizeof path)) {
+    if (m == NULL) {
+        snprintf(err, errlen, "cannot decode %s", name);
+        /* A message without a zero byte has no string holding one. */
+    } else if (memchr(p, 0, len) && find_nul_string(d, p, len, 0, path, sizeof path)) {
         snprintf(err, errlen, "%s: must not contain a NUL byte", path);
         protobuf_c_message_free_unpacked(m, NULL);
         m = NULL;
@@ -939,7 +941,6 @@ static void post_request(baton_transport *t, req_slot *s)
 
 static void dispatch_call(tcall *c, grpc_byte_buffer *payload)
 {
-    baton_transport *t = c->t;
     grpc_op op;
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
@@ -968,7 +969,6 @@ static void dispatch_call(tcall *c, grpc_byte_buffer *payload)
         handle_health(c, m);
     else
         handle_unary(c, m);
-    (void)t;
     protobuf_c_message_free_unpacked(m, NULL);
 }
 
