@@ -34,8 +34,7 @@ struct baton_lock {
     baton_lock_state _state;
     int64_t _ttl_ms;
     int64_t _expires_ms; /* lease mode, monotonic: when the lease runs out at the latest */
-    int _stop;
-    int _releasing; /* stream mode: the stream is being ended on purpose */
+    int _stop;           /* stream mode also: the stream is being ended on purpose */
     int _has_thread;
     pthread_t _thread;
     grpc_c_call *_call; /* stream mode: the Acquire stream, read by _thread only */
@@ -206,7 +205,7 @@ static void *stream_thread(void *arg)
     grpc_c_status st = GRPC_C_STATUS_INIT;
     int code = grpc_c_call_finish(l->_call, NULL, &st);
     pthread_mutex_lock(&l->_mu);
-    int on_purpose = l->_releasing;
+    int on_purpose = l->_stop;
     pthread_mutex_unlock(&l->_mu);
     if (on_purpose || code == GRPC_C_CODE_OK) {
         set_state_if_held(l, BATON_LOCK_RELEASED);
@@ -225,7 +224,6 @@ static void stop_thread(baton_lock *l)
 {
     pthread_mutex_lock(&l->_mu);
     l->_stop = 1;
-    l->_releasing = 1;
     int has = l->_has_thread;
     l->_has_thread = 0;
     pthread_cond_broadcast(&l->_cv);

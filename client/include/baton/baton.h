@@ -179,7 +179,9 @@ BATON_API int baton_acquire_pool(baton_client *client, const char *pool, int dev
 
 /* Releases the lock (token-checked at the server) and stops its background
  * thread. Returns 0 (state RELEASED), BATON_ERR_NOT_HELD (it had been lost;
- * state LOST), or a transport error (state unchanged: retry or free).
+ * state LOST), or a transport error: in lease mode the state is unchanged
+ * (retry or free); in stream mode the stream is ended anyway, which releases
+ * the lock at the server, and the state becomes RELEASED.
  * Releasing a lock that is not HELD returns 0 for RELEASED and
  * BATON_ERR_LOST for LOST. Not thread-safe against other calls on `lock`. */
 BATON_API int baton_release(baton_lock *lock);
