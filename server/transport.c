@@ -32,6 +32,8 @@
 #include "log.h"
 
 #define WATCH_OUTBOX_MAX 4096  /* queued LockEvents before a watcher is cut off */
+#define SESSION_BUSY_MAX 64     /* Session operations in flight before reads pause */
+#define SESSION_OUTBOX_MAX 4096 /* unsent Session responses before the session is cut off */
 #define SHUTDOWN_GRACE_MS 2000 /* after the engine is done: time for statuses in flight */
 #define ERRBUF 512
 
@@ -44,6 +46,7 @@ enum method {
     M_FORCE_RELEASE,
     M_HEALTH_CHECK,
     M_HEALTH_WATCH,
+    M_SESSION,
     M_COUNT,
     M_UNKNOWN = M_COUNT, /* the generic slot: any unregistered method */
 };
@@ -66,6 +69,7 @@ static const struct method_src {
     [M_FORCE_RELEASE] = {&baton__v1__lock_service__descriptor, "ForceRelease"},
     [M_HEALTH_CHECK] = {&grpc__health__v1__health__descriptor, "Check"},
     [M_HEALTH_WATCH] = {&grpc__health__v1__health__descriptor, "Watch"},
+    [M_SESSION] = {&baton__v1__lock_service__descriptor, "Session"},
 };
 
 static struct method_info {
@@ -100,15 +104,20 @@ enum tag_kind {
     TAG_STATUS = 3,   /* SEND_STATUS_FROM_SERVER of a call */
     TAG_MD = 4,       /* SEND_INITIAL_METADATA alone (Watch) */
     TAG_SHUTDOWN = 5, /* grpc_server_shutdown_and_notify */
+    TAG_RECV = 6,     /* RECV_MESSAGE of a Session */
 };
 #define TAG(p, k) ((void *)((uintptr_t)(p) | (uintptr_t)(k)))
 #define TAG_KIND(tag) ((int)((uintptr_t)(tag)&7u))
 #define TAG_PTR(tag) ((void *)((uintptr_t)(tag) & ~(uintptr_t)7u))
 
+struct sop;
+
 typedef struct outmsg {
     struct outmsg *next;
     grpc_byte_buffer *bb;
-    int queued; /* an AcquireEvent{queued}: a newer one replaces it */
+    struct sop *op; /* Session: the operation it answers (NULL elsewhere) */
+    int queued;     /* a Queued (or health status): a newer one of the same op replaces it */
+    int deliver;    /* Session: a LEASE Granted; the lease stays once it is written */
 } outmsg;
 
 typedef struct tcall {
@@ -121,6 +130,11 @@ typedef struct tcall {
     } eng;
     outmsg *head, *tail;
     grpc_byte_buffer *sending; /* message of the batch in flight (TAG_SEND or TAG_STATUS) */
+    struct sop *sending_op;    /* Session: the LEASE grant in flight, kept once written */
+    struct sop *ops;           /* Session: operations alive */
+    uint32_t nops;             /* ...how many */
+    uint32_t nbusy;            /* ...of them waiting for an answer or a grant's delivery */
+    grpc_byte_buffer *recv_buf; /* Session: target of the armed RECV_MESSAGE */
     char *pend_msg;            /* status to send once the outbox is empty */
     int pend_err;
     int cancelled; /* RECV_CLOSE_ON_SERVER result */
@@ -139,7 +153,27 @@ typedef struct tcall {
     unsigned lease : 1;         /* Acquire in LEASE mode */
     unsigned granted : 1;       /* Acquire: Granted queued */
     unsigned lease_ok_sent : 1; /* Acquire LEASE: Granted written, status OK started */
+    unsigned recv_armed : 1;    /* Session: a RECV_MESSAGE is in flight */
+    unsigned recv_closed : 1;   /* Session: the client sends no more (or the read failed) */
 } tcall;
+
+/*
+ * One operation of a Session. It holds a reference on its call from its
+ * start until it is answered for good: a LEASE grant once written, a
+ * session-held (STREAM) lock once it ends, Renew / Release once the engine
+ * called back.
+ */
+typedef struct sop {
+    struct sop *prev, *next; /* c->ops */
+    tcall *c;
+    uint64_t id;
+    engine_waiter *w; /* Acquire: until finished / engine_acquire_end */
+    uint8_t kind;     /* SOP_* */
+    unsigned lease : 1;
+    unsigned busy : 1; /* counted in c->nbusy */
+} sop;
+
+enum { SOP_ACQUIRE, SOP_RENEW, SOP_RELEASE };
 
 /*
  * Outstanding requests per method (and for the generic one). Why several: a
@@ -369,6 +403,8 @@ static void call_free(tcall *c)
     outbox_clear(c);
     if (c->sending)
         grpc_byte_buffer_destroy(c->sending);
+    if (c->recv_buf)
+        grpc_byte_buffer_destroy(c->recv_buf);
     free(c->pend_msg);
     grpc_call_unref(c->call);
     free(c);
@@ -465,23 +501,27 @@ static void call_kick(tcall *c)
     ops[n].data.send_message.send_message = m->bb;
     n++;
     c->sending = m->bb;
+    c->sending_op = m->deliver ? m->op : NULL;
     free(m);
     if (call_batch(c, ops, n, TAG_SEND) != 0) {
         grpc_byte_buffer_destroy(c->sending);
         c->sending = NULL;
+        c->sending_op = NULL; /* still in c->ops: the end of the call releases it */
         grpc_call_cancel(c->call, NULL); /* RECV_CLOSE then reports the end */
     }
 }
 
 /* Queues one stream message. `queued` marks an AcquireEvent{queued} that a
- * later one may replace while both wait in the outbox (only the newest
- * position matters). Returns 0, or -1 on OOM (the call is cancelled). */
-static int call_push(tcall *c, const ProtobufCMessage *msg, int queued)
+ * later one (of the same Session operation `op`) may replace while both wait
+ * in the outbox: only the newest position matters. `deliver`: a Session's
+ * LEASE Granted for `op` (see on_send_done). Returns 0, or -1 when nothing
+ * was queued: the call is over, or on OOM (the call is then cancelled). */
+static int push_msg(tcall *c, const ProtobufCMessage *msg, int queued, sop *op, int deliver)
 {
     if (c->gone || c->status_started || c->status_pending)
-        return 0;
+        return -1;
     grpc_byte_buffer *bb = encode(msg);
-    if (queued && c->tail && c->tail->queued) {
+    if (queued && c->tail && c->tail->queued && c->tail->op == op) {
         grpc_byte_buffer_destroy(c->tail->bb);
         c->tail->bb = bb;
         return 0;
@@ -494,6 +534,8 @@ static int call_push(tcall *c, const ProtobufCMessage *msg, int queued)
     }
     m->bb = bb;
     m->queued = queued;
+    m->op = op;
+    m->deliver = deliver;
     if (c->tail)
         c->tail->next = m;
     else
@@ -504,11 +546,23 @@ static int call_push(tcall *c, const ProtobufCMessage *msg, int queued)
     return 0;
 }
 
+static int call_push(tcall *c, const ProtobufCMessage *msg, int queued)
+{
+    return push_msg(c, msg, queued, NULL, 0);
+}
+
+static void session_end_ops(tcall *c);
+static void session_delivered(sop *op);
+
 /* Lets go of the engine's side of the call: the stream is over. A waiter or
  * a stream hold still alive means the client never got (or gave up) its
  * lock: release it. */
 static void call_release_engine(tcall *c)
 {
+    if (c->method == M_SESSION) {
+        session_end_ops(c);
+        return;
+    }
     if (!c->engine_ref)
         return;
     if (c->method == M_ACQUIRE && c->eng.w) {
@@ -562,6 +616,10 @@ static void on_send_done(tcall *c, int ok)
 {
     grpc_byte_buffer_destroy(c->sending);
     c->sending = NULL;
+    sop *delivered = c->sending_op;
+    c->sending_op = NULL;
+    if (ok && delivered)
+        session_delivered(delivered);
     if (!ok) {
         call_gone(c); /* a failed write: the peer is gone */
     } else if (c->head) {
@@ -758,6 +816,302 @@ invalid:
     call_finish(c, BATON_E_INVALID, err);
 }
 
+/* ---------------------------------------------------------------- Session */
+
+/*
+ * Session: many Acquire / Renew / Release operations over one bidi stream,
+ * each answered with its own id. Reads pause while SESSION_BUSY_MAX
+ * operations wait for an answer, so a client cannot queue unbounded work; a
+ * client that does not read its responses is cut off (SESSION_OUTBOX_MAX).
+ * A protocol error (undecodable message, no operation, an id in use) ends the
+ * whole session with INVALID_ARGUMENT: its responses could not be matched.
+ * However the session ends, the end of the call releases what its
+ * operations hold (session_end_ops), never an engine callback.
+ */
+
+static const engine_acquire_sink session_sink;
+
+static void session_recv_arm(tcall *c)
+{
+    if (c->recv_armed || c->recv_closed || c->gone || c->status_started || c->status_pending ||
+        c->nbusy >= SESSION_BUSY_MAX)
+        return;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv_buf;
+    if (call_batch(c, &op, 1, TAG_RECV) != 0) {
+        c->recv_closed = 1;
+        grpc_call_cancel(c->call, NULL); /* RECV_CLOSE then ends it */
+        return;
+    }
+    c->recv_armed = 1;
+}
+
+/* After an operation ended or went idle: read on, or end the session once
+ * the client has closed its side and nothing is left. */
+static void session_settle(tcall *c)
+{
+    if (c->recv_closed && c->nops == 0)
+        call_finish(c, BATON_OK, NULL);
+    else
+        session_recv_arm(c);
+}
+
+/* Ends the session from our side; the end of the call (on_close) releases
+ * what its operations hold. */
+static void session_abort(tcall *c, grpc_status_code code, const char *msg)
+{
+    if (c->gone)
+        return;
+    LOG_DEBUG("transport: session %p ended: %s", (void *)c, msg);
+    outbox_clear(c);
+    c->gone = 1; /* send nothing more; call_gone still lets go of the engine */
+    grpc_call_cancel_with_status(c->call, code, msg, NULL);
+}
+
+static sop *sop_new(tcall *c, uint64_t id, int kind)
+{
+    sop *op = calloc(1, sizeof *op);
+    if (op == NULL)
+        return NULL;
+    op->c = c;
+    op->id = id;
+    op->kind = (uint8_t)kind;
+    op->busy = 1;
+    op->next = c->ops;
+    if (c->ops)
+        c->ops->prev = op;
+    c->ops = op;
+    c->nops++;
+    c->nbusy++;
+    c->refs++;
+    return op;
+}
+
+static void sop_idle(sop *op)
+{
+    if (op->busy) {
+        op->busy = 0;
+        op->c->nbusy--;
+    }
+}
+
+static void sop_free(sop *op)
+{
+    tcall *c = op->c;
+    sop_idle(op);
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        c->ops = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    c->nops--;
+    free(op);
+    session_settle(c);
+    call_unref(c); /* the operation's reference; never the last (RECV_CLOSE holds one) */
+}
+
+/* Queues a response to op. Returns 0, or -1 if nothing was queued. */
+static int sop_answer(sop *op, Baton__V1__SessionResponse *r, int queued, int deliver)
+{
+    tcall *c = op->c;
+    if (c->nout >= SESSION_OUTBOX_MAX) {
+        session_abort(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "session: the client does not read its responses");
+        return -1;
+    }
+    r->id = op->id;
+    return push_msg(c, &r->base, queued, op, deliver);
+}
+
+/* Answers op with a status and ends it. */
+static void sop_fail(sop *op, int err, const char *msg)
+{
+    Baton__V1__SessionStatus st = BATON__V1__SESSION_STATUS__INIT;
+    st.code = (int32_t)status_of(err);
+    st.message = (char *)(msg ? msg : "");
+    Baton__V1__SessionResponse r = BATON__V1__SESSION_RESPONSE__INIT;
+    r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_STATUS;
+    r.status = &st;
+    sop_answer(op, &r, 0, 0);
+    sop_free(op);
+}
+
+static void sop_queued(void *ud, int64_t position)
+{
+    sop *op = ud;
+    Baton__V1__Queued q = BATON__V1__QUEUED__INIT;
+    q.position = position;
+    Baton__V1__SessionResponse r = BATON__V1__SESSION_RESPONSE__INIT;
+    r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_QUEUED;
+    r.queued = &q;
+    sop_answer(op, &r, 1, 0);
+}
+
+static void sop_granted(void *ud, const engine_grant *g)
+{
+    sop *op = ud;
+    Baton__V1__Granted gr = BATON__V1__GRANTED__INIT;
+    gr.key = (char *)g->key;
+    gr.token = (char *)g->token;
+    gr.fencing = g->fencing;
+    gr.ttl_ms = g->ttl_ms;
+    gr.device = g->device;
+    Baton__V1__SessionResponse r = BATON__V1__SESSION_RESPONSE__INIT;
+    r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_GRANTED;
+    r.granted = &gr;
+    /* LEASE: the operation lives on until the grant is written (on_send_done
+     * -> session_delivered); if it never is, the end of the call releases
+     * it. STREAM: held by the session from now on; no longer busy. */
+    if (sop_answer(op, &r, 0, op->lease) == 0 && !op->lease) {
+        sop_idle(op);
+        session_settle(op->c);
+    }
+}
+
+static void sop_finished(void *ud, int err, const char *msg)
+{
+    sop *op = ud;
+    op->w = NULL; /* freed by the engine */
+    sop_fail(op, err, msg);
+}
+
+static const engine_acquire_sink session_sink = {sop_queued, sop_granted, sop_finished};
+
+/* A LEASE grant of a session was written: the lease stays. */
+static void session_delivered(sop *op)
+{
+    engine_acquire_end(op->w, 0);
+    op->w = NULL;
+    sop_free(op);
+}
+
+static void sop_hold_result(void *ud, int err, const char *msg, int64_t ttl_ms)
+{
+    sop *op = ud;
+    if (err != BATON_OK) {
+        sop_fail(op, err, msg);
+        return;
+    }
+    Baton__V1__SessionResponse r = BATON__V1__SESSION_RESPONSE__INIT;
+    Baton__V1__RenewResponse rn = BATON__V1__RENEW_RESPONSE__INIT;
+    Baton__V1__ReleaseResponse rl = BATON__V1__RELEASE_RESPONSE__INIT;
+    if (op->kind == SOP_RENEW) {
+        rn.ttl_ms = ttl_ms;
+        r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_RENEW;
+        r.renew = &rn;
+    } else {
+        rl.released = 1;
+        r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_RELEASE;
+        r.release = &rl;
+    }
+    sop_answer(op, &r, 0, 0);
+    sop_free(op);
+}
+
+/* The client is gone: waiting Acquires leave the queue, grants not yet
+ * written and session-held locks are released. Renew / Release already
+ * sent to Redis still call back (their answer goes nowhere). */
+static void session_end_ops(tcall *c)
+{
+    c->sending_op = NULL;
+    c->recv_closed = 1;
+    for (sop *op = c->ops, *next; op; op = next) {
+        next = op->next;
+        if (op->kind != SOP_ACQUIRE)
+            continue;
+        engine_acquire_end(op->w, 1);
+        op->w = NULL;
+        sop_free(op);
+    }
+}
+
+static void session_handle(tcall *c, const Baton__V1__SessionRequest *r)
+{
+    baton_transport *t = c->t;
+    char err[ERRBUF];
+    int kind;
+    switch (r->op_case) {
+    case BATON__V1__SESSION_REQUEST__OP_ACQUIRE: kind = SOP_ACQUIRE; break;
+    case BATON__V1__SESSION_REQUEST__OP_RENEW: kind = SOP_RENEW; break;
+    case BATON__V1__SESSION_REQUEST__OP_RELEASE: kind = SOP_RELEASE; break;
+    default:
+        snprintf(err, sizeof err, "session: request %llu names no operation (acquire, renew or release)",
+                 (unsigned long long)r->id);
+        session_abort(c, GRPC_STATUS_INVALID_ARGUMENT, err);
+        return;
+    }
+    for (const sop *o = c->ops; o; o = o->next) {
+        if (o->id == r->id) {
+            snprintf(err, sizeof err, "session: id %llu is already used by an operation in flight",
+                     (unsigned long long)r->id);
+            session_abort(c, GRPC_STATUS_INVALID_ARGUMENT, err);
+            return;
+        }
+    }
+    sop *op = sop_new(c, r->id, kind);
+    if (op == NULL) {
+        session_abort(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    const char *emsg = err;
+    int rc;
+    if (kind == SOP_ACQUIRE) {
+        engine_acquire_req req = {0};
+        engine_waiter *w = NULL;
+        rc = validate_acquire(&t->limits, r->acquire, &req, err, sizeof err) != 0
+                 ? BATON_E_INVALID
+                 : engine_acquire(t->engine, &req, &session_sink, op, &w, &emsg);
+        op->w = w;
+        op->lease = req.mode == ENGINE_MODE_LEASE;
+    } else if (kind == SOP_RENEW) {
+        int64_t ttl;
+        rc = validate_renew(&t->limits, r->renew, &ttl, err, sizeof err) != 0
+                 ? BATON_E_INVALID
+                 : engine_renew(t->engine, r->renew->key, r->renew->token, ttl, sop_hold_result, op, &emsg);
+    } else {
+        rc = validate_release(r->release, err, sizeof err) != 0
+                 ? BATON_E_INVALID
+                 : engine_release(t->engine, r->release->key, r->release->token, sop_hold_result, op, &emsg);
+    }
+    if (rc != 0)
+        sop_fail(op, rc, emsg);
+}
+
+static void on_recv(tcall *c, int ok)
+{
+    grpc_byte_buffer *bb = c->recv_buf;
+    c->recv_buf = NULL;
+    c->recv_armed = 0;
+    if (!ok || bb == NULL) {
+        c->recv_closed = 1; /* the client closed its side (or the call failed: RECV_CLOSE tells) */
+        session_settle(c);
+    } else if (!c->gone && !c->status_started && !c->status_pending) {
+        char err[ERRBUF];
+        const struct method_info *mi = &methods[M_SESSION];
+        ProtobufCMessage *m = decode(bb, mi->req, mi->req_name, err, sizeof err);
+        if (m == NULL) {
+            session_abort(c, GRPC_STATUS_INVALID_ARGUMENT, err);
+        } else {
+            session_handle(c, (Baton__V1__SessionRequest *)m);
+            protobuf_c_message_free_unpacked(m, NULL);
+            session_recv_arm(c);
+        }
+    }
+    if (bb)
+        grpc_byte_buffer_destroy(bb);
+    call_unref(c);
+}
+
+static void handle_session(tcall *c)
+{
+    if (c->t->shutting)
+        call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");
+    else
+        session_recv_arm(c);
+}
+
 /* ---------------------------------------------------------------- Watch */
 
 static Baton__V1__LockEvent__Type lock_event_type(store_event_type t)
@@ -926,8 +1280,10 @@ static void post_request(baton_transport *t, req_slot *s)
         e = grpc_server_request_call(t->server, &s->call, &s->details, &s->md, t->cq, t->cq,
                                      TAG(s, TAG_REQUEST));
     } else {
+        /* A bidi method has no initial payload (and must not be asked for one). */
         e = grpc_server_request_registered_call(t->server, s->registered, &s->call, &s->deadline, &s->md,
-                                                &s->payload, t->cq, t->cq, TAG(s, TAG_REQUEST));
+                                                s->method == M_SESSION ? NULL : &s->payload, t->cq, t->cq,
+                                                TAG(s, TAG_REQUEST));
     }
     if (e != GRPC_CALL_OK) {
         LOG_ERROR("transport: cannot request calls (method %d): error %d", s->method, (int)e);
@@ -952,6 +1308,10 @@ static void dispatch_call(tcall *c, grpc_byte_buffer *payload)
     }
     if (c->method == M_UNKNOWN) {
         send_status(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method", NULL);
+        return;
+    }
+    if (c->method == M_SESSION) {
+        handle_session(c);
         return;
     }
     const struct method_info *mi = &methods[c->method];
@@ -1068,6 +1428,7 @@ static void dispatch_tag(baton_transport *t, void *tag, int ok)
     case TAG_SEND: on_send_done(p, ok); break;
     case TAG_STATUS: on_status_done(p, ok); break;
     case TAG_MD: call_unref(p); break;
+    case TAG_RECV: on_recv(p, ok); break;
     case TAG_SHUTDOWN:
         t->shutdown_tag_done = 1;
         maybe_finish_shutdown(t);
@@ -1267,8 +1628,9 @@ baton_transport *transport_new(struct event_base *base, baton_engine *engine, co
     for (int m = 0; m <= M_COUNT; m++) {
         void *registered = NULL;
         if (m != M_UNKNOWN) {
-            registered = grpc_server_register_method(t->server, methods[m].path, NULL,
-                                                     GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+            registered = grpc_server_register_method(
+                t->server, methods[m].path, NULL,
+                m == M_SESSION ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
             if (registered == NULL) {
                 snprintf(err, errlen, "cannot register %s", methods[m].path);
                 goto fail_grpc;
