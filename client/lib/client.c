@@ -46,6 +46,8 @@ int baton_client_new(const char *target, const baton_client_options *opts, baton
     if (c->_owner == NULL)
         goto fail;
     c->_call_timeout_ms = opts->call_timeout_ms > 0 ? opts->call_timeout_ms : DEFAULT_CALL_TIMEOUT_MS;
+    c->_sessions_off = opts->disable_sessions != 0;
+    pthread_mutex_init(&c->_mu, NULL);
     c->_channel = grpc_c_channel_create_insecure(target, NULL);
     if (c->_channel == NULL) {
         baton__fail(BATON_ERR_NOMEM, "cannot create a channel to %s", target);
@@ -54,6 +56,8 @@ int baton_client_new(const char *target, const baton_client_options *opts, baton
     *out = c;
     return 0;
 fail:
+    if (c->_owner)
+        pthread_mutex_destroy(&c->_mu);
     free(c->_owner);
     free(c);
     return BATON_ERR_NOMEM;
@@ -63,6 +67,8 @@ void baton_client_free(baton_client *c)
 {
     if (c == NULL)
         return;
+    baton__sessions_free(c);
+    pthread_mutex_destroy(&c->_mu);
     grpc_c_channel_destroy(c->_channel);
     free(c->_owner);
     free(c);
@@ -80,6 +86,23 @@ grpc_c_call_options baton__unary_opts(const baton_client *c)
     return o;
 }
 
+/* Runs a Renew or Release over a session. Returns BATON__SESSIONS_OFF when
+ * sessions are not used, else 0 with the response of the expected kind in
+ * *resp (caller frees), or an error. */
+static int hold_op_session(baton_client *c, Baton__V1__SessionRequest *sr, const char *what,
+                           Baton__V1__SessionResponse__ResultCase want, Baton__V1__SessionResponse **resp)
+{
+    int rc = baton__session_call(c, sr, c->_call_timeout_ms, NULL, NULL, NULL, BATON__PHASE_CALL, what, resp);
+    if (rc == 0 && ((*resp)->result_case != want || (want == BATON__V1__SESSION_RESPONSE__RESULT_RENEW
+                                                         ? (*resp)->renew == NULL
+                                                         : (*resp)->release == NULL))) {
+        baton__v1__session_response__free_unpacked(*resp, NULL);
+        *resp = NULL;
+        rc = baton__fail(BATON_ERR_INTERNAL, "%s: unexpected answer on the session", what);
+    }
+    return rc;
+}
+
 int baton_renew_token(baton_client *c, const char *key, const char *token, int64_t ttl_ms,
                       int64_t *granted_ttl_ms)
 {
@@ -92,7 +115,19 @@ int baton_renew_token(baton_client *c, const char *key, const char *token, int64
     req.key = (char *)key;
     req.token = (char *)token;
     req.ttl_ms = ttl_ms;
-    int rc = 0;
+    Baton__V1__SessionRequest sr = BATON__V1__SESSION_REQUEST__INIT;
+    Baton__V1__SessionResponse *sresp = NULL;
+    sr.op_case = BATON__V1__SESSION_REQUEST__OP_RENEW;
+    sr.renew = &req;
+    int rc = hold_op_session(c, &sr, "renew", BATON__V1__SESSION_RESPONSE__RESULT_RENEW, &sresp);
+    if (rc != BATON__SESSIONS_OFF) {
+        if (rc == 0 && granted_ttl_ms)
+            *granted_ttl_ms = sresp->renew->ttl_ms;
+        if (sresp)
+            baton__v1__session_response__free_unpacked(sresp, NULL);
+        return rc;
+    }
+    rc = 0;
     if (baton__v1__lock_service__grpc__renew(c->_channel, &req, &resp, &st, &o) != GRPC_C_CODE_OK) {
         rc = baton__fail_status(&st, BATON__PHASE_CALL, "renew");
     } else if (granted_ttl_ms) {
@@ -114,7 +149,19 @@ int baton_release_token(baton_client *c, const char *key, const char *token)
     grpc_c_call_options o = baton__unary_opts(c);
     req.key = (char *)key;
     req.token = (char *)token;
-    int rc = 0;
+    Baton__V1__SessionRequest sr = BATON__V1__SESSION_REQUEST__INIT;
+    Baton__V1__SessionResponse *sresp = NULL;
+    sr.op_case = BATON__V1__SESSION_REQUEST__OP_RELEASE;
+    sr.release = &req;
+    int rc = hold_op_session(c, &sr, "release", BATON__V1__SESSION_RESPONSE__RESULT_RELEASE, &sresp);
+    if (rc != BATON__SESSIONS_OFF) {
+        if (rc == 0 && !sresp->release->released)
+            rc = baton__fail(BATON_ERR_NOT_HELD, "release: %s is not held by this token", key);
+        if (sresp)
+            baton__v1__session_response__free_unpacked(sresp, NULL);
+        return rc;
+    }
+    rc = 0;
     if (baton__v1__lock_service__grpc__release(c->_channel, &req, &resp, &st, &o) != GRPC_C_CODE_OK)
         rc = baton__fail_status(&st, BATON__PHASE_CALL, "release");
     else if (!resp->released)

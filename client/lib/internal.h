@@ -11,10 +11,16 @@
 #include "baton/baton.h"
 #include "baton/v1/lock.grpc-c.h"
 
+typedef struct baton__session baton__session;
+
 struct baton_client {
     grpc_channel *_channel;
     char *_owner;
     int64_t _call_timeout_ms;
+    pthread_mutex_t _mu;     /* guards _idle, _nidle */
+    baton__session *_idle;   /* idle Session streams (session.c) */
+    int _nidle;
+    volatile int _sessions_off; /* set once: one RPC per operation instead */
 };
 
 /* What an error means depends on where it happened: ABORTED while acquiring
@@ -46,9 +52,31 @@ typedef struct baton__canceller {
     int cancelled;
 } baton__canceller;
 
+/* Points cx (may be NULL) at the call now being waited on (NULL: none); a
+ * cancel that came first cancels it at once. */
+void baton__cx_set(baton__canceller *cx, grpc_c_call *call);
+
 /* The acquire used by the blocking, try, pool and async forms. Exactly one of
  * key / pool is non-NULL. `cx` may be NULL. */
 int baton__acquire(baton_client *c, const char *key, const char *pool, int devices,
                    const baton_acquire_options *opts, baton__canceller *cx, baton_lock **out);
+
+/* baton__session_call returns this when the client does not use sessions
+ * (disabled, or the server has no Session RPC): use the per-call RPC. */
+#define BATON__SESSIONS_OFF 1
+
+/*
+ * Runs one operation (req->id is set here) on a pooled Session stream and
+ * returns 0 with its final response in *resp (granted, renew or release;
+ * the caller frees it), BATON__SESSIONS_OFF, or a negative baton error with
+ * the message recorded (a status response is mapped with `phase`, prefixed
+ * with `what`). timeout_ms < 0: no limit. Queued positions go to on_queued.
+ */
+int baton__session_call(baton_client *c, Baton__V1__SessionRequest *req, int64_t timeout_ms,
+                        baton__canceller *cx, void (*on_queued)(int64_t, void *), void *queued_ud,
+                        enum baton__phase phase, const char *what, Baton__V1__SessionResponse **resp);
+
+/* Closes the idle sessions (baton_client_free). */
+void baton__sessions_free(baton_client *c);
 
 #endif

@@ -238,12 +238,125 @@ static void stop_thread(baton_lock *l)
     }
 }
 
-static int copy_granted(const Baton__V1__AcquireEvent *ev, Baton__V1__Granted *out)
+/* Keeps the grant's strings (the message holding them is freed next). */
+static int keep_grant(const Baton__V1__Granted *g, Baton__V1__Granted *out, char **gkey, char **gtoken)
 {
-    if (ev->event_case != BATON__V1__ACQUIRE_EVENT__EVENT_GRANTED || ev->granted == NULL)
-        return 0;
-    *out = *ev->granted;
-    return 1;
+    *out = *g;
+    *gkey = strdup(g->key ? g->key : "");
+    *gtoken = strdup(g->token ? g->token : "");
+    out->key = *gkey;
+    out->token = *gtoken;
+    return *gkey && *gtoken ? 0 : -1;
+}
+
+/*
+ * The Acquire RPC, read until Granted or its end. Returns 0 with the grant
+ * (strings in *gkey, *gtoken, freed by the caller) and, in STREAM mode, the
+ * open stream in *callp; a LEASE call is over by then. Or an error. The
+ * call has no gRPC deadline (a stream-mode call must outlive any); a bounded
+ * wait is still bounded locally (wait + call timeout) against a hung server.
+ */
+static int acquire_rpc(baton_client *c, const Baton__V1__AcquireRequest *req, const baton_acquire_options *opts,
+                       baton__canceller *cx, Baton__V1__Granted *grant, char **gkey, char **gtoken,
+                       grpc_c_call **callp)
+{
+    int64_t limit = opts->wait_ms >= 0 ? baton__now_ms() + opts->wait_ms + c->_call_timeout_ms : -1;
+    grpc_c_call *call = baton__v1__lock_service__grpc__acquire_start(c->_channel, req, NULL);
+    if (call == NULL)
+        return baton__fail(BATON_ERR_NOMEM, "acquire: cannot start the call");
+    baton__cx_set(cx, call);
+
+    int granted = 0, timed_out = 0, err = 0;
+    for (;;) {
+        Baton__V1__AcquireEvent *ev = NULL;
+        int64_t wait = limit < 0 || timed_out ? 3600000 : limit - baton__now_ms();
+        int rc = baton__v1__lock_service__grpc__acquire_read_timeout(call, &ev, wait < 0 ? 0 : wait);
+        if (rc == GRPC_C_TIMEOUT) {
+            if (limit >= 0 && baton__now_ms() >= limit && !timed_out) {
+                timed_out = 1;
+                grpc_c_call_cancel(call);
+            }
+            continue;
+        }
+        if (rc != GRPC_C_OK)
+            break;
+        if (ev->event_case == BATON__V1__ACQUIRE_EVENT__EVENT_GRANTED && ev->granted) {
+            granted = 1;
+            if (keep_grant(ev->granted, grant, gkey, gtoken) != 0)
+                err = baton__fail(BATON_ERR_NOMEM, "acquire: out of memory after the grant");
+        } else if (ev->event_case == BATON__V1__ACQUIRE_EVENT__EVENT_QUEUED && ev->queued && opts->on_queued) {
+            opts->on_queued(ev->queued->position, opts->queued_ud);
+        }
+        baton__v1__acquire_event__free_unpacked(ev, NULL);
+        if (granted)
+            break;
+    }
+    baton__cx_set(cx, NULL);
+
+    if (!granted) {
+        grpc_c_status st = GRPC_C_STATUS_INIT;
+        grpc_c_call_finish(call, NULL, &st);
+        if (timed_out)
+            err = baton__fail(BATON_ERR_TIMEOUT, "acquire: no answer from the server within wait + %lld ms",
+                              (long long)c->_call_timeout_ms);
+        else if (st.code == GRPC_C_CODE_OK)
+            err = baton__fail(BATON_ERR_INTERNAL, "acquire: stream ended without a grant");
+        else
+            err = baton__fail_status(&st, BATON__PHASE_ACQUIRE, "acquire");
+        grpc_c_status_clear(&st);
+        grpc_c_call_destroy(call);
+        return err;
+    }
+    if (err != 0) {
+        /* Cancelling before the stream closed releases the grant (LEASE too). */
+        grpc_c_call_cancel(call);
+        grpc_c_call_destroy(call);
+        free(*gkey);
+        free(*gtoken);
+        *gkey = *gtoken = NULL;
+        return err;
+    }
+    if (opts->mode == BATON_MODE_LEASE) {
+        /* The server ends the stream (OK) right after the grant. */
+        grpc_c_call_finish(call, NULL, NULL);
+        grpc_c_call_destroy(call);
+        call = NULL;
+    }
+    *callp = call;
+    return 0;
+}
+
+static void session_queued(int64_t position, void *ud)
+{
+    const baton_acquire_options *o = ud;
+    o->on_queued(position, o->queued_ud);
+}
+
+/* A LEASE acquire over a session; as acquire_rpc, or BATON__SESSIONS_OFF. */
+static int acquire_session(baton_client *c, Baton__V1__AcquireRequest *req, const baton_acquire_options *opts,
+                           baton__canceller *cx, Baton__V1__Granted *grant, char **gkey, char **gtoken)
+{
+    Baton__V1__SessionRequest sr = BATON__V1__SESSION_REQUEST__INIT;
+    sr.op_case = BATON__V1__SESSION_REQUEST__OP_ACQUIRE;
+    sr.acquire = req;
+    Baton__V1__SessionResponse *r = NULL;
+    int64_t timeout = opts->wait_ms >= 0 ? opts->wait_ms + c->_call_timeout_ms : -1;
+    int err = baton__session_call(c, &sr, timeout, cx, opts->on_queued ? session_queued : NULL, (void *)opts,
+                                  BATON__PHASE_ACQUIRE, "acquire", &r);
+    if (err != 0)
+        return err;
+    if (r->result_case != BATON__V1__SESSION_RESPONSE__RESULT_GRANTED || r->granted == NULL) {
+        err = baton__fail(BATON_ERR_INTERNAL, "acquire: unexpected answer on the session");
+    } else if (keep_grant(r->granted, grant, gkey, gtoken) != 0) {
+        err = baton__fail(BATON_ERR_NOMEM, "acquire: out of memory after the grant");
+        if (*gkey && *gtoken)
+            baton_release_token(c, *gkey, *gtoken);
+        free(*gkey);
+        free(*gtoken);
+        *gkey = *gtoken = NULL;
+    }
+    baton__v1__session_response__free_unpacked(r, NULL);
+    return err;
 }
 
 int baton__acquire(baton_client *c, const char *key, const char *pool, int devices,
@@ -279,79 +392,26 @@ int baton__acquire(baton_client *c, const char *key, const char *pool, int devic
         req.pool = &p;
     }
 
-    /* No gRPC deadline: a stream-mode call must outlive any deadline. A bounded
-     * wait is still bounded locally (wait + call timeout) against a hung server. */
-    int64_t limit = opts->wait_ms >= 0 ? baton__now_ms() + opts->wait_ms + c->_call_timeout_ms : -1;
-    grpc_c_call *call = baton__v1__lock_service__grpc__acquire_start(c->_channel, &req, NULL);
-    if (call == NULL)
-        return baton__fail(BATON_ERR_NOMEM, "acquire: cannot start the call");
-    if (cx) {
-        pthread_mutex_lock(&cx->mu);
-        cx->call = call;
-        if (cx->cancelled)
-            grpc_c_call_cancel(call);
-        pthread_mutex_unlock(&cx->mu);
-    }
-
-    Baton__V1__Granted grant;
-    int granted = 0, timed_out = 0, err = 0;
-    Baton__V1__AcquireEvent *ev = NULL;
+    Baton__V1__Granted grant = BATON__V1__GRANTED__INIT;
     char *gkey = NULL, *gtoken = NULL;
-    for (;;) {
-        int rc = baton__v1__lock_service__grpc__acquire_read_timeout(call, &ev, 1000);
-        if (rc == GRPC_C_TIMEOUT) {
-            if (limit >= 0 && baton__now_ms() > limit && !timed_out) {
-                timed_out = 1;
-                grpc_c_call_cancel(call);
-            }
-            continue;
-        }
-        if (rc != GRPC_C_OK)
-            break;
-        if (copy_granted(ev, &grant)) {
-            /* Keep the strings: the event is freed below. */
-            gkey = strdup(grant.key ? grant.key : "");
-            gtoken = strdup(grant.token ? grant.token : "");
-            grant.key = gkey;
-            grant.token = gtoken;
-            granted = 1;
-        } else if (ev->event_case == BATON__V1__ACQUIRE_EVENT__EVENT_QUEUED && ev->queued &&
-                   opts->on_queued) {
-            opts->on_queued(ev->queued->position, opts->queued_ud);
-        }
-        baton__v1__acquire_event__free_unpacked(ev, NULL);
-        ev = NULL;
-        if (granted)
-            break;
-    }
-    if (cx) {
-        pthread_mutex_lock(&cx->mu);
-        cx->call = NULL;
-        pthread_mutex_unlock(&cx->mu);
-    }
+    grpc_c_call *call = NULL;
+    int err = BATON__SESSIONS_OFF;
+    if (opts->mode == BATON_MODE_LEASE)
+        err = acquire_session(c, &req, opts, cx, &grant, &gkey, &gtoken);
+    if (err == BATON__SESSIONS_OFF)
+        err = acquire_rpc(c, &req, opts, cx, &grant, &gkey, &gtoken, &call);
+    if (err != 0)
+        return err;
 
-    baton_lock *l = NULL;
-    if (!granted) {
-        grpc_c_status st = GRPC_C_STATUS_INIT;
-        grpc_c_call_finish(call, NULL, &st);
-        if (timed_out)
-            err = baton__fail(BATON_ERR_TIMEOUT, "acquire: no answer from the server within wait + %lld ms",
-                              (long long)c->_call_timeout_ms);
-        else if (st.code == GRPC_C_CODE_OK)
-            err = baton__fail(BATON_ERR_INTERNAL, "acquire: stream ended without a grant");
-        else
-            err = baton__fail_status(&st, BATON__PHASE_ACQUIRE, "acquire");
-        grpc_c_status_clear(&st);
-        grpc_c_call_destroy(call);
-        goto done;
-    }
-    if (gkey == NULL || gtoken == NULL || (l = lock_new(c, &grant, owner, opts)) == NULL) {
+    baton_lock *l = lock_new(c, &grant, owner, opts);
+    if (l == NULL) {
         err = baton__fail(BATON_ERR_NOMEM, "acquire: out of memory after the grant");
         /* Do not keep a grant nobody can release. */
-        if (gkey && gtoken)
-            baton_release_token(c, gkey, gtoken);
-        grpc_c_call_cancel(call);
-        grpc_c_call_destroy(call);
+        baton_release_token(c, gkey, gtoken);
+        if (call) {
+            grpc_c_call_cancel(call);
+            grpc_c_call_destroy(call);
+        }
         goto done;
     }
     if (opts->mode == BATON_MODE_STREAM) {
@@ -359,15 +419,10 @@ int baton__acquire(baton_client *c, const char *key, const char *pool, int devic
         if (pthread_create(&l->_thread, NULL, stream_thread, l) != 0)
             goto thread_fail;
         l->_has_thread = 1;
-    } else {
-        /* Lease: the server ends the stream (OK) right after the grant. */
-        grpc_c_call_finish(call, NULL, NULL);
-        grpc_c_call_destroy(call);
-        if (opts->auto_renew) {
-            if (pthread_create(&l->_thread, NULL, renew_thread, l) != 0)
-                goto thread_fail;
-            l->_has_thread = 1;
-        }
+    } else if (opts->auto_renew) {
+        if (pthread_create(&l->_thread, NULL, renew_thread, l) != 0)
+            goto thread_fail;
+        l->_has_thread = 1;
     }
     *out = l;
     goto done;

@@ -19,6 +19,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
 #include "baton/baton.h"
 
 #define HANG_MS 10000 /* bound that only catches hangs */
@@ -569,6 +576,171 @@ static void test_async_acquire_and_cancel(void **state)
     baton_lock_free(r3.lock);
 }
 
+/* ---- sessions ---- */
+
+/* Lease operations go over pooled Session streams by default; the same
+ * operations with sessions disabled use one RPC each. Both must behave the
+ * same, including a cancelled lease acquire leaving the queue. */
+static void lease_cycle_and_cancel(baton_client *c, const char *key)
+{
+    baton_lock *l = NULL, *other = NULL;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(baton_try_acquire(c, key, NULL, &l), 0);
+        assert_int_equal(baton_renew(l, 5000), 0);
+        assert_int_equal(baton_lock_ttl_ms(l), 5000);
+        assert_int_equal(baton_try_acquire(cb, key, NULL, &other), BATON_ERR_BUSY);
+        assert_int_equal(baton_release(l), 0);
+        assert_int_equal(baton_release_token(c, key, baton_lock_token(l)), BATON_ERR_NOT_HELD);
+        baton_lock_free(l);
+    }
+    assert_int_equal(baton_try_acquire(cb, key, NULL, &other), 0);
+    struct async_rec r = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, NULL};
+    baton_async *as = NULL;
+    baton_acquire_options o = {.wait_ms = HANG_MS};
+    assert_int_equal(baton_acquire_async(c, key, NULL, 0, &o, on_acquired, &r, &as), 0);
+    baton_description d = {0};
+    int64_t end = now_ms() + HANG_MS;
+    while (d.waiters == 0 && now_ms() < end) {
+        assert_int_equal(baton_describe(c, key, &d), 0);
+        sleep_ms(10);
+    }
+    assert_int_equal(d.waiters, 1);
+    baton_async_cancel(as);
+    assert_int_equal(wait_async(&r), 1);
+    assert_int_equal(r.err, BATON_ERR_CANCELLED);
+    baton_async_free(as);
+    end = now_ms() + HANG_MS;
+    do {
+        assert_int_equal(baton_describe(c, key, &d), 0);
+    } while (d.waiters != 0 && now_ms() < end && (sleep_ms(10), 1));
+    assert_int_equal(d.waiters, 0);
+    assert_int_equal(baton_release(other), 0);
+    baton_lock_free(other);
+}
+
+static void test_lease_ops_with_and_without_sessions(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    lease_cycle_and_cancel(ca, "t:sess-on");
+    baton_client *plain = NULL;
+    baton_client_options o = {.owner = "plain", .disable_sessions = 1};
+    assert_int_equal(baton_client_new(target, &o, &plain), 0);
+    lease_cycle_and_cancel(plain, "t:sess-off");
+    baton_client_free(plain);
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static pid_t spawned = -1; /* our own batond, stopped by spawned_teardown if a test fails */
+
+static int spawned_teardown(void **state)
+{
+    (void)state;
+    if (spawned > 0) {
+        kill(spawned, SIGKILL);
+        waitpid(spawned, NULL, 0);
+        spawned = -1;
+    }
+    return 0;
+}
+
+/* Starts a batond of our own on `port` against the test Redis. */
+static pid_t spawn_batond(const char *dir, int port)
+{
+    char conf[512], log[512];
+    snprintf(conf, sizeof conf, "%s/batond.yaml", dir);
+    snprintf(log, sizeof log, "%s/batond.log", dir);
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f, "listen: \"127.0.0.1:%d\"\nlog_level: warn\nredis:\n  address: \"unix:%s\"\n", port,
+            getenv("BATON_TEST_REDIS_SOCK"));
+    fclose(f);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
+        FILE *out = freopen(log, "a", stderr);
+        (void)out;
+        execl(getenv("BATOND"), "batond", "--config", conf, (char *)NULL);
+        _exit(127);
+    }
+    spawned = pid;
+    return pid;
+}
+
+/* Waits until `c` gets through to a serving batond (Describe succeeds). */
+static void wait_serving(baton_client *c)
+{
+    baton_description d;
+    int64_t end = now_ms() + HANG_MS;
+    while (baton_describe(c, "t:ready", &d) != 0 && now_ms() < end)
+        sleep_ms(20);
+    assert_int_equal(baton_describe(c, "t:ready", &d), 0);
+}
+
+static void stop_batond(pid_t pid)
+{
+    int st = 0;
+    kill(pid, SIGTERM);
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    spawned = -1;
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* Idle pooled sessions die with the batond that served them; after a
+ * restart the next operations must not fail on them. */
+static void test_sessions_survive_batond_restart(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    if (getenv("BATOND") == NULL || getenv("BATON_TEST_REDIS_SOCK") == NULL)
+        skip();
+    char dir[] = "/tmp/baton-restart.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    int port = free_port();
+    assert_true(port > 0);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    pid_t pid = spawn_batond(dir, port);
+    baton_client *c = NULL;
+    assert_int_equal(baton_client_new(addr, NULL, &c), 0);
+    wait_serving(c);
+    baton_lock *l = NULL;
+    assert_int_equal(baton_try_acquire(c, "t:restart", NULL, &l), 0);
+    assert_int_equal(baton_release(l), 0);
+    baton_lock_free(l);
+
+    stop_batond(pid);
+    pid = spawn_batond(dir, port);
+    wait_serving(c); /* the channel is connected again; its pooled session is not */
+    for (int i = 0; i < 3; i++) {
+        int err = baton_try_acquire(c, "t:restart", NULL, &l);
+        if (err != 0)
+            fail_msg("acquire %d after restart: %s: %s", i, baton_error_name(err), baton_last_error());
+        assert_int_equal(baton_release(l), 0);
+        baton_lock_free(l);
+    }
+    baton_client_free(c);
+    stop_batond(pid);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* ---- errors ---- */
 
 static void test_errors(void **state)
@@ -616,6 +788,8 @@ int main(void)
         cmocka_unit_test(test_pool_grants_distinct_devices),
         cmocka_unit_test(test_watch_events_in_order),
         cmocka_unit_test(test_async_acquire_and_cancel),
+        cmocka_unit_test(test_lease_ops_with_and_without_sessions),
+        cmocka_unit_test_teardown(test_sessions_survive_batond_restart, spawned_teardown),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

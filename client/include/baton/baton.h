@@ -94,6 +94,12 @@ typedef struct baton_client_options {
     const char *tls_cert_file;
     const char *tls_key_file;
     const char *auth_token;
+    /* 0 (default): lease-mode acquires, renewals and releases travel over a
+     * few long-lived Session streams (one RPC stream per operation in flight,
+     * reused), which costs less per operation than a call each; with a
+     * batond that has no Session RPC the client falls back by itself.
+     * 1: one RPC per operation. */
+    int disable_sessions;
 } baton_client_options;
 
 /* Creates a client for `target` ("host:port" or "unix:/path"); `opts` may be

@@ -1,0 +1,195 @@
+/*
+ * session.c - operations over pooled Session streams.
+ *
+ * A Session carries many operations over one open gRPC stream, so an
+ * operation costs one message each way instead of a new call (on a 2-vCPU
+ * VM: 122 us instead of 177 us, and about half the client CPU). The client
+ * keeps idle sessions in a pool; an operation takes one, runs on it alone
+ * (writes its request, reads until its final response) and gives it back.
+ * So a session never has more than one operation in flight and a blocked
+ * caller is woken by its own read, with no dispatcher thread in between.
+ *
+ * An idle session keeps a read armed. When it is taken, a non-blocking
+ * pluck tells whether the server ended it meanwhile (restart, shutdown);
+ * such a session is dropped. If the request cannot even be written, the
+ * stream was already dead, so the server never saw the request and the
+ * operation runs again once, on a new session. A server without the
+ * Session RPC (UNIMPLEMENTED) turns sessions off for the client: callers
+ * then use one RPC per operation.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Idle sessions kept per client; more are closed when given back. */
+#define SESSION_IDLE_MAX 32
+
+struct baton__session {
+    baton__session *next;
+    grpc_c_call *call;
+    uint64_t next_id;
+};
+
+static void session_drop(baton__session *s)
+{
+    grpc_c_call_destroy(s->call); /* cancels it: the server ends what it holds */
+    free(s);
+}
+
+/* Takes an idle session that is still open, or opens a new one (*reused
+ * says which). NULL if no call could be started. */
+static baton__session *session_take(baton_client *c, int *reused)
+{
+    for (;;) {
+        pthread_mutex_lock(&c->_mu);
+        baton__session *s = c->_idle;
+        if (s) {
+            c->_idle = s->next;
+            c->_nidle--;
+        }
+        pthread_mutex_unlock(&c->_mu);
+        if (s == NULL)
+            break;
+        ProtobufCMessage *m = NULL;
+        if (grpc_c_call_read_timeout(s->call, &m, 0) == GRPC_C_TIMEOUT) {
+            *reused = 1;
+            return s;
+        }
+        if (m) /* nothing is owed to an idle session */
+            protobuf_c_message_free_unpacked(m, NULL);
+        session_drop(s);
+    }
+    baton__session *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->call = baton__v1__lock_service__grpc__session_start(c->_channel, NULL);
+    if (s->call == NULL) {
+        free(s);
+        return NULL;
+    }
+    *reused = 0;
+    return s;
+}
+
+static void session_give(baton_client *c, baton__session *s)
+{
+    pthread_mutex_lock(&c->_mu);
+    int keep = c->_nidle < SESSION_IDLE_MAX;
+    if (keep) {
+        s->next = c->_idle;
+        c->_idle = s;
+        c->_nidle++;
+    }
+    pthread_mutex_unlock(&c->_mu);
+    if (!keep)
+        session_drop(s);
+}
+
+void baton__sessions_free(baton_client *c)
+{
+    while (c->_idle) {
+        baton__session *s = c->_idle;
+        c->_idle = s->next;
+        session_drop(s);
+    }
+    c->_nidle = 0;
+}
+
+void baton__cx_set(baton__canceller *cx, grpc_c_call *call)
+{
+    if (cx == NULL)
+        return;
+    pthread_mutex_lock(&cx->mu);
+    cx->call = call;
+    if (call && cx->cancelled)
+        grpc_c_call_cancel(call);
+    pthread_mutex_unlock(&cx->mu);
+}
+
+enum { RUN_DONE, RUN_UNSENT, RUN_BROKEN, RUN_TIMEOUT };
+
+/* Writes req and reads until its final response (*resp) or the end of the
+ * stream. Queued positions go to on_queued. */
+static int session_run(baton__session *s, Baton__V1__SessionRequest *req, int64_t timeout_ms,
+                       void (*on_queued)(int64_t, void *), void *queued_ud, Baton__V1__SessionResponse **resp)
+{
+    req->id = ++s->next_id;
+    if (baton__v1__lock_service__grpc__session_write(s->call, req) != GRPC_C_OK)
+        return RUN_UNSENT;
+    int64_t limit = timeout_ms >= 0 ? baton__now_ms() + timeout_ms : -1;
+    for (;;) {
+        Baton__V1__SessionResponse *r = NULL;
+        int64_t wait = limit < 0 ? 3600000 : limit - baton__now_ms();
+        int rc = baton__v1__lock_service__grpc__session_read_timeout(s->call, &r, wait < 0 ? 0 : wait);
+        if (rc == GRPC_C_TIMEOUT) {
+            if (limit >= 0 && baton__now_ms() >= limit)
+                return RUN_TIMEOUT;
+            continue;
+        }
+        if (rc != GRPC_C_OK)
+            return RUN_BROKEN;
+        if (r->id == req->id && r->result_case == BATON__V1__SESSION_RESPONSE__RESULT_QUEUED) {
+            if (on_queued && r->queued)
+                on_queued(r->queued->position, queued_ud);
+        } else if (r->id == req->id && r->result_case != BATON__V1__SESSION_RESPONSE__RESULT__NOT_SET) {
+            *resp = r;
+            return RUN_DONE;
+        }
+        baton__v1__session_response__free_unpacked(r, NULL);
+    }
+}
+
+int baton__session_call(baton_client *c, Baton__V1__SessionRequest *req, int64_t timeout_ms,
+                        baton__canceller *cx, void (*on_queued)(int64_t, void *), void *queued_ud,
+                        enum baton__phase phase, const char *what, Baton__V1__SessionResponse **resp)
+{
+    *resp = NULL;
+    for (int attempt = 0;; attempt++) {
+        if (c->_sessions_off)
+            return BATON__SESSIONS_OFF;
+        int reused = 0;
+        baton__session *s = session_take(c, &reused);
+        if (s == NULL)
+            return baton__fail(BATON_ERR_NOMEM, "%s: cannot start a session", what);
+        baton__cx_set(cx, s->call);
+        int run = session_run(s, req, timeout_ms, on_queued, queued_ud, resp);
+        baton__cx_set(cx, NULL);
+        if (run == RUN_DONE) {
+            session_give(c, s);
+            Baton__V1__SessionResponse *r = *resp;
+            if (r->result_case != BATON__V1__SESSION_RESPONSE__RESULT_STATUS)
+                return 0;
+            grpc_c_status st = {r->status ? r->status->code : GRPC_C_CODE_INTERNAL,
+                                r->status ? r->status->message : NULL};
+            int err = st.code == GRPC_C_CODE_OK ? BATON_ERR_INTERNAL : baton__fail_status(&st, phase, what);
+            if (st.code == GRPC_C_CODE_OK)
+                baton__fail(err, "%s: the operation ended without a result", what);
+            baton__v1__session_response__free_unpacked(r, NULL);
+            *resp = NULL;
+            return err;
+        }
+        if (run == RUN_TIMEOUT) {
+            session_drop(s);
+            return baton__fail(BATON_ERR_TIMEOUT, "%s: no answer from the server within %lld ms", what,
+                               (long long)timeout_ms);
+        }
+        if (run == RUN_UNSENT && reused && attempt == 0) {
+            session_drop(s); /* it had died while idle: the server never saw the request */
+            continue;
+        }
+        grpc_c_status st = GRPC_C_STATUS_INIT;
+        grpc_c_call_finish(s->call, NULL, &st);
+        session_drop(s);
+        if (st.code == GRPC_C_CODE_UNIMPLEMENTED) {
+            c->_sessions_off = 1; /* an older batond: the operation never ran */
+            grpc_c_status_clear(&st);
+            continue;
+        }
+        int err = st.code == GRPC_C_CODE_OK
+                      ? baton__fail(BATON_ERR_INTERNAL, "%s: the session ended without an answer", what)
+                      : baton__fail_status(&st, phase, what);
+        grpc_c_status_clear(&st);
+        return err;
+    }
+}
