@@ -554,7 +554,9 @@ int grpc_c_call_read(grpc_c_call *c, ProtobufCMessage **msg)
 
 int grpc_c_call_read_timeout(grpc_c_call *c, ProtobufCMessage **msg, int64_t timeout_ms)
 {
-    return read_until(c, msg, after_ms(timeout_ms < 0 ? 0 : timeout_ms));
+    /* 0 = only what has already arrived. A deadline of "now" would not do:
+     * gRPC rounds the time left up to a whole millisecond and sleeps it. */
+    return read_until(c, msg, timeout_ms <= 0 ? gpr_inf_past(GPR_CLOCK_MONOTONIC) : after_ms(timeout_ms));
 }
 
 void grpc_c_call_cancel(grpc_c_call *c)

@@ -1,7 +1,9 @@
 /* batond, two ways (--baton-client):
  *   libbaton (default): what an application does: baton_acquire (wait_ms < 0,
  *     lease or stream mode), baton_release + baton_lock_free. One baton_client
- *     (gRPC channel) per bench client.
+ *     (gRPC channel) per bench client. Lease acquires and all releases go
+ *     over libbaton's pooled Session streams; libbaton-rpc turns those off
+ *     (disable_sessions: one RPC per operation), for A/B runs.
  *   stubs: the typed stubs our plugin generates from proto/baton/v1/lock.proto,
  *     without libbaton's per-lock threads:
  *       acquire: Acquire stream, read events until Granted;
@@ -19,6 +21,7 @@
 #include "bench.h"
 
 int bench_baton_use_stubs;
+int bench_baton_no_sessions;
 
 typedef struct stub_client {
     baton_client *lb; /* libbaton mode */
@@ -55,7 +58,7 @@ static void *bc_new_mode(const bench_env *env, int64_t ttl_ms, Baton__V1__HoldMo
     if (bench_baton_use_stubs) {
         c->ch = grpc_c_channel_create_insecure(env->baton_target, NULL);
     } else {
-        baton_client_options o = {.owner = c->owner};
+        baton_client_options o = {.owner = c->owner, .disable_sessions = bench_baton_no_sessions};
         int rc = baton_client_new(env->baton_target, &o, &c->lb);
         if (rc < 0) {
             snprintf(err, errlen, "baton_client_new: %s: %s", baton_error_name(rc), baton_last_error());

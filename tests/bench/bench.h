@@ -59,6 +59,7 @@ extern const bench_backend bench_backend_baton_lease;
 extern const bench_backend bench_backend_baton_stream;
 /* 1: the baton backends use the generated stubs directly instead of libbaton. */
 extern int bench_baton_use_stubs;
+extern int bench_baton_no_sessions; /* libbaton with disable_sessions */
 
 /* ---- private servers (procs.c) ---- */
 

@@ -66,7 +66,9 @@ static void usage(FILE *f)
             "  --baton HOST:PORT   use this batond instead of a private one (no RSS then)\n"
             "  --batond PATH       batond binary to start [%s]\n"
             "  --batond-arg ARG    extra batond argument (repeatable)\n"
-            "  --baton-client C    libbaton (default) or stubs (generated gRPC stubs, no libbaton threads)\n"
+            "  --baton-client C    libbaton (default: lease operations over Session streams),\n"
+            "                      libbaton-rpc (one RPC per operation) or stubs (generated gRPC stubs,\n"
+            "                      no libbaton threads)\n"
             "  --json FILE         write all results and samples as JSON\n"
             "  --plot DIR          write PNG charts with gnuplot\n"
             "  --smoke             tiny run of everything; exit 1 unless every backend produced samples\n",
@@ -192,8 +194,9 @@ static int parse_args(int argc, char **argv, opts *o)
         case O_HOLD_KEY: o->hold_key = optarg; break;
         case O_HOLD_TTL: o->hold_ttl_ms = atoll(optarg); break;
         case O_BATON_CLIENT:
-            bad = strcmp(optarg, "libbaton") && strcmp(optarg, "stubs");
+            bad = strcmp(optarg, "libbaton") && strcmp(optarg, "libbaton-rpc") && strcmp(optarg, "stubs");
             bench_baton_use_stubs = !strcmp(optarg, "stubs");
+            bench_baton_no_sessions = !strcmp(optarg, "libbaton-rpc");
             break;
         case O_HELP:
         case 'h': usage(stdout); exit(0);

@@ -356,7 +356,7 @@ static pid_t spawn_victim(const char *self, const bench_backend *b, const bench_
         close(p[0]);
         close(p[1]);
         const char *backend = b->name;
-        execl(self, self, "--baton-client", bench_baton_use_stubs ? "stubs" : "libbaton", "--hold-helper",
+        execl(self, self, "--baton-client", bench_baton_use_stubs ? "stubs" : bench_baton_no_sessions ? "libbaton-rpc" : "libbaton", "--hold-helper",
               backend, "--hold-key", key, "--hold-ttl-ms", ttl, "--redis",
               env->redis_addr[0] ? env->redis_addr : "-", "--etcd",
               env->etcd_target[0] ? env->etcd_target : "-", "--baton",
