@@ -650,6 +650,17 @@ static void on_status_done(tcall *c, int ok)
 
 /* ---------------------------------------------------------------- Acquire */
 
+/* The Granted message of an engine grant (pointing into g). */
+static void granted_msg(const engine_grant *g, Baton__V1__Granted *gr)
+{
+    baton__v1__granted__init(gr);
+    gr->key = (char *)g->key;
+    gr->token = (char *)g->token;
+    gr->fencing = g->fencing;
+    gr->ttl_ms = g->ttl_ms;
+    gr->device = g->device;
+}
+
 static void acq_queued(void *ud, int64_t position)
 {
     tcall *c = ud;
@@ -664,12 +675,8 @@ static void acq_queued(void *ud, int64_t position)
 static void acq_granted(void *ud, const engine_grant *g)
 {
     tcall *c = ud;
-    Baton__V1__Granted gr = BATON__V1__GRANTED__INIT;
-    gr.key = (char *)g->key;
-    gr.token = (char *)g->token;
-    gr.fencing = g->fencing;
-    gr.ttl_ms = g->ttl_ms;
-    gr.device = g->device;
+    Baton__V1__Granted gr;
+    granted_msg(g, &gr);
     Baton__V1__AcquireEvent ev = BATON__V1__ACQUIRE_EVENT__INIT;
     ev.event_case = BATON__V1__ACQUIRE_EVENT__EVENT_GRANTED;
     ev.granted = &gr;
@@ -952,12 +959,8 @@ static void sop_queued(void *ud, int64_t position)
 static void sop_granted(void *ud, const engine_grant *g)
 {
     sop *op = ud;
-    Baton__V1__Granted gr = BATON__V1__GRANTED__INIT;
-    gr.key = (char *)g->key;
-    gr.token = (char *)g->token;
-    gr.fencing = g->fencing;
-    gr.ttl_ms = g->ttl_ms;
-    gr.device = g->device;
+    Baton__V1__Granted gr;
+    granted_msg(g, &gr);
     Baton__V1__SessionResponse r = BATON__V1__SESSION_RESPONSE__INIT;
     r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_GRANTED;
     r.granted = &gr;
