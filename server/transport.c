@@ -228,6 +228,7 @@ struct baton_transport {
 
     /* shutdown */
     int shutting, shutdown_tag_done, engine_done, cq_shut, finished;
+    int conns_dropped; /* grpc_server_cancel_all_calls done once the calls were over */
     struct event *grace_ev;
     void (*done)(void *ud);
     void *done_ud;
@@ -1468,6 +1469,14 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 
 static void maybe_finish_shutdown(baton_transport *t)
 {
+    if (t->shutting && t->engine_done && t->ncalls == 0 && !t->shutdown_tag_done && !t->conns_dropped) {
+        /* Every call is over: only connections keep gRPC's shutdown waiting
+         * now, and a client that is not polling (an idle libbaton) never
+         * answers the GOAWAY. Nothing is in flight to lose: drop them
+         * instead of waiting out the grace. */
+        t->conns_dropped = 1;
+        grpc_server_cancel_all_calls(t->server);
+    }
     if (!t->shutting || t->cq_shut || !t->shutdown_tag_done || !t->engine_done || t->ncalls != 0 ||
         t->nposted != 0)
         return;
@@ -1502,8 +1511,15 @@ static void on_engine_done(void *ud)
         c->refs++;
         if (c->method == M_WATCH)
             call_release_engine(c);
-        if (!c->engine_ref)
+        if (c->method == M_SESSION && c->sending == NULL && c->head == NULL) {
+            /* Everything it was owed is written. Ending it with a cancel
+             * closes the stream at once; an OK-style status would wait for
+             * the client to acknowledge it, and an idle libbaton session is
+             * not read until its next operation (until the grace ran out). */
+            session_abort(c, GRPC_STATUS_UNAVAILABLE, "server shutting down");
+        } else if (!c->engine_ref) {
             call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");
+        }
         tcall *next = c->next;
         call_unref(c);
         c = next;
