@@ -106,7 +106,11 @@ typedef struct baton_client_options {
  * NULL (zeroed options = defaults). Connecting is lazy: this does not block and
  * does not fail when batond is down (the first call then fails with
  * BATON_ERR_UNAVAILABLE). On success *out is a new client the caller frees
- * with baton_client_free(). Thread-safe. */
+ * with baton_client_free(). Thread-safe.
+ * After batond restarts, calls fail with BATON_ERR_UNAVAILABLE until gRPC has
+ * connected again: after 1 s of backoff, and, since nothing reads the
+ * connection between calls, often only at gRPC's 5 s background poll
+ * (measured here: 3.5-5 s after the restart). */
 BATON_API int baton_client_new(const char *target, const baton_client_options *opts, baton_client **out);
 
 /* Frees the client. Every lock, watch and async acquire made through it must
