@@ -32,7 +32,8 @@
 #include "log.h"
 
 #define WATCH_OUTBOX_MAX 4096  /* queued LockEvents before a watcher is cut off */
-#define SESSION_BUSY_MAX 64     /* Session operations in flight before reads pause */
+#define SESSION_BUSY_MAX 64     /* Session renewals, releases and unsent grants before reads pause */
+#define SESSION_WAIT_MAX 1024   /* Session acquires waiting at once; more are refused */
 #define SESSION_OUTBOX_MAX 4096 /* unsent Session responses before the session is cut off */
 #define SHUTDOWN_GRACE_MS 2000 /* after the engine is done: time for statuses in flight */
 #define ERRBUF 512
@@ -133,7 +134,8 @@ typedef struct tcall {
     struct sop *sending_op;    /* Session: the LEASE grant in flight, kept once written */
     struct sop *ops;           /* Session: operations alive */
     uint32_t nops;             /* ...how many */
-    uint32_t nbusy;            /* ...of them waiting for an answer or a grant's delivery */
+    uint32_t nbusy;            /* ...Renew / Release in flight and LEASE grants not yet written */
+    uint32_t nwait;            /* ...acquires waiting for their grant */
     grpc_byte_buffer *recv_buf; /* Session: target of the armed RECV_MESSAGE */
     char *pend_msg;            /* status to send once the outbox is empty */
     int pend_err;
@@ -170,7 +172,9 @@ typedef struct sop {
     engine_waiter *w; /* Acquire: until finished / engine_acquire_end */
     uint8_t kind;     /* SOP_* */
     unsigned lease : 1;
-    unsigned busy : 1; /* counted in c->nbusy */
+    unsigned busy : 1;     /* counted in c->nbusy */
+    unsigned waiting : 1;  /* counted in c->nwait */
+    unsigned answered : 1; /* its final response is queued: its id is free again */
 } sop;
 
 enum { SOP_ACQUIRE, SOP_RENEW, SOP_RELEASE };
@@ -828,9 +832,13 @@ invalid:
 
 /*
  * Session: many Acquire / Renew / Release operations over one bidi stream,
- * each answered with its own id. Reads pause while SESSION_BUSY_MAX
- * operations wait for an answer, so a client cannot queue unbounded work; a
- * client that does not read its responses is cut off (SESSION_OUTBOX_MAX).
+ * each answered with its own id. Reads pause while SESSION_BUSY_MAX renewals,
+ * releases and unsent grants are in flight: those end by themselves, so a
+ * client cannot queue unbounded work and the pause always lifts. Waiting
+ * acquires never pause reads (one may wait for a Release the session has
+ * yet to send); beyond SESSION_WAIT_MAX of them an acquire is refused
+ * (RESOURCE_EXHAUSTED). A client that does not read its responses is cut off
+ * (SESSION_OUTBOX_MAX).
  * A protocol error (undecodable message, no operation, an id in use) ends the
  * whole session with INVALID_ARGUMENT: its responses could not be matched.
  * However the session ends, the end of the call releases what its
@@ -886,13 +894,18 @@ static sop *sop_new(tcall *c, uint64_t id, int kind)
     op->c = c;
     op->id = id;
     op->kind = (uint8_t)kind;
-    op->busy = 1;
     op->next = c->ops;
     if (c->ops)
         c->ops->prev = op;
     c->ops = op;
     c->nops++;
-    c->nbusy++;
+    if (kind == SOP_ACQUIRE) {
+        op->waiting = 1;
+        c->nwait++;
+    } else {
+        op->busy = 1;
+        c->nbusy++;
+    }
     c->refs++;
     return op;
 }
@@ -902,6 +915,10 @@ static void sop_idle(sop *op)
     if (op->busy) {
         op->busy = 0;
         op->c->nbusy--;
+    }
+    if (op->waiting) {
+        op->waiting = 0;
+        op->c->nwait--;
     }
 }
 
@@ -965,13 +982,18 @@ static void sop_granted(void *ud, const engine_grant *g)
     Baton__V1__SessionResponse r = BATON__V1__SESSION_RESPONSE__INIT;
     r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_GRANTED;
     r.granted = &gr;
-    /* LEASE: the operation lives on until the grant is written (on_send_done
-     * -> session_delivered); if it never is, the end of the call releases
-     * it. STREAM: held by the session from now on; no longer busy. */
-    if (sop_answer(op, &r, 0, op->lease) == 0 && !op->lease) {
-        sop_idle(op);
-        session_settle(op->c);
+    /* LEASE: answered for good, but the operation lives on (busy) until the
+     * grant is written (on_send_done -> session_delivered); if it never is,
+     * the end of the call releases it. STREAM: held by the session from now
+     * on; its id stays in use until the hold ends. */
+    sop_idle(op);
+    if (op->lease) {
+        op->answered = 1;
+        op->busy = 1;
+        op->c->nbusy++;
     }
+    sop_answer(op, &r, 0, op->lease);
+    session_settle(op->c);
 }
 
 static void sop_finished(void *ud, int err, const char *msg)
@@ -1047,16 +1069,23 @@ static void session_handle(tcall *c, const Baton__V1__SessionRequest *r)
         return;
     }
     for (const sop *o = c->ops; o; o = o->next) {
-        if (o->id == r->id) {
+        if (o->id == r->id && !o->answered) {
             snprintf(err, sizeof err, "session: id %llu is already used by an operation in flight",
                      (unsigned long long)r->id);
             session_abort(c, GRPC_STATUS_INVALID_ARGUMENT, err);
             return;
         }
     }
+    int full = kind == SOP_ACQUIRE && c->nwait >= SESSION_WAIT_MAX;
     sop *op = sop_new(c, r->id, kind);
     if (op == NULL) {
         session_abort(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    if (full) {
+        snprintf(err, sizeof err, "session: %d acquires are already waiting; end some first",
+                 SESSION_WAIT_MAX);
+        sop_fail(op, BATON_E_NOMEM, err);
         return;
     }
     const char *emsg = err;
@@ -1511,7 +1540,8 @@ static void on_engine_done(void *ud)
         c->refs++;
         if (c->method == M_WATCH)
             call_release_engine(c);
-        if (c->method == M_SESSION && c->sending == NULL && c->head == NULL) {
+        if (c->method == M_SESSION && c->sending == NULL && c->head == NULL && !c->status_started &&
+            !c->status_pending) {
             /* Everything it was owed is written. Ending it with a cancel
              * closes the stream at once; an OK-style status would wait for
              * the client to acknowledge it, and an idle libbaton session is

@@ -330,3 +330,29 @@ def test_protocol_errors_end_the_session(stub, channel):
     s.q.put(b"\x0a\xff\xff")  # field 1 as a truncated length-delimited value
     code, details = s.wait_end()
     assert code == INVALID, (code, details)
+
+
+def test_waiting_acquires_never_block_the_sessions_own_release(stub):
+    """More waiters than the session's busy limit (64) on a key the session
+    itself holds: its Release must still be read, and the head waiter then
+    granted. Past 1024 waiting acquires a session refuses more."""
+    key = bc.uniq("sess-own")
+    s = Session(stub)
+    s.acquire(1, key, ttl_ms=60000)
+    g = s.granted(1)
+    n = 1024
+    for i in range(n):
+        s.acquire(100 + i, key, owner="w%d" % i, wait_ms=60000)
+    s.acquire(100 + n, key, owner="one-too-many", wait_ms=60000)
+    code, msg = s.status(100 + n, timeout=30.0)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "1024" in msg, (code, msg)
+    assert bc.wait_until(lambda: bc.describe(stub, key).waiters == n, 30.0), bc.describe(stub, key)
+    s.release(2, key, g.token)
+    assert s.wait(2)[0] == "release"
+    g2 = s.granted(100, timeout=10.0)
+    assert g2.fencing > g.fencing
+    assert "granted" not in s.kinds(101)
+    s.cancel()
+    assert bc.wait_until(lambda: bc.describe(stub, key).waiters == 0, 10.0), "waiters left in the queue"
+    # The delivered lease of the head waiter stays; release it.
+    bc.release(stub, key, g2.token)
