@@ -20,7 +20,7 @@ struct baton_client {
     pthread_mutex_t _mu;     /* guards _idle, _nidle */
     baton__session *_idle;   /* idle Session streams (session.c) */
     int _nidle;
-    volatile int _sessions_off; /* set once: one RPC per operation instead */
+    _Atomic int _sessions_off; /* set once: one RPC per operation instead */
 };
 
 /* What an error means depends on where it happened: ABORTED while acquiring
@@ -61,8 +61,9 @@ void baton__cx_set(baton__canceller *cx, grpc_c_call *call);
 int baton__acquire(baton_client *c, const char *key, const char *pool, int devices,
                    const baton_acquire_options *opts, baton__canceller *cx, baton_lock **out);
 
-/* baton__session_call returns this when the client does not use sessions
- * (disabled, or the server has no Session RPC): use the per-call RPC. */
+/* baton__session_call returns this when the operation is not run on a
+ * session (sessions disabled, a server without the Session RPC, or a
+ * channel not yet connected): run it as its own RPC. */
 #define BATON__SESSIONS_OFF 1
 
 /*

@@ -349,8 +349,8 @@ static int acquire_session(baton_client *c, Baton__V1__AcquireRequest *req, cons
         err = baton__fail(BATON_ERR_INTERNAL, "acquire: unexpected answer on the session");
     } else if (keep_grant(r->granted, grant, gkey, gtoken) != 0) {
         err = baton__fail(BATON_ERR_NOMEM, "acquire: out of memory after the grant");
-        if (*gkey && *gtoken)
-            baton_release_token(c, *gkey, *gtoken);
+        /* Do not keep a grant nobody can release. */
+        baton_release_token(c, r->granted->key, r->granted->token);
         free(*gkey);
         free(*gtoken);
         *gkey = *gtoken = NULL;
@@ -395,8 +395,11 @@ int baton__acquire(baton_client *c, const char *key, const char *pool, int devic
     Baton__V1__Granted grant = BATON__V1__GRANTED__INIT;
     char *gkey = NULL, *gtoken = NULL;
     grpc_c_call *call = NULL;
+    /* A cancellable acquire (baton_acquire_async) stays on the Acquire RPC:
+     * a cancel there releases a grant the client never read, while a lease
+     * granted on a session is kept once written (until its TTL). */
     int err = BATON__SESSIONS_OFF;
-    if (opts->mode == BATON_MODE_LEASE)
+    if (opts->mode == BATON_MODE_LEASE && cx == NULL)
         err = acquire_session(c, &req, opts, cx, &grant, &gkey, &gtoken);
     if (err == BATON__SESSIONS_OFF)
         err = acquire_rpc(c, &req, opts, cx, &grant, &gkey, &gtoken, &call);

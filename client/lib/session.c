@@ -16,9 +16,17 @@
  * operation runs again once, on a new session. A server without the
  * Session RPC (UNIMPLEMENTED) turns sessions off for the client: callers
  * then use one RPC per operation.
+ *
+ * A new session is opened only on a connected channel. Opening one waits
+ * for its initial metadata to go out, which on a channel still connecting
+ * has no deadline of its own (up to gRPC's 20 s connect timeout); the
+ * per-call RPC, with its deadline, runs that one operation instead and
+ * brings the channel up.
  */
 #include <stdlib.h>
 #include <string.h>
+
+#include <grpc/grpc.h>
 
 #include "internal.h"
 
@@ -38,8 +46,9 @@ static void session_drop(baton__session *s)
 }
 
 /* Takes an idle session that is still open, or opens a new one (*reused
- * says which). NULL if no call could be started. */
-static baton__session *session_take(baton_client *c, int *reused)
+ * says which). NULL with *not_ready set if the channel is not connected, or
+ * NULL if no call could be started. */
+static baton__session *session_take(baton_client *c, int *reused, int *not_ready)
 {
     for (;;) {
         pthread_mutex_lock(&c->_mu);
@@ -59,6 +68,10 @@ static baton__session *session_take(baton_client *c, int *reused)
         if (m) /* nothing is owed to an idle session */
             protobuf_c_message_free_unpacked(m, NULL);
         session_drop(s);
+    }
+    if (grpc_channel_check_connectivity_state(c->_channel, 1) != GRPC_CHANNEL_READY) {
+        *not_ready = 1;
+        return NULL;
     }
     baton__session *s = calloc(1, sizeof *s);
     if (s == NULL)
@@ -148,8 +161,10 @@ int baton__session_call(baton_client *c, Baton__V1__SessionRequest *req, int64_t
     for (int attempt = 0;; attempt++) {
         if (c->_sessions_off)
             return BATON__SESSIONS_OFF;
-        int reused = 0;
-        baton__session *s = session_take(c, &reused);
+        int reused = 0, not_ready = 0;
+        baton__session *s = session_take(c, &reused, &not_ready);
+        if (s == NULL && not_ready)
+            return BATON__SESSIONS_OFF; /* this operation only */
         if (s == NULL)
             return baton__fail(BATON_ERR_NOMEM, "%s: cannot start a session", what);
         baton__cx_set(cx, s->call);

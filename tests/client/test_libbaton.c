@@ -741,6 +741,36 @@ static void test_sessions_survive_batond_restart(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* A server that accepts TCP but never speaks HTTP/2: every operation must
+ * end with the client's call timeout (TIMEOUT), sessions or not; a session
+ * opened on that channel would wait for gRPC's 20 s connect timeout and
+ * report UNAVAILABLE instead. */
+static void test_call_timeout_holds_before_the_channel_is_up(void **state)
+{
+    (void)state;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fd, 16), 0); /* never accepted: the kernel completes the handshake */
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(a.sin_port));
+    baton_client *c = NULL;
+    baton_client_options o = {.call_timeout_ms = 300};
+    assert_int_equal(baton_client_new(addr, &o, &c), 0);
+    int err = baton_release_token(c, "t:silent", "00000000000000000000000000000000");
+    if (err != BATON_ERR_TIMEOUT)
+        fail_msg("release: %s: %s", baton_error_name(err), baton_last_error());
+    int64_t granted = 0;
+    err = baton_renew_token(c, "t:silent", "00000000000000000000000000000000", 0, &granted);
+    if (err != BATON_ERR_TIMEOUT)
+        fail_msg("renew: %s: %s", baton_error_name(err), baton_last_error());
+    baton_client_free(c);
+    close(fd);
+}
+
 /* ---- errors ---- */
 
 static void test_errors(void **state)
@@ -790,6 +820,7 @@ int main(void)
         cmocka_unit_test(test_async_acquire_and_cancel),
         cmocka_unit_test(test_lease_ops_with_and_without_sessions),
         cmocka_unit_test_teardown(test_sessions_survive_batond_restart, spawned_teardown),
+        cmocka_unit_test(test_call_timeout_holds_before_the_channel_is_up),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
