@@ -94,10 +94,14 @@ typedef struct baton_client_options {
     const char *tls_cert_file;
     const char *tls_key_file;
     const char *auth_token;
-    /* 0 (default): lease-mode acquires, renewals and releases travel over a
-     * few long-lived Session streams (one RPC stream per operation in flight,
-     * reused), which costs less per operation than a call each; with a
-     * batond that has no Session RPC the client falls back by itself.
+    /* 0 (default): lease-mode acquires (except cancellable ones, see
+     * baton_acquire_async), renewals and releases travel over a few
+     * long-lived Session streams (one per operation in flight, reused), which
+     * costs less per operation than a call each. An operation runs as its own
+     * RPC while the channel is not connected, and every one does with a
+     * batond that has no Session RPC. One difference: if the connection
+     * breaks just after batond sent a lease grant, that lease is kept until
+     * its TTL (the acquire itself fails); over its own RPC it is released.
      * 1: one RPC per operation. */
     int disable_sessions;
 } baton_client_options;
