@@ -114,7 +114,10 @@ typedef struct baton_client_options {
  * After batond restarts, calls fail with BATON_ERR_UNAVAILABLE until gRPC has
  * connected again: after 1 s of backoff, and, since nothing reads the
  * connection between calls, often only at gRPC's 5 s background poll
- * (measured here: 3.5-5 s after the restart). */
+ * (measured here: 3.5-5 s after the restart). Setting
+ * GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS=200 in the process environment
+ * before the first client is created (gRPC reads it once) brings that down
+ * to about the 1 s backoff (measured: 1.1 s). */
 BATON_API int baton_client_new(const char *target, const baton_client_options *opts, baton_client **out);
 
 /* Frees the client. Every lock, watch and async acquire made through it must
