@@ -9,9 +9,10 @@
  * So a session never has more than one operation in flight and a blocked
  * caller is woken by its own read, with no dispatcher thread in between.
  *
- * An idle session keeps a read armed. When it is taken, a non-blocking
- * pluck tells whether the server ended it meanwhile (restart, shutdown);
- * such a session is dropped. If the request cannot even be written, the
+ * An idle session keeps a read armed. When it is taken, a look at its
+ * completion queue (without waiting or polling) tells whether the end of
+ * the stream has already been seen (batond restarted or shut down); such a
+ * session is dropped. If the request cannot even be written, the
  * stream was already dead, so the server never saw the request and the
  * operation runs again once, on a new session. A server without the
  * Session RPC (UNIMPLEMENTED) turns sessions off for the client: callers
