@@ -61,6 +61,7 @@ enum method {
 static const struct method_src {
     const ProtobufCServiceDescriptor *service;
     const char *name;
+    int client_streams; /* requests arrive one by one (RECV_MESSAGE), none with the call */
 } method_src[M_COUNT] = {
     [M_ACQUIRE] = {&baton__v1__lock_service__descriptor, "Acquire"},
     [M_RENEW] = {&baton__v1__lock_service__descriptor, "Renew"},
@@ -70,7 +71,7 @@ static const struct method_src {
     [M_FORCE_RELEASE] = {&baton__v1__lock_service__descriptor, "ForceRelease"},
     [M_HEALTH_CHECK] = {&grpc__health__v1__health__descriptor, "Check"},
     [M_HEALTH_WATCH] = {&grpc__health__v1__health__descriptor, "Watch"},
-    [M_SESSION] = {&baton__v1__lock_service__descriptor, "Session"},
+    [M_SESSION] = {&baton__v1__lock_service__descriptor, "Session", 1},
 };
 
 static struct method_info {
@@ -133,7 +134,6 @@ typedef struct tcall {
     grpc_byte_buffer *sending; /* message of the batch in flight (TAG_SEND or TAG_STATUS) */
     struct sop *sending_op;    /* Session: the LEASE grant in flight, kept once written */
     struct sop *ops;           /* Session: operations alive */
-    uint32_t nops;             /* ...how many */
     uint32_t nbusy;            /* ...Renew / Release in flight and LEASE grants not yet written */
     uint32_t nwait;            /* ...acquires waiting for their grant */
     grpc_byte_buffer *recv_buf; /* Session: target of the armed RECV_MESSAGE */
@@ -519,23 +519,24 @@ static void call_kick(tcall *c)
 /* Queues one stream message. `queued` marks an AcquireEvent{queued} that a
  * later one (of the same Session operation `op`) may replace while both wait
  * in the outbox: only the newest position matters. `deliver`: a Session's
- * LEASE Granted for `op` (see on_send_done). Returns 0, or -1 when nothing
- * was queued: the call is over, or on OOM (the call is then cancelled). */
-static int push_msg(tcall *c, const ProtobufCMessage *msg, int queued, sop *op, int deliver)
+ * LEASE Granted for `op` (see on_send_done). Nothing is queued once the call
+ * is over; on OOM the call is cancelled (its end then releases the engine's
+ * side). */
+static void push_msg(tcall *c, const ProtobufCMessage *msg, int queued, sop *op, int deliver)
 {
     if (c->gone || c->status_started || c->status_pending)
-        return -1;
+        return;
     grpc_byte_buffer *bb = encode(msg);
     if (queued && c->tail && c->tail->queued && c->tail->op == op) {
         grpc_byte_buffer_destroy(c->tail->bb);
         c->tail->bb = bb;
-        return 0;
+        return;
     }
     outmsg *m = calloc(1, sizeof *m);
     if (m == NULL) {
         grpc_byte_buffer_destroy(bb);
         grpc_call_cancel(c->call, NULL);
-        return -1;
+        return;
     }
     m->bb = bb;
     m->queued = queued;
@@ -548,12 +549,11 @@ static int push_msg(tcall *c, const ProtobufCMessage *msg, int queued, sop *op, 
     c->tail = m;
     c->nout++;
     call_kick(c);
-    return 0;
 }
 
-static int call_push(tcall *c, const ProtobufCMessage *msg, int queued)
+static void call_push(tcall *c, const ProtobufCMessage *msg, int queued)
 {
-    return push_msg(c, msg, queued, NULL, 0);
+    push_msg(c, msg, queued, NULL, 0);
 }
 
 static void session_end_ops(tcall *c);
@@ -868,7 +868,7 @@ static void session_recv_arm(tcall *c)
  * the client has closed its side and nothing is left. */
 static void session_settle(tcall *c)
 {
-    if (c->recv_closed && c->nops == 0)
+    if (c->recv_closed && c->ops == NULL)
         call_finish(c, BATON_OK, NULL);
     else
         session_recv_arm(c);
@@ -898,7 +898,6 @@ static sop *sop_new(tcall *c, uint64_t id, int kind)
     if (c->ops)
         c->ops->prev = op;
     c->ops = op;
-    c->nops++;
     if (kind == SOP_ACQUIRE) {
         op->waiting = 1;
         c->nwait++;
@@ -932,22 +931,21 @@ static void sop_free(sop *op)
         c->ops = op->next;
     if (op->next)
         op->next->prev = op->prev;
-    c->nops--;
     free(op);
     session_settle(c);
     call_unref(c); /* the operation's reference; never the last (RECV_CLOSE holds one) */
 }
 
-/* Queues a response to op. Returns 0, or -1 if nothing was queued. */
-static int sop_answer(sop *op, Baton__V1__SessionResponse *r, int queued, int deliver)
+/* Queues a response to op, or cuts off a client that does not read. */
+static void sop_answer(sop *op, Baton__V1__SessionResponse *r, int queued, int deliver)
 {
     tcall *c = op->c;
     if (c->nout >= SESSION_OUTBOX_MAX) {
         session_abort(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "session: the client does not read its responses");
-        return -1;
+        return;
     }
     r->id = op->id;
-    return push_msg(c, &r->base, queued, op, deliver);
+    push_msg(c, &r->base, queued, op, deliver);
 }
 
 /* Answers op with a status and ends it. */
@@ -1313,10 +1311,10 @@ static void post_request(baton_transport *t, req_slot *s)
         e = grpc_server_request_call(t->server, &s->call, &s->details, &s->md, t->cq, t->cq,
                                      TAG(s, TAG_REQUEST));
     } else {
-        /* A bidi method has no initial payload (and must not be asked for one). */
+        /* A client-streaming method has no initial payload (and must not be asked for one). */
         e = grpc_server_request_registered_call(t->server, s->registered, &s->call, &s->deadline, &s->md,
-                                                s->method == M_SESSION ? NULL : &s->payload, t->cq, t->cq,
-                                                TAG(s, TAG_REQUEST));
+                                                method_src[s->method].client_streams ? NULL : &s->payload,
+                                                t->cq, t->cq, TAG(s, TAG_REQUEST));
     }
     if (e != GRPC_CALL_OK) {
         LOG_ERROR("transport: cannot request calls (method %d): error %d", s->method, (int)e);
@@ -1677,9 +1675,11 @@ baton_transport *transport_new(struct event_base *base, baton_engine *engine, co
     for (int m = 0; m <= M_COUNT; m++) {
         void *registered = NULL;
         if (m != M_UNKNOWN) {
-            registered = grpc_server_register_method(
-                t->server, methods[m].path, NULL,
-                m == M_SESSION ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+            registered = grpc_server_register_method(t->server, methods[m].path, NULL,
+                                                     method_src[m].client_streams
+                                                         ? GRPC_SRM_PAYLOAD_NONE
+                                                         : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+                                                     0);
             if (registered == NULL) {
                 snprintf(err, errlen, "cannot register %s", methods[m].path);
                 goto fail_grpc;
