@@ -565,7 +565,6 @@ static void deliver_missing(store_op *o, const redisReply *r)
     }
 }
 
-/* Reply (or NULL: connection gone) to an op's EVALSHA / EVAL. */
 static void refresh_pump(redis_store *s);
 
 /* Completes op o with reply r (NULL: connection gone). Returns 1 once o is
@@ -626,6 +625,7 @@ static int op_reply(redisAsyncContext *ac, void *r, store_op *o)
     return 1;
 }
 
+/* Reply (or NULL: connection gone) to an op's EVALSHA / EVAL. */
 static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     store_op *o = privdata;
@@ -766,8 +766,10 @@ static int st_release(baton_store *b, const char *key, const char *token, const 
     if (!o)
         return BATON_E_NOMEM;
     o->_cb.hold = cb;
+    /* fence, q and qt only for a handoff: a plain release touches lock and hold. */
     static const char *recs[] = {"lock", "hold", "fence", "q", "qt"};
-    for (int i = 0; i < 5; i++)
+    int nkeys = next ? 5 : 2;
+    for (int i = 0; i < nkeys; i++)
         key_arg(o, key, recs[i]);
     op_str(o, s->_channel);
     op_str(o, key);
@@ -781,7 +783,7 @@ static int st_release(baton_store *b, const char *key, const char *token, const 
         op_str(o, next->owner ? next->owner : "");
         op_arg(o, "%" PRId64, next->ttl_ms);
     }
-    return op_send(o, 5);
+    return op_send(o, nkeys);
 }
 
 static int st_force_release(baton_store *b, const char *key, uint64_t fencing, store_hold_cb cb, void *ud)
@@ -818,7 +820,6 @@ static int st_describe(baton_store *b, const char *key, store_describe_cb cb, vo
     return op_send(o, 3);
 }
 
-/* One pipelined script call per entry: the entries may live in many slots. */
 static int same_target(const store_target *a, const store_target *b)
 {
     if (a->key && b->key)

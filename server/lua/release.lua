@@ -1,6 +1,6 @@
 -- Release a lock, only by its holder; optionally hand it straight to the
 -- next waiter (direct handoff, see store.h).
--- KEYS: lock, hold, fence, q, qt
+-- KEYS: lock, hold[, fence, q, qt] (the last three only with next_token)
 -- ARGV: channel, key, token[, next_token, next_owner, next_ttl_ms]
 -- Reply: {1, owner, fencing} released; {1, owner, fencing, next_fencing,
 --        next_ttl_ms} released and granted to next_token;
