@@ -52,16 +52,15 @@ typedef struct baton__canceller {
     int cancelled;
 } baton__canceller;
 
-/* Points cx (may be NULL) at the call now being waited on (NULL: none); a
- * cancel that came first cancels it at once. */
-void baton__cx_set(baton__canceller *cx, grpc_c_call *call);
-
 /* The acquire used by the blocking, try, pool and async forms. Exactly one of
  * key / pool is non-NULL. `cx` may be NULL. */
 int baton__acquire(baton_client *c, const char *key, const char *pool, int devices,
                    const baton_acquire_options *opts, baton__canceller *cx, baton_lock **out);
 
-/* baton__session_call returns this when the operation is not run on a
+/* Sessions are never cancellable operations (a cancel of a session would
+ * end it, and a lease granted on it stays once written): a cancellable
+ * acquire uses the Acquire RPC.
+ * baton__session_call returns this when the operation is not run on a
  * session (sessions disabled, a server without the Session RPC, or a
  * channel not yet connected): run it as its own RPC. */
 #define BATON__SESSIONS_OFF 1
@@ -74,8 +73,8 @@ int baton__acquire(baton_client *c, const char *key, const char *pool, int devic
  * with `what`). timeout_ms < 0: no limit. Queued positions go to on_queued.
  */
 int baton__session_call(baton_client *c, Baton__V1__SessionRequest *req, int64_t timeout_ms,
-                        baton__canceller *cx, void (*on_queued)(int64_t, void *), void *queued_ud,
-                        enum baton__phase phase, const char *what, Baton__V1__SessionResponse **resp);
+                        void (*on_queued)(int64_t, void *), void *queued_ud, enum baton__phase phase,
+                        const char *what, Baton__V1__SessionResponse **resp);
 
 /* Closes the idle sessions (baton_client_free). */
 void baton__sessions_free(baton_client *c);

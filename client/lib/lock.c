@@ -238,6 +238,19 @@ static void stop_thread(baton_lock *l)
     }
 }
 
+/* Points cx (may be NULL) at the call now being waited on (NULL: none); a
+ * cancel that came first cancels it at once. */
+static void cx_set(baton__canceller *cx, grpc_c_call *call)
+{
+    if (cx == NULL)
+        return;
+    pthread_mutex_lock(&cx->mu);
+    cx->call = call;
+    if (call && cx->cancelled)
+        grpc_c_call_cancel(call);
+    pthread_mutex_unlock(&cx->mu);
+}
+
 /* Keeps the grant's strings (the message holding them is freed next). */
 static int keep_grant(const Baton__V1__Granted *g, Baton__V1__Granted *out, char **gkey, char **gtoken)
 {
@@ -264,7 +277,7 @@ static int acquire_rpc(baton_client *c, const Baton__V1__AcquireRequest *req, co
     grpc_c_call *call = baton__v1__lock_service__grpc__acquire_start(c->_channel, req, NULL);
     if (call == NULL)
         return baton__fail(BATON_ERR_NOMEM, "acquire: cannot start the call");
-    baton__cx_set(cx, call);
+    cx_set(cx, call);
 
     int granted = 0, timed_out = 0, err = 0;
     for (;;) {
@@ -291,7 +304,7 @@ static int acquire_rpc(baton_client *c, const Baton__V1__AcquireRequest *req, co
         if (granted)
             break;
     }
-    baton__cx_set(cx, NULL);
+    cx_set(cx, NULL);
 
     if (!granted) {
         grpc_c_status st = GRPC_C_STATUS_INIT;
@@ -334,18 +347,18 @@ static void session_queued(int64_t position, void *ud)
 
 /* A LEASE acquire over a session; as acquire_rpc, or BATON__SESSIONS_OFF. */
 static int acquire_session(baton_client *c, Baton__V1__AcquireRequest *req, const baton_acquire_options *opts,
-                           baton__canceller *cx, Baton__V1__Granted *grant, char **gkey, char **gtoken)
+                           Baton__V1__Granted *grant, char **gkey, char **gtoken)
 {
     Baton__V1__SessionRequest sr = BATON__V1__SESSION_REQUEST__INIT;
     sr.op_case = BATON__V1__SESSION_REQUEST__OP_ACQUIRE;
     sr.acquire = req;
     Baton__V1__SessionResponse *r = NULL;
     int64_t timeout = opts->wait_ms >= 0 ? opts->wait_ms + c->_call_timeout_ms : -1;
-    int err = baton__session_call(c, &sr, timeout, cx, opts->on_queued ? session_queued : NULL, (void *)opts,
+    int err = baton__session_call(c, &sr, timeout, opts->on_queued ? session_queued : NULL, (void *)opts,
                                   BATON__PHASE_ACQUIRE, "acquire", &r);
     if (err != 0)
         return err;
-    if (r->result_case != BATON__V1__SESSION_RESPONSE__RESULT_GRANTED || r->granted == NULL) {
+    if (r->result_case != BATON__V1__SESSION_RESPONSE__RESULT_GRANTED) {
         err = baton__fail(BATON_ERR_INTERNAL, "acquire: unexpected answer on the session");
     } else if (keep_grant(r->granted, grant, gkey, gtoken) != 0) {
         err = baton__fail(BATON_ERR_NOMEM, "acquire: out of memory after the grant");
@@ -400,7 +413,7 @@ int baton__acquire(baton_client *c, const char *key, const char *pool, int devic
      * granted on a session is kept once written (until its TTL). */
     int err = BATON__SESSIONS_OFF;
     if (opts->mode == BATON_MODE_LEASE && cx == NULL)
-        err = acquire_session(c, &req, opts, cx, &grant, &gkey, &gtoken);
+        err = acquire_session(c, &req, opts, &grant, &gkey, &gtoken);
     if (err == BATON__SESSIONS_OFF)
         err = acquire_rpc(c, &req, opts, cx, &grant, &gkey, &gtoken, &call);
     if (err != 0)

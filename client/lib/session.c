@@ -110,17 +110,6 @@ void baton__sessions_free(baton_client *c)
     c->_nidle = 0;
 }
 
-void baton__cx_set(baton__canceller *cx, grpc_c_call *call)
-{
-    if (cx == NULL)
-        return;
-    pthread_mutex_lock(&cx->mu);
-    cx->call = call;
-    if (call && cx->cancelled)
-        grpc_c_call_cancel(call);
-    pthread_mutex_unlock(&cx->mu);
-}
-
 enum { RUN_DONE, RUN_UNSENT, RUN_BROKEN, RUN_TIMEOUT };
 
 /* Writes req and reads until its final response (*resp) or the end of the
@@ -155,8 +144,8 @@ static int session_run(baton__session *s, Baton__V1__SessionRequest *req, int64_
 }
 
 int baton__session_call(baton_client *c, Baton__V1__SessionRequest *req, int64_t timeout_ms,
-                        baton__canceller *cx, void (*on_queued)(int64_t, void *), void *queued_ud,
-                        enum baton__phase phase, const char *what, Baton__V1__SessionResponse **resp)
+                        void (*on_queued)(int64_t, void *), void *queued_ud, enum baton__phase phase,
+                        const char *what, Baton__V1__SessionResponse **resp)
 {
     *resp = NULL;
     for (int attempt = 0;; attempt++) {
@@ -168,9 +157,7 @@ int baton__session_call(baton_client *c, Baton__V1__SessionRequest *req, int64_t
             return BATON__SESSIONS_OFF; /* this operation only */
         if (s == NULL)
             return baton__fail(BATON_ERR_NOMEM, "%s: cannot start a session", what);
-        baton__cx_set(cx, s->call);
         int run = session_run(s, req, timeout_ms, on_queued, queued_ud, resp);
-        baton__cx_set(cx, NULL);
         if (run == RUN_DONE) {
             session_give(c, s);
             Baton__V1__SessionResponse *r = *resp;
