@@ -16,6 +16,7 @@ enum baton_err {
     BATON_E_INTERNAL = -6,    /* INTERNAL: unexpected Redis reply, script error */
     BATON_E_NOMEM = -7,       /* RESOURCE_EXHAUSTED: out of memory or a per-server limit */
     BATON_E_NOT_FOUND = -8,   /* NOT_FOUND */
+    BATON_E_CANCELLED = -9,   /* CANCELLED: the client cancelled the operation */
 };
 
 /* Static, human-readable name of an error code ("BATON_E_BUSY"). */
@@ -31,6 +32,7 @@ static inline const char *baton_err_name(int err)
     case BATON_E_INTERNAL: return "INTERNAL";
     case BATON_E_NOMEM: return "NOMEM";
     case BATON_E_NOT_FOUND: return "NOT_FOUND";
+    case BATON_E_CANCELLED: return "CANCELLED";
     default: return "UNKNOWN";
     }
 }

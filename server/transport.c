@@ -253,6 +253,7 @@ static grpc_status_code status_of(int err)
     case BATON_E_UNAVAILABLE: return GRPC_STATUS_UNAVAILABLE;
     case BATON_E_NOMEM: return GRPC_STATUS_RESOURCE_EXHAUSTED;
     case BATON_E_NOT_FOUND: return GRPC_STATUS_NOT_FOUND;
+    case BATON_E_CANCELLED: return GRPC_STATUS_CANCELLED;
     case BATON_E_INTERNAL:
     default: return GRPC_STATUS_INTERNAL;
     }
@@ -1051,6 +1052,24 @@ static void session_end_ops(tcall *c)
     }
 }
 
+/* SessionCancel: the acquire `id`, if still waiting or session-held, ends as
+ * a cancelled Acquire RPC would (dequeued, or its lock released) with status
+ * CANCELLED. Anything else is left alone: the operation has already ended,
+ * cannot be cancelled (renew, release) or is a LEASE already granted. */
+static void session_cancel(tcall *c, uint64_t id)
+{
+    sop *op = c->ops;
+    while (op && (op->id != id || op->answered))
+        op = op->next;
+    if (op == NULL || op->kind != SOP_ACQUIRE || op->w == NULL)
+        return;
+    int held = !op->waiting; /* granted: a STREAM hold (a LEASE would be answered) */
+    engine_acquire_end(op->w, 1);
+    op->w = NULL;
+    sop_fail(op, BATON_E_CANCELLED,
+             held ? "cancelled by the client: the lock was released" : "cancelled by the client while waiting");
+}
+
 static void session_handle(tcall *c, const Baton__V1__SessionRequest *r)
 {
     baton_transport *t = c->t;
@@ -1060,8 +1079,10 @@ static void session_handle(tcall *c, const Baton__V1__SessionRequest *r)
     case BATON__V1__SESSION_REQUEST__OP_ACQUIRE: kind = SOP_ACQUIRE; break;
     case BATON__V1__SESSION_REQUEST__OP_RENEW: kind = SOP_RENEW; break;
     case BATON__V1__SESSION_REQUEST__OP_RELEASE: kind = SOP_RELEASE; break;
+    case BATON__V1__SESSION_REQUEST__OP_CANCEL: session_cancel(c, r->id); return;
     default:
-        snprintf(err, sizeof err, "session: request %llu names no operation (acquire, renew or release)",
+        snprintf(err, sizeof err,
+                 "session: request %llu names no operation (acquire, renew, release or cancel)",
                  (unsigned long long)r->id);
         session_abort(c, GRPC_STATUS_INVALID_ARGUMENT, err);
         return;

@@ -13,6 +13,7 @@ import bclient as bc
 from bclient import pb
 
 OK = grpc.StatusCode.OK
+CANCELLED = grpc.StatusCode.CANCELLED
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 T = pb.LockEvent
 FINAL = ("granted", "status", "renew", "release")
@@ -70,6 +71,9 @@ class Session:
 
     def release(self, id, key, token):
         self.send(id, release=pb.ReleaseRequest(key=key, token=token))
+
+    def cancel_op(self, id):
+        self.send(id, cancel=pb.SessionCancel())
 
     def kinds(self, id):
         with self.cond:
@@ -356,3 +360,110 @@ def test_waiting_acquires_never_block_the_sessions_own_release(stub):
     assert bc.wait_until(lambda: bc.describe(stub, key).waiters == 0, 10.0), "waiters left in the queue"
     # The delivered lease of the head waiter stays; release it.
     bc.release(stub, key, g2.token)
+
+
+def test_cancel_dequeues_a_waiter_and_releases_a_hold(stub):
+    """SessionCancel ends one acquire as cancelling its Acquire RPC would;
+    the session and its other operations carry on."""
+    wait_key, held_key, lease_key = bc.uniq("sess-cw"), bc.uniq("sess-ch"), bc.uniq("sess-cl")
+    blocker = bc.grant(stub, wait_key, "blocker", ttl_ms=30000)
+    s = Session(stub)
+    s.acquire(1, wait_key, wait_ms=30000)
+    s.acquire(2, held_key, mode=bc.STREAM)
+    s.acquire(3, lease_key, ttl_ms=30000)
+    s.acquire(4, wait_key, owner="second", wait_ms=30000, mode=bc.STREAM)
+    s.wait(1, kinds=("queued",))
+    s.wait(4, kinds=("queued",))
+    held = s.granted(2)
+    lease = s.granted(3)
+    assert bc.describe(stub, wait_key).waiters == 2
+
+    s.cancel_op(1)
+    code, msg = s.status(1)
+    assert code == CANCELLED and "waiting" in msg, (code, msg)
+    assert bc.wait_until(lambda: bc.describe(stub, wait_key).waiters == 1, 5.0), "waiter not dequeued"
+    s.cancel_op(2)
+    code, msg = s.status(2)
+    assert code == CANCELLED and "released" in msg, (code, msg)
+    assert not bc.describe(stub, held_key).held
+    # A granted lease, a finished operation and an unknown id: ignored.
+    s.cancel_op(3)
+    s.cancel_op(2)
+    s.cancel_op(99)
+    time.sleep(0.2)
+    assert s.kinds(3) == ["granted"] and s.kinds(2) == ["granted", "status"] and s.kinds(99) == []
+    assert bc.describe(stub, lease_key).held
+    # The cancelled waiter never gets the key: the one behind it does.
+    bc.release(stub, wait_key, blocker.token)
+    g4 = s.granted(4)
+    assert g4.fencing > blocker.fencing and s.kinds(1) == ["queued", "status"]
+    assert bc.describe(stub, wait_key).owner == "second"
+    # Ids of cancelled operations are free again.
+    s.acquire(1, held_key, mode=bc.STREAM)
+    g = s.wait(1, nth=2)[1]
+    assert g.fencing > held.fencing
+    s.close()
+    for id_, key, tok, nth in ((1, held_key, g.token, 2), (4, wait_key, g4.token, 1)):
+        bc.release(stub, key, tok)
+        st = s.wait(id_, kinds=("status",), nth=nth)[1]
+        assert st.code == 0, st
+    bc.release(stub, lease_key, lease.token)
+    assert s.wait_end()[0] == OK
+
+
+def test_cancels_racing_grants_never_leave_two_holders(stub):
+    """Sessions queue stream acquires on one key and cancel most of them at
+    random moments, racing their grants: a cancel that lands after the grant
+    releases the lock, so the key never has two holders, no cancelled
+    acquire keeps it and fencing keeps rising."""
+    import random
+    key = bc.uniq("sess-crace")
+    holders, fencings, errors = [], [], []
+    lock = threading.Lock()
+
+    def worker(name, seed):
+        rnd = random.Random(seed)
+        s = Session(stub)
+        try:
+            for i in range(1, 61):
+                s.acquire(i, key, owner=name, wait_ms=20000, mode=bc.STREAM)
+                if rnd.random() < 0.6:
+                    time.sleep(rnd.random() * 0.003)
+                    s.cancel_op(i)
+                    kind, m = s.wait(i, timeout=30.0)
+                    if kind == "granted":  # the grant won: the cancel releases it
+                        code, msg = s.status(i, timeout=30.0)
+                        assert code == CANCELLED, (code, msg)
+                        with lock:
+                            fencings.append(m.fencing)
+                    else:
+                        assert grpc.StatusCode.CANCELLED.value[0] == m.code, m
+                    continue
+                g = s.granted(i, timeout=30.0)
+                with lock:
+                    holders.append(name)
+                    if len(holders) > 1:
+                        errors.append("two holders: %s" % holders)
+                    fencings.append(g.fencing)
+                d = bc.describe(stub, key)
+                if d.owner != name or d.fencing != g.fencing:
+                    errors.append("%s holds f=%d but describe says %s f=%d" % (name, g.fencing, d.owner, d.fencing))
+                with lock:
+                    holders.remove(name)
+                s.release(1000 + i, key, g.token)
+                assert s.wait(1000 + i, timeout=30.0)[0] == "release"
+                assert s.status(i)[0] == OK
+        except AssertionError as e:
+            errors.append("%s: %s" % (name, e))
+        finally:
+            s.cancel()
+
+    threads = [threading.Thread(target=worker, args=("w%d" % i, i)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:3]
+    assert len(fencings) >= 4 * 24 and len(set(fencings)) == len(fencings), "a fencing token came twice"
+    assert bc.wait_until(lambda: not bc.describe(stub, key).held and bc.describe(stub, key).waiters == 0,
+                         5.0), bc.describe(stub, key)
