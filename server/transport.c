@@ -134,6 +134,8 @@ typedef struct tcall {
     grpc_byte_buffer *sending; /* message of the batch in flight (TAG_SEND or TAG_STATUS) */
     struct sop *sending_op;    /* Session: the LEASE grant in flight, kept once written */
     struct sop *ops;           /* Session: operations alive */
+    struct sop **ops_idx;      /* ...the same, hashed by id (ops_cap buckets, a power of 2) */
+    uint32_t ops_cap, nops;
     uint32_t nbusy;            /* ...Renew / Release in flight and LEASE grants not yet written */
     uint32_t nwait;            /* ...acquires waiting for their grant */
     grpc_byte_buffer *recv_buf; /* Session: target of the armed RECV_MESSAGE */
@@ -167,6 +169,7 @@ typedef struct tcall {
  */
 typedef struct sop {
     struct sop *prev, *next; /* c->ops */
+    struct sop *hnext;       /* c->ops_idx bucket */
     tcall *c;
     uint64_t id;
     engine_waiter *w; /* Acquire: until finished / engine_acquire_end */
@@ -412,6 +415,7 @@ static void call_free(tcall *c)
     if (c->recv_buf)
         grpc_byte_buffer_destroy(c->recv_buf);
     free(c->pend_msg);
+    free(c->ops_idx);
     grpc_call_unref(c->call);
     free(c);
     maybe_finish_shutdown(t);
@@ -887,13 +891,73 @@ static void session_abort(tcall *c, grpc_status_code code, const char *msg)
     grpc_call_cancel_with_status(c->call, code, msg, NULL);
 }
 
+/* The session's operations by id, so a request costs O(1) with any number
+ * of session-held locks: checking an id for reuse and finding a cancel's
+ * target. An id may appear twice while one of the two is `answered`. */
+static sop **sop_bucket(tcall *c, uint64_t id)
+{
+    return &c->ops_idx[(uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & (c->ops_cap - 1)];
+}
+
+static int sop_index_add(tcall *c, sop *op)
+{
+    if (c->nops >= c->ops_cap) {
+        uint32_t cap = c->ops_cap ? c->ops_cap * 2 : 16;
+        sop **idx = calloc(cap, sizeof *idx);
+        if (idx == NULL)
+            return -1;
+        sop **old = c->ops_idx;
+        uint32_t ocap = c->ops_cap;
+        c->ops_idx = idx;
+        c->ops_cap = cap;
+        for (uint32_t i = 0; i < ocap; i++) {
+            for (sop *o = old[i], *next; o; o = next) {
+                next = o->hnext;
+                sop **b = sop_bucket(c, o->id);
+                o->hnext = *b;
+                *b = o;
+            }
+        }
+        free(old);
+    }
+    sop **b = sop_bucket(c, op->id);
+    op->hnext = *b;
+    *b = op;
+    c->nops++;
+    return 0;
+}
+
+static void sop_index_del(tcall *c, sop *op)
+{
+    sop **p = sop_bucket(c, op->id);
+    while (*p != op)
+        p = &(*p)->hnext;
+    *p = op->hnext;
+    c->nops--;
+}
+
+/* The operation in flight with this id (not yet answered for good), or NULL. */
+static sop *sop_find(tcall *c, uint64_t id)
+{
+    if (c->ops_cap == 0)
+        return NULL;
+    sop *o = *sop_bucket(c, id);
+    while (o && (o->id != id || o->answered))
+        o = o->hnext;
+    return o;
+}
+
 static sop *sop_new(tcall *c, uint64_t id, int kind)
 {
     sop *op = calloc(1, sizeof *op);
     if (op == NULL)
         return NULL;
-    op->c = c;
     op->id = id;
+    if (sop_index_add(c, op) != 0) {
+        free(op);
+        return NULL;
+    }
+    op->c = c;
     op->kind = (uint8_t)kind;
     op->next = c->ops;
     if (c->ops)
@@ -926,6 +990,7 @@ static void sop_free(sop *op)
 {
     tcall *c = op->c;
     sop_idle(op);
+    sop_index_del(c, op);
     if (op->prev)
         op->prev->next = op->next;
     else
@@ -1058,9 +1123,7 @@ static void session_end_ops(tcall *c)
  * cannot be cancelled (renew, release) or is a LEASE already granted. */
 static void session_cancel(tcall *c, uint64_t id)
 {
-    sop *op = c->ops;
-    while (op && (op->id != id || op->answered))
-        op = op->next;
+    sop *op = sop_find(c, id);
     if (op == NULL || op->kind != SOP_ACQUIRE || op->w == NULL)
         return;
     int held = !op->waiting; /* granted: a STREAM hold (a LEASE would be answered) */
@@ -1087,13 +1150,11 @@ static void session_handle(tcall *c, const Baton__V1__SessionRequest *r)
         session_abort(c, GRPC_STATUS_INVALID_ARGUMENT, err);
         return;
     }
-    for (const sop *o = c->ops; o; o = o->next) {
-        if (o->id == r->id && !o->answered) {
-            snprintf(err, sizeof err, "session: id %llu is already used by an operation in flight",
-                     (unsigned long long)r->id);
-            session_abort(c, GRPC_STATUS_INVALID_ARGUMENT, err);
-            return;
-        }
+    if (sop_find(c, r->id)) {
+        snprintf(err, sizeof err, "session: id %llu is already used by an operation in flight",
+                 (unsigned long long)r->id);
+        session_abort(c, GRPC_STATUS_INVALID_ARGUMENT, err);
+        return;
     }
     int full = kind == SOP_ACQUIRE && c->nwait >= SESSION_WAIT_MAX;
     sop *op = sop_new(c, r->id, kind);
