@@ -48,6 +48,8 @@ int baton_client_new(const char *target, const baton_client_options *opts, baton
     c->_call_timeout_ms = opts->call_timeout_ms > 0 ? opts->call_timeout_ms : DEFAULT_CALL_TIMEOUT_MS;
     c->_sessions_off = opts->disable_sessions != 0;
     pthread_mutex_init(&c->_mu, NULL);
+    pthread_mutex_init(&c->_holds_mu, NULL);
+    pthread_cond_init(&c->_holds_cv, NULL);
     c->_channel = grpc_c_channel_create_insecure(target, NULL);
     if (c->_channel == NULL) {
         baton__fail(BATON_ERR_NOMEM, "cannot create a channel to %s", target);
@@ -56,8 +58,11 @@ int baton_client_new(const char *target, const baton_client_options *opts, baton
     *out = c;
     return 0;
 fail:
-    if (c->_owner)
+    if (c->_owner) {
         pthread_mutex_destroy(&c->_mu);
+        pthread_mutex_destroy(&c->_holds_mu);
+        pthread_cond_destroy(&c->_holds_cv);
+    }
     free(c->_owner);
     free(c);
     return BATON_ERR_NOMEM;
@@ -67,8 +72,11 @@ void baton_client_free(baton_client *c)
 {
     if (c == NULL)
         return;
+    baton__holds_free(c);
     baton__sessions_free(c);
     pthread_mutex_destroy(&c->_mu);
+    pthread_mutex_destroy(&c->_holds_mu);
+    pthread_cond_destroy(&c->_holds_cv);
     grpc_c_channel_destroy(c->_channel);
     free(c->_owner);
     free(c);

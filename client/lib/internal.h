@@ -21,6 +21,10 @@ struct baton_client {
     baton__session *_idle;   /* idle Session streams (session.c) */
     int _nidle;
     _Atomic int _sessions_off; /* set once: one RPC per operation instead */
+    pthread_mutex_t _holds_mu; /* guards _holds, _nreaders (holds.c) */
+    pthread_cond_t _holds_cv;  /* signalled when a reader leaves */
+    struct baton__hold_session *_holds; /* the Session holding stream-mode locks */
+    int _nreaders;             /* hold-session reader threads still running */
 };
 
 /* What an error means depends on where it happened: ABORTED while acquiring
@@ -57,9 +61,9 @@ typedef struct baton__canceller {
 int baton__acquire(baton_client *c, const char *key, const char *pool, int devices,
                    const baton_acquire_options *opts, baton__canceller *cx, baton_lock **out);
 
-/* Sessions are never cancellable operations (a cancel of a session would
- * end it, and a lease granted on it stays once written): a cancellable
- * acquire uses the Acquire RPC.
+/* Cancellable acquires (baton_acquire_async) use the Acquire RPC, not a
+ * session: a lease granted on a session stays once written, whereas a
+ * cancelled Acquire RPC releases a grant its client never read.
  * baton__session_call returns this when the operation is not run on a
  * session (sessions disabled, a server without the Session RPC, or a
  * channel not yet connected): run it as its own RPC. */
@@ -78,5 +82,38 @@ int baton__session_call(baton_client *c, Baton__V1__SessionRequest *req, int64_t
 
 /* Closes the idle sessions (baton_client_free). */
 void baton__sessions_free(baton_client *c);
+
+/* ---- stream-mode holds on one shared Session (holds.c) ---- */
+
+typedef struct baton__hold baton__hold;
+
+/* The end of a hold at the server, on the hold session's reader thread:
+ * st->code OK when it was released by its token, else why it was lost. */
+typedef void (*baton__hold_end_cb)(void *ud, const grpc_c_status *st);
+
+/*
+ * A STREAM-mode acquire (req->acquire; req->id is set here) held by the
+ * client's hold session. Returns 0 with the Granted response in *resp (the
+ * caller frees it) and the hold in *out, BATON__SESSIONS_OFF (run it as an
+ * Acquire RPC), or a negative baton error with the message recorded.
+ * timeout_ms < 0: no limit; on timeout the acquire is cancelled at the
+ * server (a grant that crosses the cancel is released).
+ */
+int baton__hold_acquire(baton_client *c, Baton__V1__SessionRequest *req, int64_t timeout_ms,
+                        void (*on_queued)(int64_t, void *), void *queued_ud, Baton__V1__SessionResponse **resp,
+                        baton__hold **out);
+
+/* Names the callback for the end of the hold. Returns 1 if the hold had
+ * already ended: *ended is its status (the caller clears it) and on_end is
+ * never called. Otherwise 0: on_end is called at most once. */
+int baton__hold_attach(baton__hold *h, baton__hold_end_cb on_end, void *ud, grpc_c_status *ended);
+
+/* Frees a hold; waits for an end callback in progress (so never call it
+ * from inside one). cancel: if the hold has not ended, end it at the server
+ * (releasing the lock); 0 when a Release by its token already did. */
+void baton__hold_free(baton__hold *h, int cancel);
+
+/* Closes the hold session and waits for its reader (baton_client_free). */
+void baton__holds_free(baton_client *c);
 
 #endif

@@ -1,10 +1,11 @@
 /*
  * lock.c - acquiring, holding, renewing and releasing locks.
  *
- * A lease-mode lock with auto_renew owns a renewal thread; a stream-mode lock
- * owns a reader thread that sits on the Acquire stream to learn when the
- * server ends it. Both report a loss through mark_lost(): state LOST first,
- * then the on_lost callback, exactly once.
+ * A lease-mode lock with auto_renew owns a renewal thread. A stream-mode
+ * lock is held by the client's hold session (holds.c), whose reader thread
+ * learns when the server ends it; where sessions are not used it owns an
+ * Acquire stream and a thread that sits on it. All report a loss through
+ * mark_lost(): state LOST first, then the on_lost callback, exactly once.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ struct baton_lock {
     int _has_thread;
     pthread_t _thread;
     grpc_c_call *_call; /* stream mode: the Acquire stream, read by _thread only */
+    baton__hold *_hold; /* stream mode: or the hold on the client's hold session */
 };
 
 static void lock_destroy(baton_lock *l)
@@ -191,9 +193,29 @@ static void *renew_thread(void *arg)
 }
 
 /*
- * Stream mode: the server ends the stream with OK after a Release by token,
+ * Stream mode: the server ends the hold with OK after a Release by token,
  * with ABORTED when the hold was lost; CANCELLED after our own cancel.
  */
+static void stream_ended(baton_lock *l, const grpc_c_status *st)
+{
+    pthread_mutex_lock(&l->_mu);
+    int on_purpose = l->_stop;
+    pthread_mutex_unlock(&l->_mu);
+    if (on_purpose || st->code == GRPC_C_CODE_OK) {
+        set_state_if_held(l, BATON_LOCK_RELEASED);
+    } else {
+        int err = baton__fail_status(st, BATON__PHASE_HELD, "lock stream ended");
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", baton_last_error());
+        mark_lost(l, err, msg);
+    }
+}
+
+static void hold_ended(void *ud, const grpc_c_status *st)
+{
+    stream_ended(ud, st);
+}
+
 static void *stream_thread(void *arg)
 {
     baton_lock *l = arg;
@@ -203,24 +225,15 @@ static void *stream_thread(void *arg)
         m = NULL;
     }
     grpc_c_status st = GRPC_C_STATUS_INIT;
-    int code = grpc_c_call_finish(l->_call, NULL, &st);
-    pthread_mutex_lock(&l->_mu);
-    int on_purpose = l->_stop;
-    pthread_mutex_unlock(&l->_mu);
-    if (on_purpose || code == GRPC_C_CODE_OK) {
-        set_state_if_held(l, BATON_LOCK_RELEASED);
-    } else {
-        int err = baton__fail_status(&st, BATON__PHASE_HELD, "lock stream ended");
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", baton_last_error());
-        mark_lost(l, err, msg);
-    }
+    grpc_c_call_finish(l->_call, NULL, &st);
+    stream_ended(l, &st);
     grpc_c_status_clear(&st);
     return NULL;
 }
 
-/* Stops and joins the lock's thread (if any); ends the stream in stream mode. */
-static void stop_thread(baton_lock *l)
+/* Stops and joins the lock's thread (if any); ends the stream or the hold in
+ * stream mode (cancel_hold 0: a Release by token already ended the hold). */
+static void stop_thread(baton_lock *l, int cancel_hold)
 {
     pthread_mutex_lock(&l->_mu);
     l->_stop = 1;
@@ -235,6 +248,10 @@ static void stop_thread(baton_lock *l)
     if (l->_call) {
         grpc_c_call_destroy(l->_call);
         l->_call = NULL;
+    }
+    if (l->_hold) {
+        baton__hold_free(l->_hold, cancel_hold);
+        l->_hold = NULL;
     }
 }
 
@@ -372,6 +389,32 @@ static int acquire_session(baton_client *c, Baton__V1__AcquireRequest *req, cons
     return err;
 }
 
+/* A STREAM acquire held by the client's hold session; as acquire_rpc (the
+ * hold in *holdp), or BATON__SESSIONS_OFF. */
+static int acquire_hold(baton_client *c, Baton__V1__AcquireRequest *req, const baton_acquire_options *opts,
+                        Baton__V1__Granted *grant, char **gkey, char **gtoken, baton__hold **holdp)
+{
+    Baton__V1__SessionRequest sr = BATON__V1__SESSION_REQUEST__INIT;
+    sr.op_case = BATON__V1__SESSION_REQUEST__OP_ACQUIRE;
+    sr.acquire = req;
+    Baton__V1__SessionResponse *r = NULL;
+    int64_t timeout = opts->wait_ms >= 0 ? opts->wait_ms + c->_call_timeout_ms : -1;
+    int err = baton__hold_acquire(c, &sr, timeout, opts->on_queued ? session_queued : NULL, (void *)opts, &r,
+                                  holdp);
+    if (err != 0)
+        return err;
+    if (keep_grant(r->granted, grant, gkey, gtoken) != 0) {
+        err = baton__fail(BATON_ERR_NOMEM, "acquire: out of memory after the grant");
+        baton__hold_free(*holdp, 1); /* releases it */
+        *holdp = NULL;
+        free(*gkey);
+        free(*gtoken);
+        *gkey = *gtoken = NULL;
+    }
+    baton__v1__session_response__free_unpacked(r, NULL);
+    return err;
+}
+
 int baton__acquire(baton_client *c, const char *key, const char *pool, int devices,
                    const baton_acquire_options *opts, baton__canceller *cx, baton_lock **out)
 {
@@ -408,12 +451,15 @@ int baton__acquire(baton_client *c, const char *key, const char *pool, int devic
     Baton__V1__Granted grant = BATON__V1__GRANTED__INIT;
     char *gkey = NULL, *gtoken = NULL;
     grpc_c_call *call = NULL;
+    baton__hold *hold = NULL;
     /* A cancellable acquire (baton_acquire_async) stays on the Acquire RPC:
      * a cancel there releases a grant the client never read, while a lease
      * granted on a session is kept once written (until its TTL). */
     int err = BATON__SESSIONS_OFF;
     if (opts->mode == BATON_MODE_LEASE && cx == NULL)
         err = acquire_session(c, &req, opts, &grant, &gkey, &gtoken);
+    else if (cx == NULL)
+        err = acquire_hold(c, &req, opts, &grant, &gkey, &gtoken, &hold);
     if (err == BATON__SESSIONS_OFF)
         err = acquire_rpc(c, &req, opts, cx, &grant, &gkey, &gtoken, &call);
     if (err != 0)
@@ -428,9 +474,17 @@ int baton__acquire(baton_client *c, const char *key, const char *pool, int devic
             grpc_c_call_cancel(call);
             grpc_c_call_destroy(call);
         }
+        baton__hold_free(hold, 1);
         goto done;
     }
-    if (opts->mode == BATON_MODE_STREAM) {
+    if (hold) {
+        l->_hold = hold;
+        grpc_c_status ended = GRPC_C_STATUS_INIT;
+        if (baton__hold_attach(hold, hold_ended, l, &ended)) {
+            stream_ended(l, &ended); /* it ended before its lock existed */
+            grpc_c_status_clear(&ended);
+        }
+    } else if (opts->mode == BATON_MODE_STREAM) {
         l->_call = call;
         if (pthread_create(&l->_thread, NULL, stream_thread, l) != 0)
             goto thread_fail;
@@ -445,7 +499,7 @@ int baton__acquire(baton_client *c, const char *key, const char *pool, int devic
 
 thread_fail:
     baton_release_token(c, l->_key, l->_token);
-    stop_thread(l);
+    stop_thread(l, 1);
     lock_destroy(l);
     err = baton__fail(BATON_ERR_NOMEM, "acquire: cannot start the lock's thread");
 done:
@@ -484,7 +538,7 @@ int baton_release(baton_lock *l)
         return baton__fail(BATON_ERR_INVALID, "baton_release: lock is NULL");
     baton_lock_state s = baton_lock_state_get(l);
     if (s != BATON_LOCK_HELD) {
-        stop_thread(l);
+        stop_thread(l, 1);
         return s == BATON_LOCK_RELEASED ? 0 : baton__fail(BATON_ERR_LOST, "release: the lock was lost");
     }
     /* No "releasing" mark here: a Release by token ends the stream OK, which
@@ -493,14 +547,14 @@ int baton_release(baton_lock *l)
     int err = baton_release_token(l->_client, l->_key, l->_token);
     if (err == 0) {
         set_state_if_held(l, BATON_LOCK_RELEASED);
-        stop_thread(l);
+        stop_thread(l, 0);
     } else if (err == BATON_ERR_NOT_HELD) {
         set_state_if_held(l, BATON_LOCK_LOST);
-        stop_thread(l);
+        stop_thread(l, 0);
     } else if (l->_mode == BATON_MODE_STREAM) {
-        /* Cancelling the stream releases the hold at the server even when the
-         * Release call failed; the error is still returned. */
-        stop_thread(l);
+        /* Cancelling the stream (or the hold) releases the lock at the server
+         * even when the Release call failed; the error is still returned. */
+        stop_thread(l, 1);
         set_state_if_held(l, BATON_LOCK_RELEASED);
     }
     return err;
@@ -532,7 +586,7 @@ void baton_lock_free(baton_lock *l)
         return;
     if (baton_lock_state_get(l) == BATON_LOCK_HELD)
         baton_release(l); /* best effort; stream mode is cancelled below anyway */
-    stop_thread(l);
+    stop_thread(l, 1);
     lock_destroy(l);
 }
 
@@ -540,7 +594,7 @@ void baton_lock_detach(baton_lock *l)
 {
     if (l == NULL)
         return;
-    stop_thread(l);
+    stop_thread(l, 1);
     lock_destroy(l);
 }
 

@@ -771,6 +771,265 @@ static void test_call_timeout_holds_before_the_channel_is_up(void **state)
     close(fd);
 }
 
+/* ---- stream holds on the shared hold session ---- */
+
+static int thread_count(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    int n = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %d", &n) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+static int held_at_server(const char *key, uint64_t fencing)
+{
+    baton_description d;
+    assert_int_equal(baton_describe(cb, key, &d), 0);
+    return d.held && d.fencing == fencing;
+}
+
+/* Stream holds share one session and its reader: 40 of them start no
+ * thread. Each still ends alone: lost (key deleted), released by token
+ * elsewhere, detached, released; the others stay held at the server. */
+static void test_stream_holds_share_one_session(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    enum { N = 40 };
+    baton_client *c = NULL;
+    baton_client_options co = {.owner = "holds"};
+    assert_int_equal(baton_client_new(target, &co, &c), 0);
+    struct lost_rec rec[N];
+    baton_lock *l[N];
+    char key[N][32];
+    int before = 0;
+    for (int i = 0; i < N; i++) {
+        rec[i] = (struct lost_rec){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+        snprintf(key[i], sizeof key[i], "t:holds/%d", i);
+        baton_acquire_options o = {.ttl_ms = 500, .mode = BATON_MODE_STREAM, .on_lost = on_lost,
+                                   .lost_ud = &rec[i]};
+        assert_int_equal(baton_try_acquire(c, key[i], &o, &l[i]), 0);
+        if (i == 0)
+            before = thread_count(); /* the first may run as its own RPC while the channel connects */
+    }
+    int after = thread_count();
+    if (after > before + 4)
+        fail_msg("%d stream holds started %d threads", N - 1, after - before);
+
+    assert_int_equal(redis_cmd("DEL 'baton:{t:holds/0}:lock'"), 0);
+    assert_int_equal(wait_lost(&rec[0]), 1);
+    assert_int_equal(rec[0].err, BATON_ERR_LOST);
+    assert_int_equal(baton_release_token(cb, key[1], baton_lock_token(l[1])), 0);
+    assert_int_equal(wait_not_held(l[1]), BATON_LOCK_RELEASED);
+    uint64_t f2 = baton_lock_fencing(l[2]);
+    baton_lock_detach(l[2]);
+    l[2] = NULL;
+    baton_lock *b = NULL;
+    assert_int_equal(baton_try_acquire(cb, key[2], NULL, &b), 0); /* detached = released */
+    assert_true(baton_lock_fencing(b) > f2);
+    assert_int_equal(baton_release(b), 0);
+    baton_lock_free(b);
+    assert_int_equal(baton_release(l[3]), 0);
+    assert_int_equal(baton_lock_state_get(l[3]), BATON_LOCK_RELEASED);
+    assert_false(held_at_server(key[3], baton_lock_fencing(l[3])));
+
+    sleep_ms(1200); /* beyond the TTL: the rest are kept alive by the server */
+    for (int i = 4; i < N; i++) {
+        assert_int_equal(baton_lock_state_get(l[i]), BATON_LOCK_HELD);
+        assert_true(held_at_server(key[i], baton_lock_fencing(l[i])));
+        assert_int_equal(rec[i].calls, 0);
+    }
+    for (int i = 0; i < N; i++)
+        baton_lock_free(l[i]); /* releases 4..N-1 */
+    for (int i = 4; i < N; i++)
+        assert_false(held_at_server(key[i], 0) || baton_try_acquire(cb, key[i], NULL, &b) != 0 ||
+                     (baton_lock_free(b), 0));
+    assert_int_equal(rec[1].calls + rec[3].calls, 0);
+    baton_client_free(c);
+}
+
+/* Threads of two clients take turns on one key in stream mode (one client's
+ * holds multiplexed on its hold session): never two holders, fencing always
+ * rising. */
+struct mutex_run {
+    pthread_mutex_t mu;
+    int inside;
+    uint64_t last;
+    int errors;
+    int cycles;
+};
+
+struct mutex_arg {
+    struct mutex_run *run;
+    baton_client *c;
+};
+
+static void *mutex_worker(void *arg)
+{
+    struct mutex_arg *a = arg;
+    struct mutex_run *r = a->run;
+    for (int i = 0; i < 25; i++) {
+        baton_lock *l = NULL;
+        baton_acquire_options o = {.mode = BATON_MODE_STREAM, .wait_ms = HANG_MS};
+        if (baton_acquire(a->c, "t:smutex", &o, &l) != 0) {
+            pthread_mutex_lock(&r->mu);
+            r->errors++;
+            pthread_mutex_unlock(&r->mu);
+            continue;
+        }
+        pthread_mutex_lock(&r->mu);
+        if (r->inside++ != 0 || baton_lock_fencing(l) <= r->last)
+            r->errors++;
+        r->last = baton_lock_fencing(l);
+        pthread_mutex_unlock(&r->mu);
+        usleep(200);
+        pthread_mutex_lock(&r->mu);
+        r->inside--;
+        r->cycles++;
+        pthread_mutex_unlock(&r->mu);
+        if (baton_release(l) != 0) {
+            pthread_mutex_lock(&r->mu);
+            r->errors++;
+            pthread_mutex_unlock(&r->mu);
+        }
+        baton_lock_free(l);
+    }
+    return NULL;
+}
+
+static void test_stream_holds_mutual_exclusion(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    struct mutex_run run = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0};
+    enum { T = 6 };
+    pthread_t t[T];
+    struct mutex_arg a[T];
+    for (int i = 0; i < T; i++) {
+        a[i] = (struct mutex_arg){&run, i < 4 ? ca : cb};
+        assert_int_equal(pthread_create(&t[i], NULL, mutex_worker, &a[i]), 0);
+    }
+    for (int i = 0; i < T; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(run.errors, 0);
+    assert_int_equal(run.cycles, T * 25);
+}
+
+/* A stream acquire that gets no answer in time (batond stopped) ends
+ * alone: its cancel leaves the queue, and the hold already on the same
+ * session stays held. */
+static void test_stream_acquire_timeout_ends_only_itself(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    if (getenv("BATOND") == NULL || getenv("BATON_TEST_REDIS_SOCK") == NULL)
+        skip();
+    char dir[] = "/tmp/baton-stop.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    int port = free_port();
+    assert_true(port > 0);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    pid_t pid = spawn_batond(dir, port);
+    baton_client *c = NULL, *other = NULL;
+    baton_client_options co = {.owner = "stopped", .call_timeout_ms = 300};
+    assert_int_equal(baton_client_new(addr, &co, &c), 0);
+    assert_int_equal(baton_client_new(addr, NULL, &other), 0);
+    wait_serving(c);
+    wait_serving(other);
+    baton_lock *held = NULL, *blocker = NULL, *l = NULL;
+    baton_acquire_options so = {.mode = BATON_MODE_STREAM, .ttl_ms = 2000};
+    assert_int_equal(baton_try_acquire(c, "t:stop-held", &so, &held), 0);
+    assert_int_equal(baton_try_acquire(other, "t:stop-wait", NULL, &blocker), 0);
+
+    kill(pid, SIGSTOP);
+    so.wait_ms = 200;
+    int64_t t0 = now_ms();
+    int err = baton_acquire(c, "t:stop-wait", &so, &l);
+    if (err != BATON_ERR_TIMEOUT)
+        fail_msg("acquire on a stopped batond: %s: %s", baton_error_name(err), baton_last_error());
+    assert_true(now_ms() - t0 >= 500);
+    kill(pid, SIGCONT);
+
+    baton_description d = {0};
+    int64_t end = now_ms() + HANG_MS;
+    do {
+        assert_int_equal(baton_describe(other, "t:stop-wait", &d), 0);
+    } while (d.waiters != 0 && now_ms() < end && (sleep_ms(10), 1));
+    assert_int_equal(d.waiters, 0);
+    sleep_ms(2500); /* past the held lock's TTL: still renewed by the server */
+    assert_int_equal(baton_lock_state_get(held), BATON_LOCK_HELD);
+    assert_int_equal(baton_describe(other, "t:stop-held", &d), 0);
+    assert_true(d.held && d.fencing == baton_lock_fencing(held));
+    assert_int_equal(baton_release(blocker), 0);
+    so.wait_ms = HANG_MS;
+    assert_int_equal(baton_acquire(c, "t:stop-wait", &so, &l), 0); /* the session still works */
+    baton_lock_free(l);
+    baton_lock_free(held);
+    baton_lock_free(blocker);
+    baton_client_free(other);
+    baton_client_free(c);
+    stop_batond(pid);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* A batond restart ends every stream hold of the session (UNAVAILABLE);
+ * the next stream acquire opens a new session. */
+static void test_stream_holds_lost_when_batond_stops(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    if (getenv("BATOND") == NULL || getenv("BATON_TEST_REDIS_SOCK") == NULL)
+        skip();
+    char dir[] = "/tmp/baton-restart2.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    int port = free_port();
+    assert_true(port > 0);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    pid_t pid = spawn_batond(dir, port);
+    baton_client *c = NULL;
+    assert_int_equal(baton_client_new(addr, NULL, &c), 0);
+    wait_serving(c);
+    struct lost_rec rec[3];
+    baton_lock *l[3];
+    for (int i = 0; i < 3; i++) {
+        rec[i] = (struct lost_rec){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+        char key[32];
+        snprintf(key, sizeof key, "t:restart-h/%d", i);
+        baton_acquire_options o = {.mode = BATON_MODE_STREAM, .on_lost = on_lost, .lost_ud = &rec[i]};
+        assert_int_equal(baton_try_acquire(c, key, &o, &l[i]), 0);
+    }
+    stop_batond(pid);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(wait_lost(&rec[i]), 1);
+        assert_int_equal(rec[i].err, BATON_ERR_UNAVAILABLE);
+        assert_int_equal(baton_lock_state_get(l[i]), BATON_LOCK_LOST);
+        baton_lock_free(l[i]);
+    }
+    pid = spawn_batond(dir, port);
+    wait_serving(c);
+    baton_lock *n = NULL;
+    baton_acquire_options o = {.mode = BATON_MODE_STREAM};
+    int err = baton_try_acquire(c, "t:restart-h/0", &o, &n); /* released at shutdown */
+    if (err != 0)
+        fail_msg("stream acquire after restart: %s: %s", baton_error_name(err), baton_last_error());
+    assert_int_equal(baton_release(n), 0);
+    baton_lock_free(n);
+    baton_client_free(c);
+    stop_batond(pid);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* ---- errors ---- */
 
 static void test_errors(void **state)
@@ -821,6 +1080,10 @@ int main(void)
         cmocka_unit_test(test_lease_ops_with_and_without_sessions),
         cmocka_unit_test_teardown(test_sessions_survive_batond_restart, spawned_teardown),
         cmocka_unit_test(test_call_timeout_holds_before_the_channel_is_up),
+        cmocka_unit_test(test_stream_holds_share_one_session),
+        cmocka_unit_test(test_stream_holds_mutual_exclusion),
+        cmocka_unit_test_teardown(test_stream_acquire_timeout_ends_only_itself, spawned_teardown),
+        cmocka_unit_test_teardown(test_stream_holds_lost_when_batond_stops, spawned_teardown),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -102,7 +102,12 @@ typedef struct baton_client_options {
      * batond that has no Session RPC. One difference: if the connection
      * breaks just after batond sent a lease grant, that lease is kept until
      * its TTL (the acquire itself fails); over its own RPC it is released.
-     * 1: one RPC per operation. */
+     * Stream-mode locks (again except cancellable acquires) are all held by
+     * one more Session with one reader thread for the client, instead of a
+     * stream and a thread each; the connection breaking still ends every one
+     * of them at the server.
+     * 1: one RPC per operation, one stream and one thread per stream-mode
+     * lock. */
     int disable_sessions;
 } baton_client_options;
 
@@ -150,8 +155,9 @@ typedef enum baton_lock_state {
  * one handle. */
 typedef struct baton_lock baton_lock;
 
-/* Called at most once per lock, on a library thread (the renewal or stream
- * thread), when a held lock is lost: `err` is BATON_ERR_LOST (or
+/* Called at most once per lock, on a library thread (the lock's renewal
+ * thread, or the thread that reads the client's stream-mode locks, so keep
+ * it short), when a held lock is lost: `err` is BATON_ERR_LOST (or
  * BATON_ERR_UNAVAILABLE when the connection broke in stream mode) and `msg`
  * the reason (valid during the call). The state is already BATON_LOCK_LOST.
  * Do not call baton_lock_free() / baton_release() on `lock` from inside. */
@@ -179,8 +185,9 @@ typedef struct baton_acquire_options {
  * HELD lock (caller frees with baton_lock_free()). Errors: BATON_ERR_BUSY when
  * not acquired within the wait (baton_last_error() names the holder),
  * BATON_ERR_INVALID, BATON_ERR_UNAVAILABLE, ... `opts` may be NULL.
- * Blocks the calling thread; thread-safe. In stream mode and with auto_renew
- * the lock owns one background thread until it is freed. */
+ * Blocks the calling thread; thread-safe. With auto_renew the lock owns one
+ * background thread until it is freed; stream-mode locks share the client's
+ * (see disable_sessions). */
 BATON_API int baton_acquire(baton_client *client, const char *key, const baton_acquire_options *opts,
                             baton_lock **out);
 

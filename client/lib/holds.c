@@ -1,0 +1,496 @@
+/*
+ * holds.c - stream-mode locks held by one shared Session stream.
+ *
+ * A stream-mode lock used to own an Acquire stream and a thread that sat on
+ * it until the server ended it. Here all of a client's stream holds share
+ * one Session (the "hold session") and one reader thread: an acquire writes
+ * its request and sleeps on its own condition variable; the reader hands it
+ * the answer. Later the same reader reports the end of each hold (released
+ * by token, or lost) through the hold's end callback. Closing the session,
+ * or the process dying, ends every hold on it at the server, as closing
+ * each Acquire stream did.
+ *
+ * Ending one hold without ending the others uses SessionCancel: a waiting
+ * acquire that timed out locally, a lock freed or detached while held, a
+ * stream lock whose Release failed. A cancel racing the grant is safe: the
+ * server releases a hold it cancels.
+ *
+ * When the hold session breaks (batond restarted, connection lost), every
+ * hold on it ends with the call's status and the next acquire opens a new
+ * one. The session is opened only on a connected channel; otherwise, with
+ * sessions off, for cancellable acquires or past HOLDS_WAIT_MAX waiting
+ * acquires (the server's per-session limit is 1024), the caller uses the
+ * Acquire RPC as before.
+ *
+ * Lifetimes: a hold session is reference-counted (the client while it is
+ * current, the reader thread, each hold registered on it). The reader is
+ * detached; the client counts live readers and baton_client_free waits for
+ * them. Locking order: holds_mu (client) -> hs->mu; hs->wmu is taken alone.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <grpc/grpc.h>
+
+#include "internal.h"
+
+/* Waiting acquires per hold session before further ones use their own RPC. */
+#define HOLDS_WAIT_MAX 1000
+
+typedef struct baton__hold_session hold_session;
+
+enum { H_WAITING, H_ANSWERED, H_HELD, H_ENDED };
+
+struct baton__hold {
+    hold_session *hs;
+    baton__hold *prev, *next; /* hs->ops while registered */
+    uint64_t id;
+    int state;                         /* H_*, under hs->mu */
+    int linked;                        /* in hs->ops */
+    int in_cb;                         /* the reader is calling on_end */
+    int64_t queued;                    /* latest position not yet reported (0: none) */
+    Baton__V1__SessionResponse *resp;  /* H_ANSWERED: granted or status; NULL: the session broke */
+    grpc_c_status end;                 /* H_ENDED without a callback yet, or the broken session's status */
+    baton__hold_end_cb on_end;
+    void *end_ud;
+    pthread_cond_t cv; /* monotonic clock */
+};
+
+struct baton__hold_session {
+    baton_client *c;
+    grpc_c_call *call;
+    pthread_mutex_t mu;  /* ops, next_id, dead, nwait, refs */
+    pthread_mutex_t wmu; /* one write at a time on the call */
+    baton__hold *ops;
+    uint64_t next_id;
+    int nwait;
+    int dead;
+    int refs;
+    grpc_c_status status; /* how the call ended (once dead) */
+};
+
+static void hs_unref(hold_session *hs)
+{
+    pthread_mutex_lock(&hs->mu);
+    int last = --hs->refs == 0;
+    pthread_mutex_unlock(&hs->mu);
+    if (!last)
+        return;
+    grpc_c_call_destroy(hs->call);
+    grpc_c_status_clear(&hs->status);
+    pthread_mutex_destroy(&hs->mu);
+    pthread_mutex_destroy(&hs->wmu);
+    free(hs);
+}
+
+static void unlink_op(hold_session *hs, baton__hold *h)
+{
+    if (!h->linked)
+        return;
+    if (h->prev)
+        h->prev->next = h->next;
+    else
+        hs->ops = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+    h->linked = 0;
+    if (h->state == H_WAITING)
+        hs->nwait--;
+}
+
+static baton__hold *find_op(hold_session *hs, uint64_t id)
+{
+    baton__hold *h = hs->ops;
+    while (h && h->id != id)
+        h = h->next;
+    return h;
+}
+
+/* The end of a hold: hands it to its callback, or keeps it for
+ * baton__hold_attach when none is attached yet. Called with hs->mu held;
+ * returns with it held (released around the callback). */
+static void end_hold(hold_session *hs, baton__hold *h, int code, const char *msg)
+{
+    unlink_op(hs, h);
+    h->state = H_ENDED;
+    if (h->on_end == NULL) {
+        h->end.code = code;
+        h->end.message = strdup(msg ? msg : "");
+        return;
+    }
+    h->in_cb = 1;
+    pthread_mutex_unlock(&hs->mu);
+    grpc_c_status st = {code, (char *)(msg ? msg : "")};
+    h->on_end(h->end_ud, &st);
+    pthread_mutex_lock(&hs->mu);
+    h->in_cb = 0;
+    pthread_cond_broadcast(&h->cv);
+}
+
+/* One response: to the acquire waiting for it, or the end of a hold.
+ * Takes ownership of r. */
+static void dispatch(hold_session *hs, Baton__V1__SessionResponse *r)
+{
+    pthread_mutex_lock(&hs->mu);
+    baton__hold *h = find_op(hs, r->id);
+    if (h == NULL) {
+        /* An operation given up (its cancel crossed this) or a hold whose
+         * lock already knows it was released. */
+    } else if (h->state == H_WAITING && r->result_case == BATON__V1__SESSION_RESPONSE__RESULT_QUEUED) {
+        h->queued = r->queued->position > 0 ? r->queued->position : 1;
+        pthread_cond_signal(&h->cv);
+    } else if (h->state == H_WAITING && (r->result_case == BATON__V1__SESSION_RESPONSE__RESULT_GRANTED ||
+                                         r->result_case == BATON__V1__SESSION_RESPONSE__RESULT_STATUS)) {
+        if (r->result_case == BATON__V1__SESSION_RESPONSE__RESULT_STATUS)
+            unlink_op(hs, h); /* over at the server */
+        else
+            hs->nwait--;
+        h->state = H_ANSWERED;
+        h->resp = r;
+        r = NULL;
+        pthread_cond_signal(&h->cv);
+    } else if ((h->state == H_ANSWERED || h->state == H_HELD) &&
+               r->result_case == BATON__V1__SESSION_RESPONSE__RESULT_STATUS) {
+        /* (H_ANSWERED here: granted, and ended before its lock attached.) */
+        end_hold(hs, h, r->status->code, r->status->message);
+    }
+    pthread_mutex_unlock(&hs->mu);
+    if (r)
+        baton__v1__session_response__free_unpacked(r, NULL);
+}
+
+/* The session broke: every acquire waiting on it and every hold ends. */
+static void session_broke(hold_session *hs)
+{
+    pthread_mutex_lock(&hs->mu);
+    hs->dead = 1;
+    pthread_mutex_unlock(&hs->mu);
+    pthread_mutex_lock(&hs->wmu); /* finish closes our side: a write */
+    grpc_c_status st = GRPC_C_STATUS_INIT;
+    grpc_c_call_finish(hs->call, NULL, &st);
+    pthread_mutex_unlock(&hs->wmu);
+    if (st.code == GRPC_C_CODE_OK) {
+        /* Only our own half-close or cancel ends it cleanly; either way,
+         * what it held is gone. */
+        grpc_c_status_clear(&st);
+        st.code = GRPC_C_CODE_UNAVAILABLE;
+        st.message = strdup("the hold session ended");
+    }
+    pthread_mutex_lock(&hs->mu);
+    hs->status.code = st.code;
+    hs->status.message = st.message ? strdup(st.message) : NULL;
+    while (hs->ops) {
+        baton__hold *h = hs->ops;
+        if (h->state == H_WAITING) {
+            unlink_op(hs, h);
+            h->state = H_ANSWERED; /* resp NULL: see hs->status */
+            pthread_cond_signal(&h->cv);
+        } else {
+            end_hold(hs, h, st.code, st.message);
+        }
+    }
+    pthread_mutex_unlock(&hs->mu);
+    grpc_c_status_clear(&st);
+}
+
+static void *reader(void *arg)
+{
+    hold_session *hs = arg;
+    baton_client *c = hs->c;
+    Baton__V1__SessionResponse *r = NULL;
+    while (baton__v1__lock_service__grpc__session_read(hs->call, &r) == GRPC_C_OK) {
+        dispatch(hs, r);
+        r = NULL;
+    }
+    session_broke(hs);
+    hs_unref(hs);
+    pthread_mutex_lock(&c->_holds_mu);
+    c->_nreaders--;
+    pthread_cond_broadcast(&c->_holds_cv);
+    pthread_mutex_unlock(&c->_holds_mu);
+    return NULL;
+}
+
+/* The current hold session with a reference for the caller, opening one if
+ * there is none or the last one broke. NULL with *not_ready on a channel
+ * not connected; NULL on failure. Called with c->_holds_mu held. */
+static hold_session *current(baton_client *c, int *not_ready)
+{
+    hold_session *hs = c->_holds;
+    if (hs) {
+        pthread_mutex_lock(&hs->mu);
+        int dead = hs->dead;
+        if (!dead)
+            hs->refs++;
+        pthread_mutex_unlock(&hs->mu);
+        if (!dead)
+            return hs;
+        c->_holds = NULL;
+        hs_unref(hs);
+    }
+    if (grpc_channel_check_connectivity_state(c->_channel, 1) != GRPC_CHANNEL_READY) {
+        *not_ready = 1;
+        return NULL;
+    }
+    hs = calloc(1, sizeof *hs);
+    if (hs == NULL)
+        return NULL;
+    hs->c = c;
+    hs->refs = 3; /* the client, the reader, the caller */
+    pthread_mutex_init(&hs->mu, NULL);
+    pthread_mutex_init(&hs->wmu, NULL);
+    hs->call = baton__v1__lock_service__grpc__session_start(c->_channel, NULL);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int started = hs->call != NULL && pthread_create(&t, &attr, reader, hs) == 0;
+    pthread_attr_destroy(&attr);
+    if (!started) {
+        grpc_c_call_destroy(hs->call);
+        pthread_mutex_destroy(&hs->mu);
+        pthread_mutex_destroy(&hs->wmu);
+        free(hs);
+        return NULL;
+    }
+    c->_nreaders++;
+    c->_holds = hs;
+    return hs;
+}
+
+static baton__hold *hold_new(void)
+{
+    baton__hold *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return NULL;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return h;
+}
+
+static void hold_destroy(baton__hold *h)
+{
+    if (h->resp)
+        baton__v1__session_response__free_unpacked(h->resp, NULL);
+    grpc_c_status_clear(&h->end);
+    pthread_cond_destroy(&h->cv);
+    free(h);
+}
+
+/* Sends a cancel for h's operation (best effort: if the session is broken,
+ * the server has already ended everything on it). */
+static void send_cancel(hold_session *hs, uint64_t id)
+{
+    Baton__V1__SessionCancel cancel = BATON__V1__SESSION_CANCEL__INIT;
+    Baton__V1__SessionRequest req = BATON__V1__SESSION_REQUEST__INIT;
+    req.id = id;
+    req.op_case = BATON__V1__SESSION_REQUEST__OP_CANCEL;
+    req.cancel = &cancel;
+    pthread_mutex_lock(&hs->wmu);
+    (void)baton__v1__lock_service__grpc__session_write(hs->call, &req);
+    pthread_mutex_unlock(&hs->wmu);
+}
+
+static void abstime(struct timespec *ts, int64_t at_ms)
+{
+    int64_t left = at_ms - baton__now_ms();
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    int64_t ns = ts->tv_nsec + (left > 0 ? left : 0) * 1000000LL;
+    ts->tv_sec += ns / 1000000000LL;
+    ts->tv_nsec = ns % 1000000000LL;
+}
+
+enum { RUN_DONE, RUN_UNSENT, RUN_BROKEN, RUN_TIMEOUT };
+
+/* Registers h on hs, writes req and waits for its answer until limit_ms
+ * (< 0: none). RUN_DONE: h->resp is the answer. */
+static int run(hold_session *hs, baton__hold *h, Baton__V1__SessionRequest *req, int64_t limit_ms,
+               void (*on_queued)(int64_t, void *), void *queued_ud)
+{
+    pthread_mutex_lock(&hs->mu);
+    if (hs->dead) {
+        pthread_mutex_unlock(&hs->mu);
+        return RUN_UNSENT;
+    }
+    h->hs = hs;
+    h->id = req->id = ++hs->next_id;
+    h->state = H_WAITING;
+    h->next = hs->ops;
+    if (hs->ops)
+        hs->ops->prev = h;
+    hs->ops = h;
+    h->linked = 1;
+    hs->nwait++;
+    pthread_mutex_unlock(&hs->mu);
+
+    pthread_mutex_lock(&hs->wmu);
+    int wrote = baton__v1__lock_service__grpc__session_write(hs->call, req) == GRPC_C_OK;
+    pthread_mutex_unlock(&hs->wmu);
+
+    pthread_mutex_lock(&hs->mu);
+    if (!wrote) {
+        /* The call is over, so the server never took this request (and if
+         * it had, the end of the session would have ended the hold). */
+        unlink_op(hs, h);
+        hs->dead = 1; /* the reader will say why; no new request goes here */
+        pthread_mutex_unlock(&hs->mu);
+        return RUN_UNSENT;
+    }
+    int timed_out = 0;
+    while (h->state == H_WAITING) {
+        if (h->queued && on_queued) {
+            int64_t pos = h->queued;
+            h->queued = 0;
+            pthread_mutex_unlock(&hs->mu);
+            on_queued(pos, queued_ud);
+            pthread_mutex_lock(&hs->mu);
+            continue;
+        }
+        if (limit_ms < 0) {
+            pthread_cond_wait(&h->cv, &hs->mu);
+        } else if (baton__now_ms() >= limit_ms) {
+            timed_out = 1;
+            break;
+        } else {
+            struct timespec ts;
+            abstime(&ts, limit_ms);
+            pthread_cond_timedwait(&h->cv, &hs->mu, &ts);
+        }
+    }
+    if (timed_out)
+        unlink_op(hs, h); /* a grant that still comes is released by the cancel */
+    int broken = h->state == H_ANSWERED && h->resp == NULL;
+    pthread_mutex_unlock(&hs->mu);
+    if (timed_out) {
+        send_cancel(hs, h->id);
+        return RUN_TIMEOUT;
+    }
+    return broken ? RUN_BROKEN : RUN_DONE;
+}
+
+int baton__hold_acquire(baton_client *c, Baton__V1__SessionRequest *req, int64_t timeout_ms,
+                        void (*on_queued)(int64_t, void *), void *queued_ud, Baton__V1__SessionResponse **resp,
+                        baton__hold **out)
+{
+    *resp = NULL;
+    *out = NULL;
+    int64_t limit = timeout_ms >= 0 ? baton__now_ms() + timeout_ms : -1;
+    for (int attempt = 0;; attempt++) {
+        if (c->_sessions_off)
+            return BATON__SESSIONS_OFF;
+        int not_ready = 0;
+        pthread_mutex_lock(&c->_holds_mu);
+        hold_session *hs = current(c, &not_ready);
+        int full = 0;
+        if (hs) {
+            pthread_mutex_lock(&hs->mu);
+            full = hs->nwait >= HOLDS_WAIT_MAX;
+            pthread_mutex_unlock(&hs->mu);
+        }
+        pthread_mutex_unlock(&c->_holds_mu);
+        if (hs && full) {
+            hs_unref(hs);
+            return BATON__SESSIONS_OFF; /* this acquire only */
+        }
+        if (hs == NULL)
+            return not_ready ? BATON__SESSIONS_OFF : baton__fail(BATON_ERR_NOMEM, "acquire: cannot start a session");
+        baton__hold *h = hold_new();
+        if (h == NULL) {
+            hs_unref(hs);
+            return baton__fail(BATON_ERR_NOMEM, "acquire: out of memory");
+        }
+        int rc = run(hs, h, req, limit, on_queued, queued_ud);
+        if (rc == RUN_DONE && h->resp->result_case == BATON__V1__SESSION_RESPONSE__RESULT_GRANTED) {
+            *resp = h->resp;
+            h->resp = NULL;
+            pthread_mutex_lock(&hs->mu);
+            if (h->state == H_ANSWERED)
+                h->state = H_HELD;
+            pthread_mutex_unlock(&hs->mu);
+            *out = h; /* keeps its reference to hs */
+            return 0;
+        }
+        int err;
+        if (rc == RUN_DONE) {
+            Baton__V1__SessionStatus *s = h->resp->status;
+            grpc_c_status st = {s->code, s->message};
+            err = st.code == GRPC_C_CODE_OK ? baton__fail(BATON_ERR_INTERNAL, "acquire: ended without a grant")
+                                            : baton__fail_status(&st, BATON__PHASE_ACQUIRE, "acquire");
+        } else if (rc == RUN_TIMEOUT) {
+            err = baton__fail(BATON_ERR_TIMEOUT, "acquire: no answer from the server within wait + %lld ms",
+                              (long long)c->_call_timeout_ms);
+        } else { /* RUN_UNSENT, RUN_BROKEN */
+            pthread_mutex_lock(&hs->mu);
+            grpc_c_status st = {hs->status.code, hs->status.message};
+            if (st.code == GRPC_C_CODE_UNIMPLEMENTED) {
+                c->_sessions_off = 1; /* an older batond: the acquire never ran */
+                err = BATON__SESSIONS_OFF;
+            } else if (rc == RUN_UNSENT && attempt == 0) {
+                err = 0; /* it broke before our request: once more on a new session */
+            } else if (st.code != GRPC_C_CODE_OK) {
+                err = baton__fail_status(&st, BATON__PHASE_ACQUIRE, "acquire");
+            } else {
+                err = baton__fail(BATON_ERR_UNAVAILABLE, "acquire: the session to the server broke");
+            }
+            pthread_mutex_unlock(&hs->mu);
+        }
+        hold_destroy(h);
+        hs_unref(hs);
+        if (err != 0)
+            return err;
+    }
+}
+
+int baton__hold_attach(baton__hold *h, baton__hold_end_cb on_end, void *ud, grpc_c_status *ended)
+{
+    hold_session *hs = h->hs;
+    pthread_mutex_lock(&hs->mu);
+    int over = h->state == H_ENDED;
+    if (over) {
+        *ended = h->end;
+        memset(&h->end, 0, sizeof h->end);
+    } else {
+        h->on_end = on_end;
+        h->end_ud = ud;
+    }
+    pthread_mutex_unlock(&hs->mu);
+    return over;
+}
+
+void baton__hold_free(baton__hold *h, int cancel)
+{
+    if (h == NULL)
+        return;
+    hold_session *hs = h->hs;
+    pthread_mutex_lock(&hs->mu);
+    int held = h->linked;
+    unlink_op(hs, h);
+    while (h->in_cb)
+        pthread_cond_wait(&h->cv, &hs->mu);
+    pthread_mutex_unlock(&hs->mu);
+    if (held && cancel)
+        send_cancel(hs, h->id);
+    hold_destroy(h);
+    hs_unref(hs);
+}
+
+void baton__holds_free(baton_client *c)
+{
+    pthread_mutex_lock(&c->_holds_mu);
+    hold_session *hs = c->_holds;
+    c->_holds = NULL;
+    pthread_mutex_unlock(&c->_holds_mu);
+    if (hs) {
+        grpc_c_call_cancel(hs->call); /* the reader sees the end and leaves */
+        hs_unref(hs);
+    }
+    pthread_mutex_lock(&c->_holds_mu);
+    while (c->_nreaders > 0)
+        pthread_cond_wait(&c->_holds_cv, &c->_holds_mu);
+    pthread_mutex_unlock(&c->_holds_mu);
+}
