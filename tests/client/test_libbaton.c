@@ -701,31 +701,57 @@ static void stop_batond(pid_t pid)
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
+/* A batond of the test's own (to stop, restart or freeze), on a free port. */
+struct private_batond {
+    char dir[64];
+    int port;
+    char addr[64];
+    pid_t pid;
+};
+
+static void private_start(struct private_batond *p)
+{
+    snprintf(p->dir, sizeof p->dir, "/tmp/baton-private.XXXXXX");
+    assert_non_null(mkdtemp(p->dir));
+    p->port = free_port();
+    assert_true(p->port > 0);
+    snprintf(p->addr, sizeof p->addr, "127.0.0.1:%d", p->port);
+    p->pid = spawn_batond(p->dir, p->port);
+}
+
+static void private_end(struct private_batond *p)
+{
+    stop_batond(p->pid);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", p->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+#define NEED_PRIVATE_BATOND()                                                                                \
+    do {                                                                                                     \
+        NEED_SERVER();                                                                                       \
+        if (getenv("BATOND") == NULL || getenv("BATON_TEST_REDIS_SOCK") == NULL)                             \
+            skip();                                                                                          \
+    } while (0)
+
 /* Idle pooled sessions die with the batond that served them; after a
  * restart the next operations must not fail on them. */
 static void test_sessions_survive_batond_restart(void **state)
 {
     (void)state;
-    NEED_SERVER();
-    if (getenv("BATOND") == NULL || getenv("BATON_TEST_REDIS_SOCK") == NULL)
-        skip();
-    char dir[] = "/tmp/baton-restart.XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    int port = free_port();
-    assert_true(port > 0);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    pid_t pid = spawn_batond(dir, port);
+    NEED_PRIVATE_BATOND();
+    struct private_batond p;
+    private_start(&p);
     baton_client *c = NULL;
-    assert_int_equal(baton_client_new(addr, NULL, &c), 0);
+    assert_int_equal(baton_client_new(p.addr, NULL, &c), 0);
     wait_serving(c);
     baton_lock *l = NULL;
     assert_int_equal(baton_try_acquire(c, "t:restart", NULL, &l), 0);
     assert_int_equal(baton_release(l), 0);
     baton_lock_free(l);
 
-    stop_batond(pid);
-    pid = spawn_batond(dir, port);
+    stop_batond(p.pid);
+    p.pid = spawn_batond(p.dir, p.port);
     wait_serving(c); /* the channel is connected again; its pooled session is not */
     for (int i = 0; i < 3; i++) {
         int err = baton_try_acquire(c, "t:restart", NULL, &l);
@@ -735,10 +761,7 @@ static void test_sessions_survive_batond_restart(void **state)
         baton_lock_free(l);
     }
     baton_client_free(c);
-    stop_batond(pid);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    private_end(&p);
 }
 
 /* A server that accepts TCP but never speaks HTTP/2: every operation must
@@ -926,20 +949,13 @@ static void test_stream_holds_mutual_exclusion(void **state)
 static void test_stream_acquire_timeout_ends_only_itself(void **state)
 {
     (void)state;
-    NEED_SERVER();
-    if (getenv("BATOND") == NULL || getenv("BATON_TEST_REDIS_SOCK") == NULL)
-        skip();
-    char dir[] = "/tmp/baton-stop.XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    int port = free_port();
-    assert_true(port > 0);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    pid_t pid = spawn_batond(dir, port);
+    NEED_PRIVATE_BATOND();
+    struct private_batond p;
+    private_start(&p);
     baton_client *c = NULL, *other = NULL;
     baton_client_options co = {.owner = "stopped", .call_timeout_ms = 300};
-    assert_int_equal(baton_client_new(addr, &co, &c), 0);
-    assert_int_equal(baton_client_new(addr, NULL, &other), 0);
+    assert_int_equal(baton_client_new(p.addr, &co, &c), 0);
+    assert_int_equal(baton_client_new(p.addr, NULL, &other), 0);
     wait_serving(c);
     wait_serving(other);
     baton_lock *held = NULL, *blocker = NULL, *l = NULL;
@@ -947,14 +963,14 @@ static void test_stream_acquire_timeout_ends_only_itself(void **state)
     assert_int_equal(baton_try_acquire(c, "t:stop-held", &so, &held), 0);
     assert_int_equal(baton_try_acquire(other, "t:stop-wait", NULL, &blocker), 0);
 
-    kill(pid, SIGSTOP);
+    kill(p.pid, SIGSTOP);
     so.wait_ms = 200;
     int64_t t0 = now_ms();
     int err = baton_acquire(c, "t:stop-wait", &so, &l);
     if (err != BATON_ERR_TIMEOUT)
         fail_msg("acquire on a stopped batond: %s: %s", baton_error_name(err), baton_last_error());
     assert_true(now_ms() - t0 >= 500);
-    kill(pid, SIGCONT);
+    kill(p.pid, SIGCONT);
 
     baton_description d = {0};
     int64_t end = now_ms() + HANG_MS;
@@ -974,10 +990,7 @@ static void test_stream_acquire_timeout_ends_only_itself(void **state)
     baton_lock_free(blocker);
     baton_client_free(other);
     baton_client_free(c);
-    stop_batond(pid);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    private_end(&p);
 }
 
 /* A batond restart ends every stream hold of the session (UNAVAILABLE);
@@ -985,18 +998,11 @@ static void test_stream_acquire_timeout_ends_only_itself(void **state)
 static void test_stream_holds_lost_when_batond_stops(void **state)
 {
     (void)state;
-    NEED_SERVER();
-    if (getenv("BATOND") == NULL || getenv("BATON_TEST_REDIS_SOCK") == NULL)
-        skip();
-    char dir[] = "/tmp/baton-restart2.XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    int port = free_port();
-    assert_true(port > 0);
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    pid_t pid = spawn_batond(dir, port);
+    NEED_PRIVATE_BATOND();
+    struct private_batond p;
+    private_start(&p);
     baton_client *c = NULL;
-    assert_int_equal(baton_client_new(addr, NULL, &c), 0);
+    assert_int_equal(baton_client_new(p.addr, NULL, &c), 0);
     wait_serving(c);
     struct lost_rec rec[3];
     baton_lock *l[3];
@@ -1007,14 +1013,14 @@ static void test_stream_holds_lost_when_batond_stops(void **state)
         baton_acquire_options o = {.mode = BATON_MODE_STREAM, .on_lost = on_lost, .lost_ud = &rec[i]};
         assert_int_equal(baton_try_acquire(c, key, &o, &l[i]), 0);
     }
-    stop_batond(pid);
+    stop_batond(p.pid);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(wait_lost(&rec[i]), 1);
         assert_int_equal(rec[i].err, BATON_ERR_UNAVAILABLE);
         assert_int_equal(baton_lock_state_get(l[i]), BATON_LOCK_LOST);
         baton_lock_free(l[i]);
     }
-    pid = spawn_batond(dir, port);
+    p.pid = spawn_batond(p.dir, p.port);
     wait_serving(c);
     baton_lock *n = NULL;
     baton_acquire_options o = {.mode = BATON_MODE_STREAM};
@@ -1024,10 +1030,7 @@ static void test_stream_holds_lost_when_batond_stops(void **state)
     assert_int_equal(baton_release(n), 0);
     baton_lock_free(n);
     baton_client_free(c);
-    stop_batond(pid);
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    private_end(&p);
 }
 
 /* ---- errors ---- */
