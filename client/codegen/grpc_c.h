@@ -30,9 +30,12 @@
  * Threads: every call handle has its own completion queue and each blocking
  * operation plucks only its own tag, so different handles may be used from
  * different threads at the same time. ONE handle must be used by one thread
- * at a time, with one exception: grpc_c_call_cancel() may be called from any
+ * at a time, with two exceptions: grpc_c_call_cancel() may be called from any
  * thread at any time (until grpc_c_call_destroy) and wakes a blocked read,
- * write or finish on that handle.
+ * write or finish on that handle; and on a bidi stream one thread may read
+ * (grpc_c_call_read*) while another writes (grpc_c_call_write), since the
+ * two touch disjoint state and pluck different tags. finish and destroy
+ * still need both to be over.
  *
  * Return values: functions returning `int` on a call handle return one of
  * enum grpc_c_result (0 = done, >0 = a normal non-message outcome, <0 = error).

@@ -22,11 +22,18 @@
  * acquires (the server's per-session limit is 1024), the caller uses the
  * Acquire RPC as before.
  *
+ * The reader never runs user code: the end callbacks (on_lost) run on a
+ * second thread, the notifier, in the order the holds ended, so a callback
+ * may acquire again and a slow one delays no other answer.
+ *
  * Lifetimes: a hold session is reference-counted (the client while it is
- * current, the reader thread, each hold registered on it). The reader is
- * detached; the client counts live readers and baton_client_free waits for
- * them. Locking order: holds_mu (client) -> hs->mu; hs->wmu is taken alone.
+ * current, the reader and notifier threads, each hold registered on it).
+ * Both threads are detached; the client counts them and baton_client_free
+ * waits for them. Locking order: holds_mu (client) -> hs->mu; hs->wmu is
+ * taken alone. One thread reads the call while others write it (under
+ * wmu): grpc_c allows one reader and one writer at a time.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -48,10 +55,12 @@ struct baton__hold {
     uint64_t id;
     int state;                         /* H_*, under hs->mu */
     int linked;                        /* in hs->ops */
-    int in_cb;                         /* the reader is calling on_end */
+    int in_cb;                         /* the notifier is calling on_end */
+    int notify;                        /* in hs's notify queue */
+    baton__hold *nnext;
     int64_t queued;                    /* latest position not yet reported (0: none) */
     Baton__V1__SessionResponse *resp;  /* H_ANSWERED: granted or status; NULL: the session broke */
-    grpc_c_status end;                 /* H_ENDED without a callback yet, or the broken session's status */
+    grpc_c_status end;                 /* H_ENDED: how (for on_end, or for attach when none yet) */
     baton__hold_end_cb on_end;
     void *end_ud;
     pthread_cond_t cv; /* monotonic clock */
@@ -68,6 +77,9 @@ struct baton__hold_session {
     int dead;
     int refs;
     grpc_c_status status; /* how the call ended (once dead) */
+    baton__hold *nhead, *ntail; /* ended holds whose on_end is due, in order */
+    pthread_cond_t ncv;         /* signalled for the notifier */
+    int reader_done;            /* nothing more will be queued */
 };
 
 static void hs_unref(hold_session *hs)
@@ -81,6 +93,7 @@ static void hs_unref(hold_session *hs)
     grpc_c_status_clear(&hs->status);
     pthread_mutex_destroy(&hs->mu);
     pthread_mutex_destroy(&hs->wmu);
+    pthread_cond_destroy(&hs->ncv);
     free(hs);
 }
 
@@ -108,25 +121,39 @@ static baton__hold *find_op(hold_session *hs, uint64_t id)
     return h;
 }
 
-/* The end of a hold: hands it to its callback, or keeps it for
- * baton__hold_attach when none is attached yet. Called with hs->mu held;
- * returns with it held (released around the callback). */
+/* The end of a hold: queued for the notifier, which calls its on_end, or
+ * kept for baton__hold_attach when none is attached yet. The reader never
+ * runs user code: an on_lost that acquires again, or takes its time, must
+ * not keep the other holds' answers waiting. Called with hs->mu held. */
 static void end_hold(hold_session *hs, baton__hold *h, int code, const char *msg)
 {
     unlink_op(hs, h);
     h->state = H_ENDED;
-    if (h->on_end == NULL) {
-        h->end.code = code;
-        h->end.message = strdup(msg ? msg : "");
+    h->end.code = code;
+    h->end.message = strdup(msg ? msg : "");
+    if (h->on_end == NULL)
         return;
+    h->notify = 1;
+    h->nnext = NULL;
+    if (hs->ntail)
+        hs->ntail->nnext = h;
+    else
+        hs->nhead = h;
+    hs->ntail = h;
+    pthread_cond_signal(&hs->ncv);
+}
+
+static void notify_remove(hold_session *hs, baton__hold *h)
+{
+    baton__hold **p = &hs->nhead, *prev = NULL;
+    while (*p != h) {
+        prev = *p;
+        p = &(*p)->nnext;
     }
-    h->in_cb = 1;
-    pthread_mutex_unlock(&hs->mu);
-    grpc_c_status st = {code, (char *)(msg ? msg : "")};
-    h->on_end(h->end_ud, &st);
-    pthread_mutex_lock(&hs->mu);
-    h->in_cb = 0;
-    pthread_cond_broadcast(&h->cv);
+    *p = h->nnext;
+    if (hs->ntail == h)
+        hs->ntail = prev;
+    h->notify = 0;
 }
 
 /* One response: to the acquire waiting for it, or the end of a hold.
@@ -178,6 +205,11 @@ static void session_broke(hold_session *hs)
         st.code = GRPC_C_CODE_UNAVAILABLE;
         st.message = strdup("the hold session ended");
     }
+    /* For its holds the session was the connection: whatever ended it
+     * (shutdown, a broken connection, a limit), they are lost UNAVAILABLE. */
+    char held[600];
+    snprintf(held, sizeof held, "the session holding the lock ended: %s: %s", grpc_c_code_name(st.code),
+             st.message ? st.message : "");
     pthread_mutex_lock(&hs->mu);
     hs->status.code = st.code;
     hs->status.message = st.message ? strdup(st.message) : NULL;
@@ -188,11 +220,48 @@ static void session_broke(hold_session *hs)
             h->state = H_ANSWERED; /* resp NULL: see hs->status */
             pthread_cond_signal(&h->cv);
         } else {
-            end_hold(hs, h, st.code, st.message);
+            end_hold(hs, h, GRPC_C_CODE_UNAVAILABLE, held);
         }
     }
+    hs->reader_done = 1;
+    pthread_cond_signal(&hs->ncv);
     pthread_mutex_unlock(&hs->mu);
     grpc_c_status_clear(&st);
+}
+
+static void thread_left(baton_client *c)
+{
+    pthread_mutex_lock(&c->_holds_mu);
+    c->_nreaders--;
+    pthread_cond_broadcast(&c->_holds_cv);
+    pthread_mutex_unlock(&c->_holds_mu);
+}
+
+/* Calls the end callbacks, in the order the holds ended, until the reader
+ * is done and none is left. */
+static void *notifier(void *arg)
+{
+    hold_session *hs = arg;
+    baton_client *c = hs->c;
+    pthread_mutex_lock(&hs->mu);
+    for (;;) {
+        while (hs->nhead == NULL && !hs->reader_done)
+            pthread_cond_wait(&hs->ncv, &hs->mu);
+        baton__hold *h = hs->nhead;
+        if (h == NULL)
+            break;
+        notify_remove(hs, h);
+        h->in_cb = 1;
+        pthread_mutex_unlock(&hs->mu);
+        h->on_end(h->end_ud, &h->end);
+        pthread_mutex_lock(&hs->mu);
+        h->in_cb = 0;
+        pthread_cond_broadcast(&h->cv);
+    }
+    pthread_mutex_unlock(&hs->mu);
+    hs_unref(hs);
+    thread_left(c);
+    return NULL;
 }
 
 static void *reader(void *arg)
@@ -206,11 +275,19 @@ static void *reader(void *arg)
     }
     session_broke(hs);
     hs_unref(hs);
-    pthread_mutex_lock(&c->_holds_mu);
-    c->_nreaders--;
-    pthread_cond_broadcast(&c->_holds_cv);
-    pthread_mutex_unlock(&c->_holds_mu);
+    thread_left(c);
     return NULL;
+}
+
+static int start_detached(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return rc;
 }
 
 /* The current hold session with a reference for the caller, opening one if
@@ -238,21 +315,28 @@ static hold_session *current(baton_client *c, int *not_ready)
     if (hs == NULL)
         return NULL;
     hs->c = c;
-    hs->refs = 3; /* the client, the reader, the caller */
+    hs->refs = 4; /* the client, the reader, the notifier, the caller */
     pthread_mutex_init(&hs->mu, NULL);
     pthread_mutex_init(&hs->wmu, NULL);
+    pthread_cond_init(&hs->ncv, NULL);
     hs->call = baton__v1__lock_service__grpc__session_start(c->_channel, NULL);
-    pthread_t t;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int started = hs->call != NULL && pthread_create(&t, &attr, reader, hs) == 0;
-    pthread_attr_destroy(&attr);
-    if (!started) {
+    if (hs->call == NULL || start_detached(notifier, hs) != 0) {
         grpc_c_call_destroy(hs->call);
         pthread_mutex_destroy(&hs->mu);
         pthread_mutex_destroy(&hs->wmu);
+        pthread_cond_destroy(&hs->ncv);
         free(hs);
+        return NULL;
+    }
+    c->_nreaders++;
+    if (start_detached(reader, hs) != 0) {
+        pthread_mutex_lock(&hs->mu);
+        hs->dead = hs->reader_done = 1; /* the notifier leaves */
+        pthread_cond_signal(&hs->ncv);
+        pthread_mutex_unlock(&hs->mu);
+        hs_unref(hs); /* the client's */
+        hs_unref(hs); /* the reader's */
+        hs_unref(hs); /* the caller's */
         return NULL;
     }
     c->_nreaders++;
@@ -419,8 +503,12 @@ int baton__hold_acquire(baton_client *c, Baton__V1__SessionRequest *req, int64_t
         if (rc == RUN_DONE) {
             Baton__V1__SessionStatus *s = h->resp->status;
             grpc_c_status st = {s->code, s->message};
-            err = st.code == GRPC_C_CODE_OK ? baton__fail(BATON_ERR_INTERNAL, "acquire: ended without a grant")
-                                            : baton__fail_status(&st, BATON__PHASE_ACQUIRE, "acquire");
+            if (st.code == GRPC_C_CODE_RESOURCE_EXHAUSTED)
+                err = BATON__SESSIONS_OFF; /* e.g. the session's waiting limit: its own RPC then */
+            else if (st.code == GRPC_C_CODE_OK)
+                err = baton__fail(BATON_ERR_INTERNAL, "acquire: ended without a grant");
+            else
+                err = baton__fail_status(&st, BATON__PHASE_ACQUIRE, "acquire");
         } else if (rc == RUN_TIMEOUT) {
             err = baton__fail(BATON_ERR_TIMEOUT, "acquire: no answer from the server within wait + %lld ms",
                               (long long)c->_call_timeout_ms);
@@ -450,7 +538,7 @@ int baton__hold_attach(baton__hold *h, baton__hold_end_cb on_end, void *ud, grpc
 {
     hold_session *hs = h->hs;
     pthread_mutex_lock(&hs->mu);
-    int over = h->state == H_ENDED;
+    int over = h->state == H_ENDED; /* (with no on_end: never queued) */
     if (over) {
         *ended = h->end;
         memset(&h->end, 0, sizeof h->end);
@@ -470,6 +558,8 @@ void baton__hold_free(baton__hold *h, int cancel)
     pthread_mutex_lock(&hs->mu);
     int held = h->linked;
     unlink_op(hs, h);
+    if (h->notify)
+        notify_remove(hs, h); /* its lock goes away: nobody to tell */
     while (h->in_cb)
         pthread_cond_wait(&h->cv, &hs->mu);
     pthread_mutex_unlock(&hs->mu);

@@ -24,7 +24,7 @@ struct baton_client {
     pthread_mutex_t _holds_mu; /* guards _holds, _nreaders (holds.c) */
     pthread_cond_t _holds_cv;  /* signalled when a reader leaves */
     struct baton__hold_session *_holds; /* the Session holding stream-mode locks */
-    int _nreaders;             /* hold-session reader threads still running */
+    int _nreaders;             /* hold-session threads (readers, notifiers) still running */
 };
 
 /* What an error means depends on where it happened: ABORTED while acquiring

@@ -876,6 +876,67 @@ static void test_stream_holds_share_one_session(void **state)
     baton_client_free(c);
 }
 
+/* An on_lost that takes another stream-mode lock: the callback runs off
+ * the thread that reads the hold session, so the new acquire is answered
+ * (not stuck until its timeout behind its own reader). */
+struct reacquire_rec {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    baton_client *c;
+    int done, err;
+    int64_t ms;
+    baton_lock *l;
+};
+
+static void on_lost_reacquire(baton_lock *lost, int err, const char *msg, void *ud)
+{
+    (void)lost, (void)err, (void)msg;
+    struct reacquire_rec *r = ud;
+    baton_acquire_options o = {.mode = BATON_MODE_STREAM, .wait_ms = 3000};
+    int64_t t0 = now_ms();
+    baton_lock *l = NULL;
+    int e = baton_acquire(r->c, "t:reacq-b", &o, &l);
+    pthread_mutex_lock(&r->mu);
+    r->err = e;
+    r->ms = now_ms() - t0;
+    r->l = l;
+    r->done = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void test_stream_on_lost_may_acquire_again(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    baton_client *c = NULL;
+    baton_client_options co = {.owner = "reacq", .call_timeout_ms = 2000};
+    assert_int_equal(baton_client_new(target, &co, &c), 0);
+    struct reacquire_rec r = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, c, 0, 0, 0, NULL};
+    baton_lock *warm = NULL, *a = NULL;
+    baton_acquire_options so = {.mode = BATON_MODE_STREAM};
+    assert_int_equal(baton_try_acquire(c, "t:reacq-w", &so, &warm), 0); /* the channel is up now */
+    baton_acquire_options o = {.ttl_ms = 300, .mode = BATON_MODE_STREAM, .on_lost = on_lost_reacquire,
+                               .lost_ud = &r};
+    assert_int_equal(baton_try_acquire(c, "t:reacq-a", &o, &a), 0);
+    assert_int_equal(redis_cmd("DEL 'baton:{t:reacq-a}:lock'"), 0);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += HANG_MS / 1000;
+    pthread_mutex_lock(&r.mu);
+    while (!r.done && pthread_cond_timedwait(&r.cv, &r.mu, &ts) == 0)
+        ;
+    pthread_mutex_unlock(&r.mu);
+    assert_int_equal(r.done, 1);
+    if (r.err != 0)
+        fail_msg("acquire inside on_lost: %s after %lld ms", baton_error_name(r.err), (long long)r.ms);
+    assert_int_equal(baton_lock_state_get(r.l), BATON_LOCK_HELD);
+    baton_lock_free(r.l);
+    baton_lock_free(a);
+    baton_lock_free(warm);
+    baton_client_free(c);
+}
+
 /* Threads of two clients take turns on one key in stream mode (one client's
  * holds multiplexed on its hold session): never two holders, fencing always
  * rising. */
@@ -1084,6 +1145,7 @@ int main(void)
         cmocka_unit_test_teardown(test_sessions_survive_batond_restart, spawned_teardown),
         cmocka_unit_test(test_call_timeout_holds_before_the_channel_is_up),
         cmocka_unit_test(test_stream_holds_share_one_session),
+        cmocka_unit_test(test_stream_on_lost_may_acquire_again),
         cmocka_unit_test(test_stream_holds_mutual_exclusion),
         cmocka_unit_test_teardown(test_stream_acquire_timeout_ends_only_itself, spawned_teardown),
         cmocka_unit_test_teardown(test_stream_holds_lost_when_batond_stops, spawned_teardown),

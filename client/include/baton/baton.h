@@ -156,11 +156,13 @@ typedef enum baton_lock_state {
 typedef struct baton_lock baton_lock;
 
 /* Called at most once per lock, on a library thread (the lock's renewal
- * thread, or the thread that reads the client's stream-mode locks, so keep
- * it short), when a held lock is lost: `err` is BATON_ERR_LOST (or
+ * thread, or the one thread that reports the ends of the client's
+ * stream-mode locks, in order: keep it short), when a held lock is lost: `err` is BATON_ERR_LOST (or
  * BATON_ERR_UNAVAILABLE when the connection broke in stream mode) and `msg`
  * the reason (valid during the call). The state is already BATON_LOCK_LOST.
- * Do not call baton_lock_free() / baton_release() on `lock` from inside. */
+ * Do not call baton_lock_free() / baton_release() on `lock` from inside;
+ * acquiring other locks is fine. A lock lost at once may report it before
+ * baton_acquire() has returned it (which then returns 0 and a LOST lock). */
 typedef void (*baton_lost_cb)(baton_lock *lock, int err, const char *msg, void *ud);
 
 /* Called on the acquiring thread (the async worker for async acquires) each
