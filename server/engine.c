@@ -723,6 +723,15 @@ static void waiter_kick(engine_waiter *w)
         attempt(w, 1);
 }
 
+/* The local waiter of target t (may be NULL) with this token, or NULL. */
+static engine_waiter *waiter_by_token(const target *t, const char *token)
+{
+    engine_waiter *w = t ? t->waiters.head : NULL;
+    while (w && strcmp(w->token, token) != 0)
+        w = w->tlink.next;
+    return w;
+}
+
 /* Re-attempts the earliest local waiter of t: normally only it can be at the
  * head of the Redis queue, since this batond enqueued its waiters in order.
  * When the orders diverged, its reply names the real head (kick_head). */
@@ -751,13 +760,9 @@ static void kick_head(const engine_waiter *w, const char *head_token)
     baton_engine *e = w->e;
     if (!head_token || !head_token[0] || strcmp(head_token, w->token) == 0 || !e->up)
         return;
-    target *t = target_of(e, w->key, w->pool);
-    for (engine_waiter *h = t ? t->waiters.head : NULL; h; h = h->tlink.next) {
-        if (strcmp(h->token, head_token) == 0) {
-            waiter_kick(h);
-            return;
-        }
-    }
+    engine_waiter *h = waiter_by_token(target_of(e, w->key, w->pool), head_token);
+    if (h)
+        waiter_kick(h);
 }
 
 static void kick_name(baton_engine *e, const char *name)
@@ -1361,15 +1366,11 @@ static void on_state(void *ud, int up)
 static void on_missing(void *ud, const store_target *t, const char *token)
 {
     baton_engine *e = ud;
-    target *tg = t->key || t->pool ? target_of(e, t->key, t->pool) : NULL;
-    for (engine_waiter *w = tg ? tg->waiters.head : NULL; w; w = w->tlink.next) {
-        if (strcmp(w->token, token) != 0)
-            continue;
-        if (w->state == W_QUEUED && e->up) {
-            e->stats.requeued++;
-            attempt(w, 1);
-        }
-        return; /* an attempt in flight queues it anyway */
+    engine_waiter *w = waiter_by_token(t->key || t->pool ? target_of(e, t->key, t->pool) : NULL, token);
+    /* (An attempt in flight queues it anyway.) */
+    if (w && w->state == W_QUEUED && e->up) {
+        e->stats.requeued++;
+        attempt(w, 1);
     }
 }
 

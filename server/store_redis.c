@@ -322,7 +322,11 @@ static void op_str(store_op *o, const char *str)
 {
     if (op_room(o) != 0)
         return;
-    op_take(o, strdup(str), strlen(str));
+    size_t n = strlen(str);
+    char *copy = malloc(n + 1);
+    if (copy)
+        memcpy(copy, str, n + 1);
+    op_take(o, copy, n);
 }
 
 static void key_arg(store_op *o, const char *key, const char *rec)

@@ -133,8 +133,7 @@ typedef struct tcall {
     outmsg *head, *tail;
     grpc_byte_buffer *sending; /* message of the batch in flight (TAG_SEND or TAG_STATUS) */
     struct sop *sending_op;    /* Session: the LEASE grant in flight, kept once written */
-    struct sop *ops;           /* Session: operations alive */
-    struct sop **ops_idx;      /* ...the same, hashed by id (ops_cap buckets, a power of 2) */
+    struct sop **ops_idx;      /* Session: operations alive, by id (ops_cap buckets, a power of 2) */
     uint32_t ops_cap, nops;
     uint32_t nbusy;            /* ...Renew / Release in flight and LEASE grants not yet written */
     uint32_t nwait;            /* ...acquires waiting for their grant */
@@ -168,8 +167,7 @@ typedef struct tcall {
  * called back.
  */
 typedef struct sop {
-    struct sop *prev, *next; /* c->ops */
-    struct sop *hnext;       /* c->ops_idx bucket */
+    struct sop *hnext; /* c->ops_idx bucket */
     tcall *c;
     uint64_t id;
     engine_waiter *w; /* Acquire: until finished / engine_acquire_end */
@@ -516,7 +514,7 @@ static void call_kick(tcall *c)
     if (call_batch(c, ops, n, TAG_SEND) != 0) {
         grpc_byte_buffer_destroy(c->sending);
         c->sending = NULL;
-        c->sending_op = NULL; /* still in c->ops: the end of the call releases it */
+        c->sending_op = NULL; /* still in c->ops_idx: the end of the call releases it */
         grpc_call_cancel(c->call, NULL); /* RECV_CLOSE then reports the end */
     }
 }
@@ -873,7 +871,7 @@ static void session_recv_arm(tcall *c)
  * the client has closed its side and nothing is left. */
 static void session_settle(tcall *c)
 {
-    if (c->recv_closed && c->ops == NULL)
+    if (c->recv_closed && c->nops == 0)
         call_finish(c, BATON_OK, NULL);
     else
         session_recv_arm(c);
@@ -891,7 +889,7 @@ static void session_abort(tcall *c, grpc_status_code code, const char *msg)
     grpc_call_cancel_with_status(c->call, code, msg, NULL);
 }
 
-/* The session's operations by id, so a request costs O(1) with any number
+/* The session's operations, by id, so a request costs O(1) with any number
  * of session-held locks: checking an id for reuse and finding a cancel's
  * target. An id may appear twice while one of the two is `answered`. */
 static sop **sop_bucket(tcall *c, uint64_t id)
@@ -959,10 +957,6 @@ static sop *sop_new(tcall *c, uint64_t id, int kind)
     }
     op->c = c;
     op->kind = (uint8_t)kind;
-    op->next = c->ops;
-    if (c->ops)
-        c->ops->prev = op;
-    c->ops = op;
     if (kind == SOP_ACQUIRE) {
         op->waiting = 1;
         c->nwait++;
@@ -991,12 +985,6 @@ static void sop_free(sop *op)
     tcall *c = op->c;
     sop_idle(op);
     sop_index_del(c, op);
-    if (op->prev)
-        op->prev->next = op->next;
-    else
-        c->ops = op->next;
-    if (op->next)
-        op->next->prev = op->prev;
     free(op);
     session_settle(c);
     call_unref(c); /* the operation's reference; never the last (RECV_CLOSE holds one) */
@@ -1107,13 +1095,15 @@ static void session_end_ops(tcall *c)
 {
     c->sending_op = NULL;
     c->recv_closed = 1;
-    for (sop *op = c->ops, *next; op; op = next) {
-        next = op->next;
-        if (op->kind != SOP_ACQUIRE)
-            continue;
-        engine_acquire_end(op->w, 1);
-        op->w = NULL;
-        sop_free(op);
+    for (uint32_t i = 0; i < c->ops_cap; i++) {
+        for (sop *op = c->ops_idx[i], *next; op; op = next) {
+            next = op->hnext; /* sop_free unlinks only op */
+            if (op->kind != SOP_ACQUIRE)
+                continue;
+            engine_acquire_end(op->w, 1);
+            op->w = NULL;
+            sop_free(op);
+        }
     }
 }
 
