@@ -36,7 +36,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <grpc/grpc.h>
 
@@ -51,10 +50,10 @@ enum { H_WAITING, H_ANSWERED, H_HELD, H_ENDED };
 
 struct baton__hold {
     hold_session *hs;
-    baton__hold *prev, *next; /* hs->ops while registered */
+    baton__hold *hnext;       /* hs->ops bucket while registered */
     uint64_t id;
     int state;                         /* H_*, under hs->mu */
-    int linked;                        /* in hs->ops */
+    int linked;                        /* in hs->ops: its responses are routed to it */
     int in_cb;                         /* the notifier is calling on_end */
     int notify;                        /* in hs's notify queue */
     baton__hold *nnext;
@@ -71,7 +70,8 @@ struct baton__hold_session {
     grpc_c_call *call;
     pthread_mutex_t mu;  /* ops, next_id, dead, nwait, refs */
     pthread_mutex_t wmu; /* one write at a time on the call */
-    baton__hold *ops;
+    baton__hold **ops;   /* registered holds by id: ops_cap buckets (a power of 2) */
+    uint32_t ops_cap, nops;
     uint64_t next_id;
     int nwait;
     int dead;
@@ -91,33 +91,69 @@ static void hs_unref(hold_session *hs)
         return;
     grpc_c_call_destroy(hs->call);
     grpc_c_status_clear(&hs->status);
+    free(hs->ops);
     pthread_mutex_destroy(&hs->mu);
     pthread_mutex_destroy(&hs->wmu);
     pthread_cond_destroy(&hs->ncv);
     free(hs);
 }
 
+/* The holds by id, so that routing a response costs the same with one hold
+ * or thousands. Ids are handed out in sequence: the low bits spread them. */
+static baton__hold **bucket(hold_session *hs, uint64_t id)
+{
+    return &hs->ops[id & (hs->ops_cap - 1)];
+}
+
+/* Registers h (id set) as waiting; -1 when out of memory. */
+static int link_op(hold_session *hs, baton__hold *h)
+{
+    if (hs->nops >= hs->ops_cap) {
+        uint32_t ocap = hs->ops_cap, cap = ocap ? ocap * 2 : 16;
+        baton__hold **old = hs->ops, **ops = calloc(cap, sizeof *ops);
+        if (ops == NULL)
+            return -1;
+        hs->ops = ops;
+        hs->ops_cap = cap;
+        for (uint32_t i = 0; i < ocap; i++) {
+            for (baton__hold *o = old[i], *next; o; o = next) {
+                next = o->hnext;
+                baton__hold **b = bucket(hs, o->id);
+                o->hnext = *b;
+                *b = o;
+            }
+        }
+        free(old);
+    }
+    baton__hold **b = bucket(hs, h->id);
+    h->hnext = *b;
+    *b = h;
+    h->linked = 1;
+    hs->nops++;
+    hs->nwait++;
+    return 0;
+}
+
 static void unlink_op(hold_session *hs, baton__hold *h)
 {
     if (!h->linked)
         return;
-    if (h->prev)
-        h->prev->next = h->next;
-    else
-        hs->ops = h->next;
-    if (h->next)
-        h->next->prev = h->prev;
-    h->prev = h->next = NULL;
+    baton__hold **p = bucket(hs, h->id);
+    while (*p != h)
+        p = &(*p)->hnext;
+    *p = h->hnext;
+    h->hnext = NULL;
     h->linked = 0;
+    hs->nops--;
     if (h->state == H_WAITING)
         hs->nwait--;
 }
 
 static baton__hold *find_op(hold_session *hs, uint64_t id)
 {
-    baton__hold *h = hs->ops;
+    baton__hold *h = hs->ops_cap ? *bucket(hs, id) : NULL;
     while (h && h->id != id)
-        h = h->next;
+        h = h->hnext;
     return h;
 }
 
@@ -213,14 +249,16 @@ static void session_broke(hold_session *hs)
     pthread_mutex_lock(&hs->mu);
     hs->status.code = st.code;
     hs->status.message = st.message ? strdup(st.message) : NULL;
-    while (hs->ops) {
-        baton__hold *h = hs->ops;
-        if (h->state == H_WAITING) {
-            unlink_op(hs, h);
-            h->state = H_ANSWERED; /* resp NULL: see hs->status */
-            pthread_cond_signal(&h->cv);
-        } else {
-            end_hold(hs, h, GRPC_C_CODE_UNAVAILABLE, held);
+    for (uint32_t i = 0; i < hs->ops_cap; i++) {
+        baton__hold *h;
+        while ((h = hs->ops[i]) != NULL) { /* each is unlinked below */
+            if (h->state == H_WAITING) {
+                unlink_op(hs, h);
+                h->state = H_ANSWERED; /* resp NULL: see hs->status */
+                pthread_cond_signal(&h->cv);
+            } else {
+                end_hold(hs, h, GRPC_C_CODE_UNAVAILABLE, held);
+            }
         }
     }
     hs->reader_done = 1;
@@ -347,13 +385,8 @@ static hold_session *current(baton_client *c, int *not_ready)
 static baton__hold *hold_new(void)
 {
     baton__hold *h = calloc(1, sizeof *h);
-    if (h == NULL)
-        return NULL;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    if (h)
+        baton__cond_init_monotonic(&h->cv);
     return h;
 }
 
@@ -380,16 +413,7 @@ static void send_cancel(hold_session *hs, uint64_t id)
     pthread_mutex_unlock(&hs->wmu);
 }
 
-static void abstime(struct timespec *ts, int64_t at_ms)
-{
-    int64_t left = at_ms - baton__now_ms();
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    int64_t ns = ts->tv_nsec + (left > 0 ? left : 0) * 1000000LL;
-    ts->tv_sec += ns / 1000000000LL;
-    ts->tv_nsec = ns % 1000000000LL;
-}
-
-enum { RUN_DONE, RUN_UNSENT, RUN_BROKEN, RUN_TIMEOUT };
+enum { RUN_DONE, RUN_UNSENT, RUN_BROKEN, RUN_TIMEOUT, RUN_NOMEM };
 
 /* Registers h on hs, writes req and waits for its answer until limit_ms
  * (< 0: none). RUN_DONE: h->resp is the answer. */
@@ -404,12 +428,10 @@ static int run(hold_session *hs, baton__hold *h, Baton__V1__SessionRequest *req,
     h->hs = hs;
     h->id = req->id = ++hs->next_id;
     h->state = H_WAITING;
-    h->next = hs->ops;
-    if (hs->ops)
-        hs->ops->prev = h;
-    hs->ops = h;
-    h->linked = 1;
-    hs->nwait++;
+    if (link_op(hs, h) != 0) {
+        pthread_mutex_unlock(&hs->mu);
+        return RUN_NOMEM;
+    }
     pthread_mutex_unlock(&hs->mu);
 
     pthread_mutex_lock(&hs->wmu);
@@ -441,8 +463,7 @@ static int run(hold_session *hs, baton__hold *h, Baton__V1__SessionRequest *req,
             timed_out = 1;
             break;
         } else {
-            struct timespec ts;
-            abstime(&ts, limit_ms);
+            struct timespec ts = baton__abstime(limit_ms);
             pthread_cond_timedwait(&h->cv, &hs->mu, &ts);
         }
     }
@@ -501,17 +522,15 @@ int baton__hold_acquire(baton_client *c, Baton__V1__SessionRequest *req, int64_t
         }
         int err;
         if (rc == RUN_DONE) {
-            Baton__V1__SessionStatus *s = h->resp->status;
-            grpc_c_status st = {s->code, s->message};
-            if (st.code == GRPC_C_CODE_RESOURCE_EXHAUSTED)
+            if (h->resp->status->code == GRPC_C_CODE_RESOURCE_EXHAUSTED)
                 err = BATON__SESSIONS_OFF; /* e.g. the session's waiting limit: its own RPC then */
-            else if (st.code == GRPC_C_CODE_OK)
-                err = baton__fail(BATON_ERR_INTERNAL, "acquire: ended without a grant");
             else
-                err = baton__fail_status(&st, BATON__PHASE_ACQUIRE, "acquire");
+                err = baton__session_status(h->resp->status, BATON__PHASE_ACQUIRE, "acquire");
         } else if (rc == RUN_TIMEOUT) {
             err = baton__fail(BATON_ERR_TIMEOUT, "acquire: no answer from the server within wait + %lld ms",
                               (long long)c->_call_timeout_ms);
+        } else if (rc == RUN_NOMEM) {
+            err = baton__fail(BATON_ERR_NOMEM, "acquire: out of memory");
         } else { /* RUN_UNSENT, RUN_BROKEN */
             pthread_mutex_lock(&hs->mu);
             grpc_c_status st = {hs->status.code, hs->status.message};

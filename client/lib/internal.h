@@ -7,6 +7,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "baton/baton.h"
 #include "baton/v1/lock.grpc-c.h"
@@ -42,6 +43,11 @@ int baton__fail_status(const grpc_c_status *st, enum baton__phase phase, const c
 
 /* Monotonic clock in milliseconds. */
 int64_t baton__now_ms(void);
+
+/* A condition variable timed on the monotonic clock, and the absolute time
+ * for pthread_cond_timedwait on it at the monotonic `at_ms` (past: now). */
+void baton__cond_init_monotonic(pthread_cond_t *cv);
+struct timespec baton__abstime(int64_t at_ms);
 
 /* strdup that records BATON_ERR_NOMEM on failure. */
 char *baton__strdup(const char *s);
@@ -80,6 +86,10 @@ int baton__session_call(baton_client *c, Baton__V1__SessionRequest *req, int64_t
                         void (*on_queued)(int64_t, void *), void *queued_ud, enum baton__phase phase,
                         const char *what, Baton__V1__SessionResponse **resp);
 
+/* The error (message recorded) of an operation that ended with a status:
+ * mapped with `phase`; OK, which no operation ends with, is INTERNAL. */
+int baton__session_status(const Baton__V1__SessionStatus *s, enum baton__phase phase, const char *what);
+
 /* Closes the idle sessions (baton_client_free). */
 void baton__sessions_free(baton_client *c);
 
@@ -87,7 +97,7 @@ void baton__sessions_free(baton_client *c);
 
 typedef struct baton__hold baton__hold;
 
-/* The end of a hold at the server, on the hold session's reader thread:
+/* The end of a hold at the server, on the hold session's notifier thread:
  * st->code OK when it was released by its token, else why it was lost. */
 typedef void (*baton__hold_end_cb)(void *ud, const grpc_c_status *st);
 
@@ -113,7 +123,7 @@ int baton__hold_attach(baton__hold *h, baton__hold_end_cb on_end, void *ud, grpc
  * (releasing the lock); 0 when a Release by its token already did. */
 void baton__hold_free(baton__hold *h, int cancel);
 
-/* Closes the hold session and waits for its reader (baton_client_free). */
+/* Closes the hold session and waits for its threads (baton_client_free). */
 void baton__holds_free(baton_client *c);
 
 #endif

@@ -2,9 +2,9 @@
  * lock.c - acquiring, holding, renewing and releasing locks.
  *
  * A lease-mode lock with auto_renew owns a renewal thread. A stream-mode
- * lock is held by the client's hold session (holds.c), whose reader thread
- * learns when the server ends it; where sessions are not used it owns an
- * Acquire stream and a thread that sits on it. All report a loss through
+ * lock is held by the client's hold session (holds.c), which reports when
+ * the server ends it; where sessions are not used it owns an Acquire stream
+ * and a thread that sits on it. All report a loss through
  * mark_lost(): state LOST first, then the on_lost callback, exactly once.
  */
 #include <errno.h>
@@ -60,11 +60,7 @@ static baton_lock *lock_new(baton_client *c, const Baton__V1__Granted *g, const 
     baton_lock *l = calloc(1, sizeof *l);
     if (l == NULL)
         return NULL;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&l->_cv, &ca);
-    pthread_condattr_destroy(&ca);
+    baton__cond_init_monotonic(&l->_cv);
     pthread_mutex_init(&l->_mu, NULL);
     l->_client = c;
     l->_key = strdup(g->key ? g->key : "");
@@ -109,15 +105,8 @@ static void set_state_if_held(baton_lock *l, baton_lock_state s)
 /* Waits on _cv until the monotonic time `at_ms` or until _stop. Holds _mu. */
 static void wait_until(baton_lock *l, int64_t at_ms)
 {
-    while (!l->_stop) {
-        int64_t now = baton__now_ms();
-        if (now >= at_ms)
-            return;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        int64_t ns = ts.tv_nsec + (at_ms - now) * 1000000LL;
-        ts.tv_sec += ns / 1000000000LL;
-        ts.tv_nsec = ns % 1000000000LL;
+    while (!l->_stop && baton__now_ms() < at_ms) {
+        struct timespec ts = baton__abstime(at_ms);
         pthread_cond_timedwait(&l->_cv, &l->_mu, &ts);
     }
 }
@@ -196,8 +185,9 @@ static void *renew_thread(void *arg)
  * Stream mode: the server ends the hold with OK after a Release by token,
  * with ABORTED when the hold was lost; CANCELLED after our own cancel.
  */
-static void stream_ended(baton_lock *l, const grpc_c_status *st)
+static void stream_ended(void *ud, const grpc_c_status *st) /* a baton__hold_end_cb */
 {
+    baton_lock *l = ud;
     pthread_mutex_lock(&l->_mu);
     int on_purpose = l->_stop;
     pthread_mutex_unlock(&l->_mu);
@@ -209,11 +199,6 @@ static void stream_ended(baton_lock *l, const grpc_c_status *st)
         snprintf(msg, sizeof msg, "%s", baton_last_error());
         mark_lost(l, err, msg);
     }
-}
-
-static void hold_ended(void *ud, const grpc_c_status *st)
-{
-    stream_ended(ud, st);
 }
 
 static void *stream_thread(void *arg)
@@ -362,54 +347,37 @@ static void session_queued(int64_t position, void *ud)
     o->on_queued(position, o->queued_ud);
 }
 
-/* A LEASE acquire over a session; as acquire_rpc, or BATON__SESSIONS_OFF. */
+/* A LEASE acquire over a pooled session, or a STREAM one held by the
+ * client's hold session (the hold in *holdp); as acquire_rpc, or
+ * BATON__SESSIONS_OFF. */
 static int acquire_session(baton_client *c, Baton__V1__AcquireRequest *req, const baton_acquire_options *opts,
-                           Baton__V1__Granted *grant, char **gkey, char **gtoken)
+                           Baton__V1__Granted *grant, char **gkey, char **gtoken, baton__hold **holdp)
 {
     Baton__V1__SessionRequest sr = BATON__V1__SESSION_REQUEST__INIT;
     sr.op_case = BATON__V1__SESSION_REQUEST__OP_ACQUIRE;
     sr.acquire = req;
     Baton__V1__SessionResponse *r = NULL;
     int64_t timeout = opts->wait_ms >= 0 ? opts->wait_ms + c->_call_timeout_ms : -1;
-    int err = baton__session_call(c, &sr, timeout, opts->on_queued ? session_queued : NULL, (void *)opts,
-                                  BATON__PHASE_ACQUIRE, "acquire", &r);
+    void (*queued)(int64_t, void *) = opts->on_queued ? session_queued : NULL;
+    int err = opts->mode == BATON_MODE_STREAM
+                  ? baton__hold_acquire(c, &sr, timeout, queued, (void *)opts, &r, holdp)
+                  : baton__session_call(c, &sr, timeout, queued, (void *)opts, BATON__PHASE_ACQUIRE, "acquire", &r);
     if (err != 0)
         return err;
     if (r->result_case != BATON__V1__SESSION_RESPONSE__RESULT_GRANTED) {
         err = baton__fail(BATON_ERR_INTERNAL, "acquire: unexpected answer on the session");
     } else if (keep_grant(r->granted, grant, gkey, gtoken) != 0) {
         err = baton__fail(BATON_ERR_NOMEM, "acquire: out of memory after the grant");
-        /* Do not keep a grant nobody can release. */
-        baton_release_token(c, r->granted->key, r->granted->token);
+        /* Do not keep a grant nobody can release (a hold is released below). */
+        if (*holdp == NULL)
+            baton_release_token(c, r->granted->key, r->granted->token);
         free(*gkey);
         free(*gtoken);
         *gkey = *gtoken = NULL;
     }
-    baton__v1__session_response__free_unpacked(r, NULL);
-    return err;
-}
-
-/* A STREAM acquire held by the client's hold session; as acquire_rpc (the
- * hold in *holdp), or BATON__SESSIONS_OFF. */
-static int acquire_hold(baton_client *c, Baton__V1__AcquireRequest *req, const baton_acquire_options *opts,
-                        Baton__V1__Granted *grant, char **gkey, char **gtoken, baton__hold **holdp)
-{
-    Baton__V1__SessionRequest sr = BATON__V1__SESSION_REQUEST__INIT;
-    sr.op_case = BATON__V1__SESSION_REQUEST__OP_ACQUIRE;
-    sr.acquire = req;
-    Baton__V1__SessionResponse *r = NULL;
-    int64_t timeout = opts->wait_ms >= 0 ? opts->wait_ms + c->_call_timeout_ms : -1;
-    int err = baton__hold_acquire(c, &sr, timeout, opts->on_queued ? session_queued : NULL, (void *)opts, &r,
-                                  holdp);
-    if (err != 0)
-        return err;
-    if (keep_grant(r->granted, grant, gkey, gtoken) != 0) {
-        err = baton__fail(BATON_ERR_NOMEM, "acquire: out of memory after the grant");
-        baton__hold_free(*holdp, 1); /* releases it */
+    if (err != 0 && *holdp) {
+        baton__hold_free(*holdp, 1);
         *holdp = NULL;
-        free(*gkey);
-        free(*gtoken);
-        *gkey = *gtoken = NULL;
     }
     baton__v1__session_response__free_unpacked(r, NULL);
     return err;
@@ -456,10 +424,8 @@ int baton__acquire(baton_client *c, const char *key, const char *pool, int devic
      * a cancel there releases a grant the client never read, while a lease
      * granted on a session is kept once written (until its TTL). */
     int err = BATON__SESSIONS_OFF;
-    if (opts->mode == BATON_MODE_LEASE && cx == NULL)
-        err = acquire_session(c, &req, opts, &grant, &gkey, &gtoken);
-    else if (cx == NULL)
-        err = acquire_hold(c, &req, opts, &grant, &gkey, &gtoken, &hold);
+    if (cx == NULL)
+        err = acquire_session(c, &req, opts, &grant, &gkey, &gtoken, &hold);
     if (err == BATON__SESSIONS_OFF)
         err = acquire_rpc(c, &req, opts, cx, &grant, &gkey, &gtoken, &call);
     if (err != 0)
@@ -480,7 +446,7 @@ int baton__acquire(baton_client *c, const char *key, const char *pool, int devic
     if (hold) {
         l->_hold = hold;
         grpc_c_status ended = GRPC_C_STATUS_INIT;
-        if (baton__hold_attach(hold, hold_ended, l, &ended)) {
+        if (baton__hold_attach(hold, stream_ended, l, &ended)) {
             stream_ended(l, &ended); /* it ended before its lock existed */
             grpc_c_status_clear(&ended);
         }

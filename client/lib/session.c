@@ -143,6 +143,14 @@ static int session_run(baton__session *s, Baton__V1__SessionRequest *req, int64_
     }
 }
 
+int baton__session_status(const Baton__V1__SessionStatus *s, enum baton__phase phase, const char *what)
+{
+    if (s->code == GRPC_C_CODE_OK)
+        return baton__fail(BATON_ERR_INTERNAL, "%s: the operation ended without a result", what);
+    grpc_c_status st = {s->code, s->message};
+    return baton__fail_status(&st, phase, what);
+}
+
 int baton__session_call(baton_client *c, Baton__V1__SessionRequest *req, int64_t timeout_ms,
                         void (*on_queued)(int64_t, void *), void *queued_ud, enum baton__phase phase,
                         const char *what, Baton__V1__SessionResponse **resp)
@@ -163,11 +171,7 @@ int baton__session_call(baton_client *c, Baton__V1__SessionRequest *req, int64_t
             Baton__V1__SessionResponse *r = *resp;
             if (r->result_case != BATON__V1__SESSION_RESPONSE__RESULT_STATUS)
                 return 0;
-            grpc_c_status st = {r->status ? r->status->code : GRPC_C_CODE_INTERNAL,
-                                r->status ? r->status->message : NULL};
-            int err = st.code == GRPC_C_CODE_OK ? BATON_ERR_INTERNAL : baton__fail_status(&st, phase, what);
-            if (st.code == GRPC_C_CODE_OK)
-                baton__fail(err, "%s: the operation ended without a result", what);
+            int err = baton__session_status(r->status, phase, what);
             baton__v1__session_response__free_unpacked(r, NULL);
             *resp = NULL;
             return err;
