@@ -36,6 +36,7 @@
 #define SESSION_WAIT_MAX 1024   /* Session acquires waiting at once; more are refused */
 #define SESSION_OUTBOX_MAX 4096 /* unsent Session responses before the session is cut off */
 #define SHUTDOWN_GRACE_MS 2000 /* after the engine is done: time for statuses in flight */
+#define SHUTDOWN_FLUSH_MS 20   /* once every call is over: time for their last statuses to leave */
 #define ERRBUF 512
 
 enum method {
@@ -158,6 +159,7 @@ typedef struct tcall {
     unsigned lease_ok_sent : 1; /* Acquire LEASE: Granted written, status OK started */
     unsigned recv_armed : 1;    /* Session: a RECV_MESSAGE is in flight */
     unsigned recv_closed : 1;   /* Session: the client sends no more (or the read failed) */
+    unsigned shut_owed : 1;     /* Session: answered during shutdown (its client is reading) */
 } tcall;
 
 /*
@@ -233,7 +235,9 @@ struct baton_transport {
 
     /* shutdown */
     int shutting, shutdown_tag_done, engine_done, cq_shut, finished;
-    int conns_dropped; /* grpc_server_cancel_all_calls done once the calls were over */
+    int flush_armed; /* every call is over: grace_ev now ends the flush (SHUTDOWN_FLUSH_MS) */
+    int flushed;     /* ...and it has: drop idle connections, shut the queue */
+    int dropped;     /* grpc_server_cancel_all_calls done after the flush */
     struct event *grace_ev;
     void (*done)(void *ud);
     void *done_ud;
@@ -999,6 +1003,7 @@ static void sop_answer(sop *op, Baton__V1__SessionResponse *r, int queued, int d
         return;
     }
     r->id = op->id;
+    c->shut_owed |= c->t->shutting;
     push_msg(c, &r->base, queued, op, deliver);
 }
 
@@ -1568,16 +1573,31 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 
 static void maybe_finish_shutdown(baton_transport *t)
 {
-    if (t->shutting && t->engine_done && t->ncalls == 0 && !t->shutdown_tag_done && !t->conns_dropped) {
-        /* Every call is over: only connections keep gRPC's shutdown waiting
-         * now, and a client that is not polling (an idle libbaton) never
-         * answers the GOAWAY. Nothing is in flight to lose: drop them
-         * instead of waiting out the grace. */
-        t->conns_dropped = 1;
-        grpc_server_cancel_all_calls(t->server);
+    if (!t->shutting || !t->engine_done || t->ncalls != 0 || t->cq_shut)
+        return;
+    if (!t->flushed) {
+        /* Every call is over, but the last statuses and messages may still
+         * sit in gRPC's write buffers: tearing the server down now can close
+         * a connection before they leave, and the client then sees only
+         * "Socket closed". Give them SHUTDOWN_FLUSH_MS. */
+        if (!t->flush_armed) {
+            t->flush_armed = 1;
+            struct timeval tv = {0, SHUTDOWN_FLUSH_MS * 1000};
+            evtimer_add(t->grace_ev, &tv); /* (re-arms the pending grace timer) */
+        }
+        return;
     }
-    if (!t->shutting || t->cq_shut || !t->shutdown_tag_done || !t->engine_done || t->ncalls != 0 ||
-        t->nposted != 0)
+    if (!t->shutdown_tag_done) {
+        /* Only connections keep gRPC's shutdown waiting now, and a client
+         * that is not polling (an idle libbaton) never answers the GOAWAY:
+         * drop them instead of waiting out the grace. */
+        if (!t->dropped) {
+            t->dropped = 1;
+            grpc_server_cancel_all_calls(t->server);
+        }
+        return;
+    }
+    if (t->nposted != 0)
         return;
     t->cq_shut = 1;
     if (t->grace_ev)
@@ -1588,9 +1608,15 @@ static void maybe_finish_shutdown(baton_transport *t)
 static void on_grace(evutil_socket_t fd, short what, void *arg)
 {
     baton_transport *t = arg;
-    if (t->cq_shut || (t->shutdown_tag_done && t->ncalls == 0))
+    if (t->cq_shut)
         return;
-    LOG_WARN("transport: %zu call(s) still open after shutdown grace; cancelling", t->ncalls);
+    if (t->flush_armed && !t->flushed && t->ncalls == 0) {
+        t->flushed = 1;
+        maybe_finish_shutdown(t);
+        return;
+    }
+    if (t->ncalls > 0)
+        LOG_WARN("transport: %zu call(s) still open after shutdown grace; cancelling", t->ncalls);
     grpc_server_cancel_all_calls(t->server);
 }
 
@@ -1610,12 +1636,14 @@ static void on_engine_done(void *ud)
         c->refs++;
         if (c->method == M_WATCH)
             call_release_engine(c);
-        if (c->method == M_SESSION && c->sending == NULL && c->head == NULL && !c->status_started &&
-            !c->status_pending) {
-            /* Everything it was owed is written. Ending it with a cancel
-             * closes the stream at once; an OK-style status would wait for
-             * the client to acknowledge it, and an idle libbaton session is
-             * not read until its next operation (until the grace ran out). */
+        if (c->method == M_SESSION && !c->shut_owed && c->sending == NULL && c->head == NULL &&
+            !c->status_started && !c->status_pending) {
+            /* An idle session. Ending it with a cancel closes the stream at
+             * once; a status would wait for the client to acknowledge it, and
+             * an idle libbaton session is not read until its next operation
+             * (until the grace ran out). A session answered during shutdown
+             * ends with a status instead: a cancel can overtake the answers
+             * still unread at the client, which then never sees them. */
             session_abort(c, GRPC_STATUS_UNAVAILABLE, "server shutting down");
         } else if (!c->engine_ref) {
             call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");

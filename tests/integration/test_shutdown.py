@@ -81,7 +81,11 @@ def test_sigterm_ends_sessions(redis_server, start_batond):
             assert st.code == UNAVAILABLE.value[0], "op %d: %s" % (op, st)
         assert s.wait_end(10.0)[0] == UNAVAILABLE
         code, details = idle.wait_end(10.0)
-        assert code == UNAVAILABLE and "shutting down" in details, (code, details)
+        # An idle session is ended with a cancel (a status would wait for a
+        # client that may not be reading). UNAVAILABLE is what is promised;
+        # the cancel's message usually arrives, but grpcio may report the
+        # stream's end as "Socket closed" first (about 1 run in 40 here).
+        assert code == UNAVAILABLE and ("shutting down" in details or details == "Socket closed"), (code, details)
         assert b.wait(15.0) == 0
         assert s.kinds(2) == ["granted"], "a delivered lease gets nothing more: %s" % s.kinds(2)
     finally:
