@@ -111,7 +111,7 @@ grpc_channel *grpc_c_channel_create_insecure(const char *target, const grpc_c_ch
 {
     if (!target)
         return NULL;
-    grpc_arg args[4];
+    grpc_arg args[6];
     size_t n = 0;
     if (opts && opts->keepalive_time_ms > 0) {
         args[n].type = GRPC_ARG_INTEGER;
@@ -134,6 +134,16 @@ grpc_channel *grpc_c_channel_create_insecure(const char *target, const grpc_c_ch
         args[n].type = GRPC_ARG_INTEGER;
         args[n].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
         args[n++].value.integer = opts->max_receive_message_bytes;
+    }
+    if (opts && opts->initial_reconnect_backoff_ms > 0) {
+        args[n].type = GRPC_ARG_INTEGER;
+        args[n].key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+        args[n++].value.integer = opts->initial_reconnect_backoff_ms;
+    }
+    if (opts && opts->max_reconnect_backoff_ms > 0) {
+        args[n].type = GRPC_ARG_INTEGER;
+        args[n].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+        args[n++].value.integer = opts->max_reconnect_backoff_ms;
     }
     grpc_channel_args cargs = {n, args};
 

@@ -183,6 +183,11 @@ typedef struct grpc_c_channel_options {
     int64_t keepalive_timeout_ms;       /* > 0: drop the connection if a ping is unanswered */
     int keepalive_permit_without_calls; /* non-zero: ping even with no call open */
     int max_receive_message_bytes;      /* > 0: limit, -1: unlimited, 0: default 4 MiB */
+    /* > 0: wait this long before the first reconnection attempt after a
+     * connection fails (gRPC's default: 1000 ms); each further wait is 1.6
+     * times the last, +-20% jitter, up to max_reconnect_backoff_ms. */
+    int initial_reconnect_backoff_ms;
+    int max_reconnect_backoff_ms; /* > 0: longest wait between attempts (gRPC's default: 120000 ms) */
 } grpc_c_channel_options;
 
 /* Creates a plaintext (insecure) channel to `target` ("host:port",

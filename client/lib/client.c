@@ -1,4 +1,5 @@
 /* client.c - the client (one gRPC channel) and the unary token-level calls. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,8 @@
 #include "internal.h"
 
 #define DEFAULT_CALL_TIMEOUT_MS 10000
+#define DEFAULT_MAX_RECONNECT_BACKOFF_MS 1000
+#define INITIAL_RECONNECT_BACKOFF_MS 100
 
 static int set(const char *s)
 {
@@ -27,6 +30,10 @@ int baton_client_new(const char *target, const baton_client_options *opts, baton
         return baton__fail(BATON_ERR_NOTSUP, "auth tokens are not yet supported");
     if (opts->call_timeout_ms < 0)
         return baton__fail(BATON_ERR_INVALID, "call_timeout_ms must not be negative");
+    if (opts->max_reconnect_backoff_ms < 0 || opts->max_reconnect_backoff_ms > INT32_MAX)
+        return baton__fail(BATON_ERR_INVALID, "max_reconnect_backoff_ms must be between 0 and %d", INT32_MAX);
+    int64_t max_backoff =
+        opts->max_reconnect_backoff_ms > 0 ? opts->max_reconnect_backoff_ms : DEFAULT_MAX_RECONNECT_BACKOFF_MS;
 
     baton_client *c = calloc(1, sizeof *c);
     if (c == NULL)
@@ -50,7 +57,15 @@ int baton_client_new(const char *target, const baton_client_options *opts, baton
     pthread_mutex_init(&c->_mu, NULL);
     pthread_mutex_init(&c->_holds_mu, NULL);
     pthread_cond_init(&c->_holds_cv, NULL);
-    c->_channel = grpc_c_channel_create_insecure(target, NULL);
+    /* gRPC waits 1 s after a failed connection, then 1.6 times longer after
+     * each further failure, up to 2 minutes: after a 20 s outage a client
+     * found batond again only 1-10 s after it was back. Start sooner and
+     * never wait more than max_reconnect_backoff_ms between attempts. */
+    grpc_c_channel_options copts = {0};
+    copts.max_reconnect_backoff_ms = (int)max_backoff;
+    copts.initial_reconnect_backoff_ms = max_backoff < INITIAL_RECONNECT_BACKOFF_MS ? (int)max_backoff
+                                                                                      : INITIAL_RECONNECT_BACKOFF_MS;
+    c->_channel = grpc_c_channel_create_insecure(target, &copts);
     if (c->_channel == NULL) {
         baton__fail(BATON_ERR_NOMEM, "cannot create a channel to %s", target);
         goto fail;
@@ -74,6 +89,7 @@ void baton_client_free(baton_client *c)
         return;
     baton__holds_free(c);
     baton__sessions_free(c);
+    baton__conn_free(c);
     pthread_mutex_destroy(&c->_mu);
     pthread_mutex_destroy(&c->_holds_mu);
     pthread_cond_destroy(&c->_holds_cv);
@@ -142,6 +158,7 @@ int baton_renew_token(baton_client *c, const char *key, const char *token, int64
     }
     if (resp)
         baton__v1__renew_response__free_unpacked(resp, NULL);
+    baton__conn_note(c, st.code);
     grpc_c_status_clear(&st);
     return rc;
 }
@@ -175,6 +192,7 @@ int baton_release_token(baton_client *c, const char *key, const char *token)
         rc = baton__fail(BATON_ERR_NOT_HELD, "release: %s is not held by this token", key);
     if (resp)
         baton__v1__release_response__free_unpacked(resp, NULL);
+    baton__conn_note(c, st.code);
     grpc_c_status_clear(&st);
     return rc;
 }
@@ -197,6 +215,7 @@ int baton_force_release(baton_client *c, const char *key, uint64_t fencing)
                          (unsigned long long)fencing);
     if (resp)
         baton__v1__release_response__free_unpacked(resp, NULL);
+    baton__conn_note(c, st.code);
     grpc_c_status_clear(&st);
     return rc;
 }
@@ -223,6 +242,7 @@ int baton_describe(baton_client *c, const char *key, baton_description *out)
     }
     if (resp)
         baton__v1__describe_response__free_unpacked(resp, NULL);
+    baton__conn_note(c, st.code);
     grpc_c_status_clear(&st);
     return rc;
 }

@@ -345,7 +345,7 @@ static hold_session *current(baton_client *c, int *not_ready)
         c->_holds = NULL;
         hs_unref(hs);
     }
-    if (grpc_channel_check_connectivity_state(c->_channel, 1) != GRPC_CHANNEL_READY) {
+    if (!baton__channel_ready(c)) {
         *not_ready = 1;
         return NULL;
     }

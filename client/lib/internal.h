@@ -18,7 +18,7 @@ struct baton_client {
     grpc_channel *_channel;
     char *_owner;
     int64_t _call_timeout_ms;
-    pthread_mutex_t _mu;     /* guards _idle, _nidle */
+    pthread_mutex_t _mu;     /* guards _idle, _nidle, _rc_* */
     baton__session *_idle;   /* idle Session streams (session.c) */
     int _nidle;
     _Atomic int _sessions_off; /* set once: one RPC per operation instead */
@@ -26,6 +26,10 @@ struct baton_client {
     pthread_cond_t _holds_cv;  /* signalled when a reader leaves */
     struct baton__hold_session *_holds; /* the Session holding stream-mode locks */
     int _nreaders;             /* hold-session threads (readers, notifiers) still running */
+    pthread_t _rc_thread;      /* polls the channel back to READY (conn.c) */
+    int _rc_started;           /* _rc_thread is joinable */
+    int _rc_running;           /* ... and still watching */
+    int _rc_stop;              /* the client is being freed */
 };
 
 /* What an error means depends on where it happened: ABORTED while acquiring
@@ -51,6 +55,15 @@ struct timespec baton__abstime(int64_t at_ms);
 
 /* strdup that records BATON_ERR_NOMEM on failure. */
 char *baton__strdup(const char *s);
+
+/* 1 if the channel is connected. Otherwise 0, and a thread (one per client)
+ * polls the channel until it is connected again (conn.c). */
+int baton__channel_ready(baton_client *c);
+/* After a call failed with gRPC status `code`: starts that thread if the
+ * failure was UNAVAILABLE and the channel is not connected. */
+void baton__conn_note(baton_client *c, int code);
+/* Stops and joins that thread. */
+void baton__conn_free(baton_client *c);
 
 /* Unary call options with the client's deadline. */
 grpc_c_call_options baton__unary_opts(const baton_client *c);

@@ -154,6 +154,7 @@ static void *renew_thread(void *arg)
         req.ttl_ms = l->_requested_ttl_ms;
         int code = baton__v1__lock_service__grpc__renew(l->_client->_channel, &req, &resp, &st, &o);
         int err = code == GRPC_C_CODE_OK ? 0 : baton__fail_status(&st, BATON__PHASE_CALL, "renew");
+        baton__conn_note(l->_client, st.code);
 
         if (err == BATON_ERR_NOT_HELD) {
             char msg[512];
@@ -318,6 +319,7 @@ static int acquire_rpc(baton_client *c, const Baton__V1__AcquireRequest *req, co
             err = baton__fail(BATON_ERR_INTERNAL, "acquire: stream ended without a grant");
         else
             err = baton__fail_status(&st, BATON__PHASE_ACQUIRE, "acquire");
+        baton__conn_note(c, st.code);
         grpc_c_status_clear(&st);
         grpc_c_call_destroy(call);
         return err;

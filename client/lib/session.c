@@ -70,7 +70,7 @@ static baton__session *session_take(baton_client *c, int *reused, int *not_ready
             protobuf_c_message_free_unpacked(m, NULL);
         session_drop(s);
     }
-    if (grpc_channel_check_connectivity_state(c->_channel, 1) != GRPC_CHANNEL_READY) {
+    if (!baton__channel_ready(c)) {
         *not_ready = 1;
         return NULL;
     }

@@ -1094,6 +1094,75 @@ static void test_stream_holds_lost_when_batond_stops(void **state)
     private_end(&p);
 }
 
+/* Returns once something accepts TCP connections on 127.0.0.1:port. */
+static void wait_listening(int port)
+{
+    int64_t end = now_ms() + HANG_MS;
+    for (;;) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        assert_true(fd >= 0);
+        int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok)
+            return;
+        assert_true(now_ms() < end);
+        sleep_ms(10);
+    }
+}
+
+/* batond is down for 20 s, then back. Meanwhile every operation fails with
+ * UNAVAILABLE (none hangs or times out). Once batond listens again, the
+ * client gets through within 2.5 s: its reconnect backoff is capped at 1 s
+ * and a thread polls the connection back up. With gRPC's defaults (backoff
+ * grown to 8-13 s by then, a new connection seen only when something polls)
+ * this took 4-9 s. */
+static void test_reconnects_soon_after_an_outage(void **state)
+{
+    (void)state;
+    NEED_PRIVATE_BATOND();
+    struct private_batond p;
+    private_start(&p);
+    baton_client *c = NULL;
+    assert_int_equal(baton_client_new(p.addr, NULL, &c), 0);
+    wait_serving(c);
+    baton_lock *l = NULL;
+    assert_int_equal(baton_try_acquire(c, "t:outage", NULL, &l), 0);
+    assert_int_equal(baton_release(l), 0);
+    baton_lock_free(l);
+
+    assert_int_equal(kill(p.pid, SIGKILL), 0);
+    assert_int_equal(waitpid(p.pid, NULL, 0), p.pid);
+    spawned = -1;
+    int tries = 0;
+    for (int64_t end = now_ms() + 20000; now_ms() < end; tries++) {
+        int err = baton_try_acquire(c, "t:outage", NULL, &l);
+        if (err != BATON_ERR_UNAVAILABLE)
+            fail_msg("acquire %d while batond is down: %s: %s", tries, baton_error_name(err), baton_last_error());
+        sleep_ms(100);
+    }
+    assert_true(tries > 10);
+
+    p.pid = spawn_batond(p.dir, p.port);
+    wait_listening(p.port);
+    int64_t up = now_ms();
+    int err;
+    while ((err = baton_try_acquire(c, "t:outage", NULL, &l)) != 0 && now_ms() - up < HANG_MS) {
+        assert_int_equal(err, BATON_ERR_UNAVAILABLE);
+        sleep_ms(20);
+    }
+    int64_t took = now_ms() - up;
+    if (getenv("BATON_TEST_VERBOSE"))
+        fprintf(stderr, "reconnected %lld ms after batond was back\n", (long long)took);
+    if (err != 0 || took > 2500)
+        fail_msg("first acquire %lld ms after batond was back: %s", (long long)took, baton_error_name(err));
+    assert_int_equal(baton_release(l), 0);
+    baton_lock_free(l);
+    baton_client_free(c);
+    private_end(&p);
+}
+
 /* ---- errors ---- */
 
 static void test_errors(void **state)
@@ -1106,6 +1175,12 @@ static void test_errors(void **state)
     assert_int_equal(baton_client_new("127.0.0.1:1", &auth, &c), BATON_ERR_NOTSUP);
     assert_null(c);
     assert_int_equal(baton_client_new(NULL, NULL, &c), BATON_ERR_INVALID);
+    baton_client_options backoff = {.max_reconnect_backoff_ms = -1};
+    assert_int_equal(baton_client_new("127.0.0.1:1", &backoff, &c), BATON_ERR_INVALID);
+    assert_non_null(strstr(baton_last_error(), "max_reconnect_backoff_ms"));
+    backoff.max_reconnect_backoff_ms = (int64_t)INT32_MAX + 1;
+    assert_int_equal(baton_client_new("127.0.0.1:1", &backoff, &c), BATON_ERR_INVALID);
+    assert_null(c);
 
     /* Nobody listens on port 1: UNAVAILABLE at once. */
     assert_int_equal(baton_client_new("127.0.0.1:1", NULL, &c), 0);
@@ -1149,6 +1224,7 @@ int main(void)
         cmocka_unit_test(test_stream_holds_mutual_exclusion),
         cmocka_unit_test_teardown(test_stream_acquire_timeout_ends_only_itself, spawned_teardown),
         cmocka_unit_test_teardown(test_stream_holds_lost_when_batond_stops, spawned_teardown),
+        cmocka_unit_test_teardown(test_reconnects_soon_after_an_outage, spawned_teardown),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
