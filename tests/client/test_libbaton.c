@@ -734,6 +734,21 @@ static void private_end(struct private_batond *p)
             skip();                                                                                          \
     } while (0)
 
+/* A private batond and a client of it that has taken and released `key`
+ * once, so its channel and a pooled session are up. */
+static baton_client *private_client(struct private_batond *p, const char *key)
+{
+    private_start(p);
+    baton_client *c = NULL;
+    assert_int_equal(baton_client_new(p->addr, NULL, &c), 0);
+    wait_serving(c);
+    baton_lock *l = NULL;
+    assert_int_equal(baton_try_acquire(c, key, NULL, &l), 0);
+    assert_int_equal(baton_release(l), 0);
+    baton_lock_free(l);
+    return c;
+}
+
 /* Idle pooled sessions die with the batond that served them; after a
  * restart the next operations must not fail on them. */
 static void test_sessions_survive_batond_restart(void **state)
@@ -741,14 +756,8 @@ static void test_sessions_survive_batond_restart(void **state)
     (void)state;
     NEED_PRIVATE_BATOND();
     struct private_batond p;
-    private_start(&p);
-    baton_client *c = NULL;
-    assert_int_equal(baton_client_new(p.addr, NULL, &c), 0);
-    wait_serving(c);
+    baton_client *c = private_client(&p, "t:restart");
     baton_lock *l = NULL;
-    assert_int_equal(baton_try_acquire(c, "t:restart", NULL, &l), 0);
-    assert_int_equal(baton_release(l), 0);
-    baton_lock_free(l);
 
     stop_batond(p.pid);
     p.pid = spawn_batond(p.dir, p.port);
@@ -1123,14 +1132,8 @@ static void test_reconnects_soon_after_an_outage(void **state)
     (void)state;
     NEED_PRIVATE_BATOND();
     struct private_batond p;
-    private_start(&p);
-    baton_client *c = NULL;
-    assert_int_equal(baton_client_new(p.addr, NULL, &c), 0);
-    wait_serving(c);
+    baton_client *c = private_client(&p, "t:outage");
     baton_lock *l = NULL;
-    assert_int_equal(baton_try_acquire(c, "t:outage", NULL, &l), 0);
-    assert_int_equal(baton_release(l), 0);
-    baton_lock_free(l);
 
     assert_int_equal(kill(p.pid, SIGKILL), 0);
     assert_int_equal(waitpid(p.pid, NULL, 0), p.pid);
