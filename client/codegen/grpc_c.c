@@ -111,13 +111,18 @@ grpc_channel *grpc_c_channel_create_insecure(const char *target, const grpc_c_ch
 {
     if (!target)
         return NULL;
-    grpc_arg args[6];
+    grpc_arg args[7];
     size_t n = 0;
     if (opts && opts->keepalive_time_ms > 0) {
         args[n].type = GRPC_ARG_INTEGER;
         args[n].key = GRPC_ARG_KEEPALIVE_TIME_MS;
         args[n++].value.integer =
             opts->keepalive_time_ms > INT32_MAX ? INT32_MAX : (int)opts->keepalive_time_ms;
+        /* gRPC stops pinging after 2 pings without data by default, which
+         * would leave a quiet stream (a held lock) unwatched. */
+        args[n].type = GRPC_ARG_INTEGER;
+        args[n].key = GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA;
+        args[n++].value.integer = 0;
     }
     if (opts && opts->keepalive_timeout_ms > 0) {
         args[n].type = GRPC_ARG_INTEGER;

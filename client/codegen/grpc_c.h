@@ -179,7 +179,11 @@ typedef struct grpc_c_call_options {
 
 /* Optional channel settings; NULL or zero fields keep gRPC's defaults. */
 typedef struct grpc_c_channel_options {
-    int64_t keepalive_time_ms;          /* > 0: ping the server this often */
+    /* > 0: ping the server this often while a call is open (or always, with
+     * keepalive_permit_without_calls), however long no data was sent. The
+     * server must permit it (a gRPC server's default minimum interval is
+     * 5 minutes; batond's is 1 s) or it ends the connection. */
+    int64_t keepalive_time_ms;
     int64_t keepalive_timeout_ms;       /* > 0: drop the connection if a ping is unanswered */
     int keepalive_permit_without_calls; /* non-zero: ping even with no call open */
     int max_receive_message_bytes;      /* > 0: limit, -1: unlimited, 0: default 4 MiB */

@@ -10,6 +10,8 @@
 #define DEFAULT_CALL_TIMEOUT_MS 10000
 #define DEFAULT_MAX_RECONNECT_BACKOFF_MS 1000
 #define INITIAL_RECONNECT_BACKOFF_MS 100
+#define DEFAULT_KEEPALIVE_MS 1500
+#define MIN_KEEPALIVE_MS 1000 /* batond's GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS */
 
 static int set(const char *s)
 {
@@ -32,6 +34,10 @@ int baton_client_new(const char *target, const baton_client_options *opts, baton
         return baton__fail(BATON_ERR_INVALID, "call_timeout_ms must not be negative");
     if (opts->max_reconnect_backoff_ms < 0 || opts->max_reconnect_backoff_ms > INT32_MAX)
         return baton__fail(BATON_ERR_INVALID, "max_reconnect_backoff_ms must be between 0 and %d", INT32_MAX);
+    if (opts->keepalive_ms != BATON_KEEPALIVE_OFF && opts->keepalive_ms != 0 &&
+        (opts->keepalive_ms < MIN_KEEPALIVE_MS || opts->keepalive_ms > INT32_MAX))
+        return baton__fail(BATON_ERR_INVALID, "keepalive_ms must be 0, BATON_KEEPALIVE_OFF or between %d and %d",
+                           MIN_KEEPALIVE_MS, INT32_MAX);
     int64_t max_backoff =
         opts->max_reconnect_backoff_ms > 0 ? opts->max_reconnect_backoff_ms : DEFAULT_MAX_RECONNECT_BACKOFF_MS;
 
@@ -65,6 +71,13 @@ int baton_client_new(const char *target, const baton_client_options *opts, baton
     copts.max_reconnect_backoff_ms = (int)max_backoff;
     copts.initial_reconnect_backoff_ms = max_backoff < INITIAL_RECONNECT_BACKOFF_MS ? (int)max_backoff
                                                                                       : INITIAL_RECONNECT_BACKOFF_MS;
+    /* Without pings, a batond that hangs or a network that goes silent is
+     * noticed only when TCP gives up, if ever, while batond may hand a
+     * stream lock to someone else after its keepalive timeout (5 s). */
+    if (opts->keepalive_ms != BATON_KEEPALIVE_OFF) {
+        copts.keepalive_time_ms = opts->keepalive_ms > 0 ? opts->keepalive_ms : DEFAULT_KEEPALIVE_MS;
+        copts.keepalive_timeout_ms = copts.keepalive_time_ms;
+    }
     c->_channel = grpc_c_channel_create_insecure(target, &copts);
     if (c->_channel == NULL) {
         baton__fail(BATON_ERR_NOMEM, "cannot create a channel to %s", target);

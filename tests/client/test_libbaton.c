@@ -21,6 +21,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -231,7 +232,9 @@ struct lost_rec {
     int calls;
     int err;
     baton_lock_state state_in_cb;
+    int64_t at_ms; /* when the callback ran */
 };
+#define LOST_REC_INIT {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0, 0}
 
 static void on_lost(baton_lock *l, int err, const char *msg, void *ud)
 {
@@ -241,6 +244,7 @@ static void on_lost(baton_lock *l, int err, const char *msg, void *ud)
     r->calls++;
     r->err = err;
     r->state_in_cb = baton_lock_state_get(l);
+    r->at_ms = now_ms();
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
 }
@@ -262,7 +266,7 @@ static void test_auto_renew_keeps_short_ttl_alive(void **state)
 {
     (void)state;
     NEED_SERVER();
-    struct lost_rec rec = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+    struct lost_rec rec = LOST_REC_INIT;
     baton_lock *a = NULL, *b = NULL;
     /* 1 s: short, yet with room for a stalled 2-core CI machine. */
     baton_acquire_options o = {.ttl_ms = 1000, .auto_renew = 1, .on_lost = on_lost, .lost_ud = &rec};
@@ -287,7 +291,7 @@ static void test_lease_loss_reported_when_key_deleted(void **state)
 {
     (void)state;
     NEED_SERVER();
-    struct lost_rec rec = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+    struct lost_rec rec = LOST_REC_INIT;
     baton_lock *a = NULL;
     baton_acquire_options o = {.ttl_ms = 600, .auto_renew = 1, .on_lost = on_lost, .lost_ud = &rec};
     assert_int_equal(baton_try_acquire(ca, "t:lostlease", &o, &a), 0);
@@ -304,7 +308,7 @@ static void test_stream_loss_reported_when_key_deleted(void **state)
 {
     (void)state;
     NEED_SERVER();
-    struct lost_rec rec = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+    struct lost_rec rec = LOST_REC_INIT;
     baton_lock *a = NULL;
     baton_acquire_options o = {.ttl_ms = 300, .mode = BATON_MODE_STREAM, .on_lost = on_lost, .lost_ud = &rec};
     assert_int_equal(baton_try_acquire(ca, "t:loststream", &o, &a), 0);
@@ -337,7 +341,7 @@ static void test_stream_released_by_token_elsewhere(void **state)
 {
     (void)state;
     NEED_SERVER();
-    struct lost_rec rec = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+    struct lost_rec rec = LOST_REC_INIT;
     baton_lock *a = NULL;
     baton_acquire_options o = {.mode = BATON_MODE_STREAM, .on_lost = on_lost, .lost_ud = &rec};
     assert_int_equal(baton_try_acquire(ca, "t:streamtok", &o, &a), 0);
@@ -841,7 +845,7 @@ static void test_stream_holds_share_one_session(void **state)
     char key[N][32];
     int before = 0;
     for (int i = 0; i < N; i++) {
-        rec[i] = (struct lost_rec){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+        rec[i] = (struct lost_rec)LOST_REC_INIT;
         snprintf(key[i], sizeof key[i], "t:holds/%d", i);
         baton_acquire_options o = {.ttl_ms = 500, .mode = BATON_MODE_STREAM, .on_lost = on_lost,
                                    .lost_ud = &rec[i]};
@@ -1077,7 +1081,7 @@ static void test_stream_holds_lost_when_batond_stops(void **state)
     struct lost_rec rec[3];
     baton_lock *l[3];
     for (int i = 0; i < 3; i++) {
-        rec[i] = (struct lost_rec){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+        rec[i] = (struct lost_rec)LOST_REC_INIT;
         char key[32];
         snprintf(key, sizeof key, "t:restart-h/%d", i);
         baton_acquire_options o = {.mode = BATON_MODE_STREAM, .on_lost = on_lost, .lost_ud = &rec[i]};
@@ -1166,6 +1170,240 @@ static void test_reconnects_soon_after_an_outage(void **state)
     private_end(&p);
 }
 
+/* ---- a batond that hangs, a network that goes silent ---- */
+
+/* A blocking acquire on another thread that records when it returned. */
+struct timed_acquire {
+    baton_client *c;
+    const char *key;
+    int64_t wait_ms;
+    int err;
+    baton_lock *lock;
+    int64_t at_ms;
+};
+
+static void *timed_acquire_main(void *arg)
+{
+    struct timed_acquire *t = arg;
+    baton_acquire_options o = {.wait_ms = t->wait_ms};
+    t->err = baton_acquire(t->c, t->key, &o, &t->lock);
+    t->at_ms = now_ms();
+    return NULL;
+}
+
+/* Waits until batond has `n` waiters queued for `key`. */
+static void wait_waiters(const char *key, int64_t n)
+{
+    baton_description d;
+    int64_t end = now_ms() + HANG_MS;
+    for (;;) {
+        assert_int_equal(baton_describe(ca, key, &d), 0);
+        if (d.waiters >= n)
+            return;
+        assert_true(now_ms() < end);
+        sleep_ms(10);
+    }
+}
+
+/* The loss must reach the holder before the other client is granted; how
+ * much before is the holder's time to stop using what the lock guards. */
+static void assert_lost_first(const char *what, struct lost_rec *lost, struct timed_acquire *next, int64_t t0)
+{
+    if (getenv("BATON_TEST_VERBOSE"))
+        fprintf(stderr, "%s: holder told after %lld ms, next holder granted after %lld ms\n", what,
+                (long long)(lost->at_ms - t0), (long long)(next->at_ms - t0));
+    assert_int_equal(lost->err, BATON_ERR_UNAVAILABLE);
+    if (next->err != 0)
+        fail_msg("%s: the waiter was not granted: %s: %s", what, baton_error_name(next->err),
+                 baton_last_error());
+    if (lost->at_ms >= next->at_ms)
+        fail_msg("%s: the next holder was granted %lld ms after the freeze, the holder told only after %lld ms",
+                 what, (long long)(next->at_ms - t0), (long long)(lost->at_ms - t0));
+}
+
+/*
+ * batond hangs (SIGSTOP) while a client holds a stream lock through it.
+ * It stops renewing the lock, so Redis lets the key go when its TTL runs
+ * out (6-9 s here) and another batond grants it. The holder must have
+ * heard that its lock is lost before then: its keepalive pings go
+ * unanswered and it gives the connection up within 2 x 1.5 s (measured:
+ * 2.6-3.1 s). Without pings it heard nothing for as long as batond stayed
+ * frozen.
+ */
+static void test_stream_hold_lost_before_a_hung_batond_lets_go(void **state)
+{
+    (void)state;
+    NEED_PRIVATE_BATOND();
+    struct private_batond p;
+    baton_client *c = private_client(&p, "t:hung");
+    struct lost_rec rec = LOST_REC_INIT;
+    baton_lock *l = NULL;
+    baton_acquire_options o = {.mode = BATON_MODE_STREAM, .ttl_ms = 9000, .on_lost = on_lost, .lost_ud = &rec};
+    assert_int_equal(baton_try_acquire(c, "t:hung", &o, &l), 0);
+    /* The next holder waits at the suite's batond, on the same Redis. */
+    struct timed_acquire next = {.c = cb, .key = "t:hung", .wait_ms = 30000};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, timed_acquire_main, &next), 0);
+    wait_waiters("t:hung", 1);
+
+    /* Held quietly for a while first: gRPC stops pinging after two pings
+     * without data unless told otherwise (then this test failed). */
+    sleep_ms(6000);
+    int64_t t0 = now_ms();
+    assert_int_equal(kill(p.pid, SIGSTOP), 0);
+    if (wait_lost(&rec) != 1)
+        fail_msg("the holder heard nothing within %d ms of the freeze", HANG_MS);
+    assert_int_equal(baton_lock_state_get(l), BATON_LOCK_LOST);
+    pthread_join(th, NULL);
+    assert_lost_first("batond frozen", &rec, &next, t0);
+
+    assert_int_equal(baton_release(next.lock), 0);
+    baton_lock_free(next.lock);
+    baton_lock_free(l);
+    baton_client_free(c);
+    assert_int_equal(kill(p.pid, SIGCONT), 0);
+    private_end(&p);
+}
+
+/* A TCP relay that can go silent: it stops moving bytes but keeps every
+ * socket open, as a network that drops packets does (no FIN, no RST). */
+#define RELAY_MAX 8
+struct relay {
+    int lfd, port, upstream_port;
+    int fds[RELAY_MAX][2]; /* client side, batond side */
+    int n;
+    volatile int silent, stop;
+    pthread_t th;
+};
+
+static void relay_pump(struct relay *r, int from, int to)
+{
+    char buf[65536];
+    ssize_t got = recv(from, buf, sizeof buf, MSG_DONTWAIT);
+    for (ssize_t off = 0; got > 0 && off < got;) {
+        ssize_t put = send(to, buf + off, (size_t)(got - off), MSG_NOSIGNAL);
+        if (put <= 0)
+            break;
+        off += put;
+    }
+    (void)r;
+}
+
+static void *relay_main(void *arg)
+{
+    struct relay *r = arg;
+    while (!r->stop) {
+        if (r->silent) { /* new connections wait in the backlog */
+            sleep_ms(20);
+            continue;
+        }
+        struct pollfd pf[1 + 2 * RELAY_MAX];
+        int n = 0;
+        pf[n++] = (struct pollfd){.fd = r->lfd, .events = POLLIN};
+        for (int i = 0; i < r->n; i++) {
+            pf[n++] = (struct pollfd){.fd = r->fds[i][0], .events = POLLIN};
+            pf[n++] = (struct pollfd){.fd = r->fds[i][1], .events = POLLIN};
+        }
+        if (poll(pf, (nfds_t)n, 20) <= 0 || r->silent)
+            continue;
+        if ((pf[0].revents & POLLIN) && r->n < RELAY_MAX) {
+            int cfd = accept(r->lfd, NULL, NULL);
+            int ufd = socket(AF_INET, SOCK_STREAM, 0);
+            struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)r->upstream_port),
+                                    .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+            if (cfd >= 0 && ufd >= 0 && connect(ufd, (struct sockaddr *)&a, sizeof a) == 0) {
+                r->fds[r->n][0] = cfd;
+                r->fds[r->n][1] = ufd;
+                r->n++;
+            } else {
+                if (cfd >= 0)
+                    close(cfd);
+                if (ufd >= 0)
+                    close(ufd);
+            }
+        }
+        for (int i = 1; i < n; i++) {
+            if (pf[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+                int pair = (i - 1) / 2, side = (i - 1) % 2;
+                relay_pump(r, r->fds[pair][side], r->fds[pair][!side]);
+            }
+        }
+    }
+    return NULL;
+}
+
+static void relay_start(struct relay *r, int upstream_port)
+{
+    memset(r, 0, sizeof *r);
+    r->upstream_port = upstream_port;
+    r->lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_true(r->lfd >= 0);
+    assert_int_equal(bind(r->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(r->lfd, 16), 0);
+    assert_int_equal(getsockname(r->lfd, (struct sockaddr *)&a, &len), 0);
+    r->port = ntohs(a.sin_port);
+    assert_int_equal(pthread_create(&r->th, NULL, relay_main, r), 0);
+}
+
+static void relay_stop(struct relay *r)
+{
+    r->stop = 1;
+    pthread_join(r->th, NULL);
+    for (int i = 0; i < r->n; i++) {
+        close(r->fds[i][0]);
+        close(r->fds[i][1]);
+    }
+    close(r->lfd);
+}
+
+/*
+ * The network between a holder and batond goes silent. batond notices with
+ * its own keepalive (10 s / 5 s by default), releases the stream lock and
+ * grants it to the next waiter, 5-15 s later (measured: 15 s, as the
+ * client's pings keep batond's keepalive from firing until the silence).
+ * The holder must have heard of the loss first (its pings go unanswered:
+ * measured 3.0 s). Without pings it never heard anything while the network
+ * stayed silent.
+ */
+static void test_stream_hold_lost_before_a_silent_network_lets_go(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    const char *colon = strrchr(target, ':');
+    assert_non_null(colon);
+    struct relay r;
+    relay_start(&r, atoi(colon + 1));
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", r.port);
+    baton_client *c = NULL;
+    baton_client_options co = {.owner = "behind-the-relay"};
+    assert_int_equal(baton_client_new(addr, &co, &c), 0);
+    wait_serving(c);
+    struct lost_rec rec = LOST_REC_INIT;
+    baton_lock *l = NULL;
+    baton_acquire_options o = {.mode = BATON_MODE_STREAM, .on_lost = on_lost, .lost_ud = &rec};
+    assert_int_equal(baton_try_acquire(c, "t:silent", &o, &l), 0);
+    struct timed_acquire next = {.c = cb, .key = "t:silent", .wait_ms = 30000};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, timed_acquire_main, &next), 0);
+    wait_waiters("t:silent", 1);
+
+    int64_t t0 = now_ms();
+    r.silent = 1;
+    if (wait_lost(&rec) != 1)
+        fail_msg("the holder heard nothing within %d ms of the silence", HANG_MS);
+    pthread_join(th, NULL);
+    assert_lost_first("network silent", &rec, &next, t0);
+
+    assert_int_equal(baton_release(next.lock), 0);
+    baton_lock_free(next.lock);
+    baton_lock_free(l);
+    baton_client_free(c);
+    relay_stop(&r);
+}
+
 /* ---- errors ---- */
 
 static void test_errors(void **state)
@@ -1184,6 +1422,18 @@ static void test_errors(void **state)
     backoff.max_reconnect_backoff_ms = (int64_t)INT32_MAX + 1;
     assert_int_equal(baton_client_new("127.0.0.1:1", &backoff, &c), BATON_ERR_INVALID);
     assert_null(c);
+    baton_client_options keepalive = {.keepalive_ms = 999};
+    assert_int_equal(baton_client_new("127.0.0.1:1", &keepalive, &c), BATON_ERR_INVALID);
+    assert_non_null(strstr(baton_last_error(), "keepalive_ms"));
+    keepalive.keepalive_ms = -2;
+    assert_int_equal(baton_client_new("127.0.0.1:1", &keepalive, &c), BATON_ERR_INVALID);
+    keepalive.keepalive_ms = (int64_t)INT32_MAX + 1;
+    assert_int_equal(baton_client_new("127.0.0.1:1", &keepalive, &c), BATON_ERR_INVALID);
+    assert_null(c);
+    keepalive.keepalive_ms = BATON_KEEPALIVE_OFF;
+    assert_int_equal(baton_client_new("127.0.0.1:1", &keepalive, &c), 0);
+    baton_client_free(c);
+    c = NULL;
 
     /* Nobody listens on port 1: UNAVAILABLE at once. */
     assert_int_equal(baton_client_new("127.0.0.1:1", NULL, &c), 0);
@@ -1228,6 +1478,8 @@ int main(void)
         cmocka_unit_test_teardown(test_stream_acquire_timeout_ends_only_itself, spawned_teardown),
         cmocka_unit_test_teardown(test_stream_holds_lost_when_batond_stops, spawned_teardown),
         cmocka_unit_test_teardown(test_reconnects_soon_after_an_outage, spawned_teardown),
+        cmocka_unit_test_teardown(test_stream_hold_lost_before_a_hung_batond_lets_go, spawned_teardown),
+        cmocka_unit_test(test_stream_hold_lost_before_a_silent_network_lets_go),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -113,7 +113,24 @@ typedef struct baton_client_options {
      * connection is lost; the first comes after 100 ms, each next one after
      * 1.6 times longer (+-20%), up to this. 0 = 1000 ms; at most INT32_MAX. */
     int64_t max_reconnect_backoff_ms;
+    /* While a call is open (a held stream-mode lock, a waiting acquire, a
+     * pooled session), the client pings batond every keepalive_ms and gives
+     * the connection up when a ping is not answered within keepalive_ms:
+     * every call on it then fails with BATON_ERR_UNAVAILABLE and every
+     * stream-mode lock is reported lost. So a batond that hangs, or a
+     * network that drops packets without a word, is noticed within
+     * 2 x keepalive_ms. batond releases the stream locks of a client it
+     * cannot reach after its grpc.keepalive_timeout_ms at the earliest
+     * (5000 by default): keep 2 x keepalive_ms below it, so that the client
+     * hears of the loss first. The lock's ttl_ms bounds how long it outlives
+     * a batond that hangs: keep it above 3 x keepalive_ms as well.
+     * 0 = 1500 ms; at least 1000 (batond refuses pings more often than once
+     * a second) and at most INT32_MAX; BATON_KEEPALIVE_OFF: no pings (a
+     * silent network then goes unnoticed for as long as TCP takes). */
+    int64_t keepalive_ms;
 } baton_client_options;
+
+#define BATON_KEEPALIVE_OFF (-1)
 
 /* Creates a client for `target` ("host:port" or "unix:/path"); `opts` may be
  * NULL (zeroed options = defaults). Connecting is lazy: this does not block and
