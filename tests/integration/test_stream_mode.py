@@ -1,5 +1,6 @@
 """STREAM hold mode: the lock lives exactly as long as the Acquire stream."""
 import os
+import signal
 import subprocess
 import time
 
@@ -7,6 +8,7 @@ import grpc
 
 import bclient as bc
 import harness
+from baton.v1 import lock_pb2_grpc
 from bclient import pb
 
 ABORTED = grpc.StatusCode.ABORTED
@@ -167,3 +169,40 @@ def test_keepalive_releases_the_lock_of_a_frozen_holder(start_redis, start_baton
         finally:
             proc.kill()  # SIGKILL also ends a stopped process
             proc.wait(10)
+
+
+# The channel options the README gives Python holders (libbaton's defaults).
+KEEPALIVE_OPTIONS = [("grpc.keepalive_time_ms", 1500), ("grpc.keepalive_timeout_ms", 1500),
+                     ("grpc.http2.max_pings_without_data", 0)]
+
+
+def test_keepalive_tells_a_holder_before_a_hung_batond_lets_go(stub, redis_server, start_batond):
+    """batond freezes (SIGSTOP) under a grpcio stream holder set up as the README says. It stops
+    renewing, so Redis lets the key go within the 9 s TTL and the suite's batond grants it to a
+    waiter. The holder's stream must have failed first: its pings go unanswered. Without the
+    options it stayed open for as long as batond was frozen."""
+    key = bc.uniq("frozen")
+    frozen = start_batond(redis_server.address, name="batond-frozen")
+    ch = grpc.insecure_channel(frozen.target, options=KEEPALIVE_OPTIONS)
+    try:
+        holder = bc.AcquireStream(lock_pb2_grpc.LockServiceStub(ch), key, "frozen-holder", ttl_ms=9000, mode=bc.STREAM)
+        holder.wait_granted()
+        waiter = bc.AcquireStream(stub, key, "next", wait_ms=30000)
+        waiter.wait_queued()
+        time.sleep(6.0)  # held quietly: gRPC stops pinging after 2 pings without data unless told
+        t0 = time.monotonic()
+        frozen.signal(signal.SIGSTOP)
+        try:
+            waiter.wait_granted(15.0)
+            code, details = holder.wait_end(1.0)
+        finally:
+            frozen.signal(signal.SIGCONT)
+        bc.record_timing("batond frozen -> holder's stream failed", holder.ended_at - t0)
+        bc.record_timing("batond frozen -> next holder granted", waiter.granted_at - t0)
+        assert code == grpc.StatusCode.UNAVAILABLE, "holder: %s" % holder.summary()
+        assert holder.ended_at < waiter.granted_at, \
+            "next holder granted %.2fs after the freeze, holder told after %.2fs" % (
+                waiter.granted_at - t0, holder.ended_at - t0)
+        bc.release(stub, key, waiter.granted.token)
+    finally:
+        ch.close()
