@@ -272,6 +272,24 @@ static int run_batch(grpc_c_call *c, const grpc_op *ops, size_t n, void *tag)
     return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
 
+/* run_batch, but gives up waiting after timeout_ms (> 0): then the call is
+ * cancelled with DEADLINE_EXCEEDED, which fails a batch that is still
+ * waiting for a connection, and the batch is plucked once it has ended. */
+static int run_batch_within(grpc_c_call *c, const grpc_op *ops, size_t n, void *tag, int64_t timeout_ms)
+{
+    if (timeout_ms <= 0)
+        return run_batch(c, ops, n, tag);
+    if (grpc_call_start_batch(c->_call, ops, n, tag, NULL) != GRPC_CALL_OK)
+        return 0;
+    grpc_event ev = grpc_completion_queue_pluck(c->_cq, tag, after_ms(timeout_ms), NULL);
+    if (ev.type == GRPC_QUEUE_TIMEOUT) {
+        grpc_call_cancel_with_status(c->_call, GRPC_STATUS_DEADLINE_EXCEEDED,
+                                     "grpc_c: the call could not start in time", NULL);
+        ev = grpc_completion_queue_pluck(c->_cq, tag, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    }
+    return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
 /* Creates the core call and its queue; NULL on failure. */
 static grpc_c_call *call_new(grpc_channel *channel, const grpc_c_method *method,
                              const grpc_c_call_options *opts)
@@ -457,7 +475,7 @@ grpc_c_call *grpc_c_call_start(grpc_channel *channel, const grpc_c_method *metho
     }
     /* A failed start is not an error here: the call is over and finish will
      * report why (UNAVAILABLE, DEADLINE_EXCEEDED, ...). */
-    (void)run_batch(c, ops, n, TAG_SEND);
+    (void)run_batch_within(c, ops, n, TAG_SEND, opts ? opts->start_timeout_ms : 0);
     if (req)
         grpc_byte_buffer_destroy(req);
     md_out_free(md, md_count);

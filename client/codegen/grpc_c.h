@@ -173,6 +173,13 @@ typedef struct grpc_c_call_options {
      * once with UNAVAILABLE when the server is unreachable (bounded by the
      * deadline, if any). */
     int wait_for_ready;
+    /* Streaming calls, > 0: if the start (see grpc_c_call_start) is not
+     * handed to the transport within start_timeout_ms, the call is cancelled
+     * with DEADLINE_EXCEEDED. Bounds the start of a call that must not have
+     * a deadline of its own (a stream that holds something), e.g. on a
+     * channel still connecting to a server that accepts TCP but never
+     * answers (gRPC then waits 20 s for the connection). */
+    int64_t start_timeout_ms;
 } grpc_c_call_options;
 
 /* ---- Channels -------------------------------------------------------- */
@@ -236,7 +243,8 @@ typedef struct grpc_c_call grpc_c_call;
  * the sending side is half-closed at once); for client-streaming and bidi pass
  * NULL and use grpc_c_call_write(). Blocks only until the start is handed to
  * the transport (with wait_for_ready: until the channel is ready or the
- * deadline passes).
+ * deadline passes; on a channel still connecting, until it connects or fails;
+ * opts->start_timeout_ms bounds all of these).
  * Returns a new handle (caller destroys it with grpc_c_call_destroy), or NULL
  * on bad arguments or out of memory. A call that fails after starting (server
  * down, deadline) still returns a handle: reads then return GRPC_C_END and

@@ -123,6 +123,16 @@ grpc_c_call_options baton__unary_opts(const baton_client *c)
     return o;
 }
 
+/* Why the start needs a bound: on a channel connecting to a batond that
+ * accepts TCP but never answers (frozen), gRPC waits 20 s for the
+ * connection, and a call without a deadline waited as long. */
+grpc_c_call_options baton__stream_opts(const baton_client *c)
+{
+    grpc_c_call_options o = {0};
+    o.start_timeout_ms = c->_call_timeout_ms;
+    return o;
+}
+
 /* Runs a Renew or Release over a session. Returns BATON__SESSIONS_OFF when
  * sessions are not used, else 0 with the response of the expected kind in
  * *resp (caller frees), or an error. */

@@ -357,7 +357,8 @@ static hold_session *current(baton_client *c, int *not_ready)
     pthread_mutex_init(&hs->mu, NULL);
     pthread_mutex_init(&hs->wmu, NULL);
     pthread_cond_init(&hs->ncv, NULL);
-    hs->call = baton__v1__lock_service__grpc__session_start(c->_channel, NULL);
+    grpc_c_call_options so = baton__stream_opts(c);
+    hs->call = baton__v1__lock_service__grpc__session_start(c->_channel, &so);
     if (hs->call == NULL || start_detached(notifier, hs) != 0) {
         grpc_c_call_destroy(hs->call);
         pthread_mutex_destroy(&hs->mu);

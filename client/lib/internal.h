@@ -67,6 +67,9 @@ void baton__conn_free(baton_client *c);
 
 /* Unary call options with the client's deadline. */
 grpc_c_call_options baton__unary_opts(const baton_client *c);
+/* Options of a streaming call (no deadline: the stream may hold a lock)
+ * whose start gives up after the client's call timeout. */
+grpc_c_call_options baton__stream_opts(const baton_client *c);
 
 /* Cancellation hook shared by a pending acquire and whoever may cancel it. */
 typedef struct baton__canceller {

@@ -269,15 +269,17 @@ static int keep_grant(const Baton__V1__Granted *g, Baton__V1__Granted *out, char
  * The Acquire RPC, read until Granted or its end. Returns 0 with the grant
  * (strings in *gkey, *gtoken, freed by the caller) and, in STREAM mode, the
  * open stream in *callp; a LEASE call is over by then. Or an error. The
- * call has no gRPC deadline (a stream-mode call must outlive any); a bounded
- * wait is still bounded locally (wait + call timeout) against a hung server.
+ * call has no gRPC deadline (a stream-mode call must outlive any); its start
+ * gives up after the call timeout, and a bounded wait is still bounded
+ * locally (wait + call timeout) against a hung server.
  */
 static int acquire_rpc(baton_client *c, const Baton__V1__AcquireRequest *req, const baton_acquire_options *opts,
                        baton__canceller *cx, Baton__V1__Granted *grant, char **gkey, char **gtoken,
                        grpc_c_call **callp)
 {
     int64_t limit = opts->wait_ms >= 0 ? baton__now_ms() + opts->wait_ms + c->_call_timeout_ms : -1;
-    grpc_c_call *call = baton__v1__lock_service__grpc__acquire_start(c->_channel, req, NULL);
+    grpc_c_call_options so = baton__stream_opts(c);
+    grpc_c_call *call = baton__v1__lock_service__grpc__acquire_start(c->_channel, req, &so);
     if (call == NULL)
         return baton__fail(BATON_ERR_NOMEM, "acquire: cannot start the call");
     cx_set(cx, call);

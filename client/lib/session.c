@@ -20,9 +20,9 @@
  *
  * A new session is opened only on a connected channel. Opening one waits
  * for its initial metadata to go out, which on a channel still connecting
- * has no deadline of its own (up to gRPC's 20 s connect timeout); the
- * per-call RPC, with its deadline, runs that one operation instead and
- * brings the channel up.
+ * takes up to gRPC's 20 s connect timeout (the start gives up after the
+ * call timeout); the per-call RPC, with its deadline, runs that one
+ * operation instead and brings the channel up.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -77,7 +77,8 @@ static baton__session *session_take(baton_client *c, int *reused, int *not_ready
     baton__session *s = calloc(1, sizeof *s);
     if (s == NULL)
         return NULL;
-    s->call = baton__v1__lock_service__grpc__session_start(c->_channel, NULL);
+    grpc_c_call_options so = baton__stream_opts(c);
+    s->call = baton__v1__lock_service__grpc__session_start(c->_channel, &so);
     if (s->call == NULL) {
         free(s);
         return NULL;

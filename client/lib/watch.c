@@ -75,7 +75,8 @@ int baton_watch(baton_client *c, const char *key, const char *prefix, baton_watc
     Baton__V1__WatchRequest req = BATON__V1__WATCH_REQUEST__INIT;
     req.key = (char *)(key ? key : "");
     req.prefix = (char *)(prefix ? prefix : "");
-    w->_call = baton__v1__lock_service__grpc__watch_start(c->_channel, &req, NULL);
+    grpc_c_call_options so = baton__stream_opts(c);
+    w->_call = baton__v1__lock_service__grpc__watch_start(c->_channel, &req, &so);
     if (w->_call == NULL)
         goto fail;
     if (pthread_create(&w->_thread, NULL, watch_thread, w) != 0)

@@ -1256,10 +1256,33 @@ static void test_stream_hold_lost_before_a_hung_batond_lets_go(void **state)
     assert_int_equal(baton_lock_state_get(l), BATON_LOCK_LOST);
     pthread_join(th, NULL);
     assert_lost_first("batond frozen", &rec, &next, t0);
-
     assert_int_equal(baton_release(next.lock), 0);
     baton_lock_free(next.lock);
     baton_lock_free(l);
+
+    /* Still frozen: a client's channel to it stays CONNECTING (TCP is
+     * accepted, HTTP/2 never answers), for 20 s. Starting a stream, which
+     * has no deadline, must still give up after the call timeout. */
+    baton_client *late = NULL;
+    baton_client_options lo = {.call_timeout_ms = 500};
+    assert_int_equal(baton_client_new(p.addr, &lo, &late), 0);
+    int64_t s0 = now_ms();
+    int err = baton_try_acquire(late, "t:hung", &o, &l);
+    int64_t took = now_ms() - s0;
+    if (err != BATON_ERR_TIMEOUT && err != BATON_ERR_UNAVAILABLE)
+        fail_msg("stream acquire on a frozen batond: %s: %s", baton_error_name(err), baton_last_error());
+    if (took > 2500)
+        fail_msg("stream acquire on a frozen batond returned after %lld ms (call timeout 500)", (long long)took);
+    static struct watch_rec wr = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    baton_watcher *w = NULL;
+    s0 = now_ms();
+    assert_int_equal(baton_watch(late, "t:hung", NULL, on_event, &wr, &w), 0);
+    took = now_ms() - s0;
+    if (took > 2500)
+        fail_msg("watch on a frozen batond returned after %lld ms (call timeout 500)", (long long)took);
+    baton_watch_free(w);
+    baton_client_free(late);
+
     baton_client_free(c);
     assert_int_equal(kill(p.pid, SIGCONT), 0);
     private_end(&p);

@@ -266,6 +266,47 @@ static void test_unavailable(void **state)
     grpc_c_channel_destroy(dead);
 }
 
+/* A peer that completes TCP handshakes (the kernel does, from the backlog)
+ * but never speaks HTTP/2, like a frozen server: a channel to it stays
+ * CONNECTING for gRPC's 20 s connect timeout. start_timeout_ms must bound
+ * a stream's start there; it has no deadline to do it. */
+static void test_start_timeout_on_silent_peer(void **state)
+{
+    (void)state;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    socklen_t len = sizeof a;
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(s, 16), 0);
+    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &len), 0);
+    char t[64];
+    snprintf(t, sizeof t, "127.0.0.1:%d", ntohs(a.sin_port));
+    grpc_channel *silent = grpc_c_channel_create_insecure(t, NULL);
+    assert_non_null(silent);
+
+    grpc_c_call_options o = {0};
+    o.start_timeout_ms = 300;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    grpc_c_call *c = echo__test__echo__grpc__bidi_start(silent, &o);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_non_null(c);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    if (ms > 5000) /* far below the 20 s it took without start_timeout_ms */
+        fail_msg("start returned after %ld ms", ms);
+    Echo__Test__EchoReply *r;
+    assert_int_equal(echo__test__echo__grpc__bidi_read(c, &r), GRPC_C_END);
+    grpc_c_status st = GRPC_C_STATUS_INIT;
+    assert_int_equal(echo__test__echo__grpc__bidi_finish(c, &st), GRPC_C_CODE_DEADLINE_EXCEEDED);
+    assert_non_null(strstr(st.message, "could not start"));
+    grpc_c_status_clear(&st);
+    echo__test__echo__grpc__bidi_destroy(c);
+    grpc_c_channel_destroy(silent);
+    close(s);
+}
+
 /* ---- server streaming ---- */
 
 static void test_server_stream(void **state)
@@ -573,6 +614,7 @@ int main(void)
         cmocka_unit_test(test_second_service),
         cmocka_unit_test(test_unary_threads),
         cmocka_unit_test(test_unavailable),
+        cmocka_unit_test(test_start_timeout_on_silent_peer),
         cmocka_unit_test(test_server_stream),
         cmocka_unit_test(test_server_stream_error_status),
         cmocka_unit_test(test_read_timeout),

@@ -84,8 +84,10 @@ typedef struct baton_client_options {
     /* Default owner of locks acquired through this client; NULL = "<hostname>/<pid>".
      * Copied. */
     const char *owner;
-    /* Deadline of each unary call (Renew, Release, Describe, ForceRelease) and
-     * extra slack for acquires with a bounded wait; 0 = 10000 ms. */
+    /* Deadline of each unary call (Renew, Release, Describe, ForceRelease),
+     * extra slack for acquires with a bounded wait, and the longest a stream
+     * (a watch, a stream-mode acquire) may take to start, e.g. while the
+     * connection to a frozen batond hangs; 0 = 10000 ms. */
     int64_t call_timeout_ms;
     /* Not yet supported (batond has no TLS or auth yet): setting any of these
      * makes baton_client_new() fail with BATON_ERR_NOTSUP. */
