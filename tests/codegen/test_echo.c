@@ -239,20 +239,29 @@ static void test_unary_threads(void **state)
         assert_int_equal(w[i].ok, 20);
 }
 
-static void test_unavailable(void **state)
+/* A TCP socket bound to a free loopback port (listening if `listening`);
+ * writes "127.0.0.1:PORT" to t. */
+static int loopback_socket(int listening, char *t, size_t tlen)
 {
-    (void)state;
-    /* A port nobody listens on: bind, learn the port, close. */
     int s = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {0};
     socklen_t len = sizeof a;
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    if (listening)
+        assert_int_equal(listen(s, 16), 0);
     assert_int_equal(getsockname(s, (struct sockaddr *)&a, &len), 0);
-    close(s);
+    snprintf(t, tlen, "127.0.0.1:%d", ntohs(a.sin_port));
+    return s;
+}
+
+static void test_unavailable(void **state)
+{
+    (void)state;
+    /* A port nobody listens on: bind, learn the port, close. */
     char t[64];
-    snprintf(t, sizeof t, "127.0.0.1:%d", ntohs(a.sin_port));
+    close(loopback_socket(0, t, sizeof t));
     grpc_channel *dead = grpc_c_channel_create_insecure(t, NULL);
     assert_non_null(dead);
     Echo__Test__EchoRequest req = req_of("x", 0, 0, 0);
@@ -273,16 +282,8 @@ static void test_unavailable(void **state)
 static void test_start_timeout_on_silent_peer(void **state)
 {
     (void)state;
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    socklen_t len = sizeof a;
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(s, 16), 0);
-    assert_int_equal(getsockname(s, (struct sockaddr *)&a, &len), 0);
     char t[64];
-    snprintf(t, sizeof t, "127.0.0.1:%d", ntohs(a.sin_port));
+    int s = loopback_socket(1, t, sizeof t);
     grpc_channel *silent = grpc_c_channel_create_insecure(t, NULL);
     assert_non_null(silent);
 
