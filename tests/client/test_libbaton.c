@@ -1283,8 +1283,16 @@ static void test_stream_hold_lost_before_a_hung_batond_lets_go(void **state)
     baton_watch_free(w);
     baton_client_free(late);
 
-    baton_client_free(c);
+    /* Thawed, batond serves the same client again. */
     assert_int_equal(kill(p.pid, SIGCONT), 0);
+    wait_serving(c);
+    baton_acquire_options again = {.mode = BATON_MODE_STREAM};
+    err = baton_try_acquire(c, "t:hung", &again, &l);
+    if (err != 0)
+        fail_msg("stream acquire after the thaw: %s: %s", baton_error_name(err), baton_last_error());
+    assert_int_equal(baton_release(l), 0);
+    baton_lock_free(l);
+    baton_client_free(c);
     private_end(&p);
 }
 
