@@ -1227,7 +1227,7 @@ static void assert_lost_first(const char *what, struct lost_rec *lost, struct ti
  * out (6-9 s here) and another batond grants it. The holder must have
  * heard that its lock is lost before then: its keepalive pings go
  * unanswered and it gives the connection up within 2 x 1.5 s (measured:
- * 2.6-3.1 s). Without pings it heard nothing for as long as batond stayed
+ * 1.6-3.1 s). Without pings it heard nothing for as long as batond stayed
  * frozen.
  */
 static void test_stream_hold_lost_before_a_hung_batond_lets_go(void **state)
