@@ -112,10 +112,24 @@ static void wait_until(baton_lock *l, int64_t at_ms)
 }
 
 /*
+ * Why a margin: once the lease runs out, Redis may give the key to the next
+ * waiter at once, and the holder needs time to hear of it and stop. So the
+ * renewal gives up a margin before the lease it could not extend runs out,
+ * as batond does for stream holds: a fifth of the TTL, at most 2 s.
+ */
+static int64_t give_up_at(const baton_lock *l)
+{
+    int64_t margin = l->_ttl_ms / 5;
+    if (margin > 2000)
+        margin = 2000;
+    return l->_expires_ms - margin;
+}
+
+/*
  * Lease renewal: renew at a third of the TTL. A failed attempt is retried
- * until the lease would have run out; then the lock is reported LOST, because
- * from that moment another client may hold it. FAILED_PRECONDITION (the token
- * no longer holds the key) is a loss at once.
+ * until give_up_at; then the lock is reported LOST, because soon after that
+ * another client may hold it. FAILED_PRECONDITION (the token no longer holds
+ * the key) is a loss at once.
  */
 static void *renew_thread(void *arg)
 {
@@ -127,22 +141,24 @@ static void *renew_thread(void *arg)
         if (l->_stop || l->_state != BATON_LOCK_HELD)
             break;
         int64_t now = baton__now_ms();
-        int64_t left = l->_expires_ms - now;
+        int64_t left = give_up_at(l) - now;
         if (left <= 0) {
+            int64_t runs_out = l->_expires_ms - now;
             pthread_mutex_unlock(&l->_mu);
             /* Say why the renewals failed: this thread's last error is the
              * last attempt's (thread-local, "" if none was made). */
             char msg[1024];
             const char *why = baton_last_error();
-            snprintf(msg, sizeof msg, "lease ran out before it could be renewed%s%s%s",
-                     why[0] ? " (last attempt: " : "", why, why[0] ? ")" : "");
+            snprintf(msg, sizeof msg, "lease could not be renewed and runs out in %lld ms%s%s%s",
+                     (long long)(runs_out > 0 ? runs_out : 0), why[0] ? " (last attempt: " : "", why,
+                     why[0] ? ")" : "");
             mark_lost(l, BATON_ERR_LOST, msg);
             return NULL;
         }
         pthread_mutex_unlock(&l->_mu);
 
-        /* The attempt must end before the lease does, or a late success would
-         * report a lock that may already belong to someone else. */
+        /* The attempt must end before the give-up point, or a late success
+         * would report a lock that may already belong to someone else. */
         Baton__V1__RenewRequest req = BATON__V1__RENEW_REQUEST__INIT;
         Baton__V1__RenewResponse *resp = NULL;
         grpc_c_status st = GRPC_C_STATUS_INIT;
@@ -171,8 +187,8 @@ static void *renew_thread(void *arg)
         } else {
             int64_t pause = l->_ttl_ms / 10;
             next = baton__now_ms() + (pause < RENEW_RETRY_MIN_MS ? RENEW_RETRY_MIN_MS : pause);
-            if (next > l->_expires_ms)
-                next = l->_expires_ms;
+            if (next > give_up_at(l))
+                next = give_up_at(l);
         }
         if (resp)
             baton__v1__renew_response__free_unpacked(resp, NULL);

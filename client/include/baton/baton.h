@@ -197,7 +197,11 @@ typedef struct baton_acquire_options {
     int64_t ttl_ms;    /* 0 = the server's default TTL */
     int64_t wait_ms;   /* 0 = try once; > 0 = wait at most this long; < 0 = the server's maximum */
     baton_mode mode;
-    int auto_renew;        /* lease mode: renew at a third of the TTL in a background thread */
+    /* Lease mode: renew at a third of the TTL in a background thread. Failed
+     * renewals are retried until a fifth of the TTL (at most 2 s) is left;
+     * then the lock is reported lost, so that the holder can stop before the
+     * lease runs out and the next holder is granted. */
+    int auto_renew;
     baton_lost_cb on_lost; /* optional; see baton_lost_cb */
     void *lost_ud;
     baton_queued_cb on_queued; /* optional; see baton_queued_cb */
