@@ -740,10 +740,10 @@ static const struct command commands[] = {
      "           [--owner O] [--target ADDR] [--json] -- CMD [ARGS...]\n"
      "Holds the lock (stream mode) while CMD runs, then releases it. CMD gets BATON_KEY,\n"
      "BATON_FENCING, BATON_TOKEN and, for pools, BATON_DEVICE and CUDA_VISIBLE_DEVICES.\n"
-     "SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to CMD. If the lock is lost, CMD\n"
-     "gets SIGTERM and baton exits 70 once it ended; otherwise baton exits with CMD's\n"
-     "status (128+N for signal N). Busy (not acquired within --wait): 75 or\n"
-     "--conflict-exit-code N. Default --wait: the server's maximum.",
+     "SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to CMD. If the lock is lost (or\n"
+     "batond stops answering for 3 s), CMD gets SIGTERM and baton exits 70 once it ended;\n"
+     "otherwise baton exits with CMD's status (128+N for signal N). Busy (not acquired\n"
+     "within --wait): 75 or --conflict-exit-code N. Default --wait: the server's maximum.",
      cmd_exec},
     {"acquire", COMMON | TTL_WAIT,
      "acquire [--ttl D] [--wait D] [--owner O] [--target ADDR] [--json] KEY\n"
