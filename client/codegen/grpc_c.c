@@ -263,31 +263,27 @@ static int valid_method(const grpc_c_method *m)
 }
 
 /* Runs a batch and blocks until it completes; returns its success flag.
- * Blocking forever is bounded by the call's deadline or a cancel. */
-static int run_batch(grpc_c_call *c, const grpc_op *ops, size_t n, void *tag)
-{
-    if (grpc_call_start_batch(c->_call, ops, n, tag, NULL) != GRPC_CALL_OK)
-        return 0;
-    grpc_event ev = grpc_completion_queue_pluck(c->_cq, tag, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-    return ev.type == GRPC_OP_COMPLETE && ev.success;
-}
-
-/* run_batch, but gives up waiting after timeout_ms (> 0): then the call is
- * cancelled with DEADLINE_EXCEEDED, which fails a batch that is still
- * waiting for a connection, and the batch is plucked once it has ended. */
+ * timeout_ms > 0: after that long the call is cancelled with
+ * DEADLINE_EXCEEDED, which fails a batch still waiting for a connection, and
+ * the batch is plucked once it has ended. Otherwise blocking forever is
+ * bounded by the call's deadline or a cancel. */
 static int run_batch_within(grpc_c_call *c, const grpc_op *ops, size_t n, void *tag, int64_t timeout_ms)
 {
-    if (timeout_ms <= 0)
-        return run_batch(c, ops, n, tag);
     if (grpc_call_start_batch(c->_call, ops, n, tag, NULL) != GRPC_CALL_OK)
         return 0;
-    grpc_event ev = grpc_completion_queue_pluck(c->_cq, tag, after_ms(timeout_ms), NULL);
+    gpr_timespec forever = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    grpc_event ev = grpc_completion_queue_pluck(c->_cq, tag, timeout_ms > 0 ? after_ms(timeout_ms) : forever, NULL);
     if (ev.type == GRPC_QUEUE_TIMEOUT) {
         grpc_call_cancel_with_status(c->_call, GRPC_STATUS_DEADLINE_EXCEEDED,
                                      "grpc_c: the call could not start in time", NULL);
-        ev = grpc_completion_queue_pluck(c->_cq, tag, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        ev = grpc_completion_queue_pluck(c->_cq, tag, forever, NULL);
     }
     return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+static int run_batch(grpc_c_call *c, const grpc_op *ops, size_t n, void *tag)
+{
+    return run_batch_within(c, ops, n, tag, 0);
 }
 
 /* Creates the core call and its queue; NULL on failure. */

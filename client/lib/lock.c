@@ -186,9 +186,10 @@ static void *renew_thread(void *arg)
             next = now + resp->ttl_ms / 3;
         } else {
             int64_t pause = l->_ttl_ms / 10;
+            int64_t last = give_up_at(l);
             next = baton__now_ms() + (pause < RENEW_RETRY_MIN_MS ? RENEW_RETRY_MIN_MS : pause);
-            if (next > give_up_at(l))
-                next = give_up_at(l);
+            if (next > last)
+                next = last;
         }
         if (resp)
             baton__v1__renew_response__free_unpacked(resp, NULL);

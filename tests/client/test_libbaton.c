@@ -224,6 +224,21 @@ static void test_renew_and_force_release(void **state)
     baton_lock_free(a);
 }
 
+/* Waits until batond (asked through c) has exactly `n` waiters queued for
+ * `key`, or fails after HANG_MS. */
+static void wait_waiters(baton_client *c, const char *key, int64_t n)
+{
+    baton_description d = {0};
+    int64_t end = now_ms() + HANG_MS;
+    for (;;) {
+        assert_int_equal(baton_describe(c, key, &d), 0);
+        if (d.waiters == n || now_ms() >= end)
+            break;
+        sleep_ms(10);
+    }
+    assert_int_equal(d.waiters, n);
+}
+
 /* ---- auto-renew and loss ---- */
 
 struct lost_rec {
@@ -544,13 +559,7 @@ static void test_async_acquire_and_cancel(void **state)
     baton_acquire_options o = {.wait_ms = HANG_MS, .mode = BATON_MODE_STREAM};
     assert_int_equal(baton_acquire_async(cb, "t:async", NULL, 0, &o, on_acquired, &r, &as), 0);
     /* Queued behind a: wait until the server lists it as a waiter. */
-    baton_description d = {0};
-    int64_t end = now_ms() + HANG_MS;
-    while (d.waiters == 0 && now_ms() < end) {
-        assert_int_equal(baton_describe(ca, "t:async", &d), 0);
-        sleep_ms(10);
-    }
-    assert_int_equal(d.waiters, 1);
+    wait_waiters(ca, "t:async", 1);
     assert_int_equal(r.calls, 0);
     baton_lock_free(a);
     assert_int_equal(wait_async(&r), 1);
@@ -602,22 +611,12 @@ static void lease_cycle_and_cancel(baton_client *c, const char *key)
     baton_async *as = NULL;
     baton_acquire_options o = {.wait_ms = HANG_MS};
     assert_int_equal(baton_acquire_async(c, key, NULL, 0, &o, on_acquired, &r, &as), 0);
-    baton_description d = {0};
-    int64_t end = now_ms() + HANG_MS;
-    while (d.waiters == 0 && now_ms() < end) {
-        assert_int_equal(baton_describe(c, key, &d), 0);
-        sleep_ms(10);
-    }
-    assert_int_equal(d.waiters, 1);
+    wait_waiters(c, key, 1);
     baton_async_cancel(as);
     assert_int_equal(wait_async(&r), 1);
     assert_int_equal(r.err, BATON_ERR_CANCELLED);
     baton_async_free(as);
-    end = now_ms() + HANG_MS;
-    do {
-        assert_int_equal(baton_describe(c, key, &d), 0);
-    } while (d.waiters != 0 && now_ms() < end && (sleep_ms(10), 1));
-    assert_int_equal(d.waiters, 0);
+    wait_waiters(c, key, 0);
     assert_int_equal(baton_release(other), 0);
     baton_lock_free(other);
 }
@@ -1046,12 +1045,8 @@ static void test_stream_acquire_timeout_ends_only_itself(void **state)
     assert_true(now_ms() - t0 >= 500);
     kill(p.pid, SIGCONT);
 
+    wait_waiters(other, "t:stop-wait", 0);
     baton_description d = {0};
-    int64_t end = now_ms() + HANG_MS;
-    do {
-        assert_int_equal(baton_describe(other, "t:stop-wait", &d), 0);
-    } while (d.waiters != 0 && now_ms() < end && (sleep_ms(10), 1));
-    assert_int_equal(d.waiters, 0);
     sleep_ms(2500); /* past the held lock's TTL: still renewed by the server */
     assert_int_equal(baton_lock_state_get(held), BATON_LOCK_HELD);
     assert_int_equal(baton_describe(other, "t:stop-held", &d), 0);
@@ -1191,20 +1186,6 @@ static void *timed_acquire_main(void *arg)
     return NULL;
 }
 
-/* Waits until batond has `n` waiters queued for `key`. */
-static void wait_waiters(const char *key, int64_t n)
-{
-    baton_description d;
-    int64_t end = now_ms() + HANG_MS;
-    for (;;) {
-        assert_int_equal(baton_describe(ca, key, &d), 0);
-        if (d.waiters >= n)
-            return;
-        assert_true(now_ms() < end);
-        sleep_ms(10);
-    }
-}
-
 /* The loss must reach the holder before the other client is granted; how
  * much before is the holder's time to stop using what the lock guards. */
 static void assert_lost_first(const char *what, struct lost_rec *lost, int err, struct timed_acquire *next,
@@ -1246,7 +1227,7 @@ static void test_stream_hold_lost_before_a_hung_batond_lets_go(void **state)
     struct timed_acquire next = {.c = cb, .key = "t:hung", .wait_ms = 30000};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, timed_acquire_main, &next), 0);
-    wait_waiters("t:hung", 1);
+    wait_waiters(ca, "t:hung", 1);
 
     /* Held quietly for a while first: gRPC stops pinging after two pings
      * without data unless told otherwise (then this test failed). */
@@ -1309,7 +1290,7 @@ struct relay {
     pthread_t th;
 };
 
-static void relay_pump(struct relay *r, int from, int to)
+static void relay_pump(int from, int to)
 {
     char buf[65536];
     ssize_t got = recv(from, buf, sizeof buf, MSG_DONTWAIT);
@@ -1319,7 +1300,6 @@ static void relay_pump(struct relay *r, int from, int to)
             break;
         off += put;
     }
-    (void)r;
 }
 
 static void *relay_main(void *arg)
@@ -1358,7 +1338,7 @@ static void *relay_main(void *arg)
         for (int i = 1; i < n; i++) {
             if (pf[i].revents & (POLLIN | POLLHUP | POLLERR)) {
                 int pair = (i - 1) / 2, side = (i - 1) % 2;
-                relay_pump(r, r->fds[pair][side], r->fds[pair][!side]);
+                relay_pump(r->fds[pair][side], r->fds[pair][!side]);
             }
         }
     }
@@ -1415,7 +1395,7 @@ static void silent_network_case(const char *what, const char *key, baton_acquire
     struct timed_acquire next = {.c = cb, .key = key, .wait_ms = 30000};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, timed_acquire_main, &next), 0);
-    wait_waiters(key, 1);
+    wait_waiters(ca, key, 1);
 
     int64_t t0 = now_ms();
     r.silent = 1;
