@@ -1755,7 +1755,10 @@ baton_transport *transport_new(struct event_base *base, baton_engine *engine, co
         INT_ARG(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, clamp_int(opts->keepalive_timeout_ms));
     /* Keep pinging a connection whose only stream waits silently for a lock
      * (the default stops after 2 pings without data), and accept client
-     * keepalive pings, even without calls, down to one per second. */
+     * keepalive pings, even without calls, down to one per second
+     * (libbaton's minimum keepalive_ms). gRPC clients send each keepalive
+     * ping a keepalive time after the previous ping's ack, so a jittery
+     * network only stretches the gaps seen here: no strikes. */
     INT_ARG(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     INT_ARG(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     INT_ARG(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
