@@ -49,7 +49,8 @@ static void usage(FILE *f)
             "Measures batond against raw Redis (SET NX PX + polling) and etcd v3lock, same machine,\n"
             "same client threads and key sets, one monotonic clock.\n\n"
             "  --backends LIST     redis,etcd,baton-lease,baton-stream (baton = both modes) [all]\n"
-            "  --scenarios LIST    uncontended,handoff,throughput,scale,crash [all]\n"
+            "  --scenarios LIST    machine,uncontended,handoff,throughput,scale,crash [all]\n"
+            "                      (machine: thread wake round trips, the floor under every backend)\n"
             "  --iters N           uncontended acquire+release cycles [1000]\n"
             "  --rounds R          handoff rounds per (backend, K) [200]\n"
             "  --k-list LIST       handoff waiter counts [1,16,256]\n"
@@ -103,6 +104,24 @@ static int in_list(const char *list, const char *name)
     }
     return 0;
 }
+
+/* 1 unless every name in `list` is "all" or one of `known` (NULL-ended). */
+static int bad_names(const char *list, const char *const *known)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", list);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int ok = !strcmp(t, "all");
+        for (size_t i = 0; known[i] && !ok; i++)
+            ok = !strcmp(t, known[i]);
+        if (!ok)
+            return 1;
+    }
+    return 0;
+}
+
+static const char *const SCENARIOS[] = {"machine", "uncontended", "handoff", "throughput", "scale", "crash", NULL};
+static const char *const BACKENDS[] = {"redis", "etcd", "baton", "baton-lease", "baton-stream", NULL};
 
 static int parse_args(int argc, char **argv, opts *o)
 {
@@ -165,8 +184,14 @@ static int parse_args(int argc, char **argv, opts *o)
     while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         int bad = 0;
         switch (ch) {
-        case O_BACKENDS: snprintf(o->backends, sizeof o->backends, "%s", optarg); break;
-        case O_SCEN: snprintf(o->scenarios, sizeof o->scenarios, "%s", optarg); break;
+        case O_BACKENDS:
+            snprintf(o->backends, sizeof o->backends, "%s", optarg);
+            bad = bad_names(optarg, BACKENDS);
+            break;
+        case O_SCEN:
+            snprintf(o->scenarios, sizeof o->scenarios, "%s", optarg);
+            bad = bad_names(optarg, SCENARIOS);
+            break;
         case O_ITERS: bad = (o->iters = atoi(optarg)) < 1; break;
         case O_ROUNDS: bad = (o->rounds = atoi(optarg)) < 1; break;
         case O_K: bad = parse_list(optarg, &o->k); break;
@@ -327,6 +352,10 @@ int main(int argc, char **argv)
     int failed[NALL] = {0};
     int scale_failed = 0;
     int64_t jitter_ns = o.jitter_ms * 1000000;
+    if (in_list(o.scenarios, "machine")) {
+        fprintf(stderr, "baton-bench: machine\n");
+        scen_machine(o.smoke ? 200 : 5000); /* context for the tables, not a backend: never fails a run */
+    }
     if (in_list(o.scenarios, "uncontended"))
         for (size_t b = 0; b < nsel; b++) {
             fprintf(stderr, "baton-bench: uncontended %s\n", sel[b]->name);
