@@ -360,11 +360,8 @@ static hold_session *current(baton_client *c, int *not_ready)
     grpc_c_call_options so = baton__stream_opts(c);
     hs->call = baton__v1__lock_service__grpc__session_start(c->_channel, &so);
     if (hs->call == NULL || start_detached(notifier, hs) != 0) {
-        grpc_c_call_destroy(hs->call);
-        pthread_mutex_destroy(&hs->mu);
-        pthread_mutex_destroy(&hs->wmu);
-        pthread_cond_destroy(&hs->ncv);
-        free(hs);
+        hs->refs = 1; /* no thread runs: this is the last reference */
+        hs_unref(hs);
         return NULL;
     }
     c->_nreaders++;

@@ -6,14 +6,14 @@ Waits are bounded generously; nothing asserts speed.
 """
 import json
 import os
-import select
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from relay import Relay  # noqa: E402
 
 BATON = None
 HANG = 20  # seconds: only catches hangs
@@ -65,46 +65,6 @@ def wait_line(proc, text):
         if text in line:
             return lines
     raise AssertionError("no line with %r, got %r" % (text, lines))
-
-
-class SilentRelay:
-    """A TCP relay to batond that can go silent: it stops moving bytes but
-    keeps its sockets open, as a network that drops packets does."""
-
-    def __init__(self, target):
-        host, port = target.rsplit(":", 1)
-        self.upstream = (host, int(port))
-        self.lsock = socket.socket()
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(16)
-        self.address = "127.0.0.1:%d" % self.lsock.getsockname()[1]
-        self.pairs = {}
-        self.silent = False
-        self.stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while not self.stop:
-            if self.silent:
-                time.sleep(0.02)
-                continue
-            ready, _, _ = select.select([self.lsock, *self.pairs], [], [], 0.02)
-            for s in ready:
-                if s is self.lsock:
-                    c, _ = s.accept()
-                    u = socket.create_connection(self.upstream)
-                    self.pairs[c], self.pairs[u] = u, c
-                elif not self.silent:
-                    data = s.recv(65536)
-                    if data:
-                        self.pairs[s].sendall(data)
-
-    def close(self):
-        self.stop = True
-        self.thread.join()
-        for s in [self.lsock, *self.pairs]:
-            s.close()
 
 
 class Cli(unittest.TestCase):
@@ -265,7 +225,7 @@ class Cli(unittest.TestCase):
         keepalive pings go unanswered, the lock is reported lost within about
         3 s and CMD gets SIGTERM, well before batond (keepalive, 15 s) lets the
         lock go. Without pings CMD ran on for as long as the silence lasted."""
-        relay = SilentRelay(os.environ["BATON_TEST_TARGET"])
+        relay = Relay(os.environ["BATON_TEST_TARGET"])
         p = spawn("exec", "--target", relay.address, "cli:silent", "--", "sh", "-c",
                   'trap "echo term; exit 0" TERM; echo ready; while :; do sleep 0.05; done')
         try:

@@ -1,9 +1,8 @@
 """STREAM hold mode: the lock lives exactly as long as the Acquire stream."""
 import os
 import signal
-import socket
 import subprocess
-import threading
+import sys
 import time
 
 import grpc
@@ -12,6 +11,9 @@ import bclient as bc
 import harness
 from baton.v1 import lock_pb2_grpc
 from bclient import pb
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from relay import Relay  # noqa: E402
 
 ABORTED = grpc.StatusCode.ABORTED
 T = pb.LockEvent
@@ -210,60 +212,6 @@ def test_keepalive_tells_a_holder_before_a_hung_batond_lets_go(stub, redis_serve
         ch.close()
 
 
-
-class JitterRelay:
-    """A TCP relay to batond that holds every other client-to-server write back by `delay`
-    seconds (keeping the byte order), as a jittery network does: pings sent a second apart
-    reach batond 1 - delay and 1 + delay seconds apart."""
-
-    def __init__(self, target, delay):
-        host, port = target.rsplit(":", 1)
-        self.upstream = (host, int(port))
-        self.delay = delay
-        self.lsock = socket.socket()
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(4)
-        self.address = "127.0.0.1:%d" % self.lsock.getsockname()[1]
-        self.socks = [self.lsock]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            u = socket.create_connection(self.upstream)
-            self.socks += [c, u]
-            threading.Thread(target=self._pump, args=(c, u, self.delay), daemon=True).start()
-            threading.Thread(target=self._pump, args=(u, c, 0.0), daemon=True).start()
-
-    @staticmethod
-    def _pump(src, dst, delay):
-        n, last = 0, 0.0
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                n += 1
-                at = max(time.monotonic() + (delay if n % 2 else 0.0), last)
-                time.sleep(max(0.0, at - time.monotonic()))
-                last = at
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self):
-        for s in self.socks:
-            s.close()
-
-
 def test_pings_that_arrive_early_do_not_cost_a_quiet_holder_its_lock(stub, batond):
     """A quiet stream holder pings once a second (libbaton's minimum keepalive_ms, grpcio's
     floor) through a network that holds every other write back by 0.3 s. A ping that reaches
@@ -273,7 +221,7 @@ def test_pings_that_arrive_early_do_not_cost_a_quiet_holder_its_lock(stub, baton
     last ping's ack, so jitter only stretches the gaps batond sees (1.0 s and 1.3 s here) and the
     lock must live on. With batond's minimum at 1.1 s the holder was cut off ("Too many pings")."""
     key = bc.uniq("pingjitter")
-    relay = JitterRelay(batond.target, 0.3)
+    relay = Relay(batond.target, delay=0.3)
     options = [("grpc.keepalive_time_ms", 1000), ("grpc.keepalive_timeout_ms", 1500),
                ("grpc.http2.max_pings_without_data", 0)]
     ch = grpc.insecure_channel(relay.address, options=options)
