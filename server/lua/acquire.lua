@@ -54,6 +54,13 @@ for _, d in ipairs(devs) do
     end
   end
 end
+-- The common case, a free plain key that nobody waits for: grant it without
+-- the queue steps below (same outcome, a third of the Redis commands).
+if n == 0 and not devs[1].holder and redis.call('EXISTS', tq) == 0 then
+  local d = devs[1]
+  return {1, -1, b_grant(d.lock, d.hold, d.fence, nil, nil, chan, d.key, token, owner, ttl, now, now_us), ttl}
+end
+
 local old_head = redis.call('ZRANGE', tq, 0, 0)[1]
 purged = b_purge(tq, tqt, now)
 local head = b_head(tq, tqt)

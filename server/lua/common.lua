@@ -65,21 +65,29 @@ end
 
 -- Next fencing token of a key. A missing counter (new key, or Redis lost its
 -- data) is seeded from the clock in microseconds, so tokens keep rising.
+-- (INCR makes a missing counter 1; a live one is far above that.)
 local function b_next_fencing(fence, now_us)
-  if redis.call('EXISTS', fence) == 0 then redis.call('SET', fence, b_int(now_us)) end
-  return redis.call('INCR', fence)
+  local f = redis.call('INCR', fence)
+  if f == 1 then
+    f = now_us + 1
+    redis.call('SET', fence, b_int(f))
+  end
+  return f
 end
 
 -- Grants a free lock to token: the next fencing token, the lock with its TTL,
--- the hold record, the token out of its target queue (q, qt), ACQUIRED.
+-- the hold record, the token out of its target queue (q, qt; both nil when
+-- the caller knows the queue is empty), ACQUIRED.
 -- The one grant step of acquire.lua and of release.lua's direct handoff.
 -- Returns the fencing token.
 local function b_grant(lock, hold, fence, q, qt, chan, key, token, owner, ttl, now, now_us)
   local f = b_next_fencing(fence, now_us)
   redis.call('SET', lock, token, 'PX', b_int(ttl))
   redis.call('HSET', hold, 'token', token, 'owner', owner, 'fencing', b_int(f))
-  redis.call('ZREM', q, token)
-  redis.call('ZREM', qt, token)
+  if q then
+    redis.call('ZREM', q, token)
+    redis.call('ZREM', qt, token)
+  end
   b_publish(chan, 'ACQUIRED', f, now, key, owner)
   return f
 end
