@@ -34,6 +34,39 @@ static void rc_free(void *p)
     free(c);
 }
 
+/* A sync context for "unix:/path" or "host:port"; NULL when out of memory. */
+static redisContext *connect_addr(const char *addr)
+{
+    if (strncmp(addr, "unix:", 5) == 0)
+        return redisConnectUnix(addr + 5);
+    char host[256];
+    int port = 6379;
+    snprintf(host, sizeof host, "%s", addr);
+    char *colon = strrchr(host, ':');
+    if (colon) {
+        *colon = 0;
+        port = atoi(colon + 1);
+    }
+    return redisConnect(host, port);
+}
+
+double bench_redis_cpu_sec(const bench_env *env)
+{
+    redisContext *rc = connect_addr(env->redis_addr);
+    double sec = -1;
+    redisReply *r = rc && !rc->err ? redisCommand(rc, "INFO cpu") : NULL;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        const char *u = strstr(r->str, "used_cpu_user:"), *s = strstr(r->str, "used_cpu_sys:");
+        if (u && s)
+            sec = atof(u + strlen("used_cpu_user:")) + atof(s + strlen("used_cpu_sys:"));
+    }
+    if (r)
+        freeReplyObject(r);
+    if (rc)
+        redisFree(rc);
+    return sec;
+}
+
 /* Caller frees with client_free. */
 static void *rc_new(const bench_env *env, int64_t ttl_ms, char *err, size_t errlen)
 {
@@ -45,19 +78,7 @@ static void *rc_new(const bench_env *env, int64_t ttl_ms, char *err, size_t errl
     c->ttl_ms = ttl_ms;
     c->poll_ns = env->poll_ms * 1000000;
     c->id = atomic_fetch_add(&g_ids, 1) + (unsigned)getpid() * 65536u;
-    if (strncmp(env->redis_addr, "unix:", 5) == 0) {
-        c->rc = redisConnectUnix(env->redis_addr + 5);
-    } else {
-        char host[256];
-        int port = 6379;
-        snprintf(host, sizeof host, "%s", env->redis_addr);
-        char *colon = strrchr(host, ':');
-        if (colon) {
-            *colon = 0;
-            port = atoi(colon + 1);
-        }
-        c->rc = redisConnect(host, port);
-    }
+    c->rc = connect_addr(env->redis_addr);
     if (!c->rc || c->rc->err) {
         snprintf(err, errlen, "redis connect %s: %s", env->redis_addr, c->rc ? c->rc->errstr : "oom");
         goto fail;

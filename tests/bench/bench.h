@@ -27,7 +27,8 @@ typedef struct bench_env {
     char etcd_target[128]; /* "127.0.0.1:P" (gRPC target) */
     char baton_target[128];
     int64_t poll_ms; /* raw-Redis waiter poll interval (redis-py Lock: 100 ms) */
-    int batond_pid;  /* 0 when batond is external (no RSS) */
+    int batond_pid;  /* 0 when batond is external (no RSS, no CPU) */
+    int etcd_pid;    /* 0 when etcd is external (no CPU) */
 } bench_env;
 
 /* ---- backends ---- */
@@ -77,6 +78,11 @@ void procs_cleanup(void);
 int procs_free_port(void);
 /* VmRSS of pid in KiB, -1 if unknown. */
 long procs_rss_kib(int pid);
+/* CPU time (user + system) pid has used, in seconds; -1 if unknown. */
+double procs_cpu_sec(int pid);
+/* CPU time the Redis at env->redis_addr has used (INFO cpu), in seconds; -1
+ * if unknown (backend_redis.c). */
+double bench_redis_cpu_sec(const bench_env *env);
 
 /* ---- results (report.c) ---- */
 
@@ -95,6 +101,9 @@ typedef struct bench_result {
     size_t n;
     double rate;  /* METRIC_RATE: per second */
     long rss_kib; /* scale: batond VmRSS, -1 = n/a */
+    /* METRIC_RATE: CPU microseconds per cycle of the bench process (the
+     * clients), the lock server (batond or etcd) and Redis; < 0 = n/a. */
+    double cpu_client_us, cpu_server_us, cpu_redis_us;
     char note[96];
 } bench_result;
 

@@ -323,6 +323,7 @@ int procs_start_etcd(bench_env *env)
     if (pid < 0 || wait_ready("etcd", pid, ready_tcp, &cport) < 0)
         return -1;
     snprintf(env->etcd_target, sizeof env->etcd_target, "127.0.0.1:%d", cport);
+    env->etcd_pid = pid;
     return 0;
 }
 
@@ -365,4 +366,23 @@ long procs_rss_kib(int pid)
             break;
     fclose(f);
     return kib;
+}
+
+double procs_cpu_sec(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* Fields after the command name, which may hold spaces: from the last ')'. */
+    const char *p = strrchr(buf, ')');
+    unsigned long long utime, stime;
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+        return -1;
+    long hz = sysconf(_SC_CLK_TCK);
+    return hz > 0 ? (double)(utime + stime) / (double)hz : -1;
 }

@@ -104,6 +104,15 @@ static void fmt_ms(char *buf, size_t len, int64_t ns)
         snprintf(buf, len, "%.3f", (double)ns / 1e6);
 }
 
+/* Microseconds, or "-" when not known (negative). */
+static void fmt_us(char *buf, size_t len, double us)
+{
+    if (us < 0)
+        snprintf(buf, len, "-");
+    else
+        snprintf(buf, len, "%.0f", us);
+}
+
 static const bench_result *find(const char *scen, const char *backend, const char *params)
 {
     for (size_t i = 0; i < g_n; i++)
@@ -183,8 +192,8 @@ void report_print(FILE *f)
         int rate = g_res[i].metric == METRIC_RATE;
         fprintf(f, "\n== %s ==\n", scen);
         if (rate)
-            fprintf(f, "%-13s %-16s %10s %14s %12s  %s\n", "backend", "params", "cycles", "rate/s",
-                    "vs best oth", "note");
+            fprintf(f, "%-13s %-16s %10s %14s %12s %8s %8s %8s  %s\n", "backend", "params", "cycles", "rate/s",
+                    "vs best oth", "cpu cli", "cpu srv", "cpu rds", "note");
         else
             fprintf(f, "%-13s %-16s %6s %10s %10s %10s %10s %10s %12s  %s\n", "backend", "params", "n",
                     "p50 ms", "p90 ms", "p99 ms", "max ms", "rss MiB", "vs best oth", "note");
@@ -199,8 +208,12 @@ void report_print(FILE *f)
             else
                 snprintf(ratio, sizeof ratio, "x%.2f", x);
             if (r->metric == METRIC_RATE) {
-                fprintf(f, "%-13s %-16s %10zu %14.1f %12s  %s\n", r->backend, r->params, r->n, r->rate, ratio,
-                        r->note);
+                char cpu[3][16];
+                fmt_us(cpu[0], sizeof cpu[0], r->cpu_client_us);
+                fmt_us(cpu[1], sizeof cpu[1], r->cpu_server_us);
+                fmt_us(cpu[2], sizeof cpu[2], r->cpu_redis_us);
+                fprintf(f, "%-13s %-16s %10zu %14.1f %12s %8s %8s %8s  %s\n", r->backend, r->params, r->n, r->rate,
+                        ratio, cpu[0], cpu[1], cpu[2], r->note);
                 continue;
             }
             char p50[24], p90[24], p99[24], mx[24], rss[24];
@@ -217,7 +230,9 @@ void report_print(FILE *f)
         }
     }
     fprintf(f, "\n(vs best oth: this row's p50 (latency) or rate (throughput) divided by the best row of\n"
-               " another backend family with the same parameters; <1 is better for latency, >1 for rate)\n");
+               " another backend family with the same parameters; <1 is better for latency, >1 for rate.\n"
+               " cpu cli / srv / rds: CPU microseconds per cycle of the bench's clients, the lock server\n"
+               " (batond or etcd) and Redis, all on the same machine; - where not known or not used)\n");
     print_targets(f);
 }
 
@@ -258,7 +273,13 @@ int report_json(const char *path)
         if (!isnan(x))
             fprintf(f, ", \"ratio_to_best_other\": %.4f", x);
         if (r->metric == METRIC_RATE) {
-            fprintf(f, ", \"rate_per_s\": %.2f}", r->rate);
+            fprintf(f, ", \"rate_per_s\": %.2f", r->rate);
+            const char *names[3] = {"cpu_client_us_per_cycle", "cpu_server_us_per_cycle", "cpu_redis_us_per_cycle"};
+            double v[3] = {r->cpu_client_us, r->cpu_server_us, r->cpu_redis_us};
+            for (int c = 0; c < 3; c++)
+                if (v[c] >= 0)
+                    fprintf(f, ", \"%s\": %.1f", names[c], v[c]);
+            fprintf(f, "}");
             continue;
         }
         if (r->rss_kib >= 0)

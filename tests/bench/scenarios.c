@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -282,6 +283,35 @@ static void *tput_thread(void *p)
     return NULL;
 }
 
+/* CPU seconds so far of the bench process, the backend's lock server and
+ * Redis (< 0: not known or not used by this backend). */
+typedef struct cpu_mark {
+    double client, server, redis;
+} cpu_mark;
+
+static cpu_mark cpu_now(const bench_backend *b, const bench_env *env)
+{
+    cpu_mark m = {-1, -1, -1};
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        m.client = (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+                   ((double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_usec) / 1e6;
+    int server = !strcmp(b->family, "baton") ? env->batond_pid : !strcmp(b->family, "etcd") ? env->etcd_pid : 0;
+    if (server)
+        m.server = procs_cpu_sec(server);
+    if (strcmp(b->family, "etcd"))
+        m.redis = bench_redis_cpu_sec(env);
+    return m;
+}
+
+/* Microseconds per cycle between two marks, -1 when either is unknown. */
+static double cpu_per_cycle(double before, double after, size_t cycles)
+{
+    if (before < 0 || after < 0 || !cycles)
+        return -1;
+    return (after - before) * 1e6 / (double)cycles;
+}
+
 int scen_throughput(const bench_backend *b, const bench_env *env, int clients, int keys, double secs)
 {
     tput t = {.b = b, .env = env, .run = next_run(), .keys = keys};
@@ -299,6 +329,7 @@ int scen_throughput(const bench_backend *b, const bench_env *env, int clients, i
             goto out;
         }
     }
+    cpu_mark c0 = cpu_now(b, env);
     int64_t t0 = bench_now_ns();
     for (int i = 0; i < clients; i++) {
         if (pthread_create(&tids[i], NULL, tput_thread, &args[i]) != 0)
@@ -310,6 +341,9 @@ int scen_throughput(const bench_backend *b, const bench_env *env, int clients, i
     int64_t elapsed = bench_now_ns() - t0;
     for (int i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
+    /* The CPU window also holds the cycles cut off at the stop, which are not
+     * counted: at most one per client, against thousands counted. */
+    cpu_mark c1 = cpu_now(b, env);
     bench_result r = {.metric = METRIC_RATE, .rss_kib = -1};
     snprintf(r.scenario, sizeof r.scenario, "throughput");
     snprintf(r.backend, sizeof r.backend, "%s", b->name);
@@ -317,6 +351,9 @@ int scen_throughput(const bench_backend *b, const bench_env *env, int clients, i
     snprintf(r.params, sizeof r.params, "C=%d M=%d", clients, keys);
     r.rate = (double)atomic_load(&t.cycles) / ((double)elapsed / 1e9);
     r.n = (size_t)atomic_load(&t.cycles);
+    r.cpu_client_us = cpu_per_cycle(c0.client, c1.client, r.n);
+    r.cpu_server_us = cpu_per_cycle(c0.server, c1.server, r.n);
+    r.cpu_redis_us = cpu_per_cycle(c0.redis, c1.redis, r.n);
     snprintf(r.note, sizeof r.note, "%s", atomic_load(&t.errors) ? "errors" : "cycles/s");
     report_add(&r);
     ok = started == clients && r.n > 0 && !atomic_load(&t.errors);
