@@ -56,6 +56,9 @@ for _, d in ipairs(devs) do
 end
 -- The common case, a free plain key that nobody waits for: grant it without
 -- the queue steps below (same outcome, a third of the Redis commands).
+-- (EXISTS rather than the ZRANGE below moved up: with its array reply an
+-- uncontended cycle cost Redis 5k instructions more, in callgrind, than the
+-- EXISTS costs a contended acquire.)
 if n == 0 and not devs[1].holder and redis.call('EXISTS', tq) == 0 then
   local d = devs[1]
   return {1, -1, b_grant(d.lock, d.hold, d.fence, nil, nil, chan, d.key, token, owner, ttl, now, now_us), ttl}

@@ -91,6 +91,10 @@ typedef enum bench_metric {
     METRIC_RATE = 1,    /* a single rate, higher is better */
 } bench_metric;
 
+/* Whose CPU a throughput row reports: the bench process (the clients), the
+ * lock server (batond or etcd) and Redis. */
+enum bench_cpu { CPU_CLIENT, CPU_SERVER, CPU_REDIS, CPU_N };
+
 typedef struct bench_result {
     char scenario[32];
     char backend[32];
@@ -101,9 +105,8 @@ typedef struct bench_result {
     size_t n;
     double rate;  /* METRIC_RATE: per second */
     long rss_kib; /* scale: batond VmRSS, -1 = n/a */
-    /* METRIC_RATE: CPU microseconds per cycle of the bench process (the
-     * clients), the lock server (batond or etcd) and Redis; < 0 = n/a. */
-    double cpu_client_us, cpu_server_us, cpu_redis_us;
+    /* METRIC_RATE: CPU microseconds per cycle, by bench_cpu; < 0 = n/a. */
+    double cpu_us[CPU_N];
     char note[96];
 } bench_result;
 

@@ -399,21 +399,6 @@ int main(int argc, char **argv)
             if (o.smoke)
                 rc = 1;
         }
-    /* CPU per cycle is read from /proc and INFO cpu: a reading that went
-     * missing would quietly blank the columns that explain the rates. */
-    for (size_t i = 0; i < report_count(); i++) {
-        const bench_result *r = report_get(i);
-        if (strcmp(r->scenario, "throughput") || !r->n)
-            continue;
-        int etcd = !strcmp(r->family, "etcd"), baton = !strcmp(r->family, "baton");
-        int server_known = (etcd && env.etcd_pid) || (baton && env.batond_pid);
-        if (r->cpu_client_us < 0 || (!etcd && r->cpu_redis_us < 0) || (server_known && r->cpu_server_us < 0)) {
-            fprintf(stderr, "baton-bench: backend %s: throughput %s: CPU per cycle not measured\n", r->backend,
-                    r->params);
-            if (o.smoke)
-                rc = 1;
-        }
-    }
     if (scale_failed) {
         fprintf(stderr, "baton-bench: scale scenario failed\n");
         if (o.smoke)

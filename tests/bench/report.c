@@ -208,10 +208,9 @@ void report_print(FILE *f)
             else
                 snprintf(ratio, sizeof ratio, "x%.2f", x);
             if (r->metric == METRIC_RATE) {
-                char cpu[3][16];
-                fmt_us(cpu[0], sizeof cpu[0], r->cpu_client_us);
-                fmt_us(cpu[1], sizeof cpu[1], r->cpu_server_us);
-                fmt_us(cpu[2], sizeof cpu[2], r->cpu_redis_us);
+                char cpu[CPU_N][16];
+                for (int k = 0; k < CPU_N; k++)
+                    fmt_us(cpu[k], sizeof cpu[k], r->cpu_us[k]);
                 fprintf(f, "%-13s %-16s %10zu %14.1f %12s %8s %8s %8s  %s\n", r->backend, r->params, r->n, r->rate,
                         ratio, cpu[0], cpu[1], cpu[2], r->note);
                 continue;
@@ -274,11 +273,11 @@ int report_json(const char *path)
             fprintf(f, ", \"ratio_to_best_other\": %.4f", x);
         if (r->metric == METRIC_RATE) {
             fprintf(f, ", \"rate_per_s\": %.2f", r->rate);
-            const char *names[3] = {"cpu_client_us_per_cycle", "cpu_server_us_per_cycle", "cpu_redis_us_per_cycle"};
-            double v[3] = {r->cpu_client_us, r->cpu_server_us, r->cpu_redis_us};
-            for (int c = 0; c < 3; c++)
-                if (v[c] >= 0)
-                    fprintf(f, ", \"%s\": %.1f", names[c], v[c]);
+            static const char *const names[CPU_N] = {"cpu_client_us_per_cycle", "cpu_server_us_per_cycle",
+                                                     "cpu_redis_us_per_cycle"};
+            for (int k = 0; k < CPU_N; k++)
+                if (r->cpu_us[k] >= 0)
+                    fprintf(f, ", \"%s\": %.1f", names[k], r->cpu_us[k]);
             fprintf(f, "}");
             continue;
         }
