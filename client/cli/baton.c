@@ -206,7 +206,9 @@ static int parse_opts(const struct command *c, int argc, char **argv, struct opt
         if (ch == 'h')
             ch = O_HELP;
         if (ch == '?' || ch == ':') {
-            if (optopt)
+            /* For a long option glibc sets optopt to its value (O_*), not a
+             * character: name the argument as typed instead. */
+            if (optopt > 0 && optopt < O_TARGET)
                 return usage_error(c, "unknown option or missing value: -%c", optopt);
             return usage_error(c, "unknown option or missing value: %s", argv[optind - 1]);
         }
@@ -391,6 +393,19 @@ static int exec_wait_grant(baton_async *as, int *sig_out, baton_lock **out)
 /* Runs CMD while holding `l`; returns baton's exit status. */
 static int exec_run(struct opts *o, baton_lock *l, char **cmd)
 {
+    /* Lost between the grant and here: CMD must not start unprotected. (The
+     * message is readable only once on_lost has set wake_lost.) */
+    int lost_early = atomic_exchange(&wake_lost, 0);
+    if (lost_early || baton_lock_state_get(l) != BATON_LOCK_HELD) {
+        fprintf(stderr, "%s: lock %s lost (%s); %s not started\n", prog, baton_lock_key(l),
+                lost_early ? lost_msg : "before the command started", cmd[0]);
+        if (o->json) {
+            printf("{\"key\":");
+            json_str(stdout, baton_lock_key(l));
+            printf(",\"fencing\":%" PRIu64 ",\"lost\":true}\n", baton_lock_fencing(l));
+        }
+        return EXIT_LOST;
+    }
     char **own = NULL;
     size_t n_own = 0;
     char **env = child_env(l, &own, &n_own);
@@ -435,7 +450,10 @@ static int exec_run(struct opts *o, baton_lock *l, char **cmd)
             break;
         siginfo_t si;
         int sig = sigwaitinfo(&handled, &si);
-        if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT)
+        /* A signal the kernel generated for the terminal (Ctrl-C, Ctrl-\,
+         * hangup) went to the whole foreground process group, CMD included:
+         * sending it again would make CMD see one Ctrl-C twice. */
+        if ((sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) && si.si_code != SI_KERNEL)
             kill(pid, sig);
     }
     if (o->json) {
@@ -740,7 +758,8 @@ static const struct command commands[] = {
      "           [--owner O] [--target ADDR] [--json] -- CMD [ARGS...]\n"
      "Holds the lock (stream mode) while CMD runs, then releases it. CMD gets BATON_KEY,\n"
      "BATON_FENCING, BATON_TOKEN and, for pools, BATON_DEVICE and CUDA_VISIBLE_DEVICES.\n"
-     "SIGINT, SIGTERM, SIGHUP and SIGQUIT are forwarded to CMD. If the lock is lost (or\n"
+     "SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to baton are forwarded to CMD (a terminal's\n"
+     "Ctrl-C already reaches CMD, and is not sent twice). If the lock is lost (or\n"
      "batond stops answering for 3 s), CMD gets SIGTERM and baton exits 70 once it ended;\n"
      "otherwise baton exits with CMD's status (128+N for signal N). Busy (not acquired\n"
      "within --wait): 75 or --conflict-exit-code N. Default --wait: the server's maximum.",

@@ -101,6 +101,58 @@ class Cli(unittest.TestCase):
         for d in ("500ms", "5s", "2m", "1h", "30"):
             self.assertEqual(run("exec", "--ttl", d, "cli:units", "--", "true").returncode, 0, d)
 
+    def test_usage_error_names_the_long_option(self):
+        # glibc reports a long option's value (not a character) in optopt.
+        for args, named in ((["acquire", "--ttl"], "--ttl"), (["acquire", "--json=1", "k"], "--json=1")):
+            r = run(*args)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertIn(named, r.stderr)
+            self.assertTrue(r.stderr.isascii(), r.stderr)
+
+    def test_terminal_ctrl_c_reaches_command_once(self):
+        """Ctrl-C typed at a terminal goes to the whole foreground process
+        group, CMD included; baton must not send CMD a second SIGINT."""
+        import pty
+        import select
+        child = ("import signal, sys, time\n"
+                 "n = 0\n"
+                 "def h(s, f):\n"
+                 "    global n; n += 1\n"
+                 "signal.signal(signal.SIGINT, h)\n"
+                 "print('ready', flush=True)\n"
+                 "end = time.monotonic() + 1.5\n"
+                 "while time.monotonic() < end: time.sleep(0.01)\n"
+                 "print('total', n, flush=True)\n")
+        pid, fd = pty.fork()
+        if pid == 0:
+            try:
+                os.environ["BATON_TARGET"] = os.environ["BATON_TEST_TARGET"]
+                os.execv(BATON, [BATON, "exec", "cli:ctrlc", "--", sys.executable, "-c", child])
+            finally:
+                os._exit(127)
+        out = b""
+        deadline = time.monotonic() + HANG
+        sent = False
+        while time.monotonic() < deadline:
+            if not sent and b"ready" in out:
+                os.write(fd, b"\x03")  # the terminal's Ctrl-C
+                sent = True
+            r, _, _ = select.select([fd], [], [], 0.05)
+            if r:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:  # EIO: the other side has closed
+                    break
+                if not chunk:
+                    break
+                out += chunk
+        _, st = os.waitpid(pid, 0)
+        os.close(fd)
+        text = out.decode(errors="replace")
+        self.assertTrue(sent, text)
+        self.assertIn("total 1", text)
+        self.assertEqual(os.waitstatus_to_exitcode(st), 0, text)
+
     def test_exec_status_and_environment(self):
         r = run("exec", "cli:env", "--", "sh", "-c",
                 'echo "$BATON_KEY $BATON_FENCING $BATON_TOKEN ${CUDA_VISIBLE_DEVICES-unset}"; exit 7')
