@@ -7,35 +7,35 @@
 # unless a Redis is configured (--redis ADDR, BATON_REDIS=ADDR, or redis.address
 # in a --config FILE), starts a private redis-server on a unix socket in a temp
 # dir that lives as long as batond. Configuration: deploy/batond.yaml unless
-# --config FILE is given.
+# --config FILE is given. BATOND=path runs that batond binary instead of
+# building one (the tests of this script do).
+#
+# Ctrl-C, SIGTERM, SIGHUP and SIGQUIT stop batond gracefully (one SIGTERM; it
+# runs in its own process group, so a terminal's Ctrl-C does not reach it
+# twice: batond takes a second signal as "exit at once").
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-./deploy/install-deps.sh build
-cmake -S . -B build-run -DCMAKE_BUILD_TYPE=Release -DBATON_BUILD_TESTS=OFF >/dev/null
-cmake --build build-run --target batond -j"$(nproc)" >/dev/null
+if [ -n "${BATOND:-}" ]; then
+    batond=$BATOND
+else
+    ./deploy/install-deps.sh build
+    cmake -S . -B build-run -DCMAKE_BUILD_TYPE=Release -DBATON_BUILD_TESTS=OFF >/dev/null
+    cmake --build build-run --target batond -j"$(nproc)" >/dev/null
+    batond=./build-run/server/batond
+fi
 
 args=("$@")
 have() { local f; for f in "${args[@]}"; do [ "$f" = "$1" ] || [[ "$f" == "$1="* ]] && return 0; done; return 1; }
-# The value of flag $1 ("--flag VALUE" or "--flag=VALUE"), if given.
-value_of() {
-    local i
-    for ((i = 0; i < ${#args[@]}; i++)); do
-        case "${args[i]}" in
-        "$1") echo "${args[i + 1]:-}"; return ;;
-        "$1="*) echo "${args[i]#*=}"; return ;;
-        esac
-    done
-}
-# 1 if the YAML file $1 sets redis.address (an uncommented key in the redis: block).
-config_sets_redis() {
-    [ -r "$1" ] && awk '/^redis:/ {in_redis = 1; next}
-                        /^[^[:space:]#]/ {in_redis = 0}
-                        in_redis && /^[[:space:]]+address:/ {found = 1}
-                        END {exit !found}' "$1"
-}
-user_config=$(value_of --config)
+
+# Whether the user's flags and --config FILE choose a Redis: batond answers
+# itself (--check-config says where each setting came from), so every YAML
+# form it accepts counts. An invalid configuration stops here, with batond's
+# message and status. (--help / --version print and leave no redis: line.)
+checked=$("$batond" "${args[@]}" --check-config) || exit $?
+redis_from=$(awk '/^redis:/ {r = 1; next} /^[^ ]/ {r = 0}
+                  r && /^  address: / {sub(/.*# /, ""); print}' <<<"$checked")
 have --config || args=(--config "$root/deploy/batond.yaml" "${args[@]}")
 
 tmp=""
@@ -47,7 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if ! have --redis && ! { [ -n "$user_config" ] && config_sets_redis "$user_config"; }; then
+if [ "$redis_from" = default ]; then
     if [ -n "${BATON_REDIS:-}" ]; then
         args+=(--redis "$BATON_REDIS")
     else
@@ -63,12 +63,16 @@ if ! have --redis && ! { [ -n "$user_config" ] && config_sets_redis "$user_confi
 fi
 
 # Not exec: the trap must stop the private redis-server after batond exits.
-# Forward SIGTERM/SIGINT to batond so it shuts down gracefully.
-./build-run/server/batond "${args[@]}" &
+# batond gets its own process group (set -m), so signals reach it only
+# through the trap below, once.
+set -m
+"$batond" "${args[@]}" &
 batond_pid=$!
-trap 'kill -TERM "$batond_pid" 2>/dev/null' TERM INT
+set +m
+trap 'kill -TERM "$batond_pid" 2>/dev/null' TERM INT HUP QUIT
+# wait returns early when a trapped signal arrives: wait until batond has
+# exited, then take its status (bash keeps it for a later wait).
+while kill -0 "$batond_pid" 2>/dev/null; do wait "$batond_pid" || true; done
 status=0
 wait "$batond_pid" || status=$?
-# wait returns early when a trapped signal arrives; wait again for the exit.
-if kill -0 "$batond_pid" 2>/dev/null; then wait "$batond_pid" || status=$?; fi
 exit "$status"

@@ -85,6 +85,7 @@ static const field FIELDS[] = {
 };
 #undef OFF
 #define NFIELDS (sizeof(FIELDS) / sizeof(FIELDS[0]))
+_Static_assert(NFIELDS <= 64, "baton_config.from_file has one bit per field");
 
 static const char *const SECTIONS[] = {"redis", "locks", "grpc"};
 #define NSECTIONS (sizeof(SECTIONS) / sizeof(SECTIONS[0]))
@@ -567,6 +568,7 @@ static int load_field(load_ctx *x, size_t idx, const yaml_node_t *n)
         return rc;
     if (field_check(x->c, f, problem, sizeof(problem)) != 0)
         return report(x->err, x->errlen, x->name, node_line(n), f->path, "%s", problem);
+    x->c->from_file |= UINT64_C(1) << idx;
     return 0;
 }
 
@@ -708,6 +710,7 @@ static int load_pool(load_ctx *x, size_t i, const yaml_node_t *m, config_pool *o
 /* pools: a sequence of pool mappings; replaces any pools already in *c. */
 static int load_pools(load_ctx *x, const yaml_node_t *s)
 {
+    x->c->pools_from_file = 1; /* (kept only if the whole load succeeds) */
     if (is_null(s)) {
         pools_free(x->c->pools, x->c->npools);
         x->c->pools = NULL;
@@ -906,4 +909,109 @@ out:
     free(buf);
     fclose(f);
     return rc;
+}
+
+/* -------------------------------------------------------- effective view */
+
+int config_mark_flag(baton_config *c, const char *path)
+{
+    for (size_t i = 0; i < NFIELDS; i++) {
+        if (strcmp(FIELDS[i].path, path) == 0) {
+            c->from_flags |= UINT64_C(1) << i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* A growing string; `failed` once an allocation failed. */
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+    int failed;
+} sbuf;
+
+__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    if (b->failed)
+        return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            b->failed = 1;
+            return;
+        }
+        if (b->s && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap <= b->len + (size_t)n)
+            cap *= 2;
+        char *p = realloc(b->s, cap);
+        if (p == NULL) {
+            b->failed = 1;
+            return;
+        }
+        b->s = p;
+        b->cap = cap;
+    }
+}
+
+/* s as a YAML double-quoted scalar. */
+static void sb_quoted(sbuf *b, const char *s)
+{
+    sb_printf(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        if (*p == '"' || *p == '\\')
+            sb_printf(b, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            sb_printf(b, "\\x%02x", *p);
+        else
+            sb_printf(b, "%c", *p);
+    }
+    sb_printf(b, "\"");
+}
+
+char *config_to_yaml(const baton_config *c)
+{
+    sbuf b = {0};
+    const char *section = NULL;
+    for (size_t i = 0; i < NFIELDS; i++) {
+        const field *f = &FIELDS[i];
+        if (f->section && (section == NULL || strcmp(section, f->section) != 0))
+            sb_printf(&b, "%s:\n", f->section);
+        section = f->section;
+        sb_printf(&b, "%s%s: ", f->section ? "  " : "", f->key);
+        if (f->off == offsetof(baton_config, redis_password)) {
+            const char *pw = *cstr_at(c, f);
+            sb_printf(&b, "%s", pw && pw[0] ? "\"(set, not shown)\"" : "\"\"");
+        } else if (is_string_type(f->type)) {
+            sb_quoted(&b, *cstr_at(c, f));
+        } else if (f->type == F_BOOL) {
+            sb_printf(&b, "%s", int_get(c, f) ? "true" : "false");
+        } else {
+            sb_printf(&b, "%" PRId64, int_get(c, f));
+        }
+        uint64_t bit = UINT64_C(1) << i;
+        sb_printf(&b, "  # %s\n", c->from_flags & bit ? "command line" : c->from_file & bit ? "file" : "default");
+    }
+    if (c->npools == 0) {
+        sb_printf(&b, "pools: []  # %s\n", c->pools_from_file ? "file" : "default");
+    } else {
+        sb_printf(&b, "pools:  # file\n");
+        for (size_t i = 0; i < c->npools; i++) {
+            sb_printf(&b, "  - name: ");
+            sb_quoted(&b, c->pools[i].name);
+            sb_printf(&b, "\n    devices: %" PRId32 "\n", c->pools[i].devices);
+        }
+    }
+    if (b.failed) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
 }

@@ -69,6 +69,11 @@ typedef struct baton_config {
     /* pools */
     config_pool *pools;
     size_t npools;
+    /* where the settings came from (config_to_yaml says it): one bit per
+     * setting, in the order config_to_yaml lists them */
+    uint64_t from_file;
+    uint64_t from_flags;
+    int pools_from_file;
 } baton_config;
 
 /* Fills every field with its default (strings are heap copies). */
@@ -96,5 +101,18 @@ int config_check(const baton_config *c, char *err, size_t errlen);
 
 /* Replaces a string field (frees the old copy). Returns 0, or -1 on OOM. */
 int config_set_string(char **field, const char *value);
+
+/* Records that the setting at `path` ("redis.address") was given on the
+ * command line. Returns 0, or -1 for an unknown path. */
+int config_mark_flag(baton_config *c, const char *path);
+
+/*
+ * The settings in effect as a YAML document (heap string; NULL on OOM), one
+ * key per line with a comment naming where it came from: "# default",
+ * "# file" or "# command line". The Redis password is not shown. For
+ * `batond --check-config` and for scripts that must know whether a
+ * configuration chose a Redis (deploy/run.sh).
+ */
+char *config_to_yaml(const baton_config *c);
 
 #endif

@@ -38,11 +38,13 @@ typedef struct daemon_state {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: batond [--config FILE] [--listen ADDR] [--redis ADDR] [--log-level L]\n"
-               "              [--help] [--version]\n"
+               "              [--check-config] [--help] [--version]\n"
                "  --config FILE     YAML configuration (see deploy/batond.yaml)\n"
                "  --listen ADDR     gRPC listen address, e.g. 127.0.0.1:50051 (port 0: any free port)\n"
                "  --redis ADDR      Redis address: host:port or unix:/path/to/redis.sock\n"
-               "  --log-level L     debug | info | warn | error\n");
+               "  --log-level L     debug | info | warn | error\n"
+               "  --check-config    check the configuration, print the settings in effect (with\n"
+               "                    where each came from) and exit: 0 if valid, 2 if not\n");
 }
 
 typedef struct cli_flags {
@@ -50,6 +52,7 @@ typedef struct cli_flags {
     const char *listen;
     const char *redis;
     const char *log_level;
+    int check_config;
 } cli_flags;
 
 /* Returns 0 to run, 1 when --help/--version already printed, -1 on a bad flag. */
@@ -62,17 +65,19 @@ static int parse_flags(int argc, char **argv, cli_flags *f)
         {"log-level", required_argument, NULL, 'L'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
+        {"check-config", no_argument, NULL, 'C'},
         {NULL, 0, NULL, 0},
     };
     memset(f, 0, sizeof *f);
     opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, ":c:l:r:L:hV", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":c:l:r:L:hVC", opts, NULL)) != -1) {
         switch (ch) {
         case 'c': f->config = optarg; break;
         case 'l': f->listen = optarg; break;
         case 'r': f->redis = optarg; break;
         case 'L': f->log_level = optarg; break;
+        case 'C': f->check_config = 1; break;
         case 'h': usage(stdout); return 1;
         case 'V': printf("batond %s (grpc %s)\n", BATON_VERSION, grpc_version_string()); return 1;
         case ':':
@@ -108,6 +113,12 @@ static int load_config(baton_config *cfg, const cli_flags *f)
         fprintf(stderr, "batond: out of memory\n");
         return -1;
     }
+    if (f->listen)
+        (void)config_mark_flag(cfg, "listen");
+    if (f->redis)
+        (void)config_mark_flag(cfg, "redis.address");
+    if (f->log_level)
+        (void)config_mark_flag(cfg, "log_level");
     if (config_check(cfg, err, sizeof err) != 0) {
         fprintf(stderr, "batond: %s\n", err);
         return -1;
@@ -154,6 +165,17 @@ int main(int argc, char **argv)
     if (load_config(&cfg, &flags) != 0) {
         config_free(&cfg);
         return EXIT_USAGE;
+    }
+    if (flags.check_config) {
+        char *yaml = config_to_yaml(&cfg);
+        config_free(&cfg);
+        if (yaml == NULL) {
+            fprintf(stderr, "batond: out of memory\n");
+            return 1;
+        }
+        printf("# batond --check-config: the configuration is valid; settings in effect:\n%s", yaml);
+        free(yaml);
+        return 0;
     }
     log_set_level((log_level)log_level_parse(cfg.log_level));
     signal(SIGPIPE, SIG_IGN);

@@ -774,6 +774,91 @@ static void test_file_named_in_errors(void **state)
     config_free(&c);
 }
 
+/* ------------------------------------------------- config_to_yaml, origins */
+
+/* The line of `yaml` that starts with `prefix` (static copy), or fails. */
+static const char *line_of_yaml(const char *yaml, const char *prefix)
+{
+    static char line[512];
+    for (const char *p = yaml; p && *p;) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        if (strncmp(p, prefix, strlen(prefix)) == 0 && n < sizeof line) {
+            memcpy(line, p, n);
+            line[n] = '\0';
+            return line;
+        }
+        p = nl ? nl + 1 : NULL;
+    }
+    fail_msg("no line starting with '%s' in:\n%s", prefix, yaml);
+    return NULL;
+}
+
+static void test_to_yaml_names_origins(void **state)
+{
+    (void)state;
+    baton_config c;
+    config_defaults(&c);
+    char *y = config_to_yaml(&c);
+    assert_non_null(y);
+    assert_string_equal(line_of_yaml(y, "  address:"), "  address: \"127.0.0.1:6379\"  # default");
+    assert_string_equal(line_of_yaml(y, "pools:"), "pools: []  # default");
+    free(y);
+
+    /* Flow style sets redis.address as surely as block style does. */
+    assert_int_equal(load(&c, "redis: {address: \"unix:/r.sock\", database: 2}\n"), 0);
+    assert_int_equal(config_set_string(&c.listen, "0.0.0.0:1"), 0);
+    assert_int_equal(config_mark_flag(&c, "listen"), 0);
+    assert_int_equal(config_mark_flag(&c, "redis.nosuch"), -1);
+    y = config_to_yaml(&c);
+    assert_non_null(y);
+    assert_string_equal(line_of_yaml(y, "listen:"), "listen: \"0.0.0.0:1\"  # command line");
+    assert_string_equal(line_of_yaml(y, "  address:"), "  address: \"unix:/r.sock\"  # file");
+    assert_string_equal(line_of_yaml(y, "  database:"), "  database: 2  # file");
+    assert_string_equal(line_of_yaml(y, "  reconnect_ms:"), "  reconnect_ms: 200  # default");
+    free(y);
+
+    /* A failed load changes no origin either. */
+    assert_int_equal(load(&c, "locks: {max_ttl_ms: 5}\ngrpc: {max_message_bytes: 1}\n"), -1);
+    y = config_to_yaml(&c);
+    assert_string_equal(line_of_yaml(y, "  max_ttl_ms:"), "  max_ttl_ms: 3600000  # default");
+    free(y);
+    config_free(&c);
+}
+
+/* What config_to_yaml writes loads back to the same settings (the password
+ * aside, which it does not show). */
+static void test_to_yaml_round_trips(void **state)
+{
+    (void)state;
+    baton_config a, b;
+    config_defaults(&a);
+    if (load(&a, FULL) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(config_set_string(&a.redis_address, "unix:/odd \"dir\"\\x\t/r.sock"), 0);
+    char *y = config_to_yaml(&a);
+    assert_non_null(y);
+    assert_null(strstr(y, "s3cret"));
+    assert_string_equal(line_of_yaml(y, "  password:"), "  password: \"(set, not shown)\"  # file");
+    config_defaults(&b);
+    if (load(&b, y) != 0)
+        fail_msg("%s\n%s", err, y);
+    assert_string_equal(b.redis_address, a.redis_address);
+    assert_string_equal(b.listen, a.listen);
+    assert_string_equal(b.key_prefix, a.key_prefix);
+    assert_int_equal(b.redis_keyspace_events, a.redis_keyspace_events);
+    assert_int_equal(b.max_wait_ms, a.max_wait_ms);
+    assert_int_equal(b.keepalive_timeout_ms, a.keepalive_timeout_ms);
+    assert_int_equal(b.npools, a.npools);
+    for (size_t i = 0; i < a.npools; i++) {
+        assert_string_equal(b.pools[i].name, a.pools[i].name);
+        assert_int_equal(b.pools[i].devices, a.pools[i].devices);
+    }
+    free(y);
+    config_free(&a);
+    config_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -817,6 +902,8 @@ int main(void)
         cmocka_unit_test(test_deploy_file_example_pool),
         cmocka_unit_test(test_file_missing),
         cmocka_unit_test(test_file_named_in_errors),
+        cmocka_unit_test(test_to_yaml_names_origins),
+        cmocka_unit_test(test_to_yaml_round_trips),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
