@@ -107,8 +107,11 @@ struct timespec baton__abstime(int64_t at_ms)
     int64_t left = at_ms - baton__now_ms();
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t ns = ts.tv_nsec + (left > 0 ? left : 0) * 1000000LL;
-    ts.tv_sec += ns / 1000000000LL;
+    if (left < 0)
+        left = 0;
+    /* Seconds apart from the rest: a far deadline must not overflow in ns. */
+    int64_t ns = ts.tv_nsec + (left % 1000) * 1000000LL;
+    ts.tv_sec += (time_t)(left / 1000) + (time_t)(ns / 1000000000LL);
     ts.tv_nsec = ns % 1000000000LL;
     return ts;
 }

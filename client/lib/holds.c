@@ -482,7 +482,7 @@ int baton__hold_acquire(baton_client *c, Baton__V1__SessionRequest *req, int64_t
 {
     *resp = NULL;
     *out = NULL;
-    int64_t limit = timeout_ms >= 0 ? baton__now_ms() + timeout_ms : -1;
+    int64_t limit = timeout_ms >= 0 ? baton__add_ms(baton__now_ms(), timeout_ms) : -1;
     for (int attempt = 0;; attempt++) {
         if (c->_sessions_off)
             return BATON__SESSIONS_OFF;

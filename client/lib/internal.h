@@ -47,6 +47,12 @@ int baton__fail_status(const grpc_c_status *st, enum baton__phase phase, const c
 
 /* Monotonic clock in milliseconds. */
 int64_t baton__now_ms(void);
+/* a + b for non-negative milliseconds, saturating at INT64_MAX (a wait_ms
+ * the server will refuse must not overflow on the way there). */
+static inline int64_t baton__add_ms(int64_t a, int64_t b)
+{
+    return a > INT64_MAX - b ? INT64_MAX : a + b;
+}
 
 /* A condition variable timed on the monotonic clock, and the absolute time
  * for pthread_cond_timedwait on it at the monotonic `at_ms` (past: now). */

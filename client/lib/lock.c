@@ -294,7 +294,8 @@ static int acquire_rpc(baton_client *c, const Baton__V1__AcquireRequest *req, co
                        baton__canceller *cx, Baton__V1__Granted *grant, char **gkey, char **gtoken,
                        grpc_c_call **callp)
 {
-    int64_t limit = opts->wait_ms >= 0 ? baton__now_ms() + opts->wait_ms + c->_call_timeout_ms : -1;
+    int64_t limit =
+        opts->wait_ms >= 0 ? baton__add_ms(baton__now_ms(), baton__add_ms(opts->wait_ms, c->_call_timeout_ms)) : -1;
     grpc_c_call_options so = baton__stream_opts(c);
     grpc_c_call *call = baton__v1__lock_service__grpc__acquire_start(c->_channel, req, &so);
     if (call == NULL)
@@ -378,7 +379,7 @@ static int acquire_session(baton_client *c, Baton__V1__AcquireRequest *req, cons
     sr.op_case = BATON__V1__SESSION_REQUEST__OP_ACQUIRE;
     sr.acquire = req;
     Baton__V1__SessionResponse *r = NULL;
-    int64_t timeout = opts->wait_ms >= 0 ? opts->wait_ms + c->_call_timeout_ms : -1;
+    int64_t timeout = opts->wait_ms >= 0 ? baton__add_ms(opts->wait_ms, c->_call_timeout_ms) : -1;
     void (*queued)(int64_t, void *) = opts->on_queued ? session_queued : NULL;
     int err = opts->mode == BATON_MODE_STREAM
                   ? baton__hold_acquire(c, &sr, timeout, queued, (void *)opts, &r, holdp)

@@ -121,7 +121,7 @@ static int session_run(baton__session *s, Baton__V1__SessionRequest *req, int64_
     req->id = ++s->next_id;
     if (baton__v1__lock_service__grpc__session_write(s->call, req) != GRPC_C_OK)
         return RUN_UNSENT;
-    int64_t limit = timeout_ms >= 0 ? baton__now_ms() + timeout_ms : -1;
+    int64_t limit = timeout_ms >= 0 ? baton__add_ms(baton__now_ms(), timeout_ms) : -1;
     for (;;) {
         Baton__V1__SessionResponse *r = NULL;
         int64_t wait = limit < 0 ? 3600000 : limit - baton__now_ms();

@@ -175,6 +175,23 @@ static void test_wait_times_out_busy(void **state)
     baton_lock_free(a);
 }
 
+/* A wait the server refuses must come back as its INVALID_ARGUMENT, in both
+ * modes: the client adds its call timeout to wait_ms and must not overflow
+ * on the way (UBSan aborts the sanitizer run if it does). */
+static void test_huge_wait_refused(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    baton_mode modes[] = {BATON_MODE_LEASE, BATON_MODE_STREAM};
+    for (size_t i = 0; i < 2; i++) {
+        baton_lock *l = NULL;
+        baton_acquire_options o = {.wait_ms = INT64_MAX, .mode = modes[i]};
+        assert_int_equal(baton_acquire(ca, "t:hugewait", &o, &l), BATON_ERR_INVALID);
+        assert_null(l);
+        assert_non_null(strstr(baton_last_error(), "wait_ms"));
+    }
+}
+
 static void test_stale_token_not_held(void **state)
 {
     (void)state;
@@ -1497,6 +1514,7 @@ int main(void)
         cmocka_unit_test(test_try_busy_names_holder),
         cmocka_unit_test(test_blocking_acquire_waits_for_release),
         cmocka_unit_test(test_wait_times_out_busy),
+        cmocka_unit_test(test_huge_wait_refused),
         cmocka_unit_test(test_stale_token_not_held),
         cmocka_unit_test(test_renew_and_force_release),
         cmocka_unit_test(test_auto_renew_keeps_short_ttl_alive),

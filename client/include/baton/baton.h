@@ -238,7 +238,9 @@ BATON_API int baton_acquire_pool(baton_client *client, const char *pool, int dev
 BATON_API int baton_release(baton_lock *lock);
 
 /* Renews the lock for ttl_ms (0 = server default) and records the new TTL.
- * BATON_ERR_NOT_HELD means it was lost (state LOST). */
+ * BATON_ERR_NOT_HELD means the server found it lost (state becomes LOST);
+ * on a handle already LOST or RELEASED it returns BATON_ERR_LOST without a
+ * call. */
 BATON_API int baton_renew(baton_lock *lock, int64_t ttl_ms);
 
 /* Releases the lock if still held (best effort), stops its thread and frees the
