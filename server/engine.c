@@ -965,6 +965,8 @@ static void handle_attempt(engine_waiter *w, int err, const char *emsg, const st
         cleanup_for(e, w, NULL, waiting);
         if (err == BATON_E_UNAVAILABLE) {
             snprintf(msg, sizeof msg, MSG_UNAVAILABLE);
+        } else if (err == BATON_E_INVALID && emsg) {
+            snprintf(msg, sizeof msg, "%s", emsg); /* e.g. a pool's device count (store) */
         } else {
             LOG_WARN("engine: acquire of token %s failed: %s", w->token, emsg ? emsg : "?");
             snprintf(msg, sizeof msg, "internal error: %s", emsg ? emsg : "unexpected store reply");

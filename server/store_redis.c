@@ -452,6 +452,18 @@ static void deliver_acquire(store_op *o, const redisReply *r)
     char devkey[BATON_KEY_MAX + 16];
     if (r->type != REDIS_REPLY_ARRAY || el_int(r, 0, &granted) != 0)
         goto bad;
+    if (granted == 2) {
+        /* A pool whose waiters use another device count (acquire.lua). */
+        char msg[BATON_KEY_MAX + 128];
+        if (el_int(r, 1, &a) != 0)
+            goto bad;
+        snprintf(msg, sizeof msg,
+                 "pool '%s' has waiters that use %lld devices; a request for it must use the same "
+                 "count while they wait",
+                 o->_name ? o->_name : "?", a);
+        op_fail(o, BATON_E_INVALID, msg);
+        return;
+    }
     if (granted) {
         if (el_int(r, 1, &a) || el_int(r, 2, &b) || el_int(r, 3, &c))
             goto bad;
@@ -687,7 +699,8 @@ static int st_acquire(baton_store *b, const store_acquire_req *req, store_acquir
         for (int32_t d = 0; d < t->devices; d++)
             for (int i = 0; i < 5; i++)
                 op_arg(o, "%s{%s/%" PRId32 "}:%s", s->_prefix, t->pool, d, recs[i]);
-        nkeys = 3 + 5 * t->devices;
+        pool_arg(o, t->pool, "qn"); /* the device count its waiters use */
+        nkeys = 4 + 5 * t->devices;
     }
     op_str(o, s->_channel);
     op_str(o, t->key ? t->key : t->pool);

@@ -3,8 +3,13 @@
 --       liveness_ms, devices ('0' for a plain key)
 -- KEYS, plain key: lock, hold, fence, q, qt, qs
 -- KEYS, pool of n devices: pool q, pool qt, pool qs, then for device i
---       (0-based, key "<pool>/<i>") lock, hold, fence, q, qt at 4+5i .. 8+5i
+--       (0-based, key "<pool>/<i>") lock, hold, fence, q, qt at 4+5i .. 8+5i,
+--       then pool qn (the device count the pool's waiters use) at 4+5n
 -- Reply: granted     {1, device (-1 for a plain key), fencing, ttl_ms}
+--        refused     {2, n of the waiters}: a pool request whose device count
+--                    differs from that of the pool's waiters (one queue serves
+--                    them all, and a head that cannot use the free device
+--                    would hold back everyone behind it)
 --        not granted {0, position (0 = not queued), queue_len, holder_owner,
 --                     holder_fencing, retry_ms (-1 = none), head_token}
 --        head_token: the queue head's token when the head could be granted
@@ -31,6 +36,7 @@ else
   end
 end
 local wake_type = (n == 0) and 'WAKE' or 'WAKE_POOL'
+local tqn = (n > 0) and KEYS[4 + 5 * n] or nil
 
 -- Idempotent by token: a repeated attempt reports the grant it already has.
 for _, d in ipairs(devs) do
@@ -68,6 +74,11 @@ local old_head = redis.call('ZRANGE', tq, 0, 0)[1]
 purged = b_purge(tq, tqt, now)
 local head = b_head(tq, tqt)
 
+-- A pool's live waiters fix its device count (checked after the purge, so
+-- dead ones do not): refuse another count, before any grant or enqueue.
+local qn = tqn and head and tonumber(redis.call('GET', tqn))
+if qn and qn ~= n then return {2, qn} end
+
 -- Grant iff the token heads the queue (or it is empty): the lowest free
 -- device whose own queue is empty.
 if not head or head == token then
@@ -82,6 +93,7 @@ end
 
 -- Not granted: join or stay in the queue.
 if enqueue then
+  if tqn and not qn then redis.call('SET', tqn, n) end -- first waiter (or one from before qn)
   if not redis.call('ZSCORE', tq, token) then
     redis.call('ZADD', tq, 'NX', b_int(redis.call('INCR', tqs)), token)
   end

@@ -1,5 +1,7 @@
 """Pools: any one free device of a pool. batond runs with pool node7 of 4
 devices configured (harness.CONFIG_TEMPLATE); only this module uses it."""
+import time
+
 import grpc
 
 import bclient as bc
@@ -97,6 +99,28 @@ def test_configured_pool_with_wrong_device_count_is_invalid(stub):
         assert code == INVALID, (devices, code, details)
         assert "devices" in details.lower() or "pool" in details.lower(), details
         assert not events
+
+
+def test_adhoc_pool_waiters_fix_its_device_count(stub):
+    """A waiter that asked for 1 device heads the pool's queue and can use
+    none of the free ones; a request for 4 behind it would wait with 3
+    devices free. While such a waiter waits, another count is refused."""
+    name = bc.uniq("adhoc-count")
+    held = bc.grant(stub, owner="holder", pool=name, devices=1)
+    waiter = bc.AcquireStream(stub, owner="waiter", pool=name, devices=1, wait_ms=20000)
+    waiter.wait_queued()
+    t0 = time.monotonic()
+    events, code, details, _ = bc.acquire(stub, owner="wide", pool=name, devices=4, wait_ms=5000)
+    assert code == INVALID, (code, details, events)
+    assert "use 1 devices" in details, details
+    assert time.monotonic() - t0 < 2.0  # refused, not left to time out
+    bc.release(stub, held.key, held.token)
+    assert waiter.wait_granted().key == name + "/0"
+    # Nobody waits now: another count is served again, from the free devices.
+    g = bc.grant(stub, owner="wide", pool=name, devices=4)
+    assert g.device == 1, g
+    bc.release(stub, g.key, g.token)
+    bc.release(stub, waiter.granted.key, waiter.granted.token)
 
 
 def test_adhoc_pool(stub):

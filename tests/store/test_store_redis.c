@@ -784,6 +784,49 @@ static void test_pool(void **state)
     fx_close(f);
 }
 
+/* One queue serves a pool name. A waiter that asked for fewer devices heads
+ * it and can use none of the free ones: a request with another count must be
+ * refused while it waits, not queued behind it for ever with devices free. */
+static void test_pool_device_count_fixed_by_waiters(void **state)
+{
+    (void)state;
+    FX_OPEN(f, 0, 0, 3000);
+    char t[5][33];
+    for (int i = 0; i < 5; i++)
+        make_token(t[i], (unsigned)i + 101);
+    acq h = acquire_pool(f, "gp", 1, t[0], "holder", 1);
+    assert_int_equal(h.res.granted, 1);
+    assert_int_equal(h.res.device, 0);
+    acq a = acquire_pool(f, "gp", 1, t[1], "waiter-a", 1);
+    assert_int_equal(a.err, 0);
+    assert_int_equal(a.res.granted, 0);
+    assert_int_equal(a.res.position, 1);
+
+    /* gp/1..3 are free, but B's count differs from A's: refused, not queued. */
+    acq b = acquire_pool(f, "gp", 4, t[2], "waiter-b", 1);
+    assert_int_equal(b.err, BATON_E_INVALID);
+    assert_non_null(strstr(b.msg, "pool 'gp' has waiters that use 1 devices"));
+    acq b0 = acquire_pool(f, "gp", 4, t[2], "try-b", 0);
+    assert_int_equal(b0.err, BATON_E_INVALID);
+    /* The same count as the waiters is served as before. */
+    acq c = acquire_pool(f, "gp", 1, t[3], "waiter-c", 1);
+    assert_int_equal(c.err, 0);
+    assert_int_equal(c.res.position, 2);
+
+    /* Once nobody waits, any count is welcome again and the free device goes. */
+    assert_int_equal(release(f, h.key, t[0]).err, 0);
+    acq a2 = acquire_pool(f, "gp", 1, t[1], "waiter-a", 1);
+    assert_int_equal(a2.res.granted, 1);
+    acq c2 = acquire_pool(f, "gp", 1, t[3], "waiter-c", 1);
+    assert_int_equal(c2.res.granted, 0); /* gp/0 is A's now */
+    dequeue(f, NULL, "gp", t[3]);
+    acq b2 = acquire_pool(f, "gp", 4, t[4], "waiter-b", 1);
+    assert_int_equal(b2.err, 0);
+    assert_int_equal(b2.res.granted, 1);
+    assert_int_equal(b2.res.device, 1);
+    fx_close(f);
+}
+
 static void test_direct_waiter_beats_pool(void **state)
 {
     (void)state;
@@ -1539,6 +1582,7 @@ int main(void)
         cmocka_unit_test(test_fencing_survives_flush),
         cmocka_unit_test(test_pool),
         cmocka_unit_test(test_direct_waiter_beats_pool),
+        cmocka_unit_test(test_pool_device_count_fixed_by_waiters),
         cmocka_unit_test(test_dequeue_head_wakes),
         cmocka_unit_test(test_dead_waiter_purged),
         cmocka_unit_test(test_refresh),
