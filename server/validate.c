@@ -179,7 +179,9 @@ int validate_acquire(const validate_limits *lim, const Baton__V1__AcquireRequest
                      engine_acquire_req *out, char *err, size_t errlen)
 {
     int has_key = is_set(req->key);
-    int has_pool = req->pool != NULL && is_set(req->pool->name);
+    /* An all-default Pool message counts as unset (proto3 clients may send
+     * one); devices without a name is a pool with its name missing. */
+    int has_pool = req->pool != NULL && (is_set(req->pool->name) || req->pool->devices != 0);
     int rc;
 
     memset(out, 0, sizeof(*out));

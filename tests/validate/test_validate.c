@@ -359,6 +359,16 @@ static void test_acquire_key_xor_pool(void **state)
     r.pool = NULL;
     assert_invalid(validate_acquire(&LIM, &r, &out, err, sizeof(err)),
                    "exactly one of key and pool must be set");
+
+    /* devices without a name: a pool with its name missing, not a key acquire. */
+    Baton__V1__Pool nameless = BATON__V1__POOL__INIT;
+    nameless.devices = 2;
+    r.key = "k";
+    r.pool = &nameless;
+    assert_invalid(validate_acquire(&LIM, &r, &out, err, sizeof(err)),
+                   "exactly one of key and pool must be set");
+    r.key = NULL;
+    assert_invalid(validate_acquire(&LIM, &r, &out, err, sizeof(err)), "pool.name");
 }
 
 static void test_acquire_bad_key_and_owner(void **state)
