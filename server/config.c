@@ -35,7 +35,7 @@
 #define MS_YEAR (365 * MS_DAY)
 
 typedef enum field_type {
-    F_STR,          /* any string, may be empty */
+    F_SECRET,       /* any string, may be empty; never shown (config_to_yaml) */
     F_STR_NONEMPTY, /* a non-empty string */
     F_LOG_LEVEL,    /* debug | info | warn | error */
     F_KEY_PREFIX,   /* 1..64 bytes of the key charset */
@@ -59,7 +59,7 @@ static const field FIELDS[] = {
     {NULL, "listen", "listen", F_STR_NONEMPTY, OFF(listen), 0, 0},
     {NULL, "log_level", "log_level", F_LOG_LEVEL, OFF(log_level), 0, 0},
     {"redis", "address", "redis.address", F_STR_NONEMPTY, OFF(redis_address), 0, 0},
-    {"redis", "password", "redis.password", F_STR, OFF(redis_password), 0, 0},
+    {"redis", "password", "redis.password", F_SECRET, OFF(redis_password), 0, 0},
     {"redis", "database", "redis.database", F_INT, OFF(redis_database), 0, INT32_MAX},
     {"redis", "key_prefix", "redis.key_prefix", F_KEY_PREFIX, OFF(key_prefix), 0, 0},
     {"redis", "command_timeout_ms", "redis.command_timeout_ms", F_I64, OFF(redis_command_timeout_ms), 1,
@@ -159,7 +159,7 @@ static void int_set(baton_config *c, const field *f, int64_t v)
 
 static int is_string_type(field_type t)
 {
-    return t == F_STR || t == F_STR_NONEMPTY || t == F_LOG_LEVEL || t == F_KEY_PREFIX;
+    return t == F_SECRET || t == F_STR_NONEMPTY || t == F_LOG_LEVEL || t == F_KEY_PREFIX;
 }
 
 int config_set_string(char **field, const char *value)
@@ -259,7 +259,7 @@ static int field_check(const baton_config *c, const field *f, char *problem, siz
 {
     const char *s = is_string_type(f->type) ? *cstr_at(c, f) : NULL;
     switch (f->type) {
-    case F_STR:
+    case F_SECRET:
         if (s == NULL) {
             snprintf(problem, n, "must be set");
             return -1;
@@ -913,105 +913,81 @@ out:
 
 /* -------------------------------------------------------- effective view */
 
-int config_mark_flag(baton_config *c, const char *path)
+int config_override(baton_config *c, const char *path, const char *value)
 {
     for (size_t i = 0; i < NFIELDS; i++) {
-        if (strcmp(FIELDS[i].path, path) == 0) {
-            c->from_flags |= UINT64_C(1) << i;
-            return 0;
-        }
+        if (strcmp(FIELDS[i].path, path) != 0)
+            continue;
+        if (!is_string_type(FIELDS[i].type))
+            return BATON_E_INVALID;
+        if (config_set_string(str_at(c, &FIELDS[i]), value) != 0)
+            return BATON_E_NOMEM;
+        c->from_flags |= UINT64_C(1) << i;
+        return 0;
     }
-    return -1;
-}
-
-/* A growing string; `failed` once an allocation failed. */
-typedef struct sbuf {
-    char *s;
-    size_t len, cap;
-    int failed;
-} sbuf;
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(sbuf *b, const char *fmt, ...)
-{
-    if (b->failed)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->failed = 1;
-            return;
-        }
-        if (b->s && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap <= b->len + (size_t)n)
-            cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (p == NULL) {
-            b->failed = 1;
-            return;
-        }
-        b->s = p;
-        b->cap = cap;
-    }
+    return BATON_E_INVALID;
 }
 
 /* s as a YAML double-quoted scalar. */
-static void sb_quoted(sbuf *b, const char *s)
+static void put_quoted(FILE *f, const char *s)
 {
-    sb_printf(b, "\"");
+    fputc('"', f);
     for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
         if (*p == '"' || *p == '\\')
-            sb_printf(b, "\\%c", *p);
+            fprintf(f, "\\%c", *p);
         else if (*p < 0x20 || *p == 0x7f)
-            sb_printf(b, "\\x%02x", *p);
+            fprintf(f, "\\x%02x", *p);
         else
-            sb_printf(b, "%c", *p);
+            fputc(*p, f);
     }
-    sb_printf(b, "\"");
+    fputc('"', f);
 }
 
 char *config_to_yaml(const baton_config *c)
 {
-    sbuf b = {0};
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    if (f == NULL)
+        return NULL;
     const char *section = NULL;
     for (size_t i = 0; i < NFIELDS; i++) {
-        const field *f = &FIELDS[i];
-        if (f->section && (section == NULL || strcmp(section, f->section) != 0))
-            sb_printf(&b, "%s:\n", f->section);
-        section = f->section;
-        sb_printf(&b, "%s%s: ", f->section ? "  " : "", f->key);
-        if (f->off == offsetof(baton_config, redis_password)) {
-            const char *pw = *cstr_at(c, f);
-            sb_printf(&b, "%s", pw && pw[0] ? "\"(set, not shown)\"" : "\"\"");
-        } else if (is_string_type(f->type)) {
-            sb_quoted(&b, *cstr_at(c, f));
-        } else if (f->type == F_BOOL) {
-            sb_printf(&b, "%s", int_get(c, f) ? "true" : "false");
+        const field *fd = &FIELDS[i];
+        if (fd->section && (section == NULL || strcmp(section, fd->section) != 0))
+            fprintf(f, "%s:\n", fd->section);
+        section = fd->section;
+        fprintf(f, "%s%s: ", fd->section ? "  " : "", fd->key);
+        if (fd->type == F_SECRET) {
+            const char *v = *cstr_at(c, fd);
+            fputs(v && v[0] ? "\"(set, not shown)\"" : "\"\"", f);
+        } else if (is_string_type(fd->type)) {
+            put_quoted(f, *cstr_at(c, fd));
+        } else if (fd->type == F_BOOL) {
+            fputs(int_get(c, fd) ? "true" : "false", f);
         } else {
-            sb_printf(&b, "%" PRId64, int_get(c, f));
+            fprintf(f, "%" PRId64, int_get(c, fd));
         }
         uint64_t bit = UINT64_C(1) << i;
-        sb_printf(&b, "  # %s\n", c->from_flags & bit ? "command line" : c->from_file & bit ? "file" : "default");
+        fprintf(f, "  # %s\n", c->from_flags & bit ? "command line" : c->from_file & bit ? "file" : "default");
     }
     if (c->npools == 0) {
-        sb_printf(&b, "pools: []  # %s\n", c->pools_from_file ? "file" : "default");
+        fprintf(f, "pools: []  # %s\n", c->pools_from_file ? "file" : "default");
     } else {
-        sb_printf(&b, "pools:  # file\n");
+        fputs("pools:  # file\n", f);
         for (size_t i = 0; i < c->npools; i++) {
-            sb_printf(&b, "  - name: ");
-            sb_quoted(&b, c->pools[i].name);
-            sb_printf(&b, "\n    devices: %" PRId32 "\n", c->pools[i].devices);
+            fputs("  - name: ", f);
+            put_quoted(f, c->pools[i].name);
+            fprintf(f, "\n    devices: %" PRId32 "\n", c->pools[i].devices);
         }
     }
-    if (b.failed) {
-        free(b.s);
+    if (ferror(f)) {
+        fclose(f);
+        free(out);
         return NULL;
     }
-    return b.s;
+    if (fclose(f) != 0) {
+        free(out);
+        return NULL;
+    }
+    return out;
 }

@@ -102,9 +102,10 @@ int config_check(const baton_config *c, char *err, size_t errlen);
 /* Replaces a string field (frees the old copy). Returns 0, or -1 on OOM. */
 int config_set_string(char **field, const char *value);
 
-/* Records that the setting at `path` ("redis.address") was given on the
- * command line. Returns 0, or -1 for an unknown path. */
-int config_mark_flag(baton_config *c, const char *path);
+/* Sets the string setting at `path` ("redis.address") from the command line,
+ * and records that it came from there. Returns 0, BATON_E_INVALID (-1) for
+ * a path that names no string setting, or BATON_E_NOMEM. */
+int config_override(baton_config *c, const char *path, const char *value);
 
 /*
  * The settings in effect as a YAML document (heap string; NULL on OOM), one

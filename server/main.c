@@ -107,18 +107,15 @@ static int load_config(baton_config *cfg, const cli_flags *f)
         fprintf(stderr, "batond: %s\n", err);
         return -1;
     }
-    if ((f->listen && config_set_string(&cfg->listen, f->listen) != 0) ||
-        (f->redis && config_set_string(&cfg->redis_address, f->redis) != 0) ||
-        (f->log_level && config_set_string(&cfg->log_level, f->log_level) != 0)) {
-        fprintf(stderr, "batond: out of memory\n");
-        return -1;
+    const struct {
+        const char *path, *value;
+    } flags[] = {{"listen", f->listen}, {"redis.address", f->redis}, {"log_level", f->log_level}};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+        if (flags[i].value && config_override(cfg, flags[i].path, flags[i].value) != 0) {
+            fprintf(stderr, "batond: out of memory\n");
+            return -1;
+        }
     }
-    if (f->listen)
-        (void)config_mark_flag(cfg, "listen");
-    if (f->redis)
-        (void)config_mark_flag(cfg, "redis.address");
-    if (f->log_level)
-        (void)config_mark_flag(cfg, "log_level");
     if (config_check(cfg, err, sizeof err) != 0) {
         fprintf(stderr, "batond: %s\n", err);
         return -1;

@@ -391,6 +391,14 @@ static int exec_wait_grant(baton_async *as, int *sig_out, baton_lock **out)
     return acq.err;
 }
 
+/* exec's --json line, once CMD is over (or was not started). */
+static void exec_json(const baton_lock *l, int lost)
+{
+    printf("{\"key\":");
+    json_str(stdout, baton_lock_key(l));
+    printf(",\"fencing\":%" PRIu64 ",\"lost\":%s}\n", baton_lock_fencing(l), lost ? "true" : "false");
+}
+
 /* Runs CMD while holding `l`; returns baton's exit status. */
 static int exec_run(struct opts *o, baton_lock *l, char **cmd)
 {
@@ -400,11 +408,8 @@ static int exec_run(struct opts *o, baton_lock *l, char **cmd)
     if (lost_early || baton_lock_state_get(l) != BATON_LOCK_HELD) {
         fprintf(stderr, "%s: lock %s lost (%s); %s not started\n", prog, baton_lock_key(l),
                 lost_early ? lost_msg : "before the command started", cmd[0]);
-        if (o->json) {
-            printf("{\"key\":");
-            json_str(stdout, baton_lock_key(l));
-            printf(",\"fencing\":%" PRIu64 ",\"lost\":true}\n", baton_lock_fencing(l));
-        }
+        if (o->json)
+            exec_json(l, 1);
         return EXIT_LOST;
     }
     char **own = NULL;
@@ -457,11 +462,8 @@ static int exec_run(struct opts *o, baton_lock *l, char **cmd)
         if ((sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) && si.si_code != SI_KERNEL)
             kill(pid, sig);
     }
-    if (o->json) {
-        printf("{\"key\":");
-        json_str(stdout, baton_lock_key(l));
-        printf(",\"fencing\":%" PRIu64 ",\"lost\":%s}\n", baton_lock_fencing(l), lost ? "true" : "false");
-    }
+    if (o->json)
+        exec_json(l, lost);
     if (lost)
         return EXIT_LOST;
     if (WIFEXITED(status))

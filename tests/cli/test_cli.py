@@ -6,6 +6,8 @@ Waits are bounded generously; nothing asserts speed.
 """
 import json
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -112,8 +114,6 @@ class Cli(unittest.TestCase):
     def test_terminal_ctrl_c_reaches_command_once(self):
         """Ctrl-C typed at a terminal goes to the whole foreground process
         group, CMD included; baton must not send CMD a second SIGINT."""
-        import pty
-        import select
         child = ("import signal, sys, time\n"
                  "n = 0\n"
                  "def h(s, f):\n"

@@ -94,6 +94,19 @@ static int group_teardown(void **state)
         }                                                                                                    \
     } while (0)
 
+/* A stream-mode try-acquire of `key` on c succeeds and releases (`when`
+ * names the moment in the failure message). */
+static void assert_stream_lock_works(baton_client *c, const char *key, const char *when)
+{
+    baton_lock *l = NULL;
+    baton_acquire_options o = {.mode = BATON_MODE_STREAM};
+    int err = baton_try_acquire(c, key, &o, &l);
+    if (err != 0)
+        fail_msg("stream acquire %s: %s: %s", when, baton_error_name(err), baton_last_error());
+    assert_int_equal(baton_release(l), 0);
+    baton_lock_free(l);
+}
+
 /* ---- plain locks ---- */
 
 static void test_try_busy_names_holder(void **state)
@@ -1108,13 +1121,7 @@ static void test_stream_holds_lost_when_batond_stops(void **state)
     }
     p.pid = spawn_batond(p.dir, p.port);
     wait_serving(c);
-    baton_lock *n = NULL;
-    baton_acquire_options o = {.mode = BATON_MODE_STREAM};
-    int err = baton_try_acquire(c, "t:restart-h/0", &o, &n); /* released at shutdown */
-    if (err != 0)
-        fail_msg("stream acquire after restart: %s: %s", baton_error_name(err), baton_last_error());
-    assert_int_equal(baton_release(n), 0);
-    baton_lock_free(n);
+    assert_stream_lock_works(c, "t:restart-h/0", "after restart"); /* released at shutdown */
     baton_client_free(c);
     private_end(&p);
 }
@@ -1286,12 +1293,7 @@ static void test_stream_hold_lost_before_a_hung_batond_lets_go(void **state)
     /* Thawed, batond serves the same client again. */
     assert_int_equal(kill(p.pid, SIGCONT), 0);
     wait_serving(c);
-    baton_acquire_options again = {.mode = BATON_MODE_STREAM};
-    err = baton_try_acquire(c, "t:hung", &again, &l);
-    if (err != 0)
-        fail_msg("stream acquire after the thaw: %s: %s", baton_error_name(err), baton_last_error());
-    assert_int_equal(baton_release(l), 0);
-    baton_lock_free(l);
+    assert_stream_lock_works(c, "t:hung", "after the thaw");
     baton_client_free(c);
     private_end(&p);
 }

@@ -807,9 +807,8 @@ static void test_to_yaml_names_origins(void **state)
 
     /* Flow style sets redis.address as surely as block style does. */
     assert_int_equal(load(&c, "redis: {address: \"unix:/r.sock\", database: 2}\n"), 0);
-    assert_int_equal(config_set_string(&c.listen, "0.0.0.0:1"), 0);
-    assert_int_equal(config_mark_flag(&c, "listen"), 0);
-    assert_int_equal(config_mark_flag(&c, "redis.nosuch"), -1);
+    assert_int_equal(config_override(&c, "listen", "0.0.0.0:1"), 0);
+    assert_int_equal(config_override(&c, "redis.nosuch", "x"), -1);
     y = config_to_yaml(&c);
     assert_non_null(y);
     assert_string_equal(line_of_yaml(y, "listen:"), "listen: \"0.0.0.0:1\"  # command line");

@@ -4,7 +4,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 
 import grpc
 from baton.v1 import lock_pb2_grpc
