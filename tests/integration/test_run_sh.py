@@ -149,3 +149,14 @@ def test_run_sh_hangup_to_the_script_alone_stops_batond_and_redis(batond_binary,
             raise AssertionError("batond still serves after run.sh ended")
         except grpc.FutureTimeoutError:
             pass
+
+
+def test_run_sh_refuses_a_bad_config_with_batonds_message(batond_binary, workdir):
+    path = os.path.join(workdir, "bad-runsh.yaml")
+    with open(path, "w") as f:
+        f.write("locks: {max_tll_ms: 5}\n")
+    env = dict(os.environ, BATOND=batond_binary)
+    r = subprocess.run([RUN_SH, "--config", path], capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "max_tll_ms" in r.stderr and "bad-runsh.yaml" in r.stderr, r.stderr
+    assert "private redis-server" not in r.stderr, r.stderr  # stopped before starting anything
