@@ -1,4 +1,4 @@
-/* Unit tests for server/config.c: defaults, overrides, every error class
+/* Unit tests for server/config/config.c: defaults, overrides, every error class
  * with its line number and key path, the real deploy/batond.yaml. */
 #include <setjmp.h>
 #include <stdarg.h>

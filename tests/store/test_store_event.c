@@ -1,4 +1,4 @@
-/* Unit tests of the events channel encoding (server/store_event.c). */
+/* Unit tests of the events channel encoding (server/store/store_event.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

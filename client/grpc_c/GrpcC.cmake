@@ -8,7 +8,7 @@
 # OUTPUT_DIR (same relative layout as the .proto files). Add the sources to a
 # target, add OUTPUT_DIR to its include directories and link grpc_c_runtime.
 # Generated files live in the build tree only; they are never committed.
-# Works from any directory added after client/codegen (functions are global).
+# Works from any directory added after client/protoc-gen-grpc-c (functions are global).
 
 function(grpc_c_generate out_srcs out_hdrs)
   cmake_parse_arguments(G "" "PROTO_PATH;OUTPUT_DIR" "PROTOS;IMPORT_DIRS" ${ARGN})

@@ -1,6 +1,6 @@
 # Writes OUT: one `const char baton_lua_<name>[]` per script in SCRIPTS.
 separate_arguments(SCRIPTS)
-set(body "/* Generated from the Lua scripts in server/lua by embed_lua.cmake; do not edit. */\n")
+set(body "/* Generated from the Lua scripts in server/store/redis/lua by embed_lua.cmake; do not edit. */\n")
 foreach(f ${SCRIPTS})
   get_filename_component(name ${f} NAME_WE)
   file(READ ${f} text)

@@ -1,4 +1,4 @@
-/* Unit tests for server/validate.c: accept/reject tables for every rule. */
+/* Unit tests for server/transport/validate.c: accept/reject tables for every rule. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
