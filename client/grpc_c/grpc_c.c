@@ -7,6 +7,7 @@
  * stays armed (_read_pending) and is plucked again by the next read.
  */
 #include "grpc_c.h"
+#include "pb_codec.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -229,31 +230,12 @@ static uint32_t initial_md_flags(const grpc_c_call_options *opts)
     return 0;
 }
 
-/* Serialises msg into a new byte buffer (caller destroys it). */
-static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
-{
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    grpc_slice s = grpc_slice_malloc(len);
-    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    return bb;
-}
-
 /* Parses and destroys bb. Returns the new message (caller frees) or NULL. */
 static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb)
 {
-    grpc_byte_buffer_reader r;
-    if (!grpc_byte_buffer_reader_init(&r, bb)) {
-        grpc_byte_buffer_destroy(bb);
-        return NULL;
-    }
-    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
-    grpc_byte_buffer_reader_destroy(&r);
+    char err[200];
+    ProtobufCMessage *m = pb_decode(bb, desc, desc->name, err, sizeof err);
     grpc_byte_buffer_destroy(bb);
-    ProtobufCMessage *m =
-        protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
-    grpc_slice_unref(s);
     return m;
 }
 
@@ -396,7 +378,7 @@ int grpc_c_unary(grpc_channel *channel, const grpc_c_method *method, const Proto
         return set_status_str(status, GRPC_C_CODE_RESOURCE_EXHAUSTED, "grpc_c: cannot create call");
     }
 
-    grpc_byte_buffer *req = pack(request);
+    grpc_byte_buffer *req = pb_encode(request);
     grpc_op ops[3];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -455,7 +437,7 @@ grpc_c_call *grpc_c_call_start(grpc_channel *channel, const grpc_c_method *metho
         md_out_free(md, md_count);
         return NULL;
     }
-    grpc_byte_buffer *req = server_streaming ? pack(request) : NULL;
+    grpc_byte_buffer *req = server_streaming ? pb_encode(request) : NULL;
     grpc_op ops[3];
     size_t n = 0;
     memset(ops, 0, sizeof ops);
@@ -499,7 +481,7 @@ int grpc_c_call_write(grpc_c_call *c, const ProtobufCMessage *msg)
         return GRPC_C_ERR_INVALID;
     if (!can_write(c) || c->_send_closed || c->_finished)
         return GRPC_C_ERR_STATE;
-    grpc_byte_buffer *bb = pack(msg);
+    grpc_byte_buffer *bb = pb_encode(msg);
     grpc_op op;
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_SEND_MESSAGE;

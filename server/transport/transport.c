@@ -30,6 +30,7 @@
 #include "baton/v1/lock.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "log.h"
+#include "pb_codec.h"
 
 #define WATCH_OUTBOX_MAX 4096  /* queued LockEvents before a watcher is cut off */
 #define SESSION_BUSY_MAX 64     /* Session renewals, releases and unsent grants before reads pause */
@@ -264,112 +265,6 @@ static grpc_status_code status_of(int err)
     }
 }
 
-/* ---------------------------------------------------------------- codec */
-
-/* Returns a byte buffer the caller destroys (grpc_byte_buffer_destroy).
- * gRPC's allocator aborts on OOM, so this never fails. */
-static grpc_byte_buffer *encode(const ProtobufCMessage *m)
-{
-    size_t n = protobuf_c_message_get_packed_size(m);
-    grpc_slice s = grpc_slice_malloc(n);
-    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
-    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    return bb;
-}
-
-static int find_nul_string(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len, int depth,
-                           char *path, size_t pathlen);
-
-/* Returns the decoded message (free with protobuf_c_message_free_unpacked),
- * or NULL with a reason in err when bb is NULL, not a valid message of type d,
- * or has a string field with a NUL byte. */
-static ProtobufCMessage *decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d, const char *name,
-                                char *err, size_t errlen)
-{
-    grpc_byte_buffer_reader r;
-    if (bb == NULL || !grpc_byte_buffer_reader_init(&r, bb)) {
-        snprintf(err, errlen, "cannot decode %s", name);
-        return NULL;
-    }
-    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
-    grpc_byte_buffer_reader_destroy(&r);
-    const uint8_t *p = GRPC_SLICE_START_PTR(s);
-    size_t len = GRPC_SLICE_LENGTH(s);
-    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, p);
-    char path[160];
-    if (m == NULL) {
-        snprintf(err, errlen, "cannot decode %s", name);
-        /* A message without a zero byte has no string holding one. */
-    } else if (memchr(p, 0, len) && find_nul_string(d, p, len, 0, path, sizeof path)) {
-        snprintf(err, errlen, "%s: must not contain a NUL byte", path);
-        protobuf_c_message_free_unpacked(m, NULL);
-        m = NULL;
-    }
-    grpc_slice_unref(s);
-    return m;
-}
-
-static int wire_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *out)
-{
-    uint64_t v = 0;
-    for (int shift = 0; shift < 64 && *i < len; shift += 7) {
-        uint8_t b = p[(*i)++];
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *out = v;
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/*
- * protobuf-c ends C strings at their first NUL byte, so a key "k\0x" would
- * arrive as "k" and pass validation. Walks the raw message (already accepted
- * by protobuf_c_message_unpack) and writes the path of the first string field
- * holding a NUL byte to `path`; returns 1 if there is one.
- */
-static int find_nul_string(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t len, int depth,
-                           char *path, size_t pathlen)
-{
-    size_t i = 0;
-    while (i < len) {
-        uint64_t key, v;
-        if (!wire_varint(p, len, &i, &key))
-            return 0;
-        switch (key & 7) {
-        case 0:
-            if (!wire_varint(p, len, &i, &v))
-                return 0;
-            break;
-        case 1: i += 8; break;
-        case 5: i += 4; break;
-        case 2: {
-            if (!wire_varint(p, len, &i, &v) || v > len - i)
-                return 0;
-            const ProtobufCFieldDescriptor *f =
-                protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3));
-            if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p + i, 0, (size_t)v)) {
-                snprintf(path, pathlen, "%s", f->name);
-                return 1;
-            }
-            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && depth < 8) {
-                char sub[128];
-                if (find_nul_string(f->descriptor, p + i, (size_t)v, depth + 1, sub, sizeof sub)) {
-                    snprintf(path, pathlen, "%s.%s", f->name, sub);
-                    return 1;
-                }
-            }
-            i += (size_t)v;
-            break;
-        }
-        default: return 0; /* groups: not in our protos */
-        }
-    }
-    return 0;
-}
-
 /* ---------------------------------------------------------------- calls */
 
 static tcall *call_new(baton_transport *t, grpc_call *call, int method)
@@ -533,7 +428,7 @@ static void push_msg(tcall *c, const ProtobufCMessage *msg, int queued, sop *op,
 {
     if (c->gone || c->status_started || c->status_pending)
         return;
-    grpc_byte_buffer *bb = encode(msg);
+    grpc_byte_buffer *bb = pb_encode(msg);
     if (queued && c->tail && c->tail->queued && c->tail->op == op) {
         grpc_byte_buffer_destroy(c->tail->bb);
         c->tail->bb = bb;
@@ -701,7 +596,7 @@ static void acq_granted(void *ud, const engine_grant *g)
          * the lease stays is still decided when the stream has closed
          * (on_close): a client that cancels meanwhile may never read it. */
         c->lease_ok_sent = 1;
-        send_status(c, GRPC_STATUS_OK, NULL, encode(&ev.base));
+        send_status(c, GRPC_STATUS_OK, NULL, pb_encode(&ev.base));
         return;
     }
     /* On OOM the call is cancelled and RECV_CLOSE releases the grant. */
@@ -747,7 +642,7 @@ static void unary_reply(tcall *c, const ProtobufCMessage *resp)
 {
     if (c->gone || c->status_started)
         return;
-    send_status(c, GRPC_STATUS_OK, NULL, encode(resp));
+    send_status(c, GRPC_STATUS_OK, NULL, pb_encode(resp));
 }
 
 static void on_hold_result(void *ud, int err, const char *msg, int64_t ttl_ms)
@@ -1198,7 +1093,7 @@ static void on_recv(tcall *c, int ok)
     } else if (!c->gone && !c->status_started && !c->status_pending) {
         char err[ERRBUF];
         const struct method_info *mi = &methods[M_SESSION];
-        ProtobufCMessage *m = decode(bb, mi->req, mi->req_name, err, sizeof err);
+        ProtobufCMessage *m = pb_decode(bb, mi->req, mi->req_name, err, sizeof err);
         if (m == NULL) {
             session_abort(c, GRPC_STATUS_INVALID_ARGUMENT, err);
         } else {
@@ -1424,7 +1319,7 @@ static void dispatch_call(tcall *c, grpc_byte_buffer *payload)
     }
     const struct method_info *mi = &methods[c->method];
     char err[ERRBUF];
-    ProtobufCMessage *m = decode(payload, mi->req, mi->req_name, err, sizeof err);
+    ProtobufCMessage *m = pb_decode(payload, mi->req, mi->req_name, err, sizeof err);
     if (m == NULL) {
         call_finish(c, BATON_E_INVALID, err);
         return;
