@@ -139,7 +139,7 @@ redis:
   address: "{redis}"
   reconnect_ms: 100
   command_timeout_ms: 2000
-locks:
+{redis_extra}locks:
   min_ttl_ms: 50
   recheck_ms: 2000
   waiter_liveness_ms: 1500
@@ -152,8 +152,9 @@ pools:
 class Batond:
     """One batond process with its own config file and stderr log."""
 
-    def __init__(self, binary, workdir, redis_address, name="batond", extra_config=""):
+    def __init__(self, binary, workdir, redis_address, name="batond", extra_config="", redis_extra=""):
         self.extra_config = extra_config  # YAML appended to the generated config (new sections only)
+        self.redis_extra = redis_extra  # more keys of the redis section, each indented by two spaces
         self.binary = binary
         self.workdir = workdir
         self.redis_address = redis_address
@@ -175,6 +176,7 @@ class Batond:
 
         with open(self.config_path, "w") as f:
             f.write(CONFIG_TEMPLATE.format(port=self.port, redis=self.redis_address,
+                                           redis_extra=self.redis_extra,
                                            log_level=os.environ.get("BATON_IT_LOG_LEVEL", "debug")))
             f.write(self.extra_config)
         log = open(self.log_path, "ab")
