@@ -4,7 +4,7 @@
  * Every call owns a pluck completion queue. Each operation kind uses one fixed
  * tag, so at most one batch per kind is outstanding (gRPC's rule) and a
  * blocking operation plucks exactly the tag it started. A read that timed out
- * stays armed (_read_pending) and is plucked again by the next read.
+ * stays armed (read_pending) and is plucked again by the next read.
  */
 #include "grpc_c.h"
 #include "pb_codec.h"
@@ -24,18 +24,18 @@
 #define TAG_STATUS ((void *)3) /* recv status (+ response for client-streaming) */
 
 struct grpc_c_call {
-    const grpc_c_method *_method;
-    grpc_call *_call;
-    grpc_completion_queue *_cq;
-    grpc_metadata_array _initial_md; /* received; kept until destroy */
-    grpc_byte_buffer *_recv_buf;     /* target of the armed read */
-    int _read_pending;               /* a TAG_READ batch is outstanding */
-    int _initial_md_armed;           /* RECV_INITIAL_METADATA was started */
-    int _send_closed;
-    int _read_ended;
-    int _finished;
-    int _final_code;
-    char *_final_msg;
+    const grpc_c_method *method;
+    grpc_call *call;
+    grpc_completion_queue *cq;
+    grpc_metadata_array initial_md; /* received; kept until destroy */
+    grpc_byte_buffer *recv_buf;     /* target of the armed read */
+    int read_pending;               /* a TAG_READ batch is outstanding */
+    int initial_md_armed;           /* RECV_INITIAL_METADATA was started */
+    int send_closed;
+    int read_ended;
+    int finished;
+    int final_code;
+    char *final_msg;
 };
 
 static const char *const code_names[] = {
@@ -251,14 +251,14 @@ static int valid_method(const grpc_c_method *m)
  * bounded by the call's deadline or a cancel. */
 static int run_batch_within(grpc_c_call *c, const grpc_op *ops, size_t n, void *tag, int64_t timeout_ms)
 {
-    if (grpc_call_start_batch(c->_call, ops, n, tag, NULL) != GRPC_CALL_OK)
+    if (grpc_call_start_batch(c->call, ops, n, tag, NULL) != GRPC_CALL_OK)
         return 0;
     gpr_timespec forever = gpr_inf_future(GPR_CLOCK_MONOTONIC);
-    grpc_event ev = grpc_completion_queue_pluck(c->_cq, tag, timeout_ms > 0 ? after_ms(timeout_ms) : forever, NULL);
+    grpc_event ev = grpc_completion_queue_pluck(c->cq, tag, timeout_ms > 0 ? after_ms(timeout_ms) : forever, NULL);
     if (ev.type == GRPC_QUEUE_TIMEOUT) {
-        grpc_call_cancel_with_status(c->_call, GRPC_STATUS_DEADLINE_EXCEEDED,
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_DEADLINE_EXCEEDED,
                                      "grpc_c: the call could not start in time", NULL);
-        ev = grpc_completion_queue_pluck(c->_cq, tag, forever, NULL);
+        ev = grpc_completion_queue_pluck(c->cq, tag, forever, NULL);
     }
     return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
@@ -275,21 +275,21 @@ static grpc_c_call *call_new(grpc_channel *channel, const grpc_c_method *method,
     grpc_c_call *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    c->_method = method;
-    grpc_metadata_array_init(&c->_initial_md);
-    c->_cq = grpc_completion_queue_create_for_pluck(NULL);
-    if (!c->_cq)
+    c->method = method;
+    grpc_metadata_array_init(&c->initial_md);
+    c->cq = grpc_completion_queue_create_for_pluck(NULL);
+    if (!c->cq)
         goto fail;
-    c->_call =
-        grpc_channel_create_call(channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->_cq,
+    c->call =
+        grpc_channel_create_call(channel, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
                                  grpc_slice_from_static_string(method->path), NULL, deadline_of(opts), NULL);
-    if (!c->_call)
+    if (!c->call)
         goto fail;
     return c;
 fail:
-    if (c->_cq)
-        grpc_completion_queue_destroy(c->_cq);
-    grpc_metadata_array_destroy(&c->_initial_md);
+    if (c->cq)
+        grpc_completion_queue_destroy(c->cq);
+    grpc_metadata_array_destroy(&c->initial_md);
     free(c);
     return NULL;
 }
@@ -297,13 +297,13 @@ fail:
 /* Frees a call with no outstanding batch. */
 static void call_free(grpc_c_call *c)
 {
-    grpc_call_unref(c->_call);
-    grpc_completion_queue_shutdown(c->_cq);
+    grpc_call_unref(c->call);
+    grpc_completion_queue_shutdown(c->cq);
     /* A pluck queue with nothing pending reports SHUTDOWN at once. */
-    (void)grpc_completion_queue_pluck(c->_cq, NULL, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-    grpc_completion_queue_destroy(c->_cq);
-    grpc_metadata_array_destroy(&c->_initial_md);
-    free(c->_final_msg);
+    (void)grpc_completion_queue_pluck(c->cq, NULL, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    grpc_completion_queue_destroy(c->cq);
+    grpc_metadata_array_destroy(&c->initial_md);
+    free(c->final_msg);
     free(c);
 }
 
@@ -321,10 +321,10 @@ static grpc_byte_buffer *recv_status(grpc_c_call *c, int want_response)
     grpc_byte_buffer *resp = NULL;
 
     memset(ops, 0, sizeof ops);
-    if (!c->_initial_md_armed) {
+    if (!c->initial_md_armed) {
         ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-        ops[n++].data.recv_initial_metadata.recv_initial_metadata = &c->_initial_md;
-        c->_initial_md_armed = 1;
+        ops[n++].data.recv_initial_metadata.recv_initial_metadata = &c->initial_md;
+        c->initial_md_armed = 1;
     }
     if (want_response) {
         ops[n].op = GRPC_OP_RECV_MESSAGE;
@@ -336,20 +336,20 @@ static grpc_byte_buffer *recv_status(grpc_c_call *c, int want_response)
     ops[n].data.recv_status_on_client.status_details = &details;
     ops[n++].data.recv_status_on_client.error_string = &error_string;
 
-    if (grpc_call_start_batch(c->_call, ops, n, TAG_STATUS, NULL) == GRPC_CALL_OK) {
-        grpc_completion_queue_pluck(c->_cq, TAG_STATUS, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+    if (grpc_call_start_batch(c->call, ops, n, TAG_STATUS, NULL) == GRPC_CALL_OK) {
+        grpc_completion_queue_pluck(c->cq, TAG_STATUS, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
     } else {
         code = GRPC_STATUS_INTERNAL;
         details = grpc_slice_from_static_string("grpc_c: cannot start status batch");
     }
-    c->_finished = 1;
-    c->_final_code = (int)code;
+    c->finished = 1;
+    c->final_code = (int)code;
     size_t len = GRPC_SLICE_LENGTH(details);
-    c->_final_msg = malloc(len + 1);
-    if (c->_final_msg) {
+    c->final_msg = malloc(len + 1);
+    if (c->final_msg) {
         if (len)
-            memcpy(c->_final_msg, GRPC_SLICE_START_PTR(details), len);
-        c->_final_msg[len] = '\0';
+            memcpy(c->final_msg, GRPC_SLICE_START_PTR(details), len);
+        c->final_msg[len] = '\0';
     }
     grpc_slice_unref(details);
     gpr_free((void *)error_string);
@@ -390,15 +390,15 @@ int grpc_c_unary(grpc_channel *channel, const grpc_c_method *method, const Proto
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
     /* Both batches are started before waiting, so the whole exchange needs a
      * single round trip; the send result does not matter, the status tells. */
-    int started = grpc_call_start_batch(c->_call, ops, 3, TAG_SEND, NULL) == GRPC_CALL_OK;
-    c->_send_closed = 1;
+    int started = grpc_call_start_batch(c->call, ops, 3, TAG_SEND, NULL) == GRPC_CALL_OK;
+    c->send_closed = 1;
     grpc_byte_buffer *resp = recv_status(c, 1);
     if (started)
-        grpc_completion_queue_pluck(c->_cq, TAG_SEND, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        grpc_completion_queue_pluck(c->cq, TAG_SEND, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
     grpc_byte_buffer_destroy(req);
     md_out_free(md, md_count);
 
-    int code = c->_final_code;
+    int code = c->final_code;
     if (code == GRPC_C_CODE_OK) {
         if (!resp) {
             code = set_status_str(status, GRPC_C_CODE_INTERNAL, "grpc_c: no response message");
@@ -409,7 +409,7 @@ int grpc_c_unary(grpc_channel *channel, const grpc_c_method *method, const Proto
                              : set_status_str(status, GRPC_C_CODE_INTERNAL, "grpc_c: cannot decode response");
         }
     } else {
-        set_status_str(status, code, c->_final_msg ? c->_final_msg : "");
+        set_status_str(status, code, c->final_msg ? c->final_msg : "");
     }
     if (resp)
         grpc_byte_buffer_destroy(resp);
@@ -449,7 +449,7 @@ grpc_c_call *grpc_c_call_start(grpc_channel *channel, const grpc_c_method *metho
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n++].data.send_message.send_message = req;
         ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-        c->_send_closed = 1;
+        c->send_closed = 1;
     }
     /* A failed start is not an error here: the call is over and finish will
      * report why (UNAVAILABLE, DEADLINE_EXCEEDED, ...). */
@@ -462,24 +462,24 @@ grpc_c_call *grpc_c_call_start(grpc_channel *channel, const grpc_c_method *metho
 
 const grpc_c_method *grpc_c_call_method(const grpc_c_call *call)
 {
-    return call ? call->_method : NULL;
+    return call ? call->method : NULL;
 }
 
 static int can_write(const grpc_c_call *c)
 {
-    return c->_method->kind == GRPC_C_KIND_CLIENT_STREAMING || c->_method->kind == GRPC_C_KIND_BIDI_STREAMING;
+    return c->method->kind == GRPC_C_KIND_CLIENT_STREAMING || c->method->kind == GRPC_C_KIND_BIDI_STREAMING;
 }
 
 static int can_read(const grpc_c_call *c)
 {
-    return c->_method->kind == GRPC_C_KIND_SERVER_STREAMING || c->_method->kind == GRPC_C_KIND_BIDI_STREAMING;
+    return c->method->kind == GRPC_C_KIND_SERVER_STREAMING || c->method->kind == GRPC_C_KIND_BIDI_STREAMING;
 }
 
 int grpc_c_call_write(grpc_c_call *c, const ProtobufCMessage *msg)
 {
-    if (!c || !msg || msg->descriptor != c->_method->input)
+    if (!c || !msg || msg->descriptor != c->method->input)
         return GRPC_C_ERR_INVALID;
-    if (!can_write(c) || c->_send_closed || c->_finished)
+    if (!can_write(c) || c->send_closed || c->finished)
         return GRPC_C_ERR_STATE;
     grpc_byte_buffer *bb = pb_encode(msg);
     grpc_op op;
@@ -495,14 +495,14 @@ int grpc_c_call_close_send(grpc_c_call *c)
 {
     if (!c)
         return GRPC_C_ERR_INVALID;
-    if (!can_write(c) || c->_finished)
-        return c && c->_send_closed ? GRPC_C_OK : GRPC_C_ERR_STATE;
-    if (c->_send_closed)
+    if (!can_write(c) || c->finished)
+        return c && c->send_closed ? GRPC_C_OK : GRPC_C_ERR_STATE;
+    if (c->send_closed)
         return GRPC_C_OK;
     grpc_op op;
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    c->_send_closed = 1;
+    c->send_closed = 1;
     return run_batch(c, &op, 1, TAG_SEND) ? GRPC_C_OK : GRPC_C_ERR_CALL;
 }
 
@@ -513,46 +513,46 @@ static int read_until(grpc_c_call *c, ProtobufCMessage **msg, gpr_timespec deadl
         *msg = NULL;
     if (!c || !msg)
         return GRPC_C_ERR_INVALID;
-    if (!can_read(c) || c->_finished)
+    if (!can_read(c) || c->finished)
         return GRPC_C_ERR_STATE;
-    if (c->_read_ended)
+    if (c->read_ended)
         return GRPC_C_END;
-    if (!c->_read_pending) {
+    if (!c->read_pending) {
         grpc_op ops[2];
         size_t n = 0;
         memset(ops, 0, sizeof ops);
-        if (!c->_initial_md_armed) {
+        if (!c->initial_md_armed) {
             ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-            ops[n++].data.recv_initial_metadata.recv_initial_metadata = &c->_initial_md;
-            c->_initial_md_armed = 1;
+            ops[n++].data.recv_initial_metadata.recv_initial_metadata = &c->initial_md;
+            c->initial_md_armed = 1;
         }
         ops[n].op = GRPC_OP_RECV_MESSAGE;
-        ops[n++].data.recv_message.recv_message = &c->_recv_buf;
-        c->_recv_buf = NULL;
-        if (grpc_call_start_batch(c->_call, ops, n, TAG_READ, NULL) != GRPC_CALL_OK) {
-            c->_read_ended = 1;
+        ops[n++].data.recv_message.recv_message = &c->recv_buf;
+        c->recv_buf = NULL;
+        if (grpc_call_start_batch(c->call, ops, n, TAG_READ, NULL) != GRPC_CALL_OK) {
+            c->read_ended = 1;
             return GRPC_C_END;
         }
-        c->_read_pending = 1;
+        c->read_pending = 1;
     }
-    grpc_event ev = grpc_completion_queue_pluck(c->_cq, TAG_READ, deadline, NULL);
+    grpc_event ev = grpc_completion_queue_pluck(c->cq, TAG_READ, deadline, NULL);
     if (ev.type == GRPC_QUEUE_TIMEOUT)
         return GRPC_C_TIMEOUT;
-    c->_read_pending = 0;
-    grpc_byte_buffer *bb = c->_recv_buf;
-    c->_recv_buf = NULL;
+    c->read_pending = 0;
+    grpc_byte_buffer *bb = c->recv_buf;
+    c->recv_buf = NULL;
     if (ev.type != GRPC_OP_COMPLETE || !ev.success || !bb) {
         if (bb)
             grpc_byte_buffer_destroy(bb);
-        c->_read_ended = 1;
+        c->read_ended = 1;
         return GRPC_C_END;
     }
-    *msg = unpack(c->_method->output, bb);
+    *msg = unpack(c->method->output, bb);
     if (!*msg) {
         /* Why cancel: the stream is unusable and the server should stop; finish
          * then reports this INTERNAL status instead of a bare CANCELLED. */
-        grpc_call_cancel_with_status(c->_call, GRPC_STATUS_INTERNAL, "grpc_c: cannot decode message", NULL);
-        c->_read_ended = 1;
+        grpc_call_cancel_with_status(c->call, GRPC_STATUS_INTERNAL, "grpc_c: cannot decode message", NULL);
+        c->read_ended = 1;
         return GRPC_C_ERR_DECODE;
     }
     return GRPC_C_OK;
@@ -573,7 +573,7 @@ int grpc_c_call_read_timeout(grpc_c_call *c, ProtobufCMessage **msg, int64_t tim
 void grpc_c_call_cancel(grpc_c_call *c)
 {
     if (c)
-        grpc_call_cancel(c->_call, NULL);
+        grpc_call_cancel(c->call, NULL);
 }
 
 int grpc_c_call_finish(grpc_c_call *c, ProtobufCMessage **response, grpc_c_status *status)
@@ -582,29 +582,29 @@ int grpc_c_call_finish(grpc_c_call *c, ProtobufCMessage **response, grpc_c_statu
         *response = NULL;
     if (!c)
         return set_status_str(status, GRPC_C_CODE_INVALID_ARGUMENT, "grpc_c: invalid argument to finish");
-    int client_streaming = c->_method->kind == GRPC_C_KIND_CLIENT_STREAMING;
-    if (c->_finished)
-        return set_status_str(status, c->_final_code, c->_final_msg ? c->_final_msg : "");
-    if (can_write(c) && !c->_send_closed)
+    int client_streaming = c->method->kind == GRPC_C_KIND_CLIENT_STREAMING;
+    if (c->finished)
+        return set_status_str(status, c->final_code, c->final_msg ? c->final_msg : "");
+    if (can_write(c) && !c->send_closed)
         (void)grpc_c_call_close_send(c);
     /* Drain unread messages: the server cannot send its status while HTTP/2
      * flow control holds back messages nobody reads. */
-    while (can_read(c) && !c->_read_ended) {
+    while (can_read(c) && !c->read_ended) {
         ProtobufCMessage *m = NULL;
         if (grpc_c_call_read(c, &m) != GRPC_C_OK)
             break;
         protobuf_c_message_free_unpacked(m, NULL);
     }
     grpc_byte_buffer *resp = recv_status(c, client_streaming);
-    int code = c->_final_code;
+    int code = c->final_code;
     if (client_streaming && code == GRPC_C_CODE_OK) {
-        ProtobufCMessage *m = resp ? unpack(c->_method->output, resp) : NULL;
+        ProtobufCMessage *m = resp ? unpack(c->method->output, resp) : NULL;
         resp = NULL;
         if (!m) {
             /* Remember the local failure so a second finish says the same. */
-            c->_final_code = GRPC_C_CODE_INTERNAL;
-            free(c->_final_msg);
-            c->_final_msg = strdup("grpc_c: missing or undecodable response");
+            c->final_code = GRPC_C_CODE_INTERNAL;
+            free(c->final_msg);
+            c->final_msg = strdup("grpc_c: missing or undecodable response");
         } else if (response) {
             *response = m;
         } else {
@@ -613,21 +613,21 @@ int grpc_c_call_finish(grpc_c_call *c, ProtobufCMessage **response, grpc_c_statu
     }
     if (resp)
         grpc_byte_buffer_destroy(resp);
-    return set_status_str(status, c->_final_code, c->_final_msg ? c->_final_msg : "");
+    return set_status_str(status, c->final_code, c->final_msg ? c->final_msg : "");
 }
 
 void grpc_c_call_destroy(grpc_c_call *c)
 {
     if (!c)
         return;
-    if (!c->_finished || c->_read_pending)
-        grpc_call_cancel(c->_call, NULL);
-    if (c->_read_pending) {
+    if (!c->finished || c->read_pending)
+        grpc_call_cancel(c->call, NULL);
+    if (c->read_pending) {
         /* The cancel completes the armed read promptly. */
-        grpc_completion_queue_pluck(c->_cq, TAG_READ, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
-        c->_read_pending = 0;
+        grpc_completion_queue_pluck(c->cq, TAG_READ, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        c->read_pending = 0;
     }
-    if (c->_recv_buf)
-        grpc_byte_buffer_destroy(c->_recv_buf);
+    if (c->recv_buf)
+        grpc_byte_buffer_destroy(c->recv_buf);
     call_free(c);
 }

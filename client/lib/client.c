@@ -45,7 +45,7 @@ int baton_client_new(const char *target, const baton_client_options *opts, baton
     if (c == NULL)
         return baton__fail(BATON_ERR_NOMEM, "out of memory");
     if (set(opts->owner)) {
-        c->_owner = baton__strdup(opts->owner);
+        c->owner = baton__strdup(opts->owner);
     } else {
         /* Default owner "<hostname>/<pid>": enough to find the process. */
         char host[256] = "unknown";
@@ -54,15 +54,15 @@ int baton_client_new(const char *target, const baton_client_options *opts, baton
             strcpy(host, "unknown");
         host[sizeof host - 1] = '\0';
         snprintf(buf, sizeof buf, "%s/%ld", host, (long)getpid());
-        c->_owner = baton__strdup(buf);
+        c->owner = baton__strdup(buf);
     }
-    if (c->_owner == NULL)
+    if (c->owner == NULL)
         goto fail;
-    c->_call_timeout_ms = opts->call_timeout_ms > 0 ? opts->call_timeout_ms : DEFAULT_CALL_TIMEOUT_MS;
-    c->_sessions_off = opts->disable_sessions != 0;
-    pthread_mutex_init(&c->_mu, NULL);
-    pthread_mutex_init(&c->_holds_mu, NULL);
-    pthread_cond_init(&c->_holds_cv, NULL);
+    c->call_timeout_ms = opts->call_timeout_ms > 0 ? opts->call_timeout_ms : DEFAULT_CALL_TIMEOUT_MS;
+    c->sessions_off = opts->disable_sessions != 0;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->holds_mu, NULL);
+    pthread_cond_init(&c->holds_cv, NULL);
     /* gRPC waits 1 s after a failed connection, then 1.6 times longer after
      * each further failure, up to 2 minutes: after a 20 s outage a client
      * found batond again only 1-10 s after it was back. Start sooner and
@@ -78,20 +78,20 @@ int baton_client_new(const char *target, const baton_client_options *opts, baton
         copts.keepalive_time_ms = opts->keepalive_ms > 0 ? opts->keepalive_ms : DEFAULT_KEEPALIVE_MS;
         copts.keepalive_timeout_ms = copts.keepalive_time_ms;
     }
-    c->_channel = grpc_c_channel_create_insecure(target, &copts);
-    if (c->_channel == NULL) {
+    c->channel = grpc_c_channel_create_insecure(target, &copts);
+    if (c->channel == NULL) {
         baton__fail(BATON_ERR_NOMEM, "cannot create a channel to %s", target);
         goto fail;
     }
     *out = c;
     return 0;
 fail:
-    if (c->_owner) {
-        pthread_mutex_destroy(&c->_mu);
-        pthread_mutex_destroy(&c->_holds_mu);
-        pthread_cond_destroy(&c->_holds_cv);
+    if (c->owner) {
+        pthread_mutex_destroy(&c->mu);
+        pthread_mutex_destroy(&c->holds_mu);
+        pthread_cond_destroy(&c->holds_cv);
     }
-    free(c->_owner);
+    free(c->owner);
     free(c);
     return BATON_ERR_NOMEM;
 }
@@ -103,23 +103,23 @@ void baton_client_free(baton_client *c)
     baton__holds_free(c);
     baton__sessions_free(c);
     baton__conn_free(c);
-    pthread_mutex_destroy(&c->_mu);
-    pthread_mutex_destroy(&c->_holds_mu);
-    pthread_cond_destroy(&c->_holds_cv);
-    grpc_c_channel_destroy(c->_channel);
-    free(c->_owner);
+    pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->holds_mu);
+    pthread_cond_destroy(&c->holds_cv);
+    grpc_c_channel_destroy(c->channel);
+    free(c->owner);
     free(c);
 }
 
 const char *baton_client_owner(const baton_client *c)
 {
-    return c ? c->_owner : "";
+    return c ? c->owner : "";
 }
 
 grpc_c_call_options baton__unary_opts(const baton_client *c)
 {
     grpc_c_call_options o = {0};
-    o.timeout_ms = c->_call_timeout_ms;
+    o.timeout_ms = c->call_timeout_ms;
     return o;
 }
 
@@ -129,7 +129,7 @@ grpc_c_call_options baton__unary_opts(const baton_client *c)
 grpc_c_call_options baton__stream_opts(const baton_client *c)
 {
     grpc_c_call_options o = {0};
-    o.start_timeout_ms = c->_call_timeout_ms;
+    o.start_timeout_ms = c->call_timeout_ms;
     return o;
 }
 
@@ -140,7 +140,7 @@ static int hold_op_session(baton_client *c, Baton__V1__SessionRequest *sr, const
                            Baton__V1__SessionResponse__ResultCase want, Baton__V1__SessionResponse **resp)
 {
     /* (protobuf-c sets the message of the oneof case it reports.) */
-    int rc = baton__session_call(c, sr, c->_call_timeout_ms, NULL, NULL, BATON__PHASE_CALL, what, resp);
+    int rc = baton__session_call(c, sr, c->call_timeout_ms, NULL, NULL, BATON__PHASE_CALL, what, resp);
     if (rc == 0 && (*resp)->result_case != want) {
         baton__v1__session_response__free_unpacked(*resp, NULL);
         *resp = NULL;
@@ -174,7 +174,7 @@ int baton_renew_token(baton_client *c, const char *key, const char *token, int64
         return rc;
     }
     rc = 0;
-    if (baton__v1__lock_service__grpc__renew(c->_channel, &req, &resp, &st, &o) != GRPC_C_CODE_OK) {
+    if (baton__v1__lock_service__grpc__renew(c->channel, &req, &resp, &st, &o) != GRPC_C_CODE_OK) {
         rc = baton__fail_status(&st, BATON__PHASE_CALL, "renew");
     } else if (granted_ttl_ms) {
         *granted_ttl_ms = resp->ttl_ms;
@@ -209,7 +209,7 @@ int baton_release_token(baton_client *c, const char *key, const char *token)
         return rc;
     }
     rc = 0;
-    if (baton__v1__lock_service__grpc__release(c->_channel, &req, &resp, &st, &o) != GRPC_C_CODE_OK)
+    if (baton__v1__lock_service__grpc__release(c->channel, &req, &resp, &st, &o) != GRPC_C_CODE_OK)
         rc = baton__fail_status(&st, BATON__PHASE_CALL, "release");
     else if (!resp->released)
         rc = baton__fail(BATON_ERR_NOT_HELD, "release: %s is not held by this token", key);
@@ -231,7 +231,7 @@ int baton_force_release(baton_client *c, const char *key, uint64_t fencing)
     req.key = (char *)key;
     req.fencing = fencing;
     int rc = 0;
-    if (baton__v1__lock_service__grpc__force_release(c->_channel, &req, &resp, &st, &o) != GRPC_C_CODE_OK)
+    if (baton__v1__lock_service__grpc__force_release(c->channel, &req, &resp, &st, &o) != GRPC_C_CODE_OK)
         rc = baton__fail_status(&st, BATON__PHASE_CALL, "force-release");
     else if (!resp->released)
         rc = baton__fail(BATON_ERR_NOT_HELD, "force-release: %s is not held with fencing %llu", key,
@@ -254,7 +254,7 @@ int baton_describe(baton_client *c, const char *key, baton_description *out)
     req.key = (char *)key;
     memset(out, 0, sizeof *out);
     int rc = 0;
-    if (baton__v1__lock_service__grpc__describe(c->_channel, &req, &resp, &st, &o) != GRPC_C_CODE_OK) {
+    if (baton__v1__lock_service__grpc__describe(c->channel, &req, &resp, &st, &o) != GRPC_C_CODE_OK) {
         rc = baton__fail_status(&st, BATON__PHASE_CALL, "describe");
     } else {
         out->held = resp->held;

@@ -25,17 +25,17 @@ static void *reconnect_main(void *arg)
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     for (;;) {
         /* (1: a channel gone IDLE starts connecting.) */
-        grpc_connectivity_state s = grpc_channel_check_connectivity_state(c->_channel, 1);
-        pthread_mutex_lock(&c->_mu);
-        if (s == GRPC_CHANNEL_READY || s == GRPC_CHANNEL_SHUTDOWN || c->_rc_stop) {
-            c->_rc_running = 0;
-            pthread_mutex_unlock(&c->_mu);
+        grpc_connectivity_state s = grpc_channel_check_connectivity_state(c->channel, 1);
+        pthread_mutex_lock(&c->mu);
+        if (s == GRPC_CHANNEL_READY || s == GRPC_CHANNEL_SHUTDOWN || c->rc_stop) {
+            c->rc_running = 0;
+            pthread_mutex_unlock(&c->mu);
             break;
         }
-        pthread_mutex_unlock(&c->_mu);
+        pthread_mutex_unlock(&c->mu);
         gpr_timespec slice = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                           gpr_time_from_millis(WATCH_SLICE_MS, GPR_TIMESPAN));
-        grpc_channel_watch_connectivity_state(c->_channel, s, slice, cq, NULL);
+        grpc_channel_watch_connectivity_state(c->channel, s, slice, cq, NULL);
         /* Returns on a state change or at the slice's end; polls meanwhile. */
         (void)grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
     }
@@ -48,17 +48,17 @@ static void *reconnect_main(void *arg)
 
 int baton__channel_ready(baton_client *c)
 {
-    if (grpc_channel_check_connectivity_state(c->_channel, 1) == GRPC_CHANNEL_READY)
+    if (grpc_channel_check_connectivity_state(c->channel, 1) == GRPC_CHANNEL_READY)
         return 1;
-    pthread_mutex_lock(&c->_mu);
-    if (!c->_rc_running && !c->_rc_stop) {
-        if (c->_rc_started) /* the last one has left (or is leaving): reap it */
-            pthread_join(c->_rc_thread, NULL);
-        c->_rc_started = pthread_create(&c->_rc_thread, NULL, reconnect_main, c) == 0;
-        c->_rc_running = c->_rc_started;
+    pthread_mutex_lock(&c->mu);
+    if (!c->rc_running && !c->rc_stop) {
+        if (c->rc_started) /* the last one has left (or is leaving): reap it */
+            pthread_join(c->rc_thread, NULL);
+        c->rc_started = pthread_create(&c->rc_thread, NULL, reconnect_main, c) == 0;
+        c->rc_running = c->rc_started;
         /* (Without the thread, gRPC's own background poll still reconnects.) */
     }
-    pthread_mutex_unlock(&c->_mu);
+    pthread_mutex_unlock(&c->mu);
     return 0;
 }
 
@@ -70,11 +70,11 @@ void baton__conn_note(baton_client *c, int code)
 
 void baton__conn_free(baton_client *c)
 {
-    pthread_mutex_lock(&c->_mu);
-    c->_rc_stop = 1;
-    int started = c->_rc_started;
-    c->_rc_started = 0;
-    pthread_mutex_unlock(&c->_mu);
+    pthread_mutex_lock(&c->mu);
+    c->rc_stop = 1;
+    int started = c->rc_started;
+    c->rc_started = 0;
+    pthread_mutex_unlock(&c->mu);
     if (started)
-        pthread_join(c->_rc_thread, NULL);
+        pthread_join(c->rc_thread, NULL);
 }

@@ -269,10 +269,10 @@ static void session_broke(hold_session *hs)
 
 static void thread_left(baton_client *c)
 {
-    pthread_mutex_lock(&c->_holds_mu);
-    c->_nreaders--;
-    pthread_cond_broadcast(&c->_holds_cv);
-    pthread_mutex_unlock(&c->_holds_mu);
+    pthread_mutex_lock(&c->holds_mu);
+    c->nreaders--;
+    pthread_cond_broadcast(&c->holds_cv);
+    pthread_mutex_unlock(&c->holds_mu);
 }
 
 /* Calls the end callbacks, in the order the holds ended, until the reader
@@ -330,10 +330,10 @@ static int start_detached(void *(*fn)(void *), void *arg)
 
 /* The current hold session with a reference for the caller, opening one if
  * there is none or the last one broke. NULL with *not_ready on a channel
- * not connected; NULL on failure. Called with c->_holds_mu held. */
+ * not connected; NULL on failure. Called with c->holds_mu held. */
 static hold_session *current(baton_client *c, int *not_ready)
 {
-    hold_session *hs = c->_holds;
+    hold_session *hs = c->holds;
     if (hs) {
         pthread_mutex_lock(&hs->mu);
         int dead = hs->dead;
@@ -342,7 +342,7 @@ static hold_session *current(baton_client *c, int *not_ready)
         pthread_mutex_unlock(&hs->mu);
         if (!dead)
             return hs;
-        c->_holds = NULL;
+        c->holds = NULL;
         hs_unref(hs);
     }
     if (!baton__channel_ready(c)) {
@@ -358,13 +358,13 @@ static hold_session *current(baton_client *c, int *not_ready)
     pthread_mutex_init(&hs->wmu, NULL);
     pthread_cond_init(&hs->ncv, NULL);
     grpc_c_call_options so = baton__stream_opts(c);
-    hs->call = baton__v1__lock_service__grpc__session_start(c->_channel, &so);
+    hs->call = baton__v1__lock_service__grpc__session_start(c->channel, &so);
     if (hs->call == NULL || start_detached(notifier, hs) != 0) {
         hs->refs = 1; /* no thread runs: this is the last reference */
         hs_unref(hs);
         return NULL;
     }
-    c->_nreaders++;
+    c->nreaders++;
     if (start_detached(reader, hs) != 0) {
         pthread_mutex_lock(&hs->mu);
         hs->dead = hs->reader_done = 1; /* the notifier leaves */
@@ -375,8 +375,8 @@ static hold_session *current(baton_client *c, int *not_ready)
         hs_unref(hs); /* the caller's */
         return NULL;
     }
-    c->_nreaders++;
-    c->_holds = hs;
+    c->nreaders++;
+    c->holds = hs;
     return hs;
 }
 
@@ -484,10 +484,10 @@ int baton__hold_acquire(baton_client *c, Baton__V1__SessionRequest *req, int64_t
     *out = NULL;
     int64_t limit = timeout_ms >= 0 ? baton__add_ms(baton__now_ms(), timeout_ms) : -1;
     for (int attempt = 0;; attempt++) {
-        if (c->_sessions_off)
+        if (c->sessions_off)
             return BATON__SESSIONS_OFF;
         int not_ready = 0;
-        pthread_mutex_lock(&c->_holds_mu);
+        pthread_mutex_lock(&c->holds_mu);
         hold_session *hs = current(c, &not_ready);
         int full = 0;
         if (hs) {
@@ -495,7 +495,7 @@ int baton__hold_acquire(baton_client *c, Baton__V1__SessionRequest *req, int64_t
             full = hs->nwait >= HOLDS_WAIT_MAX;
             pthread_mutex_unlock(&hs->mu);
         }
-        pthread_mutex_unlock(&c->_holds_mu);
+        pthread_mutex_unlock(&c->holds_mu);
         if (hs && full) {
             hs_unref(hs);
             return BATON__SESSIONS_OFF; /* this acquire only */
@@ -526,14 +526,14 @@ int baton__hold_acquire(baton_client *c, Baton__V1__SessionRequest *req, int64_t
                 err = baton__session_status(h->resp->status, BATON__PHASE_ACQUIRE, "acquire");
         } else if (rc == RUN_TIMEOUT) {
             err = baton__fail(BATON_ERR_TIMEOUT, "acquire: no answer from the server within wait + %lld ms",
-                              (long long)c->_call_timeout_ms);
+                              (long long)c->call_timeout_ms);
         } else if (rc == RUN_NOMEM) {
             err = baton__fail(BATON_ERR_NOMEM, "acquire: out of memory");
         } else { /* RUN_UNSENT, RUN_BROKEN */
             pthread_mutex_lock(&hs->mu);
             grpc_c_status st = {hs->status.code, hs->status.message};
             if (st.code == GRPC_C_CODE_UNIMPLEMENTED) {
-                c->_sessions_off = 1; /* an older batond: the acquire never ran */
+                c->sessions_off = 1; /* an older batond: the acquire never ran */
                 err = BATON__SESSIONS_OFF;
             } else if (rc == RUN_UNSENT && attempt == 0) {
                 err = 0; /* it broke before our request: once more on a new session */
@@ -588,16 +588,16 @@ void baton__hold_free(baton__hold *h, int cancel)
 
 void baton__holds_free(baton_client *c)
 {
-    pthread_mutex_lock(&c->_holds_mu);
-    hold_session *hs = c->_holds;
-    c->_holds = NULL;
-    pthread_mutex_unlock(&c->_holds_mu);
+    pthread_mutex_lock(&c->holds_mu);
+    hold_session *hs = c->holds;
+    c->holds = NULL;
+    pthread_mutex_unlock(&c->holds_mu);
     if (hs) {
         grpc_c_call_cancel(hs->call); /* the reader sees the end and leaves */
         hs_unref(hs);
     }
-    pthread_mutex_lock(&c->_holds_mu);
-    while (c->_nreaders > 0)
-        pthread_cond_wait(&c->_holds_cv, &c->_holds_mu);
-    pthread_mutex_unlock(&c->_holds_mu);
+    pthread_mutex_lock(&c->holds_mu);
+    while (c->nreaders > 0)
+        pthread_cond_wait(&c->holds_cv, &c->holds_mu);
+    pthread_mutex_unlock(&c->holds_mu);
 }

@@ -15,21 +15,21 @@
 typedef struct baton__session baton__session;
 
 struct baton_client {
-    grpc_channel *_channel;
-    char *_owner;
-    int64_t _call_timeout_ms;
-    pthread_mutex_t _mu;     /* guards _idle, _nidle, _rc_* */
-    baton__session *_idle;   /* idle Session streams (session.c) */
-    int _nidle;
-    _Atomic int _sessions_off; /* set once: one RPC per operation instead */
-    pthread_mutex_t _holds_mu; /* guards _holds, _nreaders (holds.c) */
-    pthread_cond_t _holds_cv;  /* signalled when a reader leaves */
-    struct baton__hold_session *_holds; /* the Session holding stream-mode locks */
-    int _nreaders;             /* hold-session threads (readers, notifiers) still running */
-    pthread_t _rc_thread;      /* polls the channel back to READY (conn.c) */
-    int _rc_started;           /* _rc_thread is joinable */
-    int _rc_running;           /* ... and still watching */
-    int _rc_stop;              /* the client is being freed */
+    grpc_channel *channel;
+    char *owner;
+    int64_t call_timeout_ms;
+    pthread_mutex_t mu;     /* guards idle, nidle, rc_* */
+    baton__session *idle;   /* idle Session streams (session.c) */
+    int nidle;
+    _Atomic int sessions_off; /* set once: one RPC per operation instead */
+    pthread_mutex_t holds_mu; /* guards holds, nreaders (holds.c) */
+    pthread_cond_t holds_cv;  /* signalled when a reader leaves */
+    struct baton__hold_session *holds; /* the Session holding stream-mode locks */
+    int nreaders;             /* hold-session threads (readers, notifiers) still running */
+    pthread_t rc_thread;      /* polls the channel back to READY (conn.c) */
+    int rc_started;           /* rc_thread is joinable */
+    int rc_running;           /* ... and still watching */
+    int rc_stop;              /* the client is being freed */
 };
 
 /* What an error means depends on where it happened: ABORTED while acquiring

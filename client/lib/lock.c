@@ -19,38 +19,38 @@
 #define RENEW_RETRY_MIN_MS 20
 
 struct baton_lock {
-    baton_client *_client;
-    char *_key;
-    char *_token;
-    char *_owner;
-    uint64_t _fencing;
-    int _device;
-    baton_mode _mode;
-    int64_t _requested_ttl_ms; /* what renewals ask for (0 = server default) */
-    baton_lost_cb _on_lost;
-    void *_lost_ud;
+    baton_client *client;
+    char *key;
+    char *token;
+    char *owner;
+    uint64_t fencing;
+    int device;
+    baton_mode mode;
+    int64_t requested_ttl_ms; /* what renewals ask for (0 = server default) */
+    baton_lost_cb on_lost;
+    void *lost_ud;
 
-    pthread_mutex_t _mu; /* guards everything below */
-    pthread_cond_t _cv;  /* signalled when _stop is set (monotonic clock) */
-    baton_lock_state _state;
-    int64_t _ttl_ms;
-    int64_t _expires_ms; /* lease mode, monotonic: when the lease runs out at the latest */
-    int _stop;           /* stream mode also: the stream is being ended on purpose */
-    int _has_thread;
-    pthread_t _thread;
-    grpc_c_call *_call; /* stream mode: the Acquire stream, read by _thread only */
-    baton__hold *_hold; /* stream mode: or the hold on the client's hold session */
+    pthread_mutex_t mu; /* guards everything below */
+    pthread_cond_t cv;  /* signalled when stop is set (monotonic clock) */
+    baton_lock_state state;
+    int64_t ttl_ms;
+    int64_t expires_ms; /* lease mode, monotonic: when the lease runs out at the latest */
+    int stop;           /* stream mode also: the stream is being ended on purpose */
+    int has_thread;
+    pthread_t thread;
+    grpc_c_call *call; /* stream mode: the Acquire stream, read by thread only */
+    baton__hold *hold; /* stream mode: or the hold on the client's hold session */
 };
 
 static void lock_destroy(baton_lock *l)
 {
     if (l == NULL)
         return;
-    pthread_cond_destroy(&l->_cv);
-    pthread_mutex_destroy(&l->_mu);
-    free(l->_key);
-    free(l->_token);
-    free(l->_owner);
+    pthread_cond_destroy(&l->cv);
+    pthread_mutex_destroy(&l->mu);
+    free(l->key);
+    free(l->token);
+    free(l->owner);
     free(l);
 }
 
@@ -60,54 +60,54 @@ static baton_lock *lock_new(baton_client *c, const Baton__V1__Granted *g, const 
     baton_lock *l = calloc(1, sizeof *l);
     if (l == NULL)
         return NULL;
-    baton__cond_init_monotonic(&l->_cv);
-    pthread_mutex_init(&l->_mu, NULL);
-    l->_client = c;
-    l->_key = strdup(g->key ? g->key : "");
-    l->_token = strdup(g->token ? g->token : "");
-    l->_owner = strdup(owner);
-    if (l->_key == NULL || l->_token == NULL || l->_owner == NULL) {
+    baton__cond_init_monotonic(&l->cv);
+    pthread_mutex_init(&l->mu, NULL);
+    l->client = c;
+    l->key = strdup(g->key ? g->key : "");
+    l->token = strdup(g->token ? g->token : "");
+    l->owner = strdup(owner);
+    if (l->key == NULL || l->token == NULL || l->owner == NULL) {
         lock_destroy(l);
         return NULL;
     }
-    l->_fencing = g->fencing;
-    l->_device = g->device;
-    l->_mode = o->mode;
-    l->_requested_ttl_ms = o->ttl_ms;
-    l->_on_lost = o->on_lost;
-    l->_lost_ud = o->lost_ud;
-    l->_state = BATON_LOCK_HELD;
-    l->_ttl_ms = g->ttl_ms;
-    l->_expires_ms = baton__now_ms() + g->ttl_ms;
+    l->fencing = g->fencing;
+    l->device = g->device;
+    l->mode = o->mode;
+    l->requested_ttl_ms = o->ttl_ms;
+    l->on_lost = o->on_lost;
+    l->lost_ud = o->lost_ud;
+    l->state = BATON_LOCK_HELD;
+    l->ttl_ms = g->ttl_ms;
+    l->expires_ms = baton__now_ms() + g->ttl_ms;
     return l;
 }
 
-/* HELD -> LOST, then the callback (outside the mutex). Call without _mu. */
+/* HELD -> LOST, then the callback (outside the mutex). Call without mu. */
 static void mark_lost(baton_lock *l, int err, const char *msg)
 {
-    pthread_mutex_lock(&l->_mu);
-    int was_held = l->_state == BATON_LOCK_HELD;
+    pthread_mutex_lock(&l->mu);
+    int was_held = l->state == BATON_LOCK_HELD;
     if (was_held)
-        l->_state = BATON_LOCK_LOST;
-    pthread_mutex_unlock(&l->_mu);
-    if (was_held && l->_on_lost)
-        l->_on_lost(l, err, msg, l->_lost_ud);
+        l->state = BATON_LOCK_LOST;
+    pthread_mutex_unlock(&l->mu);
+    if (was_held && l->on_lost)
+        l->on_lost(l, err, msg, l->lost_ud);
 }
 
 static void set_state_if_held(baton_lock *l, baton_lock_state s)
 {
-    pthread_mutex_lock(&l->_mu);
-    if (l->_state == BATON_LOCK_HELD)
-        l->_state = s;
-    pthread_mutex_unlock(&l->_mu);
+    pthread_mutex_lock(&l->mu);
+    if (l->state == BATON_LOCK_HELD)
+        l->state = s;
+    pthread_mutex_unlock(&l->mu);
 }
 
-/* Waits on _cv until the monotonic time `at_ms` or until _stop. Holds _mu. */
+/* Waits on cv until the monotonic time `at_ms` or until stop. Holds mu. */
 static void wait_until(baton_lock *l, int64_t at_ms)
 {
-    while (!l->_stop && baton__now_ms() < at_ms) {
+    while (!l->stop && baton__now_ms() < at_ms) {
         struct timespec ts = baton__abstime(at_ms);
-        pthread_cond_timedwait(&l->_cv, &l->_mu, &ts);
+        pthread_cond_timedwait(&l->cv, &l->mu, &ts);
     }
 }
 
@@ -119,10 +119,10 @@ static void wait_until(baton_lock *l, int64_t at_ms)
  */
 static int64_t give_up_at(const baton_lock *l)
 {
-    int64_t margin = l->_ttl_ms / 5;
+    int64_t margin = l->ttl_ms / 5;
     if (margin > 2000)
         margin = 2000;
-    return l->_expires_ms - margin;
+    return l->expires_ms - margin;
 }
 
 /*
@@ -134,17 +134,17 @@ static int64_t give_up_at(const baton_lock *l)
 static void *renew_thread(void *arg)
 {
     baton_lock *l = arg;
-    pthread_mutex_lock(&l->_mu);
-    int64_t next = baton__now_ms() + l->_ttl_ms / 3;
+    pthread_mutex_lock(&l->mu);
+    int64_t next = baton__now_ms() + l->ttl_ms / 3;
     for (;;) {
         wait_until(l, next);
-        if (l->_stop || l->_state != BATON_LOCK_HELD)
+        if (l->stop || l->state != BATON_LOCK_HELD)
             break;
         int64_t now = baton__now_ms();
         int64_t left = give_up_at(l) - now;
         if (left <= 0) {
-            int64_t runs_out = l->_expires_ms - now;
-            pthread_mutex_unlock(&l->_mu);
+            int64_t runs_out = l->expires_ms - now;
+            pthread_mutex_unlock(&l->mu);
             /* Say why the renewals failed: this thread's last error is the
              * last attempt's (thread-local, "" if none was made). */
             char msg[1024];
@@ -155,22 +155,22 @@ static void *renew_thread(void *arg)
             mark_lost(l, BATON_ERR_LOST, msg);
             return NULL;
         }
-        pthread_mutex_unlock(&l->_mu);
+        pthread_mutex_unlock(&l->mu);
 
         /* The attempt must end before the give-up point, or a late success
          * would report a lock that may already belong to someone else. */
         Baton__V1__RenewRequest req = BATON__V1__RENEW_REQUEST__INIT;
         Baton__V1__RenewResponse *resp = NULL;
         grpc_c_status st = GRPC_C_STATUS_INIT;
-        grpc_c_call_options o = baton__unary_opts(l->_client);
+        grpc_c_call_options o = baton__unary_opts(l->client);
         if (o.timeout_ms > left)
             o.timeout_ms = left;
-        req.key = l->_key;
-        req.token = l->_token;
-        req.ttl_ms = l->_requested_ttl_ms;
-        int code = baton__v1__lock_service__grpc__renew(l->_client->_channel, &req, &resp, &st, &o);
+        req.key = l->key;
+        req.token = l->token;
+        req.ttl_ms = l->requested_ttl_ms;
+        int code = baton__v1__lock_service__grpc__renew(l->client->channel, &req, &resp, &st, &o);
         int err = code == GRPC_C_CODE_OK ? 0 : baton__fail_status(&st, BATON__PHASE_CALL, "renew");
-        baton__conn_note(l->_client, st.code);
+        baton__conn_note(l->client, st.code);
 
         if (err == BATON_ERR_NOT_HELD) {
             char msg[512];
@@ -179,13 +179,13 @@ static void *renew_thread(void *arg)
             mark_lost(l, BATON_ERR_LOST, msg);
             return NULL;
         }
-        pthread_mutex_lock(&l->_mu);
+        pthread_mutex_lock(&l->mu);
         if (err == 0) {
-            l->_ttl_ms = resp->ttl_ms;
-            l->_expires_ms = now + resp->ttl_ms; /* measured from before the request */
+            l->ttl_ms = resp->ttl_ms;
+            l->expires_ms = now + resp->ttl_ms; /* measured from before the request */
             next = now + resp->ttl_ms / 3;
         } else {
-            int64_t pause = l->_ttl_ms / 10;
+            int64_t pause = l->ttl_ms / 10;
             int64_t last = give_up_at(l);
             next = baton__now_ms() + (pause < RENEW_RETRY_MIN_MS ? RENEW_RETRY_MIN_MS : pause);
             if (next > last)
@@ -195,7 +195,7 @@ static void *renew_thread(void *arg)
             baton__v1__renew_response__free_unpacked(resp, NULL);
         grpc_c_status_clear(&st);
     }
-    pthread_mutex_unlock(&l->_mu);
+    pthread_mutex_unlock(&l->mu);
     return NULL;
 }
 
@@ -206,9 +206,9 @@ static void *renew_thread(void *arg)
 static void stream_ended(void *ud, const grpc_c_status *st) /* a baton__hold_end_cb */
 {
     baton_lock *l = ud;
-    pthread_mutex_lock(&l->_mu);
-    int on_purpose = l->_stop;
-    pthread_mutex_unlock(&l->_mu);
+    pthread_mutex_lock(&l->mu);
+    int on_purpose = l->stop;
+    pthread_mutex_unlock(&l->mu);
     if (on_purpose || st->code == GRPC_C_CODE_OK) {
         set_state_if_held(l, BATON_LOCK_RELEASED);
     } else {
@@ -223,12 +223,12 @@ static void *stream_thread(void *arg)
 {
     baton_lock *l = arg;
     ProtobufCMessage *m = NULL;
-    while (grpc_c_call_read(l->_call, &m) == GRPC_C_OK) {
+    while (grpc_c_call_read(l->call, &m) == GRPC_C_OK) {
         protobuf_c_message_free_unpacked(m, NULL); /* nothing more is expected */
         m = NULL;
     }
     grpc_c_status st = GRPC_C_STATUS_INIT;
-    grpc_c_call_finish(l->_call, NULL, &st);
+    grpc_c_call_finish(l->call, NULL, &st);
     stream_ended(l, &st);
     grpc_c_status_clear(&st);
     return NULL;
@@ -238,23 +238,23 @@ static void *stream_thread(void *arg)
  * stream mode (cancel_hold 0: a Release by token already ended the hold). */
 static void stop_thread(baton_lock *l, int cancel_hold)
 {
-    pthread_mutex_lock(&l->_mu);
-    l->_stop = 1;
-    int has = l->_has_thread;
-    l->_has_thread = 0;
-    pthread_cond_broadcast(&l->_cv);
-    pthread_mutex_unlock(&l->_mu);
-    if (l->_call)
-        grpc_c_call_cancel(l->_call);
+    pthread_mutex_lock(&l->mu);
+    l->stop = 1;
+    int has = l->has_thread;
+    l->has_thread = 0;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    if (l->call)
+        grpc_c_call_cancel(l->call);
     if (has)
-        pthread_join(l->_thread, NULL);
-    if (l->_call) {
-        grpc_c_call_destroy(l->_call);
-        l->_call = NULL;
+        pthread_join(l->thread, NULL);
+    if (l->call) {
+        grpc_c_call_destroy(l->call);
+        l->call = NULL;
     }
-    if (l->_hold) {
-        baton__hold_free(l->_hold, cancel_hold);
-        l->_hold = NULL;
+    if (l->hold) {
+        baton__hold_free(l->hold, cancel_hold);
+        l->hold = NULL;
     }
 }
 
@@ -295,9 +295,9 @@ static int acquire_rpc(baton_client *c, const Baton__V1__AcquireRequest *req, co
                        grpc_c_call **callp)
 {
     int64_t limit =
-        opts->wait_ms >= 0 ? baton__add_ms(baton__now_ms(), baton__add_ms(opts->wait_ms, c->_call_timeout_ms)) : -1;
+        opts->wait_ms >= 0 ? baton__add_ms(baton__now_ms(), baton__add_ms(opts->wait_ms, c->call_timeout_ms)) : -1;
     grpc_c_call_options so = baton__stream_opts(c);
-    grpc_c_call *call = baton__v1__lock_service__grpc__acquire_start(c->_channel, req, &so);
+    grpc_c_call *call = baton__v1__lock_service__grpc__acquire_start(c->channel, req, &so);
     if (call == NULL)
         return baton__fail(BATON_ERR_NOMEM, "acquire: cannot start the call");
     cx_set(cx, call);
@@ -334,7 +334,7 @@ static int acquire_rpc(baton_client *c, const Baton__V1__AcquireRequest *req, co
         grpc_c_call_finish(call, NULL, &st);
         if (timed_out)
             err = baton__fail(BATON_ERR_TIMEOUT, "acquire: no answer from the server within wait + %lld ms",
-                              (long long)c->_call_timeout_ms);
+                              (long long)c->call_timeout_ms);
         else if (st.code == GRPC_C_CODE_OK)
             err = baton__fail(BATON_ERR_INTERNAL, "acquire: stream ended without a grant");
         else
@@ -379,7 +379,7 @@ static int acquire_session(baton_client *c, Baton__V1__AcquireRequest *req, cons
     sr.op_case = BATON__V1__SESSION_REQUEST__OP_ACQUIRE;
     sr.acquire = req;
     Baton__V1__SessionResponse *r = NULL;
-    int64_t timeout = opts->wait_ms >= 0 ? baton__add_ms(opts->wait_ms, c->_call_timeout_ms) : -1;
+    int64_t timeout = opts->wait_ms >= 0 ? baton__add_ms(opts->wait_ms, c->call_timeout_ms) : -1;
     void (*queued)(int64_t, void *) = opts->on_queued ? session_queued : NULL;
     int err = opts->mode == BATON_MODE_STREAM
                   ? baton__hold_acquire(c, &sr, timeout, queued, (void *)opts, &r, holdp)
@@ -423,7 +423,7 @@ int baton__acquire(baton_client *c, const char *key, const char *pool, int devic
     if (opts->ttl_ms < 0)
         return baton__fail(BATON_ERR_INVALID, "acquire: ttl_ms must not be negative");
 
-    const char *owner = opts->owner && opts->owner[0] ? opts->owner : c->_owner;
+    const char *owner = opts->owner && opts->owner[0] ? opts->owner : c->owner;
     Baton__V1__AcquireRequest req = BATON__V1__ACQUIRE_REQUEST__INIT;
     Baton__V1__Pool p = BATON__V1__POOL__INIT;
     req.key = (char *)(key ? key : "");
@@ -466,27 +466,27 @@ int baton__acquire(baton_client *c, const char *key, const char *pool, int devic
         goto done;
     }
     if (hold) {
-        l->_hold = hold;
+        l->hold = hold;
         grpc_c_status ended = GRPC_C_STATUS_INIT;
         if (baton__hold_attach(hold, stream_ended, l, &ended)) {
             stream_ended(l, &ended); /* it ended before its lock existed */
             grpc_c_status_clear(&ended);
         }
     } else if (opts->mode == BATON_MODE_STREAM) {
-        l->_call = call;
-        if (pthread_create(&l->_thread, NULL, stream_thread, l) != 0)
+        l->call = call;
+        if (pthread_create(&l->thread, NULL, stream_thread, l) != 0)
             goto thread_fail;
-        l->_has_thread = 1;
+        l->has_thread = 1;
     } else if (opts->auto_renew) {
-        if (pthread_create(&l->_thread, NULL, renew_thread, l) != 0)
+        if (pthread_create(&l->thread, NULL, renew_thread, l) != 0)
             goto thread_fail;
-        l->_has_thread = 1;
+        l->has_thread = 1;
     }
     *out = l;
     goto done;
 
 thread_fail:
-    baton_release_token(c, l->_key, l->_token);
+    baton_release_token(c, l->key, l->token);
     stop_thread(l, 1);
     lock_destroy(l);
     err = baton__fail(BATON_ERR_NOMEM, "acquire: cannot start the lock's thread");
@@ -532,14 +532,14 @@ int baton_release(baton_lock *l)
     /* No "releasing" mark here: a Release by token ends the stream OK, which
      * the stream thread reads as RELEASED, while a loss that arrives meanwhile
      * must still be reported as LOST (with on_lost). */
-    int err = baton_release_token(l->_client, l->_key, l->_token);
+    int err = baton_release_token(l->client, l->key, l->token);
     if (err == 0) {
         set_state_if_held(l, BATON_LOCK_RELEASED);
         stop_thread(l, 0);
     } else if (err == BATON_ERR_NOT_HELD) {
         set_state_if_held(l, BATON_LOCK_LOST);
         stop_thread(l, 0);
-    } else if (l->_mode == BATON_MODE_STREAM) {
+    } else if (l->mode == BATON_MODE_STREAM) {
         /* Cancelling the stream (or the hold) releases the lock at the server
          * even when the Release call failed; the error is still returned. */
         stop_thread(l, 1);
@@ -555,13 +555,13 @@ int baton_renew(baton_lock *l, int64_t ttl_ms)
     if (baton_lock_state_get(l) != BATON_LOCK_HELD)
         return baton__fail(BATON_ERR_LOST, "renew: the lock is not held");
     int64_t now = baton__now_ms(), granted = 0;
-    int err = baton_renew_token(l->_client, l->_key, l->_token, ttl_ms, &granted);
+    int err = baton_renew_token(l->client, l->key, l->token, ttl_ms, &granted);
     if (err == 0) {
-        pthread_mutex_lock(&l->_mu);
-        l->_ttl_ms = granted;
-        l->_expires_ms = now + granted;
-        l->_requested_ttl_ms = ttl_ms;
-        pthread_mutex_unlock(&l->_mu);
+        pthread_mutex_lock(&l->mu);
+        l->ttl_ms = granted;
+        l->expires_ms = now + granted;
+        l->requested_ttl_ms = ttl_ms;
+        pthread_mutex_unlock(&l->mu);
     } else if (err == BATON_ERR_NOT_HELD) {
         set_state_if_held(l, BATON_LOCK_LOST);
     }
@@ -588,52 +588,52 @@ void baton_lock_detach(baton_lock *l)
 
 const char *baton_lock_key(const baton_lock *l)
 {
-    return l->_key;
+    return l->key;
 }
 const char *baton_lock_token(const baton_lock *l)
 {
-    return l->_token;
+    return l->token;
 }
 const char *baton_lock_owner(const baton_lock *l)
 {
-    return l->_owner;
+    return l->owner;
 }
 uint64_t baton_lock_fencing(const baton_lock *l)
 {
-    return l->_fencing;
+    return l->fencing;
 }
 int baton_lock_device(const baton_lock *l)
 {
-    return l->_device;
+    return l->device;
 }
 baton_mode baton_lock_mode(const baton_lock *l)
 {
-    return l->_mode;
+    return l->mode;
 }
 
 int64_t baton_lock_ttl_ms(const baton_lock *l)
 {
     baton_lock *m = (baton_lock *)l; /* the mutex is not part of the logical state */
-    pthread_mutex_lock(&m->_mu);
-    int64_t t = m->_ttl_ms;
-    pthread_mutex_unlock(&m->_mu);
+    pthread_mutex_lock(&m->mu);
+    int64_t t = m->ttl_ms;
+    pthread_mutex_unlock(&m->mu);
     return t;
 }
 
 baton_lock_state baton_lock_state_get(const baton_lock *l)
 {
     baton_lock *m = (baton_lock *)l;
-    pthread_mutex_lock(&m->_mu);
-    baton_lock_state s = m->_state;
-    pthread_mutex_unlock(&m->_mu);
+    pthread_mutex_lock(&m->mu);
+    baton_lock_state s = m->state;
+    pthread_mutex_unlock(&m->mu);
     return s;
 }
 
 int baton_lock_cuda_visible_devices(const baton_lock *l, char *buf, size_t len)
 {
-    if (l == NULL || buf == NULL || l->_device < 0)
+    if (l == NULL || buf == NULL || l->device < 0)
         return baton__fail(BATON_ERR_INVALID, "not a pool lock");
-    int n = snprintf(buf, len, "%d", l->_device);
+    int n = snprintf(buf, len, "%d", l->device);
     if (n < 0 || (size_t)n >= len)
         return baton__fail(BATON_ERR_INVALID, "buffer too small");
     return 0;

@@ -52,13 +52,13 @@ static void session_drop(baton__session *s)
 static baton__session *session_take(baton_client *c, int *reused, int *not_ready)
 {
     for (;;) {
-        pthread_mutex_lock(&c->_mu);
-        baton__session *s = c->_idle;
+        pthread_mutex_lock(&c->mu);
+        baton__session *s = c->idle;
         if (s) {
-            c->_idle = s->next;
-            c->_nidle--;
+            c->idle = s->next;
+            c->nidle--;
         }
-        pthread_mutex_unlock(&c->_mu);
+        pthread_mutex_unlock(&c->mu);
         if (s == NULL)
             break;
         ProtobufCMessage *m = NULL;
@@ -78,7 +78,7 @@ static baton__session *session_take(baton_client *c, int *reused, int *not_ready
     if (s == NULL)
         return NULL;
     grpc_c_call_options so = baton__stream_opts(c);
-    s->call = baton__v1__lock_service__grpc__session_start(c->_channel, &so);
+    s->call = baton__v1__lock_service__grpc__session_start(c->channel, &so);
     if (s->call == NULL) {
         free(s);
         return NULL;
@@ -89,26 +89,26 @@ static baton__session *session_take(baton_client *c, int *reused, int *not_ready
 
 static void session_give(baton_client *c, baton__session *s)
 {
-    pthread_mutex_lock(&c->_mu);
-    int keep = c->_nidle < SESSION_IDLE_MAX;
+    pthread_mutex_lock(&c->mu);
+    int keep = c->nidle < SESSION_IDLE_MAX;
     if (keep) {
-        s->next = c->_idle;
-        c->_idle = s;
-        c->_nidle++;
+        s->next = c->idle;
+        c->idle = s;
+        c->nidle++;
     }
-    pthread_mutex_unlock(&c->_mu);
+    pthread_mutex_unlock(&c->mu);
     if (!keep)
         session_drop(s);
 }
 
 void baton__sessions_free(baton_client *c)
 {
-    while (c->_idle) {
-        baton__session *s = c->_idle;
-        c->_idle = s->next;
+    while (c->idle) {
+        baton__session *s = c->idle;
+        c->idle = s->next;
         session_drop(s);
     }
-    c->_nidle = 0;
+    c->nidle = 0;
 }
 
 enum { RUN_DONE, RUN_UNSENT, RUN_BROKEN, RUN_TIMEOUT };
@@ -158,7 +158,7 @@ int baton__session_call(baton_client *c, Baton__V1__SessionRequest *req, int64_t
 {
     *resp = NULL;
     for (int attempt = 0;; attempt++) {
-        if (c->_sessions_off)
+        if (c->sessions_off)
             return BATON__SESSIONS_OFF;
         int reused = 0, not_ready = 0;
         baton__session *s = session_take(c, &reused, &not_ready);
@@ -190,7 +190,7 @@ int baton__session_call(baton_client *c, Baton__V1__SessionRequest *req, int64_t
         grpc_c_call_finish(s->call, NULL, &st);
         session_drop(s);
         if (st.code == GRPC_C_CODE_UNIMPLEMENTED) {
-            c->_sessions_off = 1; /* an older batond: the operation never ran */
+            c->sessions_off = 1; /* an older batond: the operation never ran */
             grpc_c_status_clear(&st);
             continue;
         }
