@@ -1,4 +1,10 @@
-/* client.c - the client (one gRPC channel) and the unary token-level calls. */
+/*
+ * client.c - the client (one gRPC channel) and the unary token-level calls.
+ *
+ * The top of libbaton's internal dependencies: it creates and frees the
+ * parts owned by conn.c, session.c and holds.c, and none of them calls
+ * back into this file.
+ */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,10 +65,6 @@ int baton_client_new(const char *target, const baton_client_options *opts, baton
     if (c->owner == NULL)
         goto fail;
     c->call_timeout_ms = opts->call_timeout_ms > 0 ? opts->call_timeout_ms : DEFAULT_CALL_TIMEOUT_MS;
-    c->sessions_off = opts->disable_sessions != 0;
-    pthread_mutex_init(&c->mu, NULL);
-    pthread_mutex_init(&c->holds_mu, NULL);
-    pthread_cond_init(&c->holds_cv, NULL);
     /* gRPC waits 1 s after a failed connection, then 1.6 times longer after
      * each further failure, up to 2 minutes: after a 20 s outage a client
      * found batond again only 1-10 s after it was back. Start sooner and
@@ -83,14 +85,12 @@ int baton_client_new(const char *target, const baton_client_options *opts, baton
         baton__fail(BATON_ERR_NOMEM, "cannot create a channel to %s", target);
         goto fail;
     }
+    baton__conn_init(c);
+    baton__sessions_init(c, opts->disable_sessions);
+    baton__holds_init(c);
     *out = c;
     return 0;
 fail:
-    if (c->owner) {
-        pthread_mutex_destroy(&c->mu);
-        pthread_mutex_destroy(&c->holds_mu);
-        pthread_cond_destroy(&c->holds_cv);
-    }
     free(c->owner);
     free(c);
     return BATON_ERR_NOMEM;
@@ -103,9 +103,6 @@ void baton_client_free(baton_client *c)
     baton__holds_free(c);
     baton__sessions_free(c);
     baton__conn_free(c);
-    pthread_mutex_destroy(&c->mu);
-    pthread_mutex_destroy(&c->holds_mu);
-    pthread_cond_destroy(&c->holds_cv);
     grpc_c_channel_destroy(c->channel);
     free(c->owner);
     free(c);
@@ -114,23 +111,6 @@ void baton_client_free(baton_client *c)
 const char *baton_client_owner(const baton_client *c)
 {
     return c ? c->owner : "";
-}
-
-grpc_c_call_options baton__unary_opts(const baton_client *c)
-{
-    grpc_c_call_options o = {0};
-    o.timeout_ms = c->call_timeout_ms;
-    return o;
-}
-
-/* Why the start needs a bound: on a channel connecting to a batond that
- * accepts TCP but never answers (frozen), gRPC waits 20 s for the
- * connection, and a call without a deadline waited as long. */
-grpc_c_call_options baton__stream_opts(const baton_client *c)
-{
-    grpc_c_call_options o = {0};
-    o.start_timeout_ms = c->call_timeout_ms;
-    return o;
 }
 
 /* Runs a Renew or Release over a session. Returns BATON__SESSIONS_OFF when

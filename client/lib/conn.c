@@ -22,17 +22,18 @@
 static void *reconnect_main(void *arg)
 {
     baton_client *c = arg;
+    baton__conn *k = &c->conn;
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     for (;;) {
         /* (1: a channel gone IDLE starts connecting.) */
         grpc_connectivity_state s = grpc_channel_check_connectivity_state(c->channel, 1);
-        pthread_mutex_lock(&c->mu);
-        if (s == GRPC_CHANNEL_READY || s == GRPC_CHANNEL_SHUTDOWN || c->rc_stop) {
-            c->rc_running = 0;
-            pthread_mutex_unlock(&c->mu);
+        pthread_mutex_lock(&k->mu);
+        if (s == GRPC_CHANNEL_READY || s == GRPC_CHANNEL_SHUTDOWN || k->stop) {
+            k->running = 0;
+            pthread_mutex_unlock(&k->mu);
             break;
         }
-        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_unlock(&k->mu);
         gpr_timespec slice = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                           gpr_time_from_millis(WATCH_SLICE_MS, GPR_TIMESPAN));
         grpc_channel_watch_connectivity_state(c->channel, s, slice, cq, NULL);
@@ -46,19 +47,25 @@ static void *reconnect_main(void *arg)
     return NULL;
 }
 
+void baton__conn_init(baton_client *c)
+{
+    pthread_mutex_init(&c->conn.mu, NULL);
+}
+
 int baton__channel_ready(baton_client *c)
 {
     if (grpc_channel_check_connectivity_state(c->channel, 1) == GRPC_CHANNEL_READY)
         return 1;
-    pthread_mutex_lock(&c->mu);
-    if (!c->rc_running && !c->rc_stop) {
-        if (c->rc_started) /* the last one has left (or is leaving): reap it */
-            pthread_join(c->rc_thread, NULL);
-        c->rc_started = pthread_create(&c->rc_thread, NULL, reconnect_main, c) == 0;
-        c->rc_running = c->rc_started;
+    baton__conn *k = &c->conn;
+    pthread_mutex_lock(&k->mu);
+    if (!k->running && !k->stop) {
+        if (k->started) /* the last one has left (or is leaving): reap it */
+            pthread_join(k->thread, NULL);
+        k->started = pthread_create(&k->thread, NULL, reconnect_main, c) == 0;
+        k->running = k->started;
         /* (Without the thread, gRPC's own background poll still reconnects.) */
     }
-    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&k->mu);
     return 0;
 }
 
@@ -70,11 +77,13 @@ void baton__conn_note(baton_client *c, int code)
 
 void baton__conn_free(baton_client *c)
 {
-    pthread_mutex_lock(&c->mu);
-    c->rc_stop = 1;
-    int started = c->rc_started;
-    c->rc_started = 0;
-    pthread_mutex_unlock(&c->mu);
+    baton__conn *k = &c->conn;
+    pthread_mutex_lock(&k->mu);
+    k->stop = 1;
+    int started = k->started;
+    k->started = 0;
+    pthread_mutex_unlock(&k->mu);
     if (started)
-        pthread_join(c->rc_thread, NULL);
+        pthread_join(k->thread, NULL);
+    pthread_mutex_destroy(&k->mu);
 }

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "internal.h"
 
@@ -84,36 +83,6 @@ int baton__fail_status(const grpc_c_status *st, enum baton__phase phase, const c
     int err = baton__err_of_code(st->code, phase);
     const char *msg = st->message && st->message[0] ? st->message : grpc_c_code_name(st->code);
     return baton__fail(err, "%s: %s", what, msg);
-}
-
-int64_t baton__now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void baton__cond_init_monotonic(pthread_cond_t *cv)
-{
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &ca);
-    pthread_condattr_destroy(&ca);
-}
-
-struct timespec baton__abstime(int64_t at_ms)
-{
-    int64_t left = at_ms - baton__now_ms();
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    if (left < 0)
-        left = 0;
-    /* Seconds apart from the rest: a far deadline must not overflow in ns. */
-    int64_t ns = ts.tv_nsec + (left % 1000) * 1000000LL;
-    ts.tv_sec += (time_t)(left / 1000) + (time_t)(ns / 1000000000LL);
-    ts.tv_nsec = ns % 1000000000LL;
-    return ts;
 }
 
 char *baton__strdup(const char *s)

@@ -29,7 +29,7 @@
  * Lifetimes: a hold session is reference-counted (the client while it is
  * current, the reader and notifier threads, each hold registered on it).
  * Both threads are detached; the client counts them and baton_client_free
- * waits for them. Locking order: holds_mu (client) -> hs->mu; hs->wmu is
+ * waits for them. Locking order: c->holds.mu -> hs->mu; hs->wmu is
  * taken alone. One thread reads the call while others write it (under
  * wmu): grpc_c allows one reader and one writer at a time.
  */
@@ -40,23 +40,25 @@
 #include <grpc/grpc.h>
 
 #include "internal.h"
+#include "map.h"
 
 /* Waiting acquires per hold session before further ones use their own RPC. */
 #define HOLDS_WAIT_MAX 1000
 
-typedef struct baton__hold_session hold_session;
+typedef baton__hold_session hold_session;
 
 enum { H_WAITING, H_ANSWERED, H_HELD, H_ENDED };
 
 struct baton__hold {
     hold_session *hs;
-    baton__hold *hnext;       /* hs->ops bucket while registered */
+    map_node node;            /* in hs->ops while linked */
     uint64_t id;
     int state;                         /* H_*, under hs->mu */
     int linked;                        /* in hs->ops: its responses are routed to it */
     int in_cb;                         /* the notifier is calling on_end */
     int notify;                        /* in hs's notify queue */
     baton__hold *nnext;
+    baton__hold *bnext;                /* session_broke's list */
     int64_t queued;                    /* latest position not yet reported (0: none) */
     Baton__V1__SessionResponse *resp;  /* H_ANSWERED: granted or status; NULL: the session broke */
     grpc_c_status end;                 /* H_ENDED: how (for on_end, or for attach when none yet) */
@@ -70,8 +72,7 @@ struct baton__hold_session {
     grpc_c_call *call;
     pthread_mutex_t mu;  /* ops, next_id, dead, nwait, refs */
     pthread_mutex_t wmu; /* one write at a time on the call */
-    baton__hold **ops;   /* registered holds by id: ops_cap buckets (a power of 2) */
-    uint32_t ops_cap, nops;
+    map ops;             /* registered holds by id (map_hash_u64) */
     uint64_t next_id;
     int nwait;
     int dead;
@@ -91,7 +92,7 @@ static void hs_unref(hold_session *hs)
         return;
     grpc_c_call_destroy(hs->call);
     grpc_c_status_clear(&hs->status);
-    free(hs->ops);
+    map_free(&hs->ops);
     pthread_mutex_destroy(&hs->mu);
     pthread_mutex_destroy(&hs->wmu);
     pthread_cond_destroy(&hs->ncv);
@@ -99,37 +100,12 @@ static void hs_unref(hold_session *hs)
 }
 
 /* The holds by id, so that routing a response costs the same with one hold
- * or thousands. Ids are handed out in sequence: the low bits spread them. */
-static baton__hold **bucket(hold_session *hs, uint64_t id)
-{
-    return &hs->ops[id & (hs->ops_cap - 1)];
-}
-
-/* Registers h (id set) as waiting; -1 when out of memory. */
+ * or thousands. Registers h (id set) as waiting; -1 when out of memory. */
 static int link_op(hold_session *hs, baton__hold *h)
 {
-    if (hs->nops >= hs->ops_cap) {
-        uint32_t ocap = hs->ops_cap, cap = ocap ? ocap * 2 : 16;
-        baton__hold **old = hs->ops, **ops = calloc(cap, sizeof *ops);
-        if (ops == NULL)
-            return -1;
-        hs->ops = ops;
-        hs->ops_cap = cap;
-        for (uint32_t i = 0; i < ocap; i++) {
-            for (baton__hold *o = old[i], *next; o; o = next) {
-                next = o->hnext;
-                baton__hold **b = bucket(hs, o->id);
-                o->hnext = *b;
-                *b = o;
-            }
-        }
-        free(old);
-    }
-    baton__hold **b = bucket(hs, h->id);
-    h->hnext = *b;
-    *b = h;
+    if (map_insert(&hs->ops, &h->node, map_hash_u64(h->id)) != 0)
+        return -1;
     h->linked = 1;
-    hs->nops++;
     hs->nwait++;
     return 0;
 }
@@ -138,23 +114,21 @@ static void unlink_op(hold_session *hs, baton__hold *h)
 {
     if (!h->linked)
         return;
-    baton__hold **p = bucket(hs, h->id);
-    while (*p != h)
-        p = &(*p)->hnext;
-    *p = h->hnext;
-    h->hnext = NULL;
+    map_remove(&hs->ops, &h->node);
     h->linked = 0;
-    hs->nops--;
     if (h->state == H_WAITING)
         hs->nwait--;
 }
 
 static baton__hold *find_op(hold_session *hs, uint64_t id)
 {
-    baton__hold *h = hs->ops_cap ? *bucket(hs, id) : NULL;
-    while (h && h->id != id)
-        h = h->hnext;
-    return h;
+    uint64_t hash = map_hash_u64(id);
+    for (map_node *n = map_first(&hs->ops, hash); n; n = map_next(n, hash)) {
+        baton__hold *h = MAP_ENTRY(n, baton__hold, node);
+        if (h->id == id)
+            return h;
+    }
+    return NULL;
 }
 
 /* The end of a hold: queued for the notifier, which calls its on_end, or
@@ -224,6 +198,13 @@ static void dispatch(hold_session *hs, Baton__V1__SessionResponse *r)
         baton__v1__session_response__free_unpacked(r, NULL);
 }
 
+static void push_broken(map_node *n, void *ud)
+{
+    baton__hold *h = MAP_ENTRY(n, baton__hold, node), **list = ud;
+    h->bnext = *list;
+    *list = h;
+}
+
 /* The session broke: every acquire waiting on it and every hold ends. */
 static void session_broke(hold_session *hs)
 {
@@ -249,16 +230,16 @@ static void session_broke(hold_session *hs)
     pthread_mutex_lock(&hs->mu);
     hs->status.code = st.code;
     hs->status.message = st.message ? strdup(st.message) : NULL;
-    for (uint32_t i = 0; i < hs->ops_cap; i++) {
-        baton__hold *h;
-        while ((h = hs->ops[i]) != NULL) { /* each is unlinked below */
-            if (h->state == H_WAITING) {
-                unlink_op(hs, h);
-                h->state = H_ANSWERED; /* resp NULL: see hs->status */
-                pthread_cond_signal(&h->cv);
-            } else {
-                end_hold(hs, h, GRPC_C_CODE_UNAVAILABLE, held);
-            }
+    baton__hold *list = NULL; /* (the map cannot change while it is walked) */
+    map_each(&hs->ops, push_broken, &list);
+    for (baton__hold *h = list, *next; h; h = next) { /* each is unlinked here */
+        next = h->bnext;
+        if (h->state == H_WAITING) {
+            unlink_op(hs, h);
+            h->state = H_ANSWERED; /* resp NULL: see hs->status */
+            pthread_cond_signal(&h->cv);
+        } else {
+            end_hold(hs, h, GRPC_C_CODE_UNAVAILABLE, held);
         }
     }
     hs->reader_done = 1;
@@ -269,10 +250,10 @@ static void session_broke(hold_session *hs)
 
 static void thread_left(baton_client *c)
 {
-    pthread_mutex_lock(&c->holds_mu);
-    c->nreaders--;
-    pthread_cond_broadcast(&c->holds_cv);
-    pthread_mutex_unlock(&c->holds_mu);
+    pthread_mutex_lock(&c->holds.mu);
+    c->holds.nthreads--;
+    pthread_cond_broadcast(&c->holds.cv);
+    pthread_mutex_unlock(&c->holds.mu);
 }
 
 /* Calls the end callbacks, in the order the holds ended, until the reader
@@ -330,10 +311,10 @@ static int start_detached(void *(*fn)(void *), void *arg)
 
 /* The current hold session with a reference for the caller, opening one if
  * there is none or the last one broke. NULL with *not_ready on a channel
- * not connected; NULL on failure. Called with c->holds_mu held. */
+ * not connected; NULL on failure. Called with c->holds.mu held. */
 static hold_session *current(baton_client *c, int *not_ready)
 {
-    hold_session *hs = c->holds;
+    hold_session *hs = c->holds.current;
     if (hs) {
         pthread_mutex_lock(&hs->mu);
         int dead = hs->dead;
@@ -342,7 +323,7 @@ static hold_session *current(baton_client *c, int *not_ready)
         pthread_mutex_unlock(&hs->mu);
         if (!dead)
             return hs;
-        c->holds = NULL;
+        c->holds.current = NULL;
         hs_unref(hs);
     }
     if (!baton__channel_ready(c)) {
@@ -364,7 +345,7 @@ static hold_session *current(baton_client *c, int *not_ready)
         hs_unref(hs);
         return NULL;
     }
-    c->nreaders++;
+    c->holds.nthreads++;
     if (start_detached(reader, hs) != 0) {
         pthread_mutex_lock(&hs->mu);
         hs->dead = hs->reader_done = 1; /* the notifier leaves */
@@ -375,8 +356,8 @@ static hold_session *current(baton_client *c, int *not_ready)
         hs_unref(hs); /* the caller's */
         return NULL;
     }
-    c->nreaders++;
-    c->holds = hs;
+    c->holds.nthreads++;
+    c->holds.current = hs;
     return hs;
 }
 
@@ -457,7 +438,7 @@ static int run(hold_session *hs, baton__hold *h, Baton__V1__SessionRequest *req,
         }
         if (limit_ms < 0) {
             pthread_cond_wait(&h->cv, &hs->mu);
-        } else if (baton__now_ms() >= limit_ms) {
+        } else if (clock_mono_ms() >= limit_ms) {
             timed_out = 1;
             break;
         } else {
@@ -482,12 +463,12 @@ int baton__hold_acquire(baton_client *c, Baton__V1__SessionRequest *req, int64_t
 {
     *resp = NULL;
     *out = NULL;
-    int64_t limit = timeout_ms >= 0 ? baton__add_ms(baton__now_ms(), timeout_ms) : -1;
+    int64_t limit = timeout_ms >= 0 ? clock_add_ms(clock_mono_ms(), timeout_ms) : -1;
     for (int attempt = 0;; attempt++) {
-        if (c->sessions_off)
+        if (baton__sessions_off(c))
             return BATON__SESSIONS_OFF;
         int not_ready = 0;
-        pthread_mutex_lock(&c->holds_mu);
+        pthread_mutex_lock(&c->holds.mu);
         hold_session *hs = current(c, &not_ready);
         int full = 0;
         if (hs) {
@@ -495,7 +476,7 @@ int baton__hold_acquire(baton_client *c, Baton__V1__SessionRequest *req, int64_t
             full = hs->nwait >= HOLDS_WAIT_MAX;
             pthread_mutex_unlock(&hs->mu);
         }
-        pthread_mutex_unlock(&c->holds_mu);
+        pthread_mutex_unlock(&c->holds.mu);
         if (hs && full) {
             hs_unref(hs);
             return BATON__SESSIONS_OFF; /* this acquire only */
@@ -533,7 +514,7 @@ int baton__hold_acquire(baton_client *c, Baton__V1__SessionRequest *req, int64_t
             pthread_mutex_lock(&hs->mu);
             grpc_c_status st = {hs->status.code, hs->status.message};
             if (st.code == GRPC_C_CODE_UNIMPLEMENTED) {
-                c->sessions_off = 1; /* an older batond: the acquire never ran */
+                baton__sessions_disable(c); /* an older batond: the acquire never ran */
                 err = BATON__SESSIONS_OFF;
             } else if (rc == RUN_UNSENT && attempt == 0) {
                 err = 0; /* it broke before our request: once more on a new session */
@@ -586,18 +567,26 @@ void baton__hold_free(baton__hold *h, int cancel)
     hs_unref(hs);
 }
 
+void baton__holds_init(baton_client *c)
+{
+    pthread_mutex_init(&c->holds.mu, NULL);
+    pthread_cond_init(&c->holds.cv, NULL);
+}
+
 void baton__holds_free(baton_client *c)
 {
-    pthread_mutex_lock(&c->holds_mu);
-    hold_session *hs = c->holds;
-    c->holds = NULL;
-    pthread_mutex_unlock(&c->holds_mu);
+    pthread_mutex_lock(&c->holds.mu);
+    hold_session *hs = c->holds.current;
+    c->holds.current = NULL;
+    pthread_mutex_unlock(&c->holds.mu);
     if (hs) {
         grpc_c_call_cancel(hs->call); /* the reader sees the end and leaves */
         hs_unref(hs);
     }
-    pthread_mutex_lock(&c->holds_mu);
-    while (c->nreaders > 0)
-        pthread_cond_wait(&c->holds_cv, &c->holds_mu);
-    pthread_mutex_unlock(&c->holds_mu);
+    pthread_mutex_lock(&c->holds.mu);
+    while (c->holds.nthreads > 0)
+        pthread_cond_wait(&c->holds.cv, &c->holds.mu);
+    pthread_mutex_unlock(&c->holds.mu);
+    pthread_mutex_destroy(&c->holds.mu);
+    pthread_cond_destroy(&c->holds.cv);
 }

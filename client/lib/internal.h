@@ -9,28 +9,77 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "clock.h"
+
 #include "baton/baton.h"
 #include "baton/v1/lock.grpc-c.h"
 
 typedef struct baton__session baton__session;
+typedef struct baton__hold_session baton__hold_session;
+
+/*
+ * A client is its channel, its owner name and its call timeout, set once by
+ * client.c and read-only after, plus one part per file. Each part's fields
+ * are touched only by the file that owns it; the others go through its
+ * baton__ functions. The files depend on each other one way only:
+ *
+ *     client.c -> holds.c -> session.c -> conn.c -> error.c
+ *     (lock.c, async.c, watch.c use any of them; none of them uses lock.c)
+ */
+
+/* conn.c: the thread polling the channel back to READY. */
+typedef struct baton__conn {
+    pthread_mutex_t mu; /* guards the fields below */
+    pthread_t thread;
+    int started; /* thread is joinable */
+    int running; /* ... and still watching */
+    int stop;    /* the client is being freed */
+} baton__conn;
+
+/* session.c: the pool of idle Session streams. */
+typedef struct baton__sessions {
+    pthread_mutex_t mu; /* guards idle, nidle */
+    baton__session *idle;
+    int nidle;
+    _Atomic int off; /* set once: one RPC per operation instead */
+} baton__sessions;
+
+/* holds.c: the Session holding stream-mode locks, and its threads. */
+typedef struct baton__holds {
+    pthread_mutex_t mu;          /* guards current, nthreads */
+    pthread_cond_t cv;           /* signalled when a thread leaves */
+    baton__hold_session *current;
+    int nthreads;                /* hold-session threads (readers, notifiers) still running */
+} baton__holds;
 
 struct baton_client {
     grpc_channel *channel;
     char *owner;
     int64_t call_timeout_ms;
-    pthread_mutex_t mu;     /* guards idle, nidle, rc_* */
-    baton__session *idle;   /* idle Session streams (session.c) */
-    int nidle;
-    _Atomic int sessions_off; /* set once: one RPC per operation instead */
-    pthread_mutex_t holds_mu; /* guards holds, nreaders (holds.c) */
-    pthread_cond_t holds_cv;  /* signalled when a reader leaves */
-    struct baton__hold_session *holds; /* the Session holding stream-mode locks */
-    int nreaders;             /* hold-session threads (readers, notifiers) still running */
-    pthread_t rc_thread;      /* polls the channel back to READY (conn.c) */
-    int rc_started;           /* rc_thread is joinable */
-    int rc_running;           /* ... and still watching */
-    int rc_stop;              /* the client is being freed */
+    baton__conn conn;         /* conn.c */
+    baton__sessions sessions; /* session.c */
+    baton__holds holds;       /* holds.c */
 };
+
+/* Unary call options with the client's deadline. */
+static inline grpc_c_call_options baton__unary_opts(const baton_client *c)
+{
+    grpc_c_call_options o = {0};
+    o.timeout_ms = c->call_timeout_ms;
+    return o;
+}
+
+/* Options of a streaming call (no deadline: the stream may hold a lock)
+ * whose start gives up after the client's call timeout. Why the start needs
+ * a bound: on a channel connecting to a batond that accepts TCP but never
+ * answers (frozen), gRPC waits 20 s for the connection, and a call without
+ * a deadline waited as long. */
+static inline grpc_c_call_options baton__stream_opts(const baton_client *c)
+{
+    grpc_c_call_options o = {0};
+    o.start_timeout_ms = c->call_timeout_ms;
+    return o;
+}
 
 /* What an error means depends on where it happened: ABORTED while acquiring
  * is "busy", on a held stream it is "lost". */
@@ -45,37 +94,52 @@ int baton__fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 
 /* Maps a finished call's status, records its message, returns the error. */
 int baton__fail_status(const grpc_c_status *st, enum baton__phase phase, const char *what);
 
-/* Monotonic clock in milliseconds. */
-int64_t baton__now_ms(void);
-/* a + b for non-negative milliseconds, saturating at INT64_MAX (a wait_ms
- * the server will refuse must not overflow on the way there). */
-static inline int64_t baton__add_ms(int64_t a, int64_t b)
+/* Time is clock_mono_ms (clock.h); deadlines are added with clock_add_ms,
+ * which saturates (a wait_ms the server will refuse must not overflow on
+ * the way there). */
+
+/* A condition variable timed on the monotonic clock. */
+static inline void baton__cond_init_monotonic(pthread_cond_t *cv)
 {
-    return a > INT64_MAX - b ? INT64_MAX : a + b;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
 }
 
-/* A condition variable timed on the monotonic clock, and the absolute time
- * for pthread_cond_timedwait on it at the monotonic `at_ms` (past: now). */
-void baton__cond_init_monotonic(pthread_cond_t *cv);
-struct timespec baton__abstime(int64_t at_ms);
+/* The absolute time for pthread_cond_timedwait on such a condition variable
+ * at the monotonic clock_mono_ms() time `at_ms` (past: now). */
+static inline struct timespec baton__abstime(int64_t at_ms)
+{
+    int64_t left = at_ms - clock_mono_ms();
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (left < 0)
+        left = 0;
+    /* Seconds apart from the rest: a far deadline must not overflow in ns. */
+    int64_t ns = ts.tv_nsec + (left % 1000) * 1000000LL;
+    ts.tv_sec += (time_t)(left / 1000) + (time_t)(ns / 1000000000LL);
+    ts.tv_nsec = ns % 1000000000LL;
+    return ts;
+}
 
 /* strdup that records BATON_ERR_NOMEM on failure. */
 char *baton__strdup(const char *s);
 
+/* ---- the channel's reconnection (conn.c) ---- */
+
+void baton__conn_init(baton_client *c);
 /* 1 if the channel is connected. Otherwise 0, and a thread (one per client)
- * polls the channel until it is connected again (conn.c). */
+ * polls the channel until it is connected again. */
 int baton__channel_ready(baton_client *c);
 /* After a call failed with gRPC status `code`: starts that thread if the
  * failure was UNAVAILABLE and the channel is not connected. */
 void baton__conn_note(baton_client *c, int code);
-/* Stops and joins that thread. */
+/* Stops and joins that thread (baton_client_free). */
 void baton__conn_free(baton_client *c);
 
-/* Unary call options with the client's deadline. */
-grpc_c_call_options baton__unary_opts(const baton_client *c);
-/* Options of a streaming call (no deadline: the stream may hold a lock)
- * whose start gives up after the client's call timeout. */
-grpc_c_call_options baton__stream_opts(const baton_client *c);
+/* ---- acquiring (lock.c) ---- */
 
 /* Cancellation hook shared by a pending acquire and whoever may cancel it. */
 typedef struct baton__canceller {
@@ -88,6 +152,15 @@ typedef struct baton__canceller {
  * key / pool is non-NULL. `cx` may be NULL. */
 int baton__acquire(baton_client *c, const char *key, const char *pool, int devices,
                    const baton_acquire_options *opts, baton__canceller *cx, baton_lock **out);
+
+/* ---- operations on pooled Session streams (session.c) ---- */
+
+/* off: the client was created with sessions disabled. */
+void baton__sessions_init(baton_client *c, int off);
+/* 1 once sessions are off for the client (disabled, or a server without
+ * the Session RPC); baton__sessions_disable turns them off for good. */
+int baton__sessions_off(const baton_client *c);
+void baton__sessions_disable(baton_client *c);
 
 /* Cancellable acquires (baton_acquire_async) use the Acquire RPC, not a
  * session: a lease granted on a session stays once written, whereas a
@@ -118,6 +191,8 @@ void baton__sessions_free(baton_client *c);
 /* ---- stream-mode holds on one shared Session (holds.c) ---- */
 
 typedef struct baton__hold baton__hold;
+
+void baton__holds_init(baton_client *c);
 
 /* The end of a hold at the server, on the hold session's notifier thread:
  * st->code OK when it was released by its token, else why it was lost. */

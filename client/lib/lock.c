@@ -78,7 +78,7 @@ static baton_lock *lock_new(baton_client *c, const Baton__V1__Granted *g, const 
     l->lost_ud = o->lost_ud;
     l->state = BATON_LOCK_HELD;
     l->ttl_ms = g->ttl_ms;
-    l->expires_ms = baton__now_ms() + g->ttl_ms;
+    l->expires_ms = clock_mono_ms() + g->ttl_ms;
     return l;
 }
 
@@ -105,7 +105,7 @@ static void set_state_if_held(baton_lock *l, baton_lock_state s)
 /* Waits on cv until the monotonic time `at_ms` or until stop. Holds mu. */
 static void wait_until(baton_lock *l, int64_t at_ms)
 {
-    while (!l->stop && baton__now_ms() < at_ms) {
+    while (!l->stop && clock_mono_ms() < at_ms) {
         struct timespec ts = baton__abstime(at_ms);
         pthread_cond_timedwait(&l->cv, &l->mu, &ts);
     }
@@ -135,12 +135,12 @@ static void *renew_thread(void *arg)
 {
     baton_lock *l = arg;
     pthread_mutex_lock(&l->mu);
-    int64_t next = baton__now_ms() + l->ttl_ms / 3;
+    int64_t next = clock_mono_ms() + l->ttl_ms / 3;
     for (;;) {
         wait_until(l, next);
         if (l->stop || l->state != BATON_LOCK_HELD)
             break;
-        int64_t now = baton__now_ms();
+        int64_t now = clock_mono_ms();
         int64_t left = give_up_at(l) - now;
         if (left <= 0) {
             int64_t runs_out = l->expires_ms - now;
@@ -187,7 +187,7 @@ static void *renew_thread(void *arg)
         } else {
             int64_t pause = l->ttl_ms / 10;
             int64_t last = give_up_at(l);
-            next = baton__now_ms() + (pause < RENEW_RETRY_MIN_MS ? RENEW_RETRY_MIN_MS : pause);
+            next = clock_mono_ms() + (pause < RENEW_RETRY_MIN_MS ? RENEW_RETRY_MIN_MS : pause);
             if (next > last)
                 next = last;
         }
@@ -295,7 +295,7 @@ static int acquire_rpc(baton_client *c, const Baton__V1__AcquireRequest *req, co
                        grpc_c_call **callp)
 {
     int64_t limit =
-        opts->wait_ms >= 0 ? baton__add_ms(baton__now_ms(), baton__add_ms(opts->wait_ms, c->call_timeout_ms)) : -1;
+        opts->wait_ms >= 0 ? clock_add_ms(clock_mono_ms(), clock_add_ms(opts->wait_ms, c->call_timeout_ms)) : -1;
     grpc_c_call_options so = baton__stream_opts(c);
     grpc_c_call *call = baton__v1__lock_service__grpc__acquire_start(c->channel, req, &so);
     if (call == NULL)
@@ -305,10 +305,10 @@ static int acquire_rpc(baton_client *c, const Baton__V1__AcquireRequest *req, co
     int granted = 0, timed_out = 0, err = 0;
     for (;;) {
         Baton__V1__AcquireEvent *ev = NULL;
-        int64_t wait = limit < 0 || timed_out ? 3600000 : limit - baton__now_ms();
+        int64_t wait = limit < 0 || timed_out ? 3600000 : limit - clock_mono_ms();
         int rc = baton__v1__lock_service__grpc__acquire_read_timeout(call, &ev, wait < 0 ? 0 : wait);
         if (rc == GRPC_C_TIMEOUT) {
-            if (limit >= 0 && baton__now_ms() >= limit && !timed_out) {
+            if (limit >= 0 && clock_mono_ms() >= limit && !timed_out) {
                 timed_out = 1;
                 grpc_c_call_cancel(call);
             }
@@ -379,7 +379,7 @@ static int acquire_session(baton_client *c, Baton__V1__AcquireRequest *req, cons
     sr.op_case = BATON__V1__SESSION_REQUEST__OP_ACQUIRE;
     sr.acquire = req;
     Baton__V1__SessionResponse *r = NULL;
-    int64_t timeout = opts->wait_ms >= 0 ? baton__add_ms(opts->wait_ms, c->call_timeout_ms) : -1;
+    int64_t timeout = opts->wait_ms >= 0 ? clock_add_ms(opts->wait_ms, c->call_timeout_ms) : -1;
     void (*queued)(int64_t, void *) = opts->on_queued ? session_queued : NULL;
     int err = opts->mode == BATON_MODE_STREAM
                   ? baton__hold_acquire(c, &sr, timeout, queued, (void *)opts, &r, holdp)
@@ -554,7 +554,7 @@ int baton_renew(baton_lock *l, int64_t ttl_ms)
         return baton__fail(BATON_ERR_INVALID, "baton_renew: lock required, ttl_ms >= 0");
     if (baton_lock_state_get(l) != BATON_LOCK_HELD)
         return baton__fail(BATON_ERR_LOST, "renew: the lock is not held");
-    int64_t now = baton__now_ms(), granted = 0;
+    int64_t now = clock_mono_ms(), granted = 0;
     int err = baton_renew_token(l->client, l->key, l->token, ttl_ms, &granted);
     if (err == 0) {
         pthread_mutex_lock(&l->mu);

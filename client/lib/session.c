@@ -52,13 +52,13 @@ static void session_drop(baton__session *s)
 static baton__session *session_take(baton_client *c, int *reused, int *not_ready)
 {
     for (;;) {
-        pthread_mutex_lock(&c->mu);
-        baton__session *s = c->idle;
+        pthread_mutex_lock(&c->sessions.mu);
+        baton__session *s = c->sessions.idle;
         if (s) {
-            c->idle = s->next;
-            c->nidle--;
+            c->sessions.idle = s->next;
+            c->sessions.nidle--;
         }
-        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_unlock(&c->sessions.mu);
         if (s == NULL)
             break;
         ProtobufCMessage *m = NULL;
@@ -89,26 +89,45 @@ static baton__session *session_take(baton_client *c, int *reused, int *not_ready
 
 static void session_give(baton_client *c, baton__session *s)
 {
-    pthread_mutex_lock(&c->mu);
-    int keep = c->nidle < SESSION_IDLE_MAX;
+    baton__sessions *p = &c->sessions;
+    pthread_mutex_lock(&p->mu);
+    int keep = p->nidle < SESSION_IDLE_MAX;
     if (keep) {
-        s->next = c->idle;
-        c->idle = s;
-        c->nidle++;
+        s->next = p->idle;
+        p->idle = s;
+        p->nidle++;
     }
-    pthread_mutex_unlock(&c->mu);
+    pthread_mutex_unlock(&p->mu);
     if (!keep)
         session_drop(s);
 }
 
+void baton__sessions_init(baton_client *c, int off)
+{
+    pthread_mutex_init(&c->sessions.mu, NULL);
+    c->sessions.off = off != 0;
+}
+
+int baton__sessions_off(const baton_client *c)
+{
+    return c->sessions.off;
+}
+
+void baton__sessions_disable(baton_client *c)
+{
+    c->sessions.off = 1;
+}
+
 void baton__sessions_free(baton_client *c)
 {
-    while (c->idle) {
-        baton__session *s = c->idle;
-        c->idle = s->next;
+    baton__sessions *p = &c->sessions;
+    while (p->idle) {
+        baton__session *s = p->idle;
+        p->idle = s->next;
         session_drop(s);
     }
-    c->nidle = 0;
+    p->nidle = 0;
+    pthread_mutex_destroy(&p->mu);
 }
 
 enum { RUN_DONE, RUN_UNSENT, RUN_BROKEN, RUN_TIMEOUT };
@@ -121,13 +140,13 @@ static int session_run(baton__session *s, Baton__V1__SessionRequest *req, int64_
     req->id = ++s->next_id;
     if (baton__v1__lock_service__grpc__session_write(s->call, req) != GRPC_C_OK)
         return RUN_UNSENT;
-    int64_t limit = timeout_ms >= 0 ? baton__add_ms(baton__now_ms(), timeout_ms) : -1;
+    int64_t limit = timeout_ms >= 0 ? clock_add_ms(clock_mono_ms(), timeout_ms) : -1;
     for (;;) {
         Baton__V1__SessionResponse *r = NULL;
-        int64_t wait = limit < 0 ? 3600000 : limit - baton__now_ms();
+        int64_t wait = limit < 0 ? 3600000 : limit - clock_mono_ms();
         int rc = baton__v1__lock_service__grpc__session_read_timeout(s->call, &r, wait < 0 ? 0 : wait);
         if (rc == GRPC_C_TIMEOUT) {
-            if (limit >= 0 && baton__now_ms() >= limit)
+            if (limit >= 0 && clock_mono_ms() >= limit)
                 return RUN_TIMEOUT;
             continue;
         }
@@ -158,7 +177,7 @@ int baton__session_call(baton_client *c, Baton__V1__SessionRequest *req, int64_t
 {
     *resp = NULL;
     for (int attempt = 0;; attempt++) {
-        if (c->sessions_off)
+        if (baton__sessions_off(c))
             return BATON__SESSIONS_OFF;
         int reused = 0, not_ready = 0;
         baton__session *s = session_take(c, &reused, &not_ready);
@@ -190,7 +209,7 @@ int baton__session_call(baton_client *c, Baton__V1__SessionRequest *req, int64_t
         grpc_c_call_finish(s->call, NULL, &st);
         session_drop(s);
         if (st.code == GRPC_C_CODE_UNIMPLEMENTED) {
-            c->sessions_off = 1; /* an older batond: the operation never ran */
+            baton__sessions_disable(c); /* an older batond: the operation never ran */
             grpc_c_status_clear(&st);
             continue;
         }
