@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "lease_policy.h"
 
 /* Shortest pause between two renewal attempts after a failure. */
 #define RENEW_RETRY_MIN_MS 20
@@ -111,31 +112,25 @@ static void wait_until(baton_lock *l, int64_t at_ms)
     }
 }
 
-/*
- * Why a margin: once the lease runs out, Redis may give the key to the next
- * waiter at once, and the holder needs time to hear of it and stop. So the
- * renewal gives up a margin before the lease it could not extend runs out,
- * as batond does for stream holds: a fifth of the TTL, at most 2 s.
- */
+/* When the renewal gives up on a lease it could not extend: a margin before
+ * it runs out, by the rule batond uses for stream holds (lease_policy.h). */
 static int64_t give_up_at(const baton_lock *l)
 {
-    int64_t margin = l->ttl_ms / 5;
-    if (margin > 2000)
-        margin = 2000;
-    return l->expires_ms - margin;
+    return lease_give_up_at_ms(l->expires_ms, l->ttl_ms);
 }
 
 /*
- * Lease renewal: renew at a third of the TTL. A failed attempt is retried
- * until give_up_at; then the lock is reported LOST, because soon after that
- * another client may hold it. FAILED_PRECONDITION (the token no longer holds
- * the key) is a loss at once.
+ * Lease renewal: renew every lease_renew_step_ms (a third of the TTL). A
+ * failed attempt is retried until give_up_at; then the lock is reported
+ * LOST, because soon after that another client may hold it.
+ * FAILED_PRECONDITION (the token no longer holds the key) is a loss at
+ * once.
  */
 static void *renew_thread(void *arg)
 {
     baton_lock *l = arg;
     pthread_mutex_lock(&l->mu);
-    int64_t next = clock_mono_ms() + l->ttl_ms / 3;
+    int64_t next = clock_mono_ms() + lease_renew_step_ms(l->ttl_ms);
     for (;;) {
         wait_until(l, next);
         if (l->stop || l->state != BATON_LOCK_HELD)
@@ -183,7 +178,7 @@ static void *renew_thread(void *arg)
         if (err == 0) {
             l->ttl_ms = resp->ttl_ms;
             l->expires_ms = now + resp->ttl_ms; /* measured from before the request */
-            next = now + resp->ttl_ms / 3;
+            next = now + lease_renew_step_ms(resp->ttl_ms);
         } else {
             int64_t pause = l->ttl_ms / 10;
             int64_t last = give_up_at(l);
