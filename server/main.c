@@ -6,6 +6,9 @@
  * Configuration: defaults, then the YAML file, then the flags, then a
  * consistency check. A bad configuration exits 2 with the reason on stderr.
  * SIGTERM / SIGINT shut down gracefully (exit 0); a second signal exits at once.
+ *
+ * This file holds the flags and the signals; daemon.c builds and runs the
+ * modules from the configuration.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -18,22 +21,14 @@
 #include <grpc/grpc.h>
 
 #include "config.h"
-#include "engine.h"
+#include "daemon.h"
 #include "log.h"
-#include "store.h"
-#include "transport.h"
 
 #ifndef BATON_VERSION
 #define BATON_VERSION "0.1.0"
 #endif
 
 #define EXIT_USAGE 2
-
-typedef struct daemon_state {
-    struct event_base *base;
-    baton_transport *transport;
-    int stopping;
-} daemon_state;
 
 static void usage(FILE *f)
 {
@@ -123,32 +118,17 @@ static int load_config(baton_config *cfg, const cli_flags *f)
     return 0;
 }
 
-/* "host:0" with the port actually bound, for the log line. */
-static void bound_address(const char *listen, int port, char *out, size_t outlen)
-{
-    const char *colon = strrchr(listen, ':');
-    if (strncmp(listen, "unix:", 5) == 0 || colon == NULL)
-        snprintf(out, outlen, "%s", listen);
-    else
-        snprintf(out, outlen, "%.*s:%d", (int)(colon - listen), listen, port);
-}
-
-static void on_transport_done(void *ud)
-{
-    daemon_state *d = ud;
-    event_base_loopbreak(d->base);
-}
-
 static void on_signal(evutil_socket_t sig, short what, void *ud)
 {
-    daemon_state *d = ud;
-    if (d->stopping) {
+    static int stopping;
+    (void)what;
+    if (stopping) {
         LOG_WARN("second signal %d: exiting at once", (int)sig);
         _exit(1);
     }
-    d->stopping = 1;
+    stopping = 1;
     LOG_INFO("signal %d: shutting down", (int)sig);
-    transport_shutdown(d->transport, on_transport_done, d);
+    daemon_stop(ud);
 }
 
 int main(int argc, char **argv)
@@ -177,118 +157,27 @@ int main(int argc, char **argv)
     log_set_level((log_level)log_level_parse(cfg.log_level));
     signal(SIGPIPE, SIG_IGN);
 
-    int status = 1;
-    daemon_state d = {0};
-    baton_store *store = NULL;
-    baton_engine *engine = NULL;
-    struct event *sigterm = NULL, *sigint = NULL;
-    const char **pool_names = NULL;
-    int32_t *pool_devices = NULL;
-
-    grpc_init();
-    d.base = event_base_new();
-    if (d.base == NULL) {
-        LOG_ERROR("cannot create the event loop");
-        goto done;
+    baton_daemon *d = NULL;
+    int status = daemon_new(&cfg, &d);
+    if (status != 0) {
+        config_free(&cfg);
+        return status;
     }
-    /* Two priorities: 0 for Redis wake-ups and command flushes (store_redis.c),
-     * 1 (the default) for everything else. */
-    if (event_base_priority_init(d.base, 2) != 0)
-        LOG_WARN("cannot set up event priorities; wake-ups share one queue");
-
-    store_redis_opts so = {
-        .address = cfg.redis_address,
-        .password = cfg.redis_password,
-        .database = cfg.redis_database,
-        .key_prefix = cfg.key_prefix,
-        .command_timeout_ms = cfg.redis_command_timeout_ms,
-        .reconnect_ms = cfg.redis_reconnect_ms,
-        .keyspace_events = cfg.redis_keyspace_events,
-    };
-    store = store_redis_new(d.base, &so);
-    if (store == NULL) {
-        fprintf(stderr, "batond: redis.address: cannot use \"%s\"\n", cfg.redis_address);
-        status = EXIT_USAGE;
-        goto done;
-    }
-    engine_config ec = {.recheck_ms = cfg.recheck_ms, .liveness_ms = cfg.waiter_liveness_ms};
-    engine = engine_new(d.base, store, &ec); /* sets store->hooks to itself */
-    if (engine == NULL) {
-        LOG_ERROR("cannot create the engine");
-        goto done;
-    }
-
-    if (cfg.npools) {
-        pool_names = calloc(cfg.npools, sizeof *pool_names);
-        pool_devices = calloc(cfg.npools, sizeof *pool_devices);
-        if (pool_names == NULL || pool_devices == NULL) {
-            LOG_ERROR("out of memory");
-            goto done;
-        }
-        for (size_t i = 0; i < cfg.npools; i++) {
-            pool_names[i] = cfg.pools[i].name;
-            pool_devices[i] = cfg.pools[i].devices;
-        }
-    }
-    transport_opts to = {
-        .listen = cfg.listen,
-        .limits =
-            {
-                .default_ttl_ms = cfg.default_ttl_ms,
-                .min_ttl_ms = cfg.min_ttl_ms,
-                .max_ttl_ms = cfg.max_ttl_ms,
-                .max_wait_ms = cfg.max_wait_ms,
-                .max_pool_devices = cfg.max_pool_devices,
-                .pool_names = pool_names,
-                .pool_devices = pool_devices,
-                .npools = cfg.npools,
-            },
-        .max_concurrent_streams = cfg.max_concurrent_streams,
-        .max_message_bytes = cfg.max_message_bytes,
-        .keepalive_time_ms = cfg.keepalive_time_ms,
-        .keepalive_timeout_ms = cfg.keepalive_timeout_ms,
-    };
-    char err[512];
-    d.transport = transport_new(d.base, engine, &to, err, sizeof err);
-    if (d.transport == NULL) {
-        fprintf(stderr, "batond: %s\n", err);
-        goto done;
-    }
-
-    sigterm = evsignal_new(d.base, SIGTERM, on_signal, &d);
-    sigint = evsignal_new(d.base, SIGINT, on_signal, &d);
+    struct event_base *base = daemon_base(d);
+    struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, d);
+    struct event *sigint = evsignal_new(base, SIGINT, on_signal, d);
     if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) != 0 ||
         evsignal_add(sigint, NULL) != 0) {
         LOG_ERROR("cannot install signal handlers");
-        /* The transport is serving: stop it properly before freeing. */
-        transport_shutdown(d.transport, on_transport_done, &d);
-        event_base_dispatch(d.base);
-        goto done;
+        status = 1; /* daemon_free stops the serving transport properly */
+    } else {
+        status = daemon_run(d);
     }
-
-    char addr[600];
-    bound_address(cfg.listen, transport_port(d.transport), addr, sizeof addr);
-    LOG_INFO("batond listening on %s (redis %s)", addr, cfg.redis_address);
-
-    event_base_dispatch(d.base);
-    status = d.stopping ? 0 : 1;
-    LOG_INFO("batond stopped");
-
-done:
     if (sigterm)
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
-    transport_free(d.transport);
-    if (engine)
-        engine_free(engine);
-    if (store)
-        store->ops->free(store);
-    if (d.base)
-        event_base_free(d.base);
-    free(pool_names);
-    free(pool_devices);
+    daemon_free(d);
     config_free(&cfg);
-    grpc_shutdown();
     return status;
 }
