@@ -1,0 +1,162 @@
+/* The Redis store's command connection: setup (AUTH, SELECT, SCRIPT LOAD)
+ * and prompt writes. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "internal.h"
+#include "log.h"
+
+/* ------------------------------------------------------ command connection */
+
+static void cmd_init_step_done(redis_store *s)
+{
+    if (--s->_cmd_init_left > 0)
+        return;
+    LOG_INFO("redis %s: command connection ready", s->_address);
+    s->_cmd_ready = 1;
+    update_state(s);
+}
+
+/* AUTH / SELECT reply: an error makes the connection useless. */
+static void on_cmd_init(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redis_store *s = privdata;
+    redisReply *reply = r;
+    if (!reply || ac != s->_cmd)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        LOG_ERROR("redis %s: connection setup failed: %s", s->_address, reply->str);
+        request_drop(s, 1, 0);
+        return;
+    }
+    cmd_init_step_done(s);
+}
+
+static void on_script_loaded(redisAsyncContext *ac, void *r, void *privdata)
+{
+    script_loader *l = privdata;
+    redis_store *s = l->_s;
+    redisReply *reply = r;
+    if (!reply || ac != s->_cmd)
+        return;
+    if (reply->type != REDIS_REPLY_STRING || reply->len != 40) {
+        LOG_ERROR("redis %s: SCRIPT LOAD %s failed: %s", s->_address, script_src[l->_id].name,
+                  reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        request_drop(s, 1, 0);
+        return;
+    }
+    memcpy(s->_sha[l->_id], reply->str, 40);
+    s->_sha[l->_id][40] = '\0';
+    cmd_init_step_done(s);
+}
+
+void on_best_effort(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redis_store *s = ac->data;
+    redisReply *reply = r;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        LOG_WARN("redis %s: %s: %s (continuing)", s->_address, (const char *)privdata, reply->str);
+}
+
+/* Adds the E (keyevent) and x (expired) classes to whatever is configured. */
+static void on_notify_config(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redis_store *s = privdata;
+    redisReply *reply = r;
+    if (!reply || ac != s->_cmd)
+        return;
+    const char *cur;
+    if (reply->type != REDIS_REPLY_ARRAY || el_str(reply, 1, &cur) != 0) {
+        LOG_WARN("redis %s: CONFIG GET notify-keyspace-events failed (%s); expirations are seen only by "
+                 "polling",
+                 s->_address, reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        return;
+    }
+    char want[64];
+    snprintf(want, sizeof(want), "%s%s%s", cur, strchr(cur, 'E') ? "" : "E",
+             (strchr(cur, 'x') || strchr(cur, 'A')) ? "" : "x");
+    if (strcmp(want, cur) != 0)
+        redisAsyncCommand(ac, on_best_effort, (void *)"CONFIG SET notify-keyspace-events",
+                          "CONFIG SET notify-keyspace-events %s", want);
+}
+
+static void on_cmd_connect(const redisAsyncContext *ac, int status)
+{
+    redis_store *s = ac->data;
+    if (status == REDIS_OK)
+        return;
+    /* hiredis frees ac after this returns. */
+    LOG_WARN("redis %s: connect failed: %s", s->_address, ac->errstr);
+    if (ac == s->_cmd) {
+        s->_cmd = NULL;
+        s->_cmd_ready = 0;
+        update_state(s);
+        arm_reconnect(s);
+    }
+}
+
+static void on_cmd_disconnect(const redisAsyncContext *ac, int status)
+{
+    redis_store *s = ac->data;
+    if (ac != s->_cmd) /* dropped by us: already handled */
+        return;
+    LOG_WARN("redis %s: command connection lost: %s", s->_address, ac->errstr[0] ? ac->errstr : "closed");
+    s->_cmd = NULL;
+    s->_cmd_ready = 0;
+    update_state(s);
+    arm_reconnect(s);
+}
+
+/*
+ * Why: hiredis only writes a queued command when the loop next reports the
+ * socket writable, i.e. after every other callback of this loop turn (a gRPC
+ * response write can take ~100 us). This event, active at the highest
+ * priority, writes at once instead, so Redis runs the script (say, the next
+ * waiter's acquire after a release) while the loop does the rest. It is not
+ * called from inside an op: a failed write runs hiredis' disconnect
+ * callbacks, which must never happen inside an op call (store.h).
+ */
+void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    redis_store *s = arg;
+    if (s->_cmd && (s->_cmd->c.flags & REDIS_CONNECTED))
+        redisAsyncHandleWrite(s->_cmd);
+}
+
+/* Commands queue up in hiredis until the connection completes. */
+void cmd_open(redis_store *s)
+{
+    redisAsyncContext *ac = conn_open(s, on_cmd_connect, on_cmd_disconnect);
+    if (!ac)
+        return;
+    s->_cmd = ac;
+    s->_cmd_ready = 0;
+    /* Replies at the same priority as wake-ups: a release's reply can carry
+     * the next waiter's grant (direct handoff), which should not wait behind
+     * a loop turn of new requests. */
+    prioritise(s->_evb, ((redisLibeventEvents *)ac->ev.data)->rev);
+    s->_cmd_started_ms = mono_ms();
+    s->_cmd_init_left = 0;
+    if (s->_password) {
+        redisAsyncCommand(ac, on_cmd_init, s, "AUTH %s", s->_password);
+        s->_cmd_init_left++;
+    }
+    if (s->_db != 0) {
+        redisAsyncCommand(ac, on_cmd_init, s, "SELECT %d", s->_db);
+        s->_cmd_init_left++;
+    }
+    redisAsyncCommand(ac, on_best_effort, (void *)"CLIENT SETNAME", "CLIENT SETNAME baton-cmd-%ld",
+                      (long)getpid());
+    for (int i = 0; i < SC_COUNT; i++) {
+        redisAsyncCommand(ac, on_script_loaded, &s->_loader[i], "SCRIPT LOAD %s", s->_text[i]);
+        s->_cmd_init_left++;
+    }
+    if (s->_keyspace_events)
+        redisAsyncCommand(ac, on_notify_config, s, "CONFIG GET notify-keyspace-events");
+}
