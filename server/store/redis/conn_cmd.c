@@ -16,11 +16,11 @@
 
 static void cmd_init_step_done(redis_store *s)
 {
-    if (--s->_cmd_init_left > 0)
+    if (--s->cmd_init_left > 0)
         return;
-    LOG_INFO("redis %s: command connection ready", s->_address);
-    s->_cmd_ready = 1;
-    update_state(s);
+    LOG_INFO("redis %s: command connection ready", s->address);
+    s->cmd_ready = 1;
+    rstore_update_state(s);
 }
 
 /* AUTH / SELECT reply: an error makes the connection useless. */
@@ -28,11 +28,11 @@ static void on_cmd_init(redisAsyncContext *ac, void *r, void *privdata)
 {
     redis_store *s = privdata;
     redisReply *reply = r;
-    if (!reply || ac != s->_cmd)
+    if (!reply || ac != s->cmd)
         return;
     if (reply->type == REDIS_REPLY_ERROR) {
-        LOG_ERROR("redis %s: connection setup failed: %s", s->_address, reply->str);
-        request_drop(s, 1, 0);
+        LOG_ERROR("redis %s: connection setup failed: %s", s->address, reply->str);
+        rstore_request_drop(s, 1, 0);
         return;
     }
     cmd_init_step_done(s);
@@ -41,27 +41,27 @@ static void on_cmd_init(redisAsyncContext *ac, void *r, void *privdata)
 static void on_script_loaded(redisAsyncContext *ac, void *r, void *privdata)
 {
     script_loader *l = privdata;
-    redis_store *s = l->_s;
+    redis_store *s = l->s;
     redisReply *reply = r;
-    if (!reply || ac != s->_cmd)
+    if (!reply || ac != s->cmd)
         return;
     if (reply->type != REDIS_REPLY_STRING || reply->len != 40) {
-        LOG_ERROR("redis %s: SCRIPT LOAD %s failed: %s", s->_address, script_src[l->_id].name,
+        LOG_ERROR("redis %s: SCRIPT LOAD %s failed: %s", s->address, script_src[l->id].name,
                   reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
-        request_drop(s, 1, 0);
+        rstore_request_drop(s, 1, 0);
         return;
     }
-    memcpy(s->_sha[l->_id], reply->str, 40);
-    s->_sha[l->_id][40] = '\0';
+    memcpy(s->sha[l->id], reply->str, 40);
+    s->sha[l->id][40] = '\0';
     cmd_init_step_done(s);
 }
 
-void on_best_effort(redisAsyncContext *ac, void *r, void *privdata)
+void rstore_on_best_effort(redisAsyncContext *ac, void *r, void *privdata)
 {
     redis_store *s = ac->data;
     redisReply *reply = r;
     if (reply && reply->type == REDIS_REPLY_ERROR)
-        LOG_WARN("redis %s: %s: %s (continuing)", s->_address, (const char *)privdata, reply->str);
+        LOG_WARN("redis %s: %s: %s (continuing)", s->address, (const char *)privdata, reply->str);
 }
 
 /* Adds the E (keyevent) and x (expired) classes to whatever is configured. */
@@ -69,20 +69,20 @@ static void on_notify_config(redisAsyncContext *ac, void *r, void *privdata)
 {
     redis_store *s = privdata;
     redisReply *reply = r;
-    if (!reply || ac != s->_cmd)
+    if (!reply || ac != s->cmd)
         return;
     const char *cur;
-    if (reply->type != REDIS_REPLY_ARRAY || el_str(reply, 1, &cur) != 0) {
+    if (reply->type != REDIS_REPLY_ARRAY || rstore_el_str(reply, 1, &cur) != 0) {
         LOG_WARN("redis %s: CONFIG GET notify-keyspace-events failed (%s); expirations are seen only by "
                  "polling",
-                 s->_address, reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+                 s->address, reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
         return;
     }
     char want[64];
     snprintf(want, sizeof(want), "%s%s%s", cur, strchr(cur, 'E') ? "" : "E",
              (strchr(cur, 'x') || strchr(cur, 'A')) ? "" : "x");
     if (strcmp(want, cur) != 0)
-        redisAsyncCommand(ac, on_best_effort, (void *)"CONFIG SET notify-keyspace-events",
+        redisAsyncCommand(ac, rstore_on_best_effort, (void *)"CONFIG SET notify-keyspace-events",
                           "CONFIG SET notify-keyspace-events %s", want);
 }
 
@@ -92,25 +92,25 @@ static void on_cmd_connect(const redisAsyncContext *ac, int status)
     if (status == REDIS_OK)
         return;
     /* hiredis frees ac after this returns. */
-    LOG_WARN("redis %s: connect failed: %s", s->_address, ac->errstr);
-    if (ac == s->_cmd) {
-        s->_cmd = NULL;
-        s->_cmd_ready = 0;
-        update_state(s);
-        arm_reconnect(s);
+    LOG_WARN("redis %s: connect failed: %s", s->address, ac->errstr);
+    if (ac == s->cmd) {
+        s->cmd = NULL;
+        s->cmd_ready = 0;
+        rstore_update_state(s);
+        rstore_arm_reconnect(s);
     }
 }
 
 static void on_cmd_disconnect(const redisAsyncContext *ac, int status)
 {
     redis_store *s = ac->data;
-    if (ac != s->_cmd) /* dropped by us: already handled */
+    if (ac != s->cmd) /* dropped by us: already handled */
         return;
-    LOG_WARN("redis %s: command connection lost: %s", s->_address, ac->errstr[0] ? ac->errstr : "closed");
-    s->_cmd = NULL;
-    s->_cmd_ready = 0;
-    update_state(s);
-    arm_reconnect(s);
+    LOG_WARN("redis %s: command connection lost: %s", s->address, ac->errstr[0] ? ac->errstr : "closed");
+    s->cmd = NULL;
+    s->cmd_ready = 0;
+    rstore_update_state(s);
+    rstore_arm_reconnect(s);
 }
 
 /*
@@ -122,41 +122,41 @@ static void on_cmd_disconnect(const redisAsyncContext *ac, int status)
  * called from inside an op: a failed write runs hiredis' disconnect
  * callbacks, which must never happen inside an op call (store.h).
  */
-void on_flush(evutil_socket_t fd, short what, void *arg)
+void rstore_on_flush(evutil_socket_t fd, short what, void *arg)
 {
     redis_store *s = arg;
-    if (s->_cmd && (s->_cmd->c.flags & REDIS_CONNECTED))
-        redisAsyncHandleWrite(s->_cmd);
+    if (s->cmd && (s->cmd->c.flags & REDIS_CONNECTED))
+        redisAsyncHandleWrite(s->cmd);
 }
 
 /* Commands queue up in hiredis until the connection completes. */
-void cmd_open(redis_store *s)
+void rstore_cmd_open(redis_store *s)
 {
-    redisAsyncContext *ac = conn_open(s, on_cmd_connect, on_cmd_disconnect);
+    redisAsyncContext *ac = rstore_conn_open(s, on_cmd_connect, on_cmd_disconnect);
     if (!ac)
         return;
-    s->_cmd = ac;
-    s->_cmd_ready = 0;
+    s->cmd = ac;
+    s->cmd_ready = 0;
     /* Replies at the same priority as wake-ups: a release's reply can carry
      * the next waiter's grant (direct handoff), which should not wait behind
      * a loop turn of new requests. */
-    prioritise(s->_evb, ((redisLibeventEvents *)ac->ev.data)->rev);
-    s->_cmd_started_ms = mono_ms();
-    s->_cmd_init_left = 0;
-    if (s->_password) {
-        redisAsyncCommand(ac, on_cmd_init, s, "AUTH %s", s->_password);
-        s->_cmd_init_left++;
+    rstore_prioritise(s->evb, ((redisLibeventEvents *)ac->ev.data)->rev);
+    s->cmd_started_ms = mono_ms();
+    s->cmd_init_left = 0;
+    if (s->password) {
+        redisAsyncCommand(ac, on_cmd_init, s, "AUTH %s", s->password);
+        s->cmd_init_left++;
     }
-    if (s->_db != 0) {
-        redisAsyncCommand(ac, on_cmd_init, s, "SELECT %d", s->_db);
-        s->_cmd_init_left++;
+    if (s->db != 0) {
+        redisAsyncCommand(ac, on_cmd_init, s, "SELECT %d", s->db);
+        s->cmd_init_left++;
     }
-    redisAsyncCommand(ac, on_best_effort, (void *)"CLIENT SETNAME", "CLIENT SETNAME baton-cmd-%ld",
+    redisAsyncCommand(ac, rstore_on_best_effort, (void *)"CLIENT SETNAME", "CLIENT SETNAME baton-cmd-%ld",
                       (long)getpid());
     for (int i = 0; i < SC_COUNT; i++) {
-        redisAsyncCommand(ac, on_script_loaded, &s->_loader[i], "SCRIPT LOAD %s", s->_text[i]);
-        s->_cmd_init_left++;
+        redisAsyncCommand(ac, on_script_loaded, &s->loader[i], "SCRIPT LOAD %s", s->text[i]);
+        s->cmd_init_left++;
     }
-    if (s->_keyspace_events)
+    if (s->keyspace_events)
         redisAsyncCommand(ac, on_notify_config, s, "CONFIG GET notify-keyspace-events");
 }

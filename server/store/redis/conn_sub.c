@@ -16,10 +16,10 @@
 /* "<prefix>{K}:lock" expired: report it (reap publishes EXPIRED). */
 static void on_expired_key(redis_store *s, const char *name, size_t len)
 {
-    size_t plen = strlen(s->_prefix);
+    size_t plen = strlen(s->prefix);
     static const char tail[] = "}:lock";
     size_t tlen = sizeof(tail) - 1;
-    if (len <= plen + 1 + tlen || memcmp(name, s->_prefix, plen) != 0 || name[plen] != '{' ||
+    if (len <= plen + 1 + tlen || memcmp(name, s->prefix, plen) != 0 || name[plen] != '{' ||
         memcmp(name + len - tlen, tail, tlen) != 0)
         return;
     size_t klen = len - plen - 1 - tlen;
@@ -28,7 +28,7 @@ static void on_expired_key(redis_store *s, const char *name, size_t len)
         return;
     memcpy(key, name + plen + 1, klen);
     key[klen] = '\0';
-    st_reap(&s->base, key);
+    rstore_reap(&s->base, key);
 }
 
 static void on_event_payload(redis_store *s, const char *payload, size_t len)
@@ -36,26 +36,26 @@ static void on_event_payload(redis_store *s, const char *payload, size_t len)
     char buf[BATON_KEY_MAX + BATON_OWNER_MAX + 96];
     store_event ev;
     if (len >= sizeof(buf)) {
-        LOG_WARN("redis %s: oversized event ignored (%zu bytes)", s->_address, len);
+        LOG_WARN("redis %s: oversized event ignored (%zu bytes)", s->address, len);
         return;
     }
     memcpy(buf, payload, len);
     buf[len] = '\0';
     if (store_event_parse(buf, len, &ev) != 0) {
-        LOG_WARN("redis %s: malformed event ignored: %.*s", s->_address, (int)len, payload);
+        LOG_WARN("redis %s: malformed event ignored: %.*s", s->address, (int)len, payload);
         return;
     }
     if (s->base.hooks.on_event && callbacks_allowed(s)) {
-        s->_cb_depth++;
+        s->cb_depth++;
         s->base.hooks.on_event(s->base.hooks.ud, &ev);
-        s->_cb_depth--;
+        s->cb_depth--;
     }
 }
 
 static int el_is(const redisReply *r, size_t i, const char *str)
 {
     const char *v;
-    return el_str(r, i, &v) == 0 && strcmp(v, str) == 0;
+    return rstore_el_str(r, i, &v) == 0 && strcmp(v, str) == 0;
 }
 
 static void on_sub_message(redisAsyncContext *ac, void *r, void *privdata)
@@ -63,23 +63,23 @@ static void on_sub_message(redisAsyncContext *ac, void *r, void *privdata)
     redis_store *s = privdata;
     redisReply *reply = r;
     if (!reply) {
-        if (ac == s->_sub && s->_sub_ready) {
-            s->_sub_ready = 0;
-            update_state(s);
+        if (ac == s->sub && s->sub_ready) {
+            s->sub_ready = 0;
+            rstore_update_state(s);
         }
         return;
     }
-    if (ac != s->_sub || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
+    if (ac != s->sub || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
         return;
     if (el_is(reply, 0, "message") && reply->element[2]->type == REDIS_REPLY_STRING) {
         on_event_payload(s, reply->element[2]->str, reply->element[2]->len);
     } else if (el_is(reply, 0, "pmessage") && reply->elements >= 4 &&
                reply->element[3]->type == REDIS_REPLY_STRING) {
         on_expired_key(s, reply->element[3]->str, reply->element[3]->len);
-    } else if (el_is(reply, 0, "subscribe") && el_is(reply, 1, s->_channel)) {
-        LOG_INFO("redis %s: subscribed to %s", s->_address, s->_channel);
-        s->_sub_ready = 1;
-        update_state(s);
+    } else if (el_is(reply, 0, "subscribe") && el_is(reply, 1, s->channel)) {
+        LOG_INFO("redis %s: subscribed to %s", s->address, s->channel);
+        s->sub_ready = 1;
+        rstore_update_state(s);
     }
 }
 
@@ -87,9 +87,9 @@ static void on_sub_init(redisAsyncContext *ac, void *r, void *privdata)
 {
     redis_store *s = privdata;
     redisReply *reply = r;
-    if (reply && ac == s->_sub && reply->type == REDIS_REPLY_ERROR) {
-        LOG_ERROR("redis %s: pub/sub setup failed: %s", s->_address, reply->str);
-        request_drop(s, 0, 1);
+    if (reply && ac == s->sub && reply->type == REDIS_REPLY_ERROR) {
+        LOG_ERROR("redis %s: pub/sub setup failed: %s", s->address, reply->str);
+        rstore_request_drop(s, 0, 1);
     }
 }
 
@@ -98,43 +98,43 @@ static void on_sub_connect(const redisAsyncContext *ac, int status)
     redis_store *s = ac->data;
     if (status == REDIS_OK)
         return;
-    if (ac == s->_sub) {
-        s->_sub = NULL;
-        s->_sub_ready = 0;
-        update_state(s);
-        arm_reconnect(s);
+    if (ac == s->sub) {
+        s->sub = NULL;
+        s->sub_ready = 0;
+        rstore_update_state(s);
+        rstore_arm_reconnect(s);
     }
 }
 
 static void on_sub_disconnect(const redisAsyncContext *ac, int status)
 {
     redis_store *s = ac->data;
-    if (ac != s->_sub)
+    if (ac != s->sub)
         return;
-    LOG_WARN("redis %s: pub/sub connection lost: %s", s->_address, ac->errstr[0] ? ac->errstr : "closed");
-    s->_sub = NULL;
-    s->_sub_ready = 0;
-    update_state(s);
-    arm_reconnect(s);
+    LOG_WARN("redis %s: pub/sub connection lost: %s", s->address, ac->errstr[0] ? ac->errstr : "closed");
+    s->sub = NULL;
+    s->sub_ready = 0;
+    rstore_update_state(s);
+    rstore_arm_reconnect(s);
 }
 
-void sub_open(redis_store *s)
+void rstore_sub_open(redis_store *s)
 {
-    redisAsyncContext *ac = conn_open(s, on_sub_connect, on_sub_disconnect);
+    redisAsyncContext *ac = rstore_conn_open(s, on_sub_connect, on_sub_disconnect);
     if (!ac)
         return;
-    s->_sub = ac;
-    s->_sub_ready = 0;
+    s->sub = ac;
+    s->sub_ready = 0;
     /* Wake-ups first: a waiter's next attempt should not queue behind the
      * other work of the same loop turn (the released holder's response). */
-    prioritise(s->_evb, ((redisLibeventEvents *)ac->ev.data)->rev);
-    s->_sub_started_ms = mono_ms();
+    rstore_prioritise(s->evb, ((redisLibeventEvents *)ac->ev.data)->rev);
+    s->sub_started_ms = mono_ms();
     /* Regular replies are matched before pub/sub ones, so AUTH may precede SUBSCRIBE. */
-    if (s->_password)
-        redisAsyncCommand(ac, on_sub_init, s, "AUTH %s", s->_password);
-    redisAsyncCommand(ac, on_best_effort, (void *)"CLIENT SETNAME", "CLIENT SETNAME baton-sub-%ld",
+    if (s->password)
+        redisAsyncCommand(ac, on_sub_init, s, "AUTH %s", s->password);
+    redisAsyncCommand(ac, rstore_on_best_effort, (void *)"CLIENT SETNAME", "CLIENT SETNAME baton-sub-%ld",
                       (long)getpid());
-    redisAsyncCommand(ac, on_sub_message, s, "SUBSCRIBE %s", s->_channel);
-    if (s->_keyspace_events)
-        redisAsyncCommand(ac, on_sub_message, s, "PSUBSCRIBE %s", s->_pattern);
+    redisAsyncCommand(ac, on_sub_message, s, "SUBSCRIBE %s", s->channel);
+    if (s->keyspace_events)
+        redisAsyncCommand(ac, on_sub_message, s, "PSUBSCRIBE %s", s->pattern);
 }

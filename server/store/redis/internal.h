@@ -57,64 +57,64 @@ typedef enum op_kind {
 /* One script call in flight. Owned by the store until its reply (or the loss
  * of its connection) completes it. */
 typedef struct store_op {
-    struct store_op *_prev, *_next; /* in-flight list, oldest first */
-    redis_store *_s;
-    op_kind _kind;
-    enum script_id _script;
-    int _retried; /* EVAL fallback after NOSCRIPT used */
-    int64_t _sent_ms;
+    struct store_op *prev, *next; /* in-flight list, oldest first */
+    redis_store *s;
+    op_kind kind;
+    enum script_id script;
+    int retried; /* EVAL fallback after NOSCRIPT used */
+    int64_t sent_ms;
     union {
         store_acquire_cb acquire;
         store_done_cb done;
         store_hold_cb hold;
         store_describe_cb describe;
-    } _cb;
-    void *_ud;
-    char *_name;  /* acquire: key or pool name, to name the device held;
-                   * release with a handoff: the key */
-    int _pool;    /* acquire: 1 for a pool */
-    int _handoff; /* release: carries a next waiter's request */
-    int _ntokens; /* refresh: tokens in this batch */
+    } cb;
+    void *ud;
+    char *name;  /* acquire: key or pool name, to name the device held;
+                  * release with a handoff: the key */
+    int pool;    /* acquire: 1 for a pool */
+    int handoff; /* release: carries a next waiter's request */
+    int ntokens; /* refresh: tokens in this batch */
     /* argv[0] ("EVALSHA"/"EVAL") and argv[1] (sha/text) are not owned; the rest are. */
-    int _argc, _cap;
-    const char **_argv;
-    size_t *_argvlen;
-    int _oom;
+    int argc, cap;
+    const char **argv;
+    size_t *argvlen;
+    int oom;
 } store_op;
 
 /* SCRIPT LOAD callback data: which script a reply is for. */
 typedef struct script_loader {
-    redis_store *_s;
-    enum script_id _id;
+    redis_store *s;
+    enum script_id id;
 } script_loader;
 
 struct redis_store {
     baton_store base; /* first: baton_store* <-> redis_store* */
-    struct event_base *_evb;
+    struct event_base *evb;
 
-    char *_address, *_host, *_unix_path, *_password, *_prefix, *_channel, *_pattern;
-    int _port, _db, _keyspace_events;
-    int64_t _timeout_ms, _reconnect_ms;
+    char *address, *host, *unix_path, *password, *prefix, *channel, *pattern;
+    int port, db, keyspace_events;
+    int64_t timeout_ms, reconnect_ms;
 
-    char *_text[SC_COUNT]; /* common prelude + script */
-    char _sha[SC_COUNT][41];
-    script_loader _loader[SC_COUNT];
+    char *text[SC_COUNT]; /* common prelude + script */
+    char sha[SC_COUNT][41];
+    script_loader loader[SC_COUNT];
 
-    redisAsyncContext *_cmd, *_sub;
-    int _cmd_ready, _sub_ready, _up;
-    int _cmd_init_left;
-    int64_t _cmd_started_ms, _sub_started_ms;
-    int _drop_cmd, _drop_sub; /* drops asked for from inside hiredis callbacks */
+    redisAsyncContext *cmd, *sub;
+    int cmd_ready, sub_ready, up;
+    int cmd_init_left;
+    int64_t cmd_started_ms, sub_started_ms;
+    int want_drop_cmd, want_drop_sub; /* drops asked for from inside hiredis callbacks */
 
-    store_op *_head, *_tail;
-    struct refresh_round *_rf; /* refresh entries not sent yet (see st_refresh) */
-    int _rf_ops, _rf_tokens;   /* refresh batches (and their tokens) awaiting replies */
+    store_op *head, *tail;
+    struct refresh_round *rf; /* refresh entries not sent yet (see rstore_refresh) */
+    int rf_ops, rf_tokens;    /* refresh batches (and their tokens) awaiting replies */
 
-    struct event *_reconnect_ev, *_check_ev, *_drop_ev, *_free_ev;
-    struct event *_flush_ev; /* writes queued commands at once (see on_flush) */
-    int _cb_depth;           /* > 0 while a user callback or hook runs */
-    int _free_requested;     /* free() deferred: call no more callbacks */
-    int _freeing;            /* tearing down: callbacks are dropped */
+    struct event *reconnect_ev, *check_ev, *drop_ev, *free_ev;
+    struct event *flush_ev; /* writes queued commands at once (see rstore_on_flush) */
+    int cb_depth;           /* > 0 while a user callback or hook runs */
+    int free_requested;     /* free() deferred: call no more callbacks */
+    int freeing;            /* tearing down: callbacks are dropped */
 };
 
 static inline int64_t mono_ms(void)
@@ -126,7 +126,7 @@ static inline int64_t mono_ms(void)
 
 static inline int callbacks_allowed(const redis_store *s)
 {
-    return !s->_freeing && !s->_free_requested;
+    return !s->freeing && !s->free_requested;
 }
 
 static inline redis_store *rs(baton_store *b)
@@ -135,55 +135,54 @@ static inline redis_store *rs(baton_store *b)
 }
 
 /* store_redis.c */
-void update_state(redis_store *s);
-void arm_reconnect(redis_store *s);
-void drop_cmd(redis_store *s);
-void drop_sub(redis_store *s);
-void request_drop(redis_store *s, int cmd, int sub);
-redisAsyncContext *conn_open(redis_store *s, redisConnectCallback *on_conn, redisDisconnectCallback *on_disc);
-void prioritise(struct event_base *base, struct event *ev);
+void rstore_update_state(redis_store *s);
+void rstore_arm_reconnect(redis_store *s);
+void rstore_request_drop(redis_store *s, int cmd, int sub);
+redisAsyncContext *rstore_conn_open(redis_store *s, redisConnectCallback *on_conn,
+                                    redisDisconnectCallback *on_disc);
+void rstore_prioritise(struct event_base *base, struct event *ev);
 
 /* ops.c */
-void op_free(store_op *o);
-store_op *op_new(redis_store *s, op_kind kind, enum script_id script, void *ud);
-void op_arg(store_op *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void op_str(store_op *o, const char *str);
-void key_arg(store_op *o, const char *key, const char *rec);
-void pool_arg(store_op *o, const char *pool, const char *rec);
-void list_unlink(redis_store *s, store_op *o);
-int op_send(store_op *o, int nkeys);
-void op_fail(store_op *o, int err, const char *msg);
-void on_reply(redisAsyncContext *ac, void *r, void *privdata);
-int target_ok(const store_target *t);
-int st_acquire(baton_store *b, const store_acquire_req *req, store_acquire_cb cb, void *ud);
-int st_dequeue(baton_store *b, const store_target *t, const char *token, store_done_cb cb, void *ud);
-int st_renew(baton_store *b, const char *key, const char *token, int64_t ttl_ms, store_hold_cb cb, void *ud);
-int st_release(baton_store *b, const char *key, const char *token, const store_acquire_req *next,
-               store_hold_cb cb, void *ud);
-int st_force_release(baton_store *b, const char *key, uint64_t fencing, store_hold_cb cb, void *ud);
-int st_describe(baton_store *b, const char *key, store_describe_cb cb, void *ud);
-int st_reap(baton_store *b, const char *key);
+void rstore_op_free(store_op *o);
+store_op *rstore_op_new(redis_store *s, op_kind kind, enum script_id script, void *ud);
+void rstore_op_arg(store_op *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void rstore_op_str(store_op *o, const char *str);
+void rstore_key_arg(store_op *o, const char *key, const char *rec);
+void rstore_pool_arg(store_op *o, const char *pool, const char *rec);
+void rstore_op_unlink(redis_store *s, store_op *o);
+int rstore_op_send(store_op *o, int nkeys);
+void rstore_op_fail(store_op *o, int err, const char *msg);
+int rstore_target_ok(const store_target *t);
+int rstore_acquire(baton_store *b, const store_acquire_req *req, store_acquire_cb cb, void *ud);
+int rstore_dequeue(baton_store *b, const store_target *t, const char *token, store_done_cb cb, void *ud);
+int rstore_renew(baton_store *b, const char *key, const char *token, int64_t ttl_ms, store_hold_cb cb,
+                 void *ud);
+int rstore_release(baton_store *b, const char *key, const char *token, const store_acquire_req *next,
+                   store_hold_cb cb, void *ud);
+int rstore_force_release(baton_store *b, const char *key, uint64_t fencing, store_hold_cb cb, void *ud);
+int rstore_describe(baton_store *b, const char *key, store_describe_cb cb, void *ud);
+int rstore_reap(baton_store *b, const char *key);
 
 /* reply.c */
-int el_int(const redisReply *r, size_t i, long long *out);
-int el_str(const redisReply *r, size_t i, const char **out);
+int rstore_el_int(const redisReply *r, size_t i, long long *out);
+int rstore_el_str(const redisReply *r, size_t i, const char **out);
 void deliver_acquire(store_op *o, const redisReply *r);
 void deliver_hold(store_op *o, const redisReply *r);
 void deliver_describe(store_op *o, const redisReply *r);
 void deliver_missing(store_op *o, const redisReply *r);
 
 /* refresh.c */
-void refresh_pump(redis_store *s);
-void refresh_drop(redis_store *s);
-int st_refresh(baton_store *b, const store_target *targets, const char *const *tokens, size_t n,
-               int64_t liveness_ms);
+void rstore_refresh_pump(redis_store *s);
+void rstore_refresh_drop(redis_store *s);
+int rstore_refresh(baton_store *b, const store_target *targets, const char *const *tokens, size_t n,
+                   int64_t liveness_ms);
 
 /* conn_cmd.c */
-void cmd_open(redis_store *s);
-void on_flush(evutil_socket_t fd, short what, void *arg);
-void on_best_effort(redisAsyncContext *ac, void *r, void *privdata);
+void rstore_cmd_open(redis_store *s);
+void rstore_on_flush(evutil_socket_t fd, short what, void *arg);
+void rstore_on_best_effort(redisAsyncContext *ac, void *r, void *privdata);
 
 /* conn_sub.c */
-void sub_open(redis_store *s);
+void rstore_sub_open(redis_store *s);
 
 #endif

@@ -57,10 +57,10 @@ static void round_free(refresh_round *r)
     free(r);
 }
 
-void refresh_drop(redis_store *s)
+void rstore_refresh_drop(redis_store *s)
 {
-    round_free(s->_rf);
-    s->_rf = NULL;
+    round_free(s->rf);
+    s->rf = NULL;
 }
 
 /* Tokens in the round's next batch. */
@@ -75,21 +75,21 @@ static store_op *round_next_op(redis_store *s, refresh_round *r)
 {
     const refresh_run *run = &r->runs[r->run];
     size_t k = round_next_size(r);
-    store_op *o = op_new(s, OP_FIRE, SC_REFRESH, NULL);
+    store_op *o = rstore_op_new(s, OP_FIRE, SC_REFRESH, NULL);
     if (o) {
         if (run->pool)
-            pool_arg(o, run->name, "qt");
+            rstore_pool_arg(o, run->name, "qt");
         else
-            key_arg(o, run->name, "qt");
-        op_str(o, s->_channel);
-        op_arg(o, "%" PRId64, r->liveness_ms);
-        o->_pool = run->pool;
-        o->_name = strdup(run->name);
-        if (!o->_name)
-            o->_oom = 1;
+            rstore_key_arg(o, run->name, "qt");
+        rstore_op_str(o, s->channel);
+        rstore_op_arg(o, "%" PRId64, r->liveness_ms);
+        o->pool = run->pool;
+        o->name = strdup(run->name);
+        if (!o->name)
+            o->oom = 1;
         for (size_t j = 0; j < k; j++)
-            op_str(o, r->tokens[run->first + r->off + j]);
-        o->_ntokens = (int)k;
+            rstore_op_str(o, r->tokens[run->first + r->off + j]);
+        o->ntokens = (int)k;
     }
     r->off += k;
     if (r->off == run->count) {
@@ -100,38 +100,38 @@ static store_op *round_next_op(redis_store *s, refresh_round *r)
 }
 
 /* Sends refresh batches while the in-flight budget allows. */
-void refresh_pump(redis_store *s)
+void rstore_refresh_pump(redis_store *s)
 {
-    if (!s->_up || !callbacks_allowed(s)) {
-        refresh_drop(s);
+    if (!s->up || !callbacks_allowed(s)) {
+        rstore_refresh_drop(s);
         return;
     }
-    while (s->_rf && (s->_rf_ops == 0 || s->_rf_tokens + (int)round_next_size(s->_rf) <= REFRESH_BATCH)) {
-        store_op *o = round_next_op(s, s->_rf);
-        if (s->_rf->run == s->_rf->nruns)
-            refresh_drop(s);
+    while (s->rf && (s->rf_ops == 0 || s->rf_tokens + (int)round_next_size(s->rf) <= REFRESH_BATCH)) {
+        store_op *o = round_next_op(s, s->rf);
+        if (s->rf->run == s->rf->nruns)
+            rstore_refresh_drop(s);
         if (!o) {
             LOG_WARN("redis: out of memory: liveness refresh round dropped");
-            refresh_drop(s);
+            rstore_refresh_drop(s);
             return;
         }
-        int ntokens = o->_ntokens;
-        if (op_send(o, 1) == 0) {
-            s->_rf_ops++;
-            s->_rf_tokens += ntokens;
+        int ntokens = o->ntokens;
+        if (rstore_op_send(o, 1) == 0) {
+            s->rf_ops++;
+            s->rf_tokens += ntokens;
         }
     }
 }
 
-int st_refresh(baton_store *b, const store_target *targets, const char *const *tokens, size_t n,
-                      int64_t liveness_ms)
+int rstore_refresh(baton_store *b, const store_target *targets, const char *const *tokens, size_t n,
+                   int64_t liveness_ms)
 {
     redis_store *s = rs(b);
     if (n > 0 && (!targets || !tokens))
         return BATON_E_INVALID;
-    if (!s->_up)
+    if (!s->up)
         return BATON_E_UNAVAILABLE;
-    if (s->_rf) {
+    if (s->rf) {
         LOG_WARN("redis: liveness refresh is still sending the last round; this one is skipped");
         return 0;
     }
@@ -144,7 +144,7 @@ int st_refresh(baton_store *b, const store_target *targets, const char *const *t
     const store_target *last = NULL;
     for (size_t i = 0; i < n; i++) {
         size_t len = tokens[i] ? strlen(tokens[i]) : 0;
-        if (!target_ok(&targets[i]) || len == 0 || len > BATON_TOKEN_LEN)
+        if (!rstore_target_ok(&targets[i]) || len == 0 || len > BATON_TOKEN_LEN)
             continue;
         if (!last || !same_target(&targets[i], last)) {
             refresh_run *run = &r->runs[r->nruns];
@@ -163,8 +163,8 @@ int st_refresh(baton_store *b, const store_target *targets, const char *const *t
         round_free(r);
         return 0;
     }
-    s->_rf = r;
-    refresh_pump(s);
+    s->rf = r;
+    rstore_refresh_pump(s);
     return 0;
 nomem:
     round_free(r);

@@ -53,89 +53,89 @@ static struct timeval tv_of_ms(int64_t ms)
 
 /* ---------------------------------------------------------------- state */
 
-void update_state(redis_store *s)
+void rstore_update_state(redis_store *s)
 {
-    int up = s->_cmd_ready && s->_sub_ready && callbacks_allowed(s);
-    if (up == s->_up)
+    int up = s->cmd_ready && s->sub_ready && callbacks_allowed(s);
+    if (up == s->up)
         return;
-    s->_up = up;
-    LOG_INFO("redis %s: store %s", s->_address, up ? "up" : "down");
+    s->up = up;
+    LOG_INFO("redis %s: store %s", s->address, up ? "up" : "down");
     if (s->base.hooks.on_state && callbacks_allowed(s)) {
-        s->_cb_depth++;
+        s->cb_depth++;
         s->base.hooks.on_state(s->base.hooks.ud, up);
-        s->_cb_depth--;
+        s->cb_depth--;
     }
 }
 
-void arm_reconnect(redis_store *s)
+void rstore_arm_reconnect(redis_store *s)
 {
-    if (s->_freeing || s->_free_requested || evtimer_pending(s->_reconnect_ev, NULL))
+    if (s->freeing || s->free_requested || evtimer_pending(s->reconnect_ev, NULL))
         return;
-    struct timeval tv = tv_of_ms(s->_reconnect_ms);
-    evtimer_add(s->_reconnect_ev, &tv);
+    struct timeval tv = tv_of_ms(s->reconnect_ms);
+    evtimer_add(s->reconnect_ev, &tv);
 }
 
 /* Frees the command connection; its in-flight ops complete with
  * BATON_E_UNAVAILABLE right here. Never call from its own callback. */
-void drop_cmd(redis_store *s)
+static void drop_cmd(redis_store *s)
 {
-    redisAsyncContext *ac = s->_cmd;
+    redisAsyncContext *ac = s->cmd;
     if (!ac)
         return;
-    s->_cmd = NULL;
-    s->_cmd_ready = 0;
-    update_state(s);
+    s->cmd = NULL;
+    s->cmd_ready = 0;
+    rstore_update_state(s);
     redisAsyncFree(ac);
-    arm_reconnect(s);
+    rstore_arm_reconnect(s);
 }
 
-void drop_sub(redis_store *s)
+static void drop_sub(redis_store *s)
 {
-    redisAsyncContext *ac = s->_sub;
+    redisAsyncContext *ac = s->sub;
     if (!ac)
         return;
-    s->_sub = NULL;
-    s->_sub_ready = 0;
-    update_state(s);
+    s->sub = NULL;
+    s->sub_ready = 0;
+    rstore_update_state(s);
     redisAsyncFree(ac);
-    arm_reconnect(s);
+    rstore_arm_reconnect(s);
 }
 
 /* From inside a hiredis callback: drop a connection on the next loop turn. */
-void request_drop(redis_store *s, int cmd, int sub)
+void rstore_request_drop(redis_store *s, int cmd, int sub)
 {
-    s->_drop_cmd |= cmd;
-    s->_drop_sub |= sub;
-    event_active(s->_drop_ev, 0, 0);
+    s->want_drop_cmd |= cmd;
+    s->want_drop_sub |= sub;
+    event_active(s->drop_ev, 0, 0);
 }
 
 static void on_drop(evutil_socket_t fd, short what, void *arg)
 {
     redis_store *s = arg;
-    int cmd = s->_drop_cmd, sub = s->_drop_sub;
-    s->_drop_cmd = s->_drop_sub = 0;
+    int cmd = s->want_drop_cmd, sub = s->want_drop_sub;
+    s->want_drop_cmd = s->want_drop_sub = 0;
     if (cmd)
         drop_cmd(s);
     if (sub)
         drop_sub(s);
 }
 
-redisAsyncContext *conn_open(redis_store *s, redisConnectCallback *on_conn,
+redisAsyncContext *rstore_conn_open(redis_store *s, redisConnectCallback *on_conn,
                                     redisDisconnectCallback *on_disc)
 {
     redisAsyncContext *ac =
-        s->_unix_path ? redisAsyncConnectUnix(s->_unix_path) : redisAsyncConnect(s->_host, s->_port);
+        s->unix_path ? redisAsyncConnectUnix(s->unix_path) : redisAsyncConnect(s->host, s->port);
     if (!ac) {
-        LOG_WARN("redis %s: out of memory", s->_address);
+        LOG_WARN("redis %s: out of memory", s->address);
         return NULL;
     }
     if (ac->err) {
-        LOG_WARN("redis %s: connect failed: %s", s->_address, ac->errstr);
+        LOG_WARN("redis %s: connect failed: %s", s->address, ac->errstr);
         redisAsyncFree(ac);
         return NULL;
     }
     ac->data = s;
-    if (redisLibeventAttach(ac, s->_evb) != REDIS_OK) {
+    if (redisLibeventAttach(ac, s->evb) != REDIS_OK) {
         redisAsyncFree(ac);
         return NULL;
     }
@@ -146,7 +146,7 @@ redisAsyncContext *conn_open(redis_store *s, redisConnectCallback *on_conn,
 
 /* Highest priority for ev when the base has priorities (batond sets them up;
  * a plain event_base in a test has one, and then this does nothing). */
-void prioritise(struct event_base *base, struct event *ev)
+void rstore_prioritise(struct event_base *base, struct event *ev)
 {
     if (ev && event_base_get_npriorities(base) > 1)
         event_priority_set(ev, 0);
@@ -157,12 +157,12 @@ void prioritise(struct event_base *base, struct event *ev)
 static void on_reconnect(evutil_socket_t fd, short what, void *arg)
 {
     redis_store *s = arg;
-    if (!s->_cmd)
-        cmd_open(s);
-    if (!s->_sub)
-        sub_open(s);
-    if (!s->_cmd || !s->_sub)
-        arm_reconnect(s);
+    if (!s->cmd)
+        rstore_cmd_open(s);
+    if (!s->sub)
+        rstore_sub_open(s);
+    if (!s->cmd || !s->sub)
+        rstore_arm_reconnect(s);
 }
 
 /* Why both connections go: a Redis that stopped answering one will not be
@@ -172,15 +172,15 @@ static void on_check(evutil_socket_t fd, short what, void *arg)
     redis_store *s = arg;
     int64_t now = mono_ms();
     const char *why = NULL;
-    if (s->_head && now - s->_head->_sent_ms > s->_timeout_ms)
+    if (s->head && now - s->head->sent_ms > s->timeout_ms)
         why = "a command timed out";
-    else if (s->_cmd && !s->_cmd_ready && now - s->_cmd_started_ms > s->_timeout_ms)
+    else if (s->cmd && !s->cmd_ready && now - s->cmd_started_ms > s->timeout_ms)
         why = "connection setup timed out";
-    else if (s->_sub && !s->_sub_ready && now - s->_sub_started_ms > s->_timeout_ms)
+    else if (s->sub && !s->sub_ready && now - s->sub_started_ms > s->timeout_ms)
         why = "subscription timed out";
     if (!why)
         return;
-    LOG_WARN("redis %s: %s after %" PRId64 " ms; reconnecting", s->_address, why, s->_timeout_ms);
+    LOG_WARN("redis %s: %s after %" PRId64 " ms; reconnecting", s->address, why, s->timeout_ms);
     drop_cmd(s);
     drop_sub(s);
 }
@@ -189,38 +189,38 @@ static void on_check(evutil_socket_t fd, short what, void *arg)
 
 static void store_destroy(redis_store *s)
 {
-    s->_freeing = 1;
-    redisAsyncContext *cmd = s->_cmd, *sub = s->_sub;
-    s->_cmd = s->_sub = NULL;
+    s->freeing = 1;
+    redisAsyncContext *cmd = s->cmd, *sub = s->sub;
+    s->cmd = s->sub = NULL;
     if (cmd)
         redisAsyncFree(cmd); /* in-flight ops are freed, their callbacks dropped */
     if (sub)
         redisAsyncFree(sub);
-    refresh_drop(s);
-    while (s->_head) { /* none expected: every op lives on the cmd connection */
-        store_op *o = s->_head;
-        list_unlink(s, o);
-        op_free(o);
+    rstore_refresh_drop(s);
+    while (s->head) { /* none expected: every op lives on the cmd connection */
+        store_op *o = s->head;
+        rstore_op_unlink(s, o);
+        rstore_op_free(o);
     }
-    if (s->_reconnect_ev)
-        event_free(s->_reconnect_ev);
-    if (s->_check_ev)
-        event_free(s->_check_ev);
-    if (s->_drop_ev)
-        event_free(s->_drop_ev);
-    if (s->_free_ev)
-        event_free(s->_free_ev);
-    if (s->_flush_ev)
-        event_free(s->_flush_ev);
+    if (s->reconnect_ev)
+        event_free(s->reconnect_ev);
+    if (s->check_ev)
+        event_free(s->check_ev);
+    if (s->drop_ev)
+        event_free(s->drop_ev);
+    if (s->free_ev)
+        event_free(s->free_ev);
+    if (s->flush_ev)
+        event_free(s->flush_ev);
     for (int i = 0; i < SC_COUNT; i++)
-        free(s->_text[i]);
-    free(s->_address);
-    free(s->_host);
-    free(s->_unix_path);
-    free(s->_password);
-    free(s->_prefix);
-    free(s->_channel);
-    free(s->_pattern);
+        free(s->text[i]);
+    free(s->address);
+    free(s->host);
+    free(s->unix_path);
+    free(s->password);
+    free(s->prefix);
+    free(s->channel);
+    free(s->pattern);
     free(s);
 }
 
@@ -234,11 +234,11 @@ static void st_free(baton_store *b)
     redis_store *s = rs(b);
     if (!s)
         return;
-    if (s->_cb_depth > 0) {
+    if (s->cb_depth > 0) {
         /* Inside one of our callbacks: hiredis may still touch the contexts. */
-        s->_free_requested = 1;
-        s->_up = 0;
-        event_active(s->_free_ev, 0, 0);
+        s->free_requested = 1;
+        s->up = 0;
+        event_active(s->free_ev, 0, 0);
         return;
     }
     store_destroy(s);
@@ -246,7 +246,7 @@ static void st_free(baton_store *b)
 
 int store_redis_is_up(const baton_store *b)
 {
-    return b && ((const redis_store *)b)->_up;
+    return b && ((const redis_store *)b)->up;
 }
 
 /* "unix:/path" or "host:port" ("[v6]:port" too). */
@@ -255,8 +255,8 @@ static int parse_address(redis_store *s, const char *addr)
     if (strncmp(addr, "unix:", 5) == 0) {
         if (!addr[5])
             return -1;
-        s->_unix_path = strdup(addr + 5);
-        return s->_unix_path ? 0 : -1;
+        s->unix_path = strdup(addr + 5);
+        return s->unix_path ? 0 : -1;
     }
     const char *colon = strrchr(addr, ':');
     if (!colon || colon == addr || !colon[1])
@@ -271,9 +271,9 @@ static int parse_address(redis_store *s, const char *addr)
         h++;
         hlen -= 2;
     }
-    s->_host = strndup(h, hlen);
-    s->_port = (int)port;
-    return s->_host ? 0 : -1;
+    s->host = strndup(h, hlen);
+    s->port = (int)port;
+    return s->host ? 0 : -1;
 }
 
 baton_store *store_redis_new(struct event_base *base, const store_redis_opts *opts)
@@ -285,51 +285,51 @@ baton_store *store_redis_new(struct event_base *base, const store_redis_opts *op
     if (!s)
         return NULL;
     s->base.ops = &redis_ops;
-    s->_evb = base;
-    s->_db = opts->database;
-    s->_timeout_ms = opts->command_timeout_ms;
-    s->_reconnect_ms = opts->reconnect_ms;
-    s->_keyspace_events = opts->keyspace_events != 0;
+    s->evb = base;
+    s->db = opts->database;
+    s->timeout_ms = opts->command_timeout_ms;
+    s->reconnect_ms = opts->reconnect_ms;
+    s->keyspace_events = opts->keyspace_events != 0;
     const char *prefix = opts->key_prefix ? opts->key_prefix : "baton:";
-    s->_address = strdup(opts->address);
-    s->_prefix = strdup(prefix);
-    if (!s->_address || !s->_prefix || parse_address(s, opts->address) != 0)
+    s->address = strdup(opts->address);
+    s->prefix = strdup(prefix);
+    if (!s->address || !s->prefix || parse_address(s, opts->address) != 0)
         goto fail;
-    if (opts->password && opts->password[0] && !(s->_password = strdup(opts->password)))
+    if (opts->password && opts->password[0] && !(s->password = strdup(opts->password)))
         goto fail;
-    if (asprintf(&s->_channel, "%sevents", prefix) < 0) {
-        s->_channel = NULL;
+    if (asprintf(&s->channel, "%sevents", prefix) < 0) {
+        s->channel = NULL;
         goto fail;
     }
-    if (asprintf(&s->_pattern, "__keyevent@%d__:expired", s->_db) < 0) {
-        s->_pattern = NULL;
+    if (asprintf(&s->pattern, "__keyevent@%d__:expired", s->db) < 0) {
+        s->pattern = NULL;
         goto fail;
     }
     for (int i = 0; i < SC_COUNT; i++) {
-        if (asprintf(&s->_text[i], "%s\n%s", baton_lua_common, script_src[i].body) < 0) {
-            s->_text[i] = NULL;
+        if (asprintf(&s->text[i], "%s\n%s", baton_lua_common, script_src[i].body) < 0) {
+            s->text[i] = NULL;
             goto fail;
         }
-        s->_loader[i]._s = s;
-        s->_loader[i]._id = (enum script_id)i;
+        s->loader[i].s = s;
+        s->loader[i].id = (enum script_id)i;
     }
-    s->_reconnect_ev = evtimer_new(base, on_reconnect, s);
-    s->_check_ev = event_new(base, -1, EV_PERSIST, on_check, s);
-    s->_drop_ev = event_new(base, -1, 0, on_drop, s);
-    s->_free_ev = event_new(base, -1, 0, on_deferred_free, s);
-    s->_flush_ev = event_new(base, -1, 0, on_flush, s);
-    if (!s->_reconnect_ev || !s->_check_ev || !s->_drop_ev || !s->_free_ev || !s->_flush_ev)
+    s->reconnect_ev = evtimer_new(base, on_reconnect, s);
+    s->check_ev = event_new(base, -1, EV_PERSIST, on_check, s);
+    s->drop_ev = event_new(base, -1, 0, on_drop, s);
+    s->free_ev = event_new(base, -1, 0, on_deferred_free, s);
+    s->flush_ev = event_new(base, -1, 0, rstore_on_flush, s);
+    if (!s->reconnect_ev || !s->check_ev || !s->drop_ev || !s->free_ev || !s->flush_ev)
         goto fail;
-    prioritise(base, s->_flush_ev);
-    int64_t every = s->_timeout_ms / 4;
+    rstore_prioritise(base, s->flush_ev);
+    int64_t every = s->timeout_ms / 4;
     every = every < 10 ? 10 : every > 1000 ? 1000 : every;
     struct timeval tv = tv_of_ms(every);
-    event_add(s->_check_ev, &tv);
+    event_add(s->check_ev, &tv);
 
-    cmd_open(s);
-    sub_open(s);
-    if (!s->_cmd || !s->_sub)
-        arm_reconnect(s);
+    rstore_cmd_open(s);
+    rstore_sub_open(s);
+    if (!s->cmd || !s->sub)
+        rstore_arm_reconnect(s);
     return &s->base;
 fail:
     store_destroy(s);
@@ -337,13 +337,13 @@ fail:
 }
 
 static const store_ops redis_ops = {
-    .acquire = st_acquire,
-    .dequeue = st_dequeue,
-    .renew = st_renew,
-    .release = st_release,
-    .force_release = st_force_release,
-    .describe = st_describe,
-    .refresh = st_refresh,
-    .reap = st_reap,
+    .acquire = rstore_acquire,
+    .dequeue = rstore_dequeue,
+    .renew = rstore_renew,
+    .release = rstore_release,
+    .force_release = rstore_force_release,
+    .describe = rstore_describe,
+    .refresh = rstore_refresh,
+    .reap = rstore_reap,
     .free = st_free,
 };
