@@ -141,7 +141,7 @@ void rstore_cmd_open(redis_store *s)
      * the next waiter's grant (direct handoff), which should not wait behind
      * a loop turn of new requests. */
     rstore_prioritise(s->evb, ((redisLibeventEvents *)ac->ev.data)->rev);
-    s->cmd_started_ms = mono_ms();
+    s->cmd_started_ms = clock_mono_ms();
     s->cmd_init_left = 0;
     if (s->password) {
         redisAsyncCommand(ac, on_cmd_init, s, "AUTH %s", s->password);

@@ -128,7 +128,7 @@ void rstore_sub_open(redis_store *s)
     /* Wake-ups first: a waiter's next attempt should not queue behind the
      * other work of the same loop turn (the released holder's response). */
     rstore_prioritise(s->evb, ((redisLibeventEvents *)ac->ev.data)->rev);
-    s->sub_started_ms = mono_ms();
+    s->sub_started_ms = clock_mono_ms();
     /* Regular replies are matched before pub/sub ones, so AUTH may precede SUBSCRIBE. */
     if (s->password)
         redisAsyncCommand(ac, on_sub_init, s, "AUTH %s", s->password);

@@ -13,6 +13,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "clock.h"
 #include "store.h"
 
 extern const char baton_lua_common[];
@@ -116,13 +117,6 @@ struct redis_store {
     int free_requested;     /* free() deferred: call no more callbacks */
     int freeing;            /* tearing down: callbacks are dropped */
 };
-
-static inline int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static inline int callbacks_allowed(const redis_store *s)
 {

@@ -164,7 +164,7 @@ int rstore_op_send(store_op *o, int nkeys)
         return BATON_E_UNAVAILABLE;
     }
     event_active(s->flush_ev, 0, 0); /* no-op while already active */
-    o->sent_ms = mono_ms();
+    o->sent_ms = clock_mono_ms();
     o->prev = s->tail;
     if (s->tail)
         s->tail->next = o;

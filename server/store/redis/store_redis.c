@@ -170,7 +170,7 @@ static void on_reconnect(evutil_socket_t fd, short what, void *arg)
 static void on_check(evutil_socket_t fd, short what, void *arg)
 {
     redis_store *s = arg;
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     const char *why = NULL;
     if (s->head && now - s->head->sent_ms > s->timeout_ms)
         why = "a command timed out";
