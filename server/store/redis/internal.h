@@ -14,6 +14,7 @@
 #include <hiredis/hiredis.h>
 
 #include "clock.h"
+#include "reply.h"
 #include "store.h"
 
 extern const char baton_lua_common[];
@@ -44,6 +45,9 @@ extern const struct script_src {
 } script_src[SC_COUNT];
 
 typedef struct redis_store redis_store;
+
+/* Most tokens in one refresh script (refresh.c says why). */
+#define RSTORE_REFRESH_BATCH 200
 
 /* How a reply is turned into a callback. */
 typedef enum op_kind {
@@ -156,14 +160,6 @@ int rstore_release(baton_store *b, const char *key, const char *token, const sto
 int rstore_force_release(baton_store *b, const char *key, uint64_t fencing, store_hold_cb cb, void *ud);
 int rstore_describe(baton_store *b, const char *key, store_describe_cb cb, void *ud);
 int rstore_reap(baton_store *b, const char *key);
-
-/* reply.c */
-int rstore_el_int(const redisReply *r, size_t i, long long *out);
-int rstore_el_str(const redisReply *r, size_t i, const char **out);
-void deliver_acquire(store_op *o, const redisReply *r);
-void deliver_hold(store_op *o, const redisReply *r);
-void deliver_describe(store_op *o, const redisReply *r);
-void deliver_missing(store_op *o, const redisReply *r);
 
 /* refresh.c */
 void rstore_refresh_pump(redis_store *s);

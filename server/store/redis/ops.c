@@ -204,6 +204,54 @@ void rstore_op_fail(store_op *o, int err, const char *msg)
     s->cb_depth--;
 }
 
+/* Hands a decoded reply to the op's callback (reply.h decodes; a reply that
+ * does not decode completes the op with the decoder's error). */
+static void deliver_acquire(store_op *o, const redisReply *r)
+{
+    rstore_acquire_dec d;
+    if (rstore_decode_acquire(r, o->name, o->pool, &d) != BATON_OK)
+        rstore_op_fail(o, d.err, d.msg);
+    else if (o->cb.acquire)
+        o->cb.acquire(o->ud, BATON_OK, NULL, &d.res);
+}
+
+static void deliver_hold(store_op *o, const redisReply *r)
+{
+    rstore_hold_dec d;
+    int err = rstore_decode_hold(r, o->kind == OP_RENEW, o->handoff ? o->name : NULL, &d);
+    if (err != BATON_OK && err != BATON_E_NOT_HOLDER)
+        rstore_op_fail(o, err, d.msg);
+    else if (o->cb.hold)
+        o->cb.hold(o->ud, err, d.msg, &d.res);
+}
+
+static void deliver_describe(store_op *o, const redisReply *r)
+{
+    rstore_describe_dec d;
+    if (rstore_decode_describe(r, &d) != BATON_OK)
+        rstore_op_fail(o, d.err, d.msg);
+    else if (o->cb.describe)
+        o->cb.describe(o->ud, BATON_OK, NULL, &d.res);
+}
+
+/* A refresh reply: the tokens of the batch's target without a queue entry. */
+static void deliver_missing(store_op *o, const redisReply *r)
+{
+    redis_store *s = o->s;
+    const char *tokens[RSTORE_REFRESH_BATCH];
+    size_t n;
+    if (!o->name || rstore_decode_missing(r, tokens, RSTORE_REFRESH_BATCH, &n) != BATON_OK) {
+        LOG_WARN("redis: unexpected reply to refresh");
+        return;
+    }
+    store_target t = {.key = o->pool ? NULL : o->name, .pool = o->pool ? o->name : NULL};
+    for (size_t i = 0; i < n && s->base.hooks.on_missing; i++) {
+        s->base.hooks.on_missing(s->base.hooks.ud, &t, tokens[i]);
+        if (!callbacks_allowed(s))
+            return; /* freed from inside the hook */
+    }
+}
+
 /* Completes op o with reply r (NULL: connection gone). Returns 1 once o is
  * freed, 0 when it was sent again (EVAL after NOSCRIPT). */
 static int op_reply(redisAsyncContext *ac, void *r, store_op *o)

@@ -17,17 +17,16 @@ static int same_target(const store_target *a, const store_target *b)
  * Why batched: one script per waiter made 10,000 waiting streams cost 5,000
  * scripts a second (and as many command builds on the loop) and stalled
  * handoffs behind each burst. Consecutive entries of one target share its
- * liveness zset, so they go in one script, up to REFRESH_BATCH tokens.
+ * liveness zset, so they go in one script, up to RSTORE_REFRESH_BATCH tokens.
  * Why paced: Redis runs a connection's pipelined commands in order, so a
  * release sent during a burst of 50 batches waited for all of them. Batches
- * go out while at most REFRESH_BATCH tokens are in flight (always at least
+ * go out while at most RSTORE_REFRESH_BATCH tokens are in flight (always at least
  * one batch): a release waits behind ~0.2 ms of refresh at most, and many
  * small batches (many keys with a waiter or two) still go out together.
  * A round that is still sending when the next is due is left to finish and
  * the new one skipped: replacing it would drop the same tail every time and
  * let those waiters' entries expire.
  */
-#define REFRESH_BATCH 200
 
 /* A round's entries, copied, in runs of one target; batches are built from
  * them only as they go out (building all 50 of 10,000 waiters at once held
@@ -67,7 +66,7 @@ void rstore_refresh_drop(redis_store *s)
 static size_t round_next_size(const refresh_round *r)
 {
     size_t left = r->runs[r->run].count - r->off;
-    return left < REFRESH_BATCH ? left : REFRESH_BATCH;
+    return left < RSTORE_REFRESH_BATCH ? left : RSTORE_REFRESH_BATCH;
 }
 
 /* Builds the round's next batch and moves past it; NULL when out of memory. */
@@ -106,7 +105,7 @@ void rstore_refresh_pump(redis_store *s)
         rstore_refresh_drop(s);
         return;
     }
-    while (s->rf && (s->rf_ops == 0 || s->rf_tokens + (int)round_next_size(s->rf) <= REFRESH_BATCH)) {
+    while (s->rf && (s->rf_ops == 0 || s->rf_tokens + (int)round_next_size(s->rf) <= RSTORE_REFRESH_BATCH)) {
         store_op *o = round_next_op(s, s->rf);
         if (s->rf->run == s->rf->nruns)
             rstore_refresh_drop(s);

@@ -1,163 +1,194 @@
-/* The Redis store: turning script replies into store.h results. */
+/* The Redis store: turning script replies into store.h results (reply.h).
+ * Pure: nothing here touches a connection, the store or the log. */
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
-#include <hiredis/hiredis.h>
+#include "reply.h"
 
-#include "internal.h"
-#include "log.h"
+/* Element i of an array, or NULL (not an array, too short, a NULL slot). */
+static const redisReply *el(const redisReply *r, size_t i)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || !r->element || i >= r->elements)
+        return NULL;
+    return r->element[i];
+}
 
-/* Element i of an array reply as an integer / a string; -1 if it is not one. */
 int rstore_el_int(const redisReply *r, size_t i, long long *out)
 {
-    if (i >= r->elements || r->element[i]->type != REDIS_REPLY_INTEGER)
+    const redisReply *e = el(r, i);
+    if (!e || e->type != REDIS_REPLY_INTEGER)
         return -1;
-    *out = r->element[i]->integer;
+    *out = e->integer;
     return 0;
 }
 
 int rstore_el_str(const redisReply *r, size_t i, const char **out)
 {
-    if (i >= r->elements || r->element[i]->type != REDIS_REPLY_STRING)
+    const redisReply *e = el(r, i);
+    if (!e || e->type != REDIS_REPLY_STRING || !e->str)
         return -1;
-    *out = r->element[i]->str;
+    *out = e->str;
     return 0;
 }
 
-void deliver_acquire(store_op *o, const redisReply *r)
+/* A fencing token: never negative (it is handed out as a uint64). */
+static int el_fencing(const redisReply *r, size_t i, uint64_t *out)
+{
+    long long v;
+    if (rstore_el_int(r, i, &v) != 0 || v < 0)
+        return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+int rstore_decode_acquire(const redisReply *r, const char *name, int pool, rstore_acquire_dec *out)
 {
     long long granted, a, b, c, d;
     const char *owner, *head;
-    store_acquire_res res = {0};
-    char devkey[BATON_KEY_MAX + 16];
-    if (r->type != REDIS_REPLY_ARRAY || rstore_el_int(r, 0, &granted) != 0)
+    store_acquire_res *res = &out->res;
+    *res = (store_acquire_res){0};
+    out->msg = NULL;
+    out->devices = 0;
+    if (rstore_el_int(r, 0, &granted) != 0)
         goto bad;
     if (granted == 2) {
         /* A pool whose waiters use another device count (acquire.lua). */
-        char msg[BATON_KEY_MAX + 128];
         if (rstore_el_int(r, 1, &a) != 0)
             goto bad;
-        snprintf(msg, sizeof msg,
+        out->devices = a;
+        snprintf(out->buf, sizeof out->buf,
                  "pool '%s' has waiters that use %lld devices; a request for it must use the same "
                  "count while they wait",
-                 o->name ? o->name : "?", a);
-        rstore_op_fail(o, BATON_E_INVALID, msg);
-        return;
+                 name ? name : "?", a);
+        out->err = BATON_E_INVALID;
+        out->msg = out->buf;
+        return out->err;
     }
-    if (granted) {
-        if (rstore_el_int(r, 1, &a) || rstore_el_int(r, 2, &b) || rstore_el_int(r, 3, &c))
+    if (granted == 1) {
+        if (rstore_el_int(r, 1, &a) || el_fencing(r, 2, &res->fencing) || rstore_el_int(r, 3, &c))
             goto bad;
-        res.granted = 1;
-        res.device = (int32_t)a;
-        res.fencing = (uint64_t)b;
-        res.ttl_ms = c;
-        res.key = o->name;
-        if (o->pool) {
-            snprintf(devkey, sizeof(devkey), "%s/%lld", o->name, a);
-            res.key = devkey;
+        /* a device index of a pool: 0 .. INT32_MAX; a plain key: -1 */
+        if (pool ? (a < 0 || a > INT32_MAX) : a != -1)
+            goto bad;
+        res->granted = 1;
+        res->device = (int32_t)a;
+        res->ttl_ms = c;
+        res->key = name;
+        if (pool) {
+            snprintf(out->buf, sizeof out->buf, "%s/%lld", name ? name : "?", a);
+            res->key = out->buf;
         }
-    } else {
+    } else if (granted == 0) {
         if (rstore_el_int(r, 1, &a) || rstore_el_int(r, 2, &b) || rstore_el_str(r, 3, &owner) ||
-            rstore_el_int(r, 4, &c) || rstore_el_int(r, 5, &d) || rstore_el_str(r, 6, &head))
+            el_fencing(r, 4, &res->holder_fencing) || rstore_el_int(r, 5, &d) || rstore_el_str(r, 6, &head))
             goto bad;
-        res.device = -1;
-        res.position = a;
-        res.queue_len = b;
-        res.holder_owner = owner;
-        res.holder_fencing = (uint64_t)c;
-        res.retry_ms = d;
-        res.head_token = head;
+        res->device = -1;
+        res->position = a;
+        res->queue_len = b;
+        res->holder_owner = owner;
+        res->retry_ms = d;
+        res->head_token = head;
+    } else {
+        goto bad;
     }
-    if (o->cb.acquire)
-        o->cb.acquire(o->ud, BATON_OK, NULL, &res);
-    return;
+    out->err = BATON_OK;
+    return BATON_OK;
 bad:
-    rstore_op_fail(o, BATON_E_INTERNAL, "unexpected reply to acquire");
+    *res = (store_acquire_res){0};
+    out->err = BATON_E_INTERNAL;
+    out->msg = "unexpected reply to acquire";
+    return out->err;
 }
 
-/* {1, ...} or {0, holder_owner, holder_fencing} of renew / release / force_release. */
-void deliver_hold(store_op *o, const redisReply *r)
+int rstore_decode_hold(const redisReply *r, int renew, const char *handoff_key, rstore_hold_dec *out)
 {
-    long long ok, a, b;
+    long long ok, a;
     const char *owner;
-    store_hold_res res = {0};
-    char msg[BATON_OWNER_MAX + 96];
-    if (r->type != REDIS_REPLY_ARRAY || rstore_el_int(r, 0, &ok) != 0)
+    store_hold_res *res = &out->res;
+    *res = (store_hold_res){0};
+    out->msg = NULL;
+    if (rstore_el_int(r, 0, &ok) != 0 || (ok != 0 && ok != 1))
         goto bad;
-    if (ok && o->kind == OP_RENEW) {
+    if (ok && renew) {
         if (rstore_el_int(r, 1, &a))
             goto bad;
-        res.ttl_ms = a;
-        res.holder_owner = "";
-        if (o->cb.hold)
-            o->cb.hold(o->ud, BATON_OK, NULL, &res);
-        return;
+        res->ttl_ms = a;
+        res->holder_owner = "";
+        out->err = BATON_OK;
+        return BATON_OK;
     }
-    if (rstore_el_str(r, 1, &owner) || rstore_el_int(r, 2, &b))
+    if (rstore_el_str(r, 1, &owner) || el_fencing(r, 2, &res->holder_fencing))
         goto bad;
-    res.holder_owner = owner;
-    res.holder_fencing = (uint64_t)b;
-    store_acquire_res next = {.device = -1, .retry_ms = -1};
-    if (o->handoff) {
-        res.next = &next;
+    res->holder_owner = owner;
+    if (handoff_key) {
+        out->next = (store_acquire_res){.device = -1, .retry_ms = -1};
+        res->next = &out->next;
         if (ok && r->elements >= 5) {
-            long long f, ttl;
-            if (rstore_el_int(r, 3, &f) || rstore_el_int(r, 4, &ttl))
+            long long ttl;
+            if (el_fencing(r, 3, &out->next.fencing) || rstore_el_int(r, 4, &ttl))
                 goto bad;
-            next.granted = 1;
-            next.key = o->name;
-            next.fencing = (uint64_t)f;
-            next.ttl_ms = ttl;
+            out->next.granted = 1;
+            out->next.key = handoff_key;
+            out->next.ttl_ms = ttl;
         }
     }
     if (ok) {
-        if (o->cb.hold)
-            o->cb.hold(o->ud, BATON_OK, NULL, &res);
-        return;
+        out->err = BATON_OK;
+        return BATON_OK;
     }
-    if (res.holder_fencing)
-        snprintf(msg, sizeof(msg), "not the holder: held by \"%s\" (fencing %" PRIu64 ")", owner,
-                 res.holder_fencing);
+    if (res->holder_fencing)
+        snprintf(out->buf, sizeof(out->buf), "not the holder: held by \"%s\" (fencing %" PRIu64 ")", owner,
+                 res->holder_fencing);
     else
-        snprintf(msg, sizeof(msg), "not the holder: the key is not held");
-    if (o->cb.hold)
-        o->cb.hold(o->ud, BATON_E_NOT_HOLDER, msg, &res);
-    return;
+        snprintf(out->buf, sizeof(out->buf), "not the holder: the key is not held");
+    out->err = BATON_E_NOT_HOLDER;
+    out->msg = out->buf;
+    return out->err;
 bad:
-    rstore_op_fail(o, BATON_E_INTERNAL, "unexpected reply to a hold script");
+    *res = (store_hold_res){0};
+    out->err = BATON_E_INTERNAL;
+    out->msg = "unexpected reply to a hold script";
+    return out->err;
 }
 
-void deliver_describe(store_op *o, const redisReply *r)
+int rstore_decode_describe(const redisReply *r, rstore_describe_dec *out)
 {
-    long long held, fencing, ttl, waiters;
+    long long held, ttl, waiters;
     const char *owner;
-    if (r->type != REDIS_REPLY_ARRAY || rstore_el_int(r, 0, &held) || rstore_el_str(r, 1, &owner) ||
-        rstore_el_int(r, 2, &fencing) || rstore_el_int(r, 3, &ttl) || rstore_el_int(r, 4, &waiters)) {
-        rstore_op_fail(o, BATON_E_INTERNAL, "unexpected reply to describe");
-        return;
+    store_describe_res *res = &out->res;
+    *res = (store_describe_res){0};
+    out->msg = NULL;
+    if (rstore_el_int(r, 0, &held) || rstore_el_str(r, 1, &owner) || el_fencing(r, 2, &res->fencing) ||
+        rstore_el_int(r, 3, &ttl) || rstore_el_int(r, 4, &waiters)) {
+        *res = (store_describe_res){0};
+        out->err = BATON_E_INTERNAL;
+        out->msg = "unexpected reply to describe";
+        return out->err;
     }
-    store_describe_res res = {
-        .held = held != 0, .owner = owner, .fencing = (uint64_t)fencing, .ttl_ms = ttl, .waiters = waiters};
-    if (o->cb.describe)
-        o->cb.describe(o->ud, BATON_OK, NULL, &res);
+    res->held = held != 0;
+    res->owner = owner;
+    res->ttl_ms = ttl;
+    res->waiters = waiters;
+    out->err = BATON_OK;
+    return BATON_OK;
 }
 
-/* A refresh reply: the tokens of the batch's target without a queue entry. */
-void deliver_missing(store_op *o, const redisReply *r)
+int rstore_decode_missing(const redisReply *r, const char **tokens, size_t cap, size_t *n)
 {
-    redis_store *s = o->s;
-    if (r->type != REDIS_REPLY_ARRAY || !o->name) {
-        LOG_WARN("redis: unexpected reply to refresh");
-        return;
-    }
-    store_target t = {.key = o->pool ? NULL : o->name, .pool = o->pool ? o->name : NULL};
+    *n = 0;
+    if (!r || r->type != REDIS_REPLY_ARRAY || (r->elements > 0 && !r->element))
+        return BATON_E_INTERNAL;
     for (size_t i = 0; i < r->elements; i++) {
-        const redisReply *e = r->element[i];
-        if (e->type != REDIS_REPLY_STRING || !s->base.hooks.on_missing)
+        const char *tok;
+        if (rstore_el_str(r, i, &tok) != 0)
             continue;
-        s->base.hooks.on_missing(s->base.hooks.ud, &t, e->str);
-        if (!callbacks_allowed(s))
-            return; /* freed from inside the hook */
+        if (*n == cap) {
+            *n = 0;
+            return BATON_E_INTERNAL;
+        }
+        tokens[(*n)++] = tok;
     }
+    return BATON_OK;
 }
