@@ -7,7 +7,7 @@
  * Every state change is one Lua script executed atomically in Redis; the
  * store turns replies into the plain structs below. The engine talks to a
  * store only through `baton_store.ops`, so unit tests can plug in a fake
- * (tests/engine/fake_store.c) that keeps the same semantics in memory.
+ * (tests/store/fake_store.c) that keeps the same semantics in memory.
  *
  * Calling convention for every op:
  *   - returns 0: the op was sent; `cb` is called exactly once, later, on the
@@ -122,8 +122,9 @@ typedef struct store_acquire_res {
     const char *holder_owner; /* current holder ("" when free but others are ahead) */
     uint64_t holder_fencing;  /* 0 when free */
     int64_t retry_ms;         /* try again after this long even without an event:
-                               * the holder's remaining TTL or the head entry's
-                               * remaining liveness, whichever is sooner; -1 = none */
+                               * the holder's remaining TTL or, when a device is
+                               * free, the remaining liveness of the entry ahead
+                               * of it, whichever is sooner; -1 = none */
     const char *head_token;   /* when not granted and the lock is free (a pool: a
                                * device it could take is free) but another entry is
                                * at the queue head: that entry's token; else NULL

@@ -32,6 +32,7 @@ typedef struct fqueue {
     fentry *v;
     size_t n, cap;
     int64_t seq;
+    int32_t qn; /* a pool's queue: the device count its waiters use (0: unset) */
 } fqueue;
 
 typedef enum item_kind { I_ACQ, I_HOLD, I_DONE, I_DESC, I_STATE, I_EVENT, I_MISSING } item_kind;
@@ -163,7 +164,9 @@ static void deliver(fake_store *f, item *it)
     case I_HOLD:
         if (it->cb)
             ((store_hold_cb)it->cb)(it->ud, it->err,
-                                    it->err && it->err != BATON_E_NOT_HOLDER ? "fake error" : NULL,
+                                    it->err == BATON_E_NOT_HOLDER ? it->s3
+                                    : it->err                     ? "fake error"
+                                                                  : NULL,
                                     it->err && it->err != BATON_E_NOT_HOLDER ? NULL : &it->hres);
         break;
     case I_DONE:
@@ -311,6 +314,14 @@ static fqueue *queue_get(fake_store *f, const char *name)
     return q;
 }
 
+/* As the Redis store: exactly one of key / pool, not empty; devices > 0. */
+static int target_ok(const store_target *t)
+{
+    if (!t || (!t->key) == (!t->pool))
+        return 0;
+    return t->key ? t->key[0] != '\0' : (t->pool[0] != '\0' && t->devices > 0);
+}
+
 static void target_qname(const store_target *t, char *out, size_t n)
 {
     if (t->pool)
@@ -388,9 +399,29 @@ static void grant(fake_store *f, flock *l, const store_acquire_req *req, int64_t
 
 /* ------------------------------------------------------------ ops */
 
+static void device_key(const store_target *t, int32_t i, char *out, size_t n)
+{
+    if (t->pool)
+        snprintf(out, n, "%s/%d", t->pool, (int)i);
+    else
+        snprintf(out, n, "%s", t->key);
+}
+
+/* retry = the smaller of retry and ms (ms < 0 counts as 0), as acquire.lua. */
+static void sooner(int64_t *retry, int64_t ms)
+{
+    if (ms < 0)
+        ms = 0;
+    if (*retry < 0 || ms < *retry)
+        *retry = ms;
+}
+
+/* Follows acquire.lua step by step (see store.h). */
 static int f_acquire(baton_store *s, const store_acquire_req *req, store_acquire_cb cb, void *ud)
 {
     fake_store *f = FS(s);
+    if (!req || !target_ok(&req->target) || !req->token || req->ttl_ms <= 0)
+        return BATON_E_INVALID;
     if (f->down)
         return BATON_E_UNAVAILABLE;
     f->calls[FAKE_ACQUIRE]++;
@@ -405,10 +436,7 @@ static int f_acquire(baton_store *s, const store_acquire_req *req, store_acquire
 
     /* Idempotent by token. */
     for (int32_t i = 0; i < ndev; i++) {
-        if (t->pool)
-            snprintf(dkey, sizeof dkey, "%s/%d", t->pool, (int)i);
-        else
-            snprintf(dkey, sizeof dkey, "%s", t->key);
+        device_key(t, i, dkey, sizeof dkey);
         flock *l = lock_get(f, dkey);
         if (live(l, now) && strcmp(l->token, req->token) == 0) {
             res->granted = 1;
@@ -419,25 +447,32 @@ static int f_acquire(baton_store *s, const store_acquire_req *req, store_acquire
             goto done;
         }
     }
+    /* Report expired holds; drop dead waiters of the devices' own queues. */
+    for (int32_t i = 0; i < ndev; i++) {
+        device_key(t, i, dkey, sizeof dkey);
+        reap(f, lock_get(f, dkey), now);
+        if (t->pool)
+            key_queue_empty(f, dkey, now);
+    }
 
     char qname[NAME_MAX_];
     target_qname(t, qname, sizeof qname);
     fqueue *q = queue_get(f, qname);
     q_drop_dead(q, now);
-    int head = q->n == 0 || strcmp(q->v[0].token, req->token) == 0;
-    int64_t retry = -1;
-    const char *holder = "";
-    uint64_t holder_f = 0;
-    int any_free = 0;
-    for (int32_t i = 0; i < ndev; i++) {
-        if (t->pool)
-            snprintf(dkey, sizeof dkey, "%s/%d", t->pool, (int)i);
-        else
-            snprintf(dkey, sizeof dkey, "%s", t->key);
-        flock *l = lock_get(f, dkey);
-        reap(f, l, now);
-        int free_now = !live(l, now) && (!t->pool || key_queue_empty(f, dkey, now));
-        if (free_now && head) {
+    int had_head = q->n > 0;
+    /* A pool's live waiters fix its device count. */
+    if (t->pool && had_head && q->qn && q->qn != t->devices) {
+        it->err = BATON_E_INVALID;
+        goto done;
+    }
+    /* Grant iff the token heads the queue (or it is empty): the lowest free
+     * device whose own queue is empty. */
+    if (!had_head || strcmp(q->v[0].token, req->token) == 0) {
+        for (int32_t i = 0; i < ndev; i++) {
+            device_key(t, i, dkey, sizeof dkey);
+            flock *l = lock_get(f, dkey);
+            if (live(l, now) || (t->pool && !key_queue_empty(f, dkey, now)))
+                continue;
             q = queue_get(f, qname); /* key_queue_empty may have moved the array */
             long idx = q_index(q, req->token);
             if (idx >= 0)
@@ -448,23 +483,12 @@ static int f_acquire(baton_store *s, const store_acquire_req *req, store_acquire
                 publish(f, STORE_EV_WAKE_POOL, t->pool, "", 0);
             goto done;
         }
-        if (free_now)
-            any_free = 1;
-        if (live(l, now)) {
-            if (retry < 0 || l->expires - now < retry)
-                retry = l->expires - now;
-            if (holder_f == 0) {
-                holder = l->owner;
-                holder_f = l->fencing;
-            }
-        }
     }
-    if (any_free) {
-        holder = "";
-        holder_f = 0;
-    }
+    /* Not granted: join or stay in the queue. */
     q = queue_get(f, qname);
     if (req->enqueue) {
+        if (t->pool && (!had_head || !q->qn))
+            q->qn = t->devices;
         long idx = q_index(q, req->token);
         if (idx < 0) {
             if (q->n == q->cap) {
@@ -481,17 +505,45 @@ static int f_acquire(baton_store *s, const store_acquire_req *req, store_acquire
             q->v[idx].deadline = now + req->liveness_ms;
         }
     }
+    /* When to try again without an event: the soonest holder TTL, or the
+     * soonest moment a waiter ahead of a free device can be purged. The
+     * holder named is the one whose TTL runs out first. */
+    int64_t retry = -1, holder_ttl = -1;
+    const char *holder = "";
+    uint64_t holder_f = 0;
+    int any_free = 0, grantable = 0;
+    for (int32_t i = 0; i < ndev; i++) {
+        device_key(t, i, dkey, sizeof dkey);
+        flock *l = lock_get(f, dkey);
+        if (live(l, now)) {
+            int64_t pttl = l->expires - now;
+            sooner(&retry, pttl);
+            if (holder_ttl < 0 || pttl < holder_ttl) {
+                holder = l->owner;
+                holder_f = l->fencing;
+                holder_ttl = pttl;
+            }
+            continue;
+        }
+        any_free = 1;
+        char kq[NAME_MAX_ + 8];
+        snprintf(kq, sizeof kq, "k:%s", dkey);
+        fqueue *dq = t->pool ? queue_get(f, kq) : NULL;
+        if (dq && dq->n > 0)
+            sooner(&retry, dq->v[0].deadline - now);
+        else
+            grantable = 1;
+    }
+    q = queue_get(f, qname);
+    int other_head = q->n > 0 && strcmp(q->v[0].token, req->token) != 0;
+    if (any_free && other_head)
+        sooner(&retry, q->v[0].deadline - now);
     long idx = q_index(q, req->token);
     res->position = idx >= 0 ? idx + 1 : 0;
     res->queue_len = (int64_t)q->n;
-    if (q->n > 0 && strcmp(q->v[0].token, req->token) != 0) {
-        int64_t left = q->v[0].deadline - now;
-        if (retry < 0 || left < retry)
-            retry = left;
-    }
     res->retry_ms = retry;
-    /* As acquire.lua: name the head when it could be granted now. */
-    if (any_free && q->n > 0 && strcmp(q->v[0].token, req->token) != 0) {
+    /* Name the head that could take it now. */
+    if (grantable && other_head) {
         it->s3 = xstrdup(q->v[0].token);
         res->head_token = it->s3;
     }
@@ -510,6 +562,8 @@ done:
 static int f_dequeue(baton_store *s, const store_target *t, const char *token, store_done_cb cb, void *ud)
 {
     fake_store *f = FS(s);
+    if (!target_ok(t) || !token)
+        return BATON_E_INVALID;
     if (f->down)
         return BATON_E_UNAVAILABLE;
     f->calls[FAKE_DEQUEUE]++;
@@ -519,7 +573,7 @@ static int f_dequeue(baton_store *s, const store_target *t, const char *token, s
     long idx = q_index(q, token);
     if (idx >= 0) {
         q_remove_at(q, (size_t)idx);
-        if (idx == 0) {
+        if (idx == 0 && q->n > 0) { /* as dequeue.lua: only when others remain */
             if (t->pool)
                 publish(f, STORE_EV_WAKE_POOL, t->pool, "", 0);
             else
@@ -530,22 +584,34 @@ static int f_dequeue(baton_store *s, const store_target *t, const char *token, s
     return 0;
 }
 
-static void not_holder(item *it, const flock *l, int64_t now)
+/* As the Lua scripts: a lock that is gone has its hold reaped (EXPIRED is
+ * published if it had run out); the message is the Redis store's. */
+static void not_holder(fake_store *f, item *it, flock *l, int64_t now)
 {
     it->err = BATON_E_NOT_HOLDER;
     if (live(l, now)) {
         it->s1 = xstrdup(l->owner);
         it->hres.holder_fencing = l->fencing;
     } else {
+        reap(f, l, now);
         it->s1 = xstrdup("");
     }
     it->hres.holder_owner = it->s1;
+    char msg[BATON_OWNER_MAX + 96];
+    if (it->hres.holder_fencing)
+        snprintf(msg, sizeof msg, "not the holder: held by \"%s\" (fencing %llu)", it->s1,
+                 (unsigned long long)it->hres.holder_fencing);
+    else
+        snprintf(msg, sizeof msg, "not the holder: the key is not held");
+    it->s3 = xstrdup(msg);
 }
 
 static int f_renew(baton_store *s, const char *key, const char *token, int64_t ttl_ms, store_hold_cb cb,
                    void *ud)
 {
     fake_store *f = FS(s);
+    if (!key || !key[0] || !token || ttl_ms <= 0)
+        return BATON_E_INVALID;
     if (f->down)
         return BATON_E_UNAVAILABLE;
     f->calls[FAKE_RENEW]++;
@@ -555,8 +621,9 @@ static int f_renew(baton_store *s, const char *key, const char *token, int64_t t
     if (live(l, now) && strcmp(l->token, token) == 0) {
         l->expires = now + ttl_ms;
         it->hres.ttl_ms = ttl_ms;
+        it->hres.holder_owner = ""; /* as the Redis store */
     } else {
-        not_holder(it, l, now);
+        not_holder(f, it, l, now);
     }
     reply(f, it, FAKE_RENEW);
     return 0;
@@ -566,10 +633,13 @@ static int f_release(baton_store *s, const char *key, const char *token, const s
                      store_hold_cb cb, void *ud)
 {
     fake_store *f = FS(s);
+    if (!key || !key[0] || !token)
+        return BATON_E_INVALID;
+    if (next &&
+        (!next->token || !next->target.key || strcmp(next->target.key, key) != 0 || next->ttl_ms <= 0))
+        return BATON_E_INVALID;
     if (f->down)
         return BATON_E_UNAVAILABLE;
-    if (next && (!next->target.key || strcmp(next->target.key, key) != 0))
-        return BATON_E_INVALID;
     f->calls[FAKE_RELEASE]++;
     int64_t now = now_ms();
     flock *l = lock_get(f, key);
@@ -599,7 +669,7 @@ static int f_release(baton_store *s, const char *key, const char *token, const s
             }
         }
     } else {
-        not_holder(it, l, now);
+        not_holder(f, it, l, now);
     }
     reply(f, it, FAKE_RELEASE);
     return 0;
@@ -608,6 +678,8 @@ static int f_release(baton_store *s, const char *key, const char *token, const s
 static int f_force_release(baton_store *s, const char *key, uint64_t fencing, store_hold_cb cb, void *ud)
 {
     fake_store *f = FS(s);
+    if (!key || !key[0] || fencing == 0)
+        return BATON_E_INVALID;
     if (f->down)
         return BATON_E_UNAVAILABLE;
     f->calls[FAKE_FORCE_RELEASE]++;
@@ -619,7 +691,7 @@ static int f_force_release(baton_store *s, const char *key, uint64_t fencing, st
         l->hold_rec = 0;
         publish(f, STORE_EV_FORCE_RELEASED, l->key, l->owner, l->fencing);
     } else {
-        not_holder(it, l, now);
+        not_holder(f, it, l, now);
     }
     reply(f, it, FAKE_FORCE_RELEASE);
     return 0;
@@ -628,6 +700,8 @@ static int f_force_release(baton_store *s, const char *key, uint64_t fencing, st
 static int f_describe(baton_store *s, const char *key, store_describe_cb cb, void *ud)
 {
     fake_store *f = FS(s);
+    if (!key || !key[0])
+        return BATON_E_INVALID;
     if (f->down)
         return BATON_E_UNAVAILABLE;
     f->calls[FAKE_DESCRIBE]++;
@@ -656,6 +730,8 @@ static int f_refresh(baton_store *s, const store_target *targets, const char *co
                      int64_t liveness_ms)
 {
     fake_store *f = FS(s);
+    if (n > 0 && (!targets || !tokens))
+        return BATON_E_INVALID;
     if (f->down)
         return BATON_E_UNAVAILABLE;
     f->calls[FAKE_REFRESH]++;
@@ -695,6 +771,8 @@ void fake_store_drop_entry(baton_store *s, const char *key, const char *pool, si
 static int f_reap(baton_store *s, const char *key)
 {
     fake_store *f = FS(s);
+    if (!key || !key[0])
+        return BATON_E_INVALID;
     if (f->down)
         return BATON_E_UNAVAILABLE;
     f->calls[FAKE_REAP]++;

@@ -2,7 +2,9 @@
 #define BATON_TESTS_FAKE_STORE_H
 
 /*
- * An in-memory store with the semantics store.h describes (locks with a real
+ * An in-memory store with the semantics store.h describes (the Lua scripts
+ * are the truth; tests/store/contract.c holds the fake to the same cases as
+ * the Redis store) (locks with a real
  * monotonic-clock TTL, hold records, fencing counters, FIFO queues of keys
  * and pools, pool device selection, events). Every op runs at once (like a
  * Lua script) but its callback, and every event, is delivered later from the
