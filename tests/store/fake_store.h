@@ -2,11 +2,10 @@
 #define BATON_TESTS_FAKE_STORE_H
 
 /*
- * An in-memory store with the semantics store.h describes (the Lua scripts
- * are the truth; tests/store/contract.c holds the fake to the same cases as
- * the Redis store) (locks with a real
+ * An in-memory store with the semantics store.h describes (locks with a real
  * monotonic-clock TTL, hold records, fencing counters, FIFO queues of keys
- * and pools, pool device selection, events). Every op runs at once (like a
+ * and pools, pool device selection, events). The Lua scripts are the truth:
+ * tests/store/contract.c holds the fake and the Redis store to the same cases. Every op runs at once (like a
  * Lua script) but its callback, and every event, is delivered later from the
  * event loop, never from inside the op call. Replies and events travel in
  * two ordered streams (like the command and pub/sub connections); with
