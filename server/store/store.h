@@ -237,7 +237,19 @@ typedef struct store_redis_opts {
 
 /* Creates the Redis store on `base` and starts connecting (it keeps
  * reconnecting forever). Returns NULL on bad options. hooks must be set
- * before the loop runs. Free with s->ops->free(s). */
+ * before the loop runs. Free with s->ops->free(s).
+ *
+ * Event priorities: the store puts its own events (replies, pub/sub
+ * messages, the write of queued commands) at priority 0 so that wake-ups and
+ * handoff grants do not wait behind a loop turn of other work. That only
+ * helps when the caller created `base` with at least two priorities, BEFORE
+ * creating any event, so that everything else defaults to a lower one:
+ *     event_base_priority_init(base, 2);   (batond's main.c does this)
+ * The store cannot do it itself: libevent refuses to change the number of
+ * priorities once events are active, and events created before the change
+ * would keep priority 0. With a single priority (a plain event_base, as in
+ * the tests) the store works the same, only without that preference; it
+ * says so once in the log. */
 baton_store *store_redis_new(struct event_base *base, const store_redis_opts *opts);
 
 /* 1 while on_state last reported up. */

@@ -9,6 +9,16 @@
  * subscription confirmed. Lost connections come back through one reconnect
  * timer; a periodic check drops both connections when a reply is overdue.
  *
+ * Files (one concept each; internal.h has the struct and what they share):
+ *   store_redis.c  create / free, up/down state, drops, reconnect and timeout
+ *                  timers, connection plumbing
+ *   ops.c          op entry points (building each script call) and the op
+ *                  lifecycle (send, NOSCRIPT fallback, completion)
+ *   reply.c        pure decoders of script replies (reply.h)
+ *   refresh.c      liveness refresh batching and pacing
+ *   conn_cmd.c     command connection setup and prompt writes
+ *   conn_sub.c     pub/sub connection: events and expirations
+ *
  * Lifetime rules:
  *   - every op sent completes exactly once: with its reply, or with
  *     BATON_E_UNAVAILABLE when its connection is lost or dropped;
@@ -144,8 +154,8 @@ redisAsyncContext *rstore_conn_open(redis_store *s, redisConnectCallback *on_con
     return ac;
 }
 
-/* Highest priority for ev when the base has priorities (batond sets them up;
- * a plain event_base in a test has one, and then this does nothing). */
+/* Highest priority for ev when the base has priorities (store.h: the caller
+ * sets them up; with a single one this does nothing). */
 void rstore_prioritise(struct event_base *base, struct event *ev)
 {
     if (ev && event_base_get_npriorities(base) > 1)
@@ -320,6 +330,10 @@ baton_store *store_redis_new(struct event_base *base, const store_redis_opts *op
     s->flush_ev = event_new(base, -1, 0, rstore_on_flush, s);
     if (!s->reconnect_ev || !s->check_ev || !s->drop_ev || !s->free_ev || !s->flush_ev)
         goto fail;
+    if (event_base_get_npriorities(base) < 2)
+        LOG_INFO("redis %s: the event loop has one priority: Redis replies and wake-ups wait their turn "
+                 "(see store_redis_new in store.h)",
+                 s->address);
     rstore_prioritise(base, s->flush_ev);
     int64_t every = s->timeout_ms / 4;
     every = every < 10 ? 10 : every > 1000 ? 1000 : every;
