@@ -3,8 +3,8 @@
 
 /*
  * The store contract: one set of cases written against store.h alone, run
- * against every implementation (test_contract_fake.c: the in-memory fake the
- * engine tests use; test_contract_redis.c: the Redis store and its Lua
+ * against every implementation (test_store_contract_fake.c: the in-memory fake the
+ * engine tests use; test_store_contract_redis.c: the Redis store and its Lua
  * scripts, which are the truth). A case that passes on one and fails on the
  * other is a drift to fix in the fake.
  *

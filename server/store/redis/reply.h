@@ -2,7 +2,7 @@
  * Decoders of the Redis store's script replies (reply.c): pure functions
  * from a redisReply tree to the results of store.h. They touch neither a
  * connection nor the store, so the tests build replies by hand
- * (tests/store/redis/test_reply.c, fuzz_reply.c).
+ * (tests/store/redis/test_store_reply.c, fuzz_reply.c).
  *
  * Every decoder accepts any tree, however malformed (wrong types, short
  * arrays, out-of-range integers, NULL elements or strings): it then returns
