@@ -1,0 +1,147 @@
+/*
+ * Cleanups: make sure a token neither waits nor holds in Redis, again after
+ * a reconnect if Redis was down.
+ */
+#include "internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "log.h"
+
+void cleanup_free(cleanup *c)
+{
+    free(c->key);
+    free(c->pool);
+    free(c);
+}
+
+static void cleanup_reply(cleanup *c, int err)
+{
+    if (err == BATON_E_UNAVAILABLE)
+        c->failed = 1;
+    if (--c->outstanding > 0)
+        return;
+    baton_engine *e = c->hdr.e;
+    if (!e) {
+        cleanup_free(c);
+        return;
+    }
+    ops_unlink(e, &c->hdr);
+    if (c->failed) {
+        /* The outcome is unknown: send it all again after the reconnect
+         * (dequeue and token-checked releases are idempotent). */
+        c->failed = 0;
+        c->pnext = e->pending;
+        e->pending = c;
+    } else {
+        cleanup_free(c);
+    }
+    maybe_shutdown_done(e);
+}
+
+static void cleanup_done_cb(void *ud, int err, const char *msg)
+{
+    cleanup_reply(ud, err);
+}
+
+static void cleanup_hold_cb(void *ud, int err, const char *msg, const store_hold_res *res)
+{
+    cleanup *c = ud;
+    attempt_op *next = c->next;
+    c->next = NULL;
+    handoff_done(next, err, msg, res);
+    cleanup_reply(c, err);
+}
+
+/* Sends every part of c; parts the store refuses make c wait in e->pending. */
+static void cleanup_send(baton_engine *e, cleanup *c)
+{
+    baton_store *s = e->store;
+    c->outstanding = 1; /* guard: no reply may finish c while sending */
+    c->failed = 0;
+    ops_link(e, &c->hdr);
+    if (c->dequeue) {
+        store_target t = {.key = c->pool ? NULL : c->key, .pool = c->pool, .devices = c->devices};
+        c->outstanding++;
+        if (s->ops->dequeue(s, &t, c->token, cleanup_done_cb, c) != 0) {
+            c->outstanding--;
+            c->failed = 1;
+        }
+    }
+    if (c->pool) {
+        char dev[TNAME_MAX];
+        for (int32_t i = 0; i < c->devices; i++) {
+            snprintf(dev, sizeof dev, "%s/%" PRId32, c->pool, i);
+            c->outstanding++;
+            if (s->ops->release(s, dev, c->token, NULL, cleanup_hold_cb, c) != 0) {
+                c->outstanding--;
+                c->failed = 1;
+            }
+        }
+    } else if (c->key) {
+        c->outstanding++;
+        if (release_send(e, c->key, c->token, c->handoff, cleanup_hold_cb, c, &c->next) != 0) {
+            c->outstanding--;
+            c->failed = 1;
+        }
+    }
+    cleanup_reply(c, BATON_OK); /* drop the guard */
+}
+
+/*
+ * Makes sure w's token neither waits nor holds in Redis.
+ *   held_key != NULL: the store granted that key; release it.
+ *   otherwise: dequeue (if w may be queued) and release whatever the token may
+ *   have been granted without the engine learning it (all devices of a pool).
+ * The cleanup copies what it needs; w may be freed right after.
+ */
+void cleanup_for(baton_engine *e, const engine_waiter *w, const char *held_key, int dequeue)
+{
+    cleanup *c = calloc(1, sizeof *c);
+    if (!c)
+        goto fail;
+    memcpy(c->token, w->token, sizeof c->token);
+    if (held_key) {
+        c->key = strdup(held_key);
+        if (!c->key)
+            goto fail;
+        c->handoff = 1;
+    } else {
+        c->dequeue = dequeue;
+        c->devices = w->devices;
+        c->key = dup_or_null(w->key);
+        c->pool = dup_or_null(w->pool);
+        if (!c->key && !c->pool)
+            goto fail;
+    }
+    if (e->up) {
+        cleanup_send(e, c);
+    } else {
+        c->pnext = e->pending;
+        e->pending = c;
+    }
+    return;
+fail:
+    /* Without memory the queue entry still dies with its liveness deadline
+     * and a hold with its TTL. */
+    LOG_ERROR("engine: out of memory: cannot clean up token %s", w->token);
+    if (c)
+        cleanup_free(c);
+}
+
+void pending_flush(baton_engine *e)
+{
+    cleanup *list = e->pending;
+    e->pending = NULL;
+    while (list) {
+        cleanup *c = list;
+        list = c->pnext;
+        c->pnext = NULL;
+        cleanup_send(e, c);
+    }
+}

@@ -1,0 +1,145 @@
+/*
+ * Holds: STREAM-mode grants, renewed until they end or are lost.
+ */
+#include "internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <event2/event.h>
+
+/*
+ * Why: a STREAM holder that cannot renew must hear "lost" before Redis can
+ * give the key to someone else, not at the same instant: the ABORTED still
+ * has to travel to the client, and the client has to stop. So the engine
+ * gives up a margin before the TTL it could not extend runs out: a fifth of
+ * the TTL, at most 2 s (renewals run every third, so at least one retry has
+ * failed by then).
+ */
+static int64_t hold_give_up_ms(const engine_waiter *w)
+{
+    int64_t margin = w->ttl_ms / 5;
+    if (margin > 2000)
+        margin = 2000;
+    return w->expiry_ms - margin;
+}
+
+void renew_schedule(engine_waiter *w)
+{
+    int64_t step = w->ttl_ms / 3;
+    if (step < 1)
+        step = 1;
+    int64_t left = hold_give_up_ms(w) - mono_ms();
+    if (left < 0)
+        left = 0;
+    struct timeval tv = tv_of_ms(left < step ? left : step);
+    evtimer_add(w->renew_timer, &tv);
+}
+
+/* Ends a STREAM hold with LOST; release_token: the token might still hold
+ * the key in Redis (renew outcome unknown), so release it. */
+static void hold_lost(engine_waiter *w, int release_token, const char *msg)
+{
+    if (release_token)
+        cleanup_for(w->e, w, w->held_key, 0);
+    waiter_finish(w, BATON_E_LOST, msg);
+}
+
+static void renew_reply_cb(void *ud, int err, const char *emsg, const store_hold_res *res)
+{
+    renew_op *o = ud;
+    baton_engine *e = o->hdr.e;
+    engine_waiter *w = o->w;
+    int64_t sent = o->sent_ms;
+    if (e)
+        ops_unlink(e, &o->hdr);
+    free(o);
+    if (!e)
+        return;
+    if (w)
+        w->renew_op = NULL;
+    if (!w || w->state != W_HOLDING) {
+        maybe_shutdown_done(e);
+        return;
+    }
+    char msg[MSG_MAX];
+    if (err == BATON_OK && res) {
+        int64_t until = sent + res->ttl_ms;
+        if (until > w->expiry_ms)
+            w->expiry_ms = until;
+    } else if (err == BATON_E_NOT_HOLDER && res) {
+        if (res->holder_fencing != 0)
+            snprintf(msg, sizeof msg, "lock '%s' lost: now held by '%s' (fencing %" PRIu64 ")", w->held_key,
+                     res->holder_owner ? res->holder_owner : "", res->holder_fencing);
+        else
+            snprintf(msg, sizeof msg, "lock '%s' lost: it is no longer held (expired)", w->held_key);
+        /* Let watchers see EXPIRED if the hold record is still there. */
+        e->store->ops->reap(e->store, w->held_key);
+        hold_lost(w, 0, msg);
+    } else if (mono_ms() >= hold_give_up_ms(w)) {
+        snprintf(msg, sizeof msg, "could not renew lock '%s' before its TTL ran out: " MSG_UNAVAILABLE,
+                 w->held_key);
+        hold_lost(w, 1, msg);
+    }
+    /* else: UNAVAILABLE / INTERNAL: the next tick tries again */
+    maybe_shutdown_done(e);
+}
+
+void renew_send(engine_waiter *w)
+{
+    baton_engine *e = w->e;
+    if (w->renew_op)
+        return;
+    renew_op *o = calloc(1, sizeof *o);
+    if (!o)
+        return;
+    o->w = w;
+    o->sent_ms = mono_ms();
+    if (e->store->ops->renew(e->store, w->held_key, w->token, w->ttl_ms, renew_reply_cb, o) != 0) {
+        free(o);
+        return;
+    }
+    ops_link(e, &o->hdr);
+    w->renew_op = o;
+}
+
+void renew_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    engine_waiter *w = arg;
+    if (mono_ms() >= hold_give_up_ms(w)) {
+        char msg[MSG_MAX];
+        snprintf(msg, sizeof msg, "could not renew lock '%s' before its TTL ran out: " MSG_UNAVAILABLE,
+                 w->held_key);
+        hold_lost(w, 1, msg);
+        return;
+    }
+    renew_send(w);
+    renew_schedule(w);
+}
+
+/* A RELEASED / EXPIRED / FORCE_RELEASED event names a local STREAM hold. */
+void hold_event(baton_engine *e, const store_event *ev)
+{
+    char msg[MSG_MAX];
+    target *t = target_of(e, ev->key, NULL);
+    if (!t)
+        return;
+    engine_waiter *w = t->holds.head;
+    while (w && w->fencing != ev->fencing)
+        w = w->tlink.next;
+    if (!w)
+        return;
+    switch (ev->type) {
+    case STORE_EV_RELEASED: waiter_finish(w, BATON_OK, "released"); break;
+    case STORE_EV_EXPIRED:
+        snprintf(msg, sizeof msg, "lock '%s' lost: its TTL ran out before it was renewed", w->held_key);
+        waiter_finish(w, BATON_E_LOST, msg);
+        break;
+    default:
+        snprintf(msg, sizeof msg, "lock '%s' lost: force-released (fencing %" PRIu64 ")", w->held_key,
+                 w->fencing);
+        waiter_finish(w, BATON_E_LOST, msg);
+        break;
+    }
+}

@@ -1,0 +1,291 @@
+#ifndef BATON_ENGINE_INTERNAL_H
+#define BATON_ENGINE_INTERNAL_H
+
+/*
+ * The lock engine's internals, shared by its files and by no other module
+ * (see engine.h for the contract).
+ *
+ * Objects and who owns them:
+ *   waiter   one Acquire. Lives in e->all from engine_acquire until it ends
+ *            (finished or engine_acquire_end). While it waits it is also in
+ *            its target's FIFO `waiters` list; while it holds a STREAM lock it
+ *            is in the `holds` list of the target of the key it holds.
+ *   target   "k:<key>" or "p:<pool>" in a hash table; freed when both lists
+ *            are empty. Carries the retry timer of the store's retry_ms hint.
+ *   op       one store call in flight (its `ud`). Linked in e->ops so
+ *            shutdown knows when every reply is in and engine_free can orphan
+ *            them (op->e = NULL: the late reply only frees the op).
+ *   cleanup  "make sure this token neither holds nor waits": dequeue and/or
+ *            token-checked releases. If Redis is unavailable it waits in
+ *            e->pending and is sent again after the next reconnect. This is
+ *            how every grant the store may have made without the engine
+ *            delivering it is released.
+ *
+ * Re-entrancy rule: sink and watch callbacks may call back into the engine
+ * (engine_acquire_end from inside `granted` or `queued`, for example). Every
+ * function calls a sink last, after the engine state is consistent, and
+ * never touches the waiter (or any target pointer) afterwards.
+ */
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "engine.h"
+
+#define MSG_MAX 1024
+#define TNAME_MAX (BATON_KEY_MAX + 8)
+#define MSG_UNAVAILABLE "Redis unavailable"
+#define MSG_SHUTDOWN "server shutting down"
+
+typedef enum wstate {
+    W_ATTEMPTING,    /* one store acquire in flight */
+    W_QUEUED,        /* in the Redis queue, sleeping until a kick */
+    W_LEASE_GRANTED, /* LEASE grant delivered; waits for engine_acquire_end */
+    W_HOLDING,       /* STREAM grant delivered; renewed until it ends */
+} wstate;
+
+typedef struct target target;
+typedef struct attempt_op attempt_op;
+typedef struct renew_op renew_op;
+
+typedef struct wlist {
+    engine_waiter *head, *tail;
+} wlist;
+
+/* A waiter sits in two lists at once (all waiters; its target's waiters or
+ * holds), each through its own link. */
+typedef struct wlink {
+    engine_waiter *prev, *next;
+} wlink;
+
+struct engine_waiter {
+    baton_engine *e;
+    wstate state;
+    unsigned dirty : 1;     /* kicked while attempting: attempt again after the reply */
+    unsigned ended : 1;     /* no sink calls any more; the attempt reply cleans up */
+    unsigned timed_out : 1; /* wait_ms passed while attempting */
+    unsigned have_info : 1; /* holder_* below come from a store reply */
+    engine_mode mode;
+    char token[BATON_TOKEN_LEN + 1];
+    char *key;  /* plain key, or NULL (owned) */
+    char *pool; /* pool name, or NULL (owned) */
+    int32_t devices;
+    char *owner; /* owned */
+    int64_t ttl_ms;
+    int64_t wait_ms;
+    engine_acquire_sink sink;
+    void *ud;
+
+    wlist *all_list; /* e->all, or e->todo during shutdown */
+    wlink alink;
+    target *tgt; /* target whose list `tlist` holds this waiter, or NULL */
+    wlist *tlist;
+    wlink tlink;
+
+    struct event *wait_timer;
+    attempt_op *attempt_op;
+    int64_t attempt_sent_ms;
+    int64_t last_position;
+    /* last not-granted reply, for BUSY messages */
+    char *holder_owner; /* owned, may be NULL */
+    uint64_t holder_fencing;
+    int64_t position;
+    int64_t queue_len;
+
+    /* granted */
+    char *held_key; /* owned */
+    uint64_t fencing;
+    int64_t expiry_ms; /* STREAM: monotonic time by which the lock surely expired
+                        * in Redis unless a renew succeeded since */
+    struct event *renew_timer;
+    renew_op *renew_op;
+};
+
+struct target {
+    baton_engine *e;
+    target *hnext;
+    wlist waiters; /* FIFO of local waiters that wait (wait_ms > 0) */
+    wlist holds;   /* STREAM holds of this key ("k:" targets) */
+    struct event *retry;
+    int64_t retry_at; /* monotonic ms the retry timer fires at; 0 = not armed */
+    char name[];
+};
+
+typedef struct op {
+    baton_engine *e; /* NULL once the engine is freed: the reply only frees the op */
+    struct op *prev, *next;
+} op;
+
+struct attempt_op {
+    op hdr;
+    engine_waiter *w; /* NULL if the waiter was freed meanwhile (engine_free) */
+};
+
+struct renew_op {
+    op hdr;
+    engine_waiter *w; /* NULL once the waiter ended */
+    int64_t sent_ms;
+};
+
+typedef struct cleanup {
+    op hdr;
+    struct cleanup *pnext; /* in e->pending while waiting for a reconnect */
+    char token[BATON_TOKEN_LEN + 1];
+    char *key;  /* release this key (a plain key, or a known device key) */
+    char *pool; /* release every device of this pool (grant unknown) */
+    int32_t devices;
+    int dequeue;      /* also remove the token from the queue of key / pool */
+    int handoff;      /* key is a known grant: its release may hand it on */
+    attempt_op *next; /* the waiter the key's release hands it to, in flight */
+    int outstanding;
+    int failed;
+} cleanup;
+
+typedef enum unary_kind { U_RENEW, U_RELEASE, U_FORCE, U_DESCRIBE } unary_kind;
+
+typedef struct unary_op {
+    op hdr;
+    unary_kind kind;
+    engine_hold_cb hold_cb;
+    engine_describe_cb describe_cb;
+    void *ud;
+    uint64_t fencing;
+    attempt_op *next; /* U_RELEASE: the waiter it hands the key to, in flight */
+    char key[];
+} unary_op;
+
+struct engine_watch {
+    baton_engine *e;
+    engine_watch *prev, *next;
+    char *key;    /* owned, or NULL */
+    char *prefix; /* owned, or NULL */
+    size_t prefix_len;
+    engine_watch_cb cb;
+    engine_watch_ended_cb ended;
+    void *ud;
+    int stopped; /* stopped while events were being delivered */
+};
+
+struct baton_engine {
+    struct event_base *base;
+    baton_store *store;
+    engine_config cfg;
+    int up;
+    int shutting_down;
+    int serving; /* last value reported to serving_cb (engine_serving) */
+    void (*serving_cb)(void *ud, int serving);
+    void *serving_ud;
+
+    wlist all;
+    wlist todo; /* shutdown: waiters not yet visited */
+
+    target **buckets;
+    size_t nbuckets; /* power of two */
+    size_t ntargets;
+
+    op *ops; /* store calls in flight */
+    cleanup *pending;
+
+    engine_watch *watches;
+    int delivering; /* > 0 while watch callbacks run */
+    int watch_stopped;
+
+    struct event *recheck_timer;
+    struct event *liveness_timer;
+    struct event *done_ev;
+    void (*done_cb)(void *ud);
+    void *done_ud;
+    int done_scheduled;
+
+    engine_stats stats;
+};
+
+static inline int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static inline struct timeval tv_of_ms(int64_t ms)
+{
+    if (ms < 0)
+        ms = 0;
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)((ms % 1000) * 1000)};
+    return tv;
+}
+
+static inline char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+/* engine.c */
+void maybe_shutdown_done(baton_engine *e);
+void ops_link(baton_engine *e, op *o);
+void ops_unlink(baton_engine *e, op *o);
+const char *refusal_msg(int rc);
+
+/* waiter.c */
+void all_push(wlist *l, engine_waiter *w);
+void all_remove(engine_waiter *w);
+void busy_reason(const engine_waiter *w, char *buf, size_t n);
+void busy_timeout_msg(const engine_waiter *w, char *buf, size_t n);
+void wait_timer_cb(evutil_socket_t fd, short what, void *arg);
+void waiter_finish(engine_waiter *w, int err, const char *msg);
+void waiter_free(engine_waiter *w);
+void wlist_push(wlist *l, engine_waiter *w, size_t off);
+void wlist_remove(wlist *l, engine_waiter *w, size_t off);
+
+/* target.c */
+void attempt_all(baton_engine *e);
+void kick(target *t);
+void kick_head(const engine_waiter *w, const char *head_token);
+void kick_name(baton_engine *e, const char *name);
+int pool_name_of_device(const char *key, char *out, size_t outlen);
+void target_add(target *t, wlist *l, engine_waiter *w);
+void target_arm_retry(target *t, int64_t retry_ms);
+target *target_get(baton_engine *e, const char *name);
+void target_maybe_free(target *t);
+void target_name(const char *key, const char *pool, char *out, size_t n);
+target *target_of(baton_engine *e, const char *key, const char *pool);
+void target_remove(engine_waiter *w);
+engine_waiter *waiter_by_token(const target *t, const char *token);
+void waiter_target_name(const engine_waiter *w, char *out, size_t n);
+
+/* attempt.c */
+int attempt(engine_waiter *w, int enqueue);
+engine_waiter *attempt_op_end(attempt_op *o);
+store_acquire_req attempt_req(const engine_waiter *w, int enqueue);
+void attempt_started(engine_waiter *w, attempt_op *o, int64_t sent_ms);
+void handle_attempt(engine_waiter *w, int err, const char *emsg, const store_acquire_res *res);
+void waiter_kick(engine_waiter *w);
+
+/* handoff.c */
+void handoff_done(attempt_op *o, int err, const char *emsg, const store_hold_res *res);
+int release_send(baton_engine *e, const char *key, const char *token, int handoff, store_hold_cb cb, void *ud,
+                 attempt_op **next);
+
+/* cleanup.c */
+void cleanup_for(baton_engine *e, const engine_waiter *w, const char *held_key, int dequeue);
+void cleanup_free(cleanup *c);
+void pending_flush(baton_engine *e);
+
+/* hold.c */
+void hold_event(baton_engine *e, const store_event *ev);
+void renew_schedule(engine_waiter *w);
+void renew_send(engine_waiter *w);
+void renew_timer_cb(evutil_socket_t fd, short what, void *arg);
+
+/* watch.c */
+void watch_free(engine_watch *w);
+void watch_unlink(engine_watch *w);
+void watches_deliver(baton_engine *e, const store_event *ev);
+
+#endif

@@ -1,0 +1,226 @@
+/*
+ * Targets: the waiters and STREAM holds of one key or pool, found by name,
+ * and the kicks that make a target's first waiter attempt again.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+/* If key is "<name>/<digits>", writes "p:<name>" (a pool whose device it may
+ * be) into out and returns 1. */
+int pool_name_of_device(const char *key, char *out, size_t outlen)
+{
+    const char *slash = strrchr(key, '/');
+    if (!slash || slash == key || slash[1] == '\0')
+        return 0;
+    for (const char *p = slash + 1; *p; p++)
+        if (*p < '0' || *p > '9')
+            return 0;
+    int n = snprintf(out, outlen, "p:%.*s", (int)(slash - key), key);
+    return n > 0 && (size_t)n < outlen;
+}
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static void target_retry_cb(evutil_socket_t fd, short what, void *arg);
+
+static target *target_find(baton_engine *e, const char *name)
+{
+    for (target *t = e->buckets[hash_str(name) & (e->nbuckets - 1)]; t; t = t->hnext)
+        if (strcmp(t->name, name) == 0)
+            return t;
+    return NULL;
+}
+
+static void targets_grow(baton_engine *e)
+{
+    size_t n = e->nbuckets * 2;
+    target **nb = calloc(n, sizeof *nb);
+    if (!nb)
+        return; /* keep the longer chains */
+    for (size_t i = 0; i < e->nbuckets; i++) {
+        target *t = e->buckets[i];
+        while (t) {
+            target *next = t->hnext;
+            size_t b = hash_str(t->name) & (n - 1);
+            t->hnext = nb[b];
+            nb[b] = t;
+            t = next;
+        }
+    }
+    free(e->buckets);
+    e->buckets = nb;
+    e->nbuckets = n;
+}
+
+target *target_get(baton_engine *e, const char *name)
+{
+    target *t = target_find(e, name);
+    if (t)
+        return t;
+    size_t len = strlen(name);
+    t = calloc(1, sizeof *t + len + 1);
+    if (!t)
+        return NULL;
+    memcpy(t->name, name, len + 1);
+    t->e = e;
+    t->retry = evtimer_new(e->base, target_retry_cb, t);
+    if (!t->retry) {
+        free(t);
+        return NULL;
+    }
+    if (e->ntargets >= e->nbuckets)
+        targets_grow(e);
+    size_t b = hash_str(name) & (e->nbuckets - 1);
+    t->hnext = e->buckets[b];
+    e->buckets[b] = t;
+    e->ntargets++;
+    return t;
+}
+
+/* Frees t if nothing uses it any more. */
+void target_maybe_free(target *t)
+{
+    if (t->waiters.head || t->holds.head)
+        return;
+    baton_engine *e = t->e;
+    target **pp = &e->buckets[hash_str(t->name) & (e->nbuckets - 1)];
+    while (*pp != t)
+        pp = &(*pp)->hnext;
+    *pp = t->hnext;
+    e->ntargets--;
+    event_free(t->retry);
+    free(t);
+}
+
+void target_add(target *t, wlist *l, engine_waiter *w)
+{
+    wlist_push(l, w, offsetof(engine_waiter, tlink));
+    w->tgt = t;
+    w->tlist = l;
+}
+
+/* Takes w out of its target list; frees the target if it became unused. */
+void target_remove(engine_waiter *w)
+{
+    target *t = w->tgt;
+    if (!t)
+        return;
+    wlist_remove(w->tlist, w, offsetof(engine_waiter, tlink));
+    w->tgt = NULL;
+    w->tlist = NULL;
+    target_maybe_free(t);
+}
+
+/* Name of the target of a plain key ("k:<key>") or a pool ("p:<pool>"). */
+void target_name(const char *key, const char *pool, char *out, size_t n)
+{
+    if (pool)
+        snprintf(out, n, "p:%s", pool);
+    else
+        snprintf(out, n, "k:%s", key);
+}
+
+void waiter_target_name(const engine_waiter *w, char *out, size_t n)
+{
+    target_name(w->key, w->pool, out, n);
+}
+
+/* The target of a plain key (pool == NULL) or a pool, if it exists. */
+target *target_of(baton_engine *e, const char *key, const char *pool)
+{
+    char name[TNAME_MAX];
+    target_name(key, pool, name, sizeof name);
+    return target_find(e, name);
+}
+
+/* The local waiter of target t (may be NULL) with this token, or NULL. */
+engine_waiter *waiter_by_token(const target *t, const char *token)
+{
+    engine_waiter *w = t ? t->waiters.head : NULL;
+    while (w && strcmp(w->token, token) != 0)
+        w = w->tlink.next;
+    return w;
+}
+
+/* Re-attempts the earliest local waiter of t: normally only it can be at the
+ * head of the Redis queue, since this batond enqueued its waiters in order.
+ * When the orders diverged, its reply names the real head (kick_head). */
+void kick(target *t)
+{
+    engine_waiter *w = t->waiters.head;
+    if (w && t->e->up)
+        waiter_kick(w);
+}
+
+/*
+ * A reply to w said: the lock is free, but `head_token` (not w) heads the
+ * Redis queue. If that waiter is local, attempt it now. kick() trusts the
+ * local order, which can differ from the queue's: entries purged as dead
+ * while this batond stalled past the liveness window are added again at the
+ * tail by their next attempt, and after Redis loses its data waiters of
+ * several batonds re-enqueue interleaved. Without this the real head would
+ * sleep until the re-check while the lock stays free. A head on another
+ * batond is its own; a dead one is purged when retry_ms fires.
+ * Bounded: the head, attempted while the lock is free, is granted; a reply
+ * that does not grant it means the lock was taken (no head_token then) or
+ * the queue changed again, and every step is one attempt of another waiter.
+ */
+void kick_head(const engine_waiter *w, const char *head_token)
+{
+    baton_engine *e = w->e;
+    if (!head_token || !head_token[0] || strcmp(head_token, w->token) == 0 || !e->up)
+        return;
+    engine_waiter *h = waiter_by_token(target_of(e, w->key, w->pool), head_token);
+    if (h)
+        waiter_kick(h);
+}
+
+void kick_name(baton_engine *e, const char *name)
+{
+    target *t = target_find(e, name);
+    if (t)
+        kick(t);
+}
+
+/* Re-attempts every waiting waiter of every target, in FIFO order. */
+void attempt_all(baton_engine *e)
+{
+    for (size_t b = 0; b < e->nbuckets; b++)
+        for (target *t = e->buckets[b]; t; t = t->hnext)
+            for (engine_waiter *w = t->waiters.head; w; w = w->tlink.next)
+                waiter_kick(w);
+}
+
+static void target_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    target *t = arg;
+    t->retry_at = 0;
+    kick(t);
+}
+
+/* Arms t's retry timer after retry_ms unless it fires earlier already. */
+void target_arm_retry(target *t, int64_t retry_ms)
+{
+    if (!t || retry_ms < 0)
+        return;
+    retry_ms += 1; /* the TTL has surely run out in Redis by then */
+    int64_t at = mono_ms() + retry_ms;
+    if (t->retry_at != 0 && t->retry_at <= at)
+        return;
+    struct timeval tv = tv_of_ms(retry_ms);
+    if (evtimer_add(t->retry, &tv) == 0)
+        t->retry_at = at;
+}

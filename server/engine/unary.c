@@ -1,0 +1,173 @@
+/*
+ * The unary calls on a held key: renew, release, force release, describe.
+ */
+#include "internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+static unary_op *unary_new(baton_engine *e, unary_kind kind, const char *key, void *ud)
+{
+    size_t len = strlen(key);
+    unary_op *o = calloc(1, sizeof *o + len + 1);
+    if (!o)
+        return NULL;
+    o->kind = kind;
+    o->ud = ud;
+    memcpy(o->key, key, len + 1);
+    return o;
+}
+
+/* Unlinks o; returns 0 if the engine is gone (then o is freed). */
+static int unary_begin(unary_op *o)
+{
+    baton_engine *e = o->hdr.e;
+    if (!e) {
+        free(o);
+        return 0;
+    }
+    ops_unlink(e, &o->hdr);
+    return 1;
+}
+
+static void not_holder_msg(const unary_op *o, const store_hold_res *res, char *buf, size_t n)
+{
+    const char *owner = res && res->holder_owner ? res->holder_owner : "";
+    uint64_t f = res ? res->holder_fencing : 0;
+    if (f == 0)
+        snprintf(buf, n, "lock '%s' is not held by anyone", o->key);
+    else if (o->kind == U_FORCE)
+        snprintf(buf, n, "lock '%s' is not held with fencing %" PRIu64 " (held by '%s', fencing %" PRIu64 ")",
+                 o->key, o->fencing, owner, f);
+    else
+        snprintf(buf, n, "lock '%s' is not held by this token (held by '%s', fencing %" PRIu64 ")", o->key,
+                 owner, f);
+}
+
+static void error_msg(int err, const char *emsg, char *buf, size_t n)
+{
+    if (err == BATON_E_UNAVAILABLE)
+        snprintf(buf, n, MSG_UNAVAILABLE);
+    else
+        snprintf(buf, n, "internal error: %s", emsg ? emsg : "unexpected store reply");
+}
+
+static void unary_hold_reply(void *ud, int err, const char *emsg, const store_hold_res *res)
+{
+    unary_op *o = ud;
+    /* The waiter first: its grant is what the handoff is timed by. */
+    handoff_done(o->next, err, emsg, res);
+    if (!unary_begin(o))
+        return;
+    baton_engine *e = o->hdr.e;
+    char msg[MSG_MAX];
+    const char *m = NULL;
+    int64_t ttl = 0;
+    if (err == BATON_OK) {
+        ttl = res ? res->ttl_ms : 0;
+    } else if (err == BATON_E_NOT_HOLDER) {
+        not_holder_msg(o, res, msg, sizeof msg);
+        m = msg;
+    } else {
+        if (err != BATON_E_UNAVAILABLE)
+            err = BATON_E_INTERNAL;
+        error_msg(err, emsg, msg, sizeof msg);
+        m = msg;
+    }
+    engine_hold_cb cb = o->hold_cb;
+    void *cud = o->ud;
+    free(o);
+    cb(cud, err, m, ttl);
+    maybe_shutdown_done(e);
+}
+
+static void unary_describe_reply(void *ud, int err, const char *emsg, const store_describe_res *res)
+{
+    unary_op *o = ud;
+    if (!unary_begin(o))
+        return;
+    baton_engine *e = o->hdr.e;
+    char msg[MSG_MAX];
+    const char *m = NULL;
+    if (err != BATON_OK || !res) {
+        if (err != BATON_E_UNAVAILABLE)
+            err = BATON_E_INTERNAL;
+        error_msg(err, emsg, msg, sizeof msg);
+        m = msg;
+        res = NULL;
+    }
+    engine_describe_cb cb = o->describe_cb;
+    void *cud = o->ud;
+    free(o);
+    cb(cud, err, m, res);
+    maybe_shutdown_done(e);
+}
+
+/* Common tail of the unary calls: link o if the store took it. */
+static int unary_sent(baton_engine *e, unary_op *o, int rc, const char **errmsg)
+{
+    if (rc != 0) {
+        free(o);
+        rc = rc < 0 ? rc : BATON_E_UNAVAILABLE;
+        *errmsg = refusal_msg(rc);
+        return rc;
+    }
+    ops_link(e, &o->hdr);
+    return 0;
+}
+
+int engine_renew(baton_engine *e, const char *key, const char *token, int64_t ttl_ms, engine_hold_cb cb,
+                 void *ud, const char **errmsg)
+{
+    unary_op *o = unary_new(e, U_RENEW, key, ud);
+    if (!o) {
+        *errmsg = "out of memory";
+        return BATON_E_NOMEM;
+    }
+    o->hold_cb = cb;
+    int rc = e->store->ops->renew(e->store, key, token, ttl_ms, unary_hold_reply, o);
+    return unary_sent(e, o, rc, errmsg);
+}
+
+int engine_release(baton_engine *e, const char *key, const char *token, engine_hold_cb cb, void *ud,
+                   const char **errmsg)
+{
+    unary_op *o = unary_new(e, U_RELEASE, key, ud);
+    if (!o) {
+        *errmsg = "out of memory";
+        return BATON_E_NOMEM;
+    }
+    o->hold_cb = cb;
+    int rc = release_send(e, key, token, 1, unary_hold_reply, o, &o->next);
+    return unary_sent(e, o, rc, errmsg);
+}
+
+int engine_force_release(baton_engine *e, const char *key, uint64_t fencing, engine_hold_cb cb, void *ud,
+                         const char **errmsg)
+{
+    unary_op *o = unary_new(e, U_FORCE, key, ud);
+    if (!o) {
+        *errmsg = "out of memory";
+        return BATON_E_NOMEM;
+    }
+    o->hold_cb = cb;
+    o->fencing = fencing;
+    int rc = e->store->ops->force_release(e->store, key, fencing, unary_hold_reply, o);
+    return unary_sent(e, o, rc, errmsg);
+}
+
+int engine_describe(baton_engine *e, const char *key, engine_describe_cb cb, void *ud, const char **errmsg)
+{
+    unary_op *o = unary_new(e, U_DESCRIBE, key, ud);
+    if (!o) {
+        *errmsg = "out of memory";
+        return BATON_E_NOMEM;
+    }
+    o->describe_cb = cb;
+    int rc = e->store->ops->describe(e->store, key, unary_describe_reply, o);
+    return unary_sent(e, o, rc, errmsg);
+}
