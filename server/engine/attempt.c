@@ -48,7 +48,7 @@ int attempt(engine_waiter *w, int enqueue)
         return BATON_E_NOMEM;
     o->w = w;
     store_acquire_req r = attempt_req(w, enqueue);
-    int64_t now = mono_ms();
+    int64_t now = clock_mono_ms();
     int rc = e->store->ops->acquire(e->store, &r, attempt_reply_cb, o);
     if (rc != 0) {
         free(o);

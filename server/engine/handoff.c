@@ -51,7 +51,7 @@ int release_send(baton_engine *e, const char *key, const char *token, int handof
         o->w = w;
         r = attempt_req(w, 1);
     }
-    int64_t now = o ? mono_ms() : 0;
+    int64_t now = o ? clock_mono_ms() : 0;
     int rc = e->store->ops->release(e->store, key, token, o ? &r : NULL, cb, ud);
     if (rc != 0) {
         free(o);

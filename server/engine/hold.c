@@ -9,28 +9,24 @@
 
 #include <event2/event.h>
 
+#include "lease_policy.h"
+
 /*
- * Why: a STREAM holder that cannot renew must hear "lost" before Redis can
- * give the key to someone else, not at the same instant: the ABORTED still
- * has to travel to the client, and the client has to stop. So the engine
- * gives up a margin before the TTL it could not extend runs out: a fifth of
- * the TTL, at most 2 s (renewals run every third, so at least one retry has
- * failed by then).
+ * Why a margin: a STREAM holder that cannot renew must hear "lost" before
+ * Redis can give the key to someone else, not at the same instant: the
+ * ABORTED still has to travel to the client, and the client has to stop.
+ * The rule (when to renew, how early to give up) is lease_policy.h's, the
+ * same libbaton follows for leases.
  */
 static int64_t hold_give_up_ms(const engine_waiter *w)
 {
-    int64_t margin = w->ttl_ms / 5;
-    if (margin > 2000)
-        margin = 2000;
-    return w->expiry_ms - margin;
+    return lease_give_up_at_ms(w->expiry_ms, w->ttl_ms);
 }
 
 void renew_schedule(engine_waiter *w)
 {
-    int64_t step = w->ttl_ms / 3;
-    if (step < 1)
-        step = 1;
-    int64_t left = hold_give_up_ms(w) - mono_ms();
+    int64_t step = lease_renew_step_ms(w->ttl_ms);
+    int64_t left = hold_give_up_ms(w) - clock_mono_ms();
     if (left < 0)
         left = 0;
     struct timeval tv = tv_of_ms(left < step ? left : step);
@@ -77,7 +73,7 @@ static void renew_reply_cb(void *ud, int err, const char *emsg, const store_hold
         /* Let watchers see EXPIRED if the hold record is still there. */
         e->store->ops->reap(e->store, w->held_key);
         hold_lost(w, 0, msg);
-    } else if (mono_ms() >= hold_give_up_ms(w)) {
+    } else if (clock_mono_ms() >= hold_give_up_ms(w)) {
         snprintf(msg, sizeof msg, "could not renew lock '%s' before its TTL ran out: " MSG_UNAVAILABLE,
                  w->held_key);
         hold_lost(w, 1, msg);
@@ -95,7 +91,7 @@ void renew_send(engine_waiter *w)
     if (!o)
         return;
     o->w = w;
-    o->sent_ms = mono_ms();
+    o->sent_ms = clock_mono_ms();
     if (e->store->ops->renew(e->store, w->held_key, w->token, w->ttl_ms, renew_reply_cb, o) != 0) {
         free(o);
         return;
@@ -107,7 +103,7 @@ void renew_send(engine_waiter *w)
 void renew_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     engine_waiter *w = arg;
-    if (mono_ms() >= hold_give_up_ms(w)) {
+    if (clock_mono_ms() >= hold_give_up_ms(w)) {
         char msg[MSG_MAX];
         snprintf(msg, sizeof msg, "could not renew lock '%s' before its TTL ran out: " MSG_UNAVAILABLE,
                  w->held_key);

@@ -32,10 +32,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
-#include <time.h>
 
 #include <event2/event.h>
 
+#include "clock.h"
 #include "engine.h"
 
 #define MSG_MAX 1024
@@ -205,13 +205,6 @@ struct baton_engine {
 
     engine_stats stats;
 };
-
-static inline int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static inline struct timeval tv_of_ms(int64_t ms)
 {

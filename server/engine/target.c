@@ -217,7 +217,7 @@ void target_arm_retry(target *t, int64_t retry_ms)
     if (!t || retry_ms < 0)
         return;
     retry_ms += 1; /* the TTL has surely run out in Redis by then */
-    int64_t at = mono_ms() + retry_ms;
+    int64_t at = clock_add_ms(clock_mono_ms(), retry_ms);
     if (t->retry_at != 0 && t->retry_at <= at)
         return;
     struct timeval tv = tv_of_ms(retry_ms);
