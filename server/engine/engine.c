@@ -158,6 +158,11 @@ static void noop_state(void *ud, int up)
 {
 }
 
+static void kick_first(target *t, void *ud)
+{
+    kick(t);
+}
+
 /*
  * The safety net for a missed wake-up: each target's first local waiter
  * attempts again (only it can be granted next; a reply naming another head
@@ -170,9 +175,30 @@ static void recheck_cb(evutil_socket_t fd, short what, void *arg)
     baton_engine *e = arg;
     if (!e->up)
         return;
-    for (size_t b = 0; b < e->nbuckets; b++)
-        for (target *t = e->buckets[b]; t; t = t->hnext)
-            kick(t);
+    target_each(e, kick_first, NULL);
+}
+
+typedef struct refresh_batch {
+    store_target *targets;
+    const char **tokens;
+    size_t n, cap;
+} refresh_batch;
+
+static void count_waiters(target *t, void *ud)
+{
+    size_t *n = ud;
+    for (engine_waiter *w = t->waiters.head; w; w = w->tlink.next)
+        (*n)++;
+}
+
+static void collect_waiters(target *t, void *ud)
+{
+    refresh_batch *b = ud;
+    for (engine_waiter *w = t->waiters.head; w && b->n < b->cap; w = w->tlink.next) {
+        b->targets[b->n] = (store_target){.key = w->key, .pool = w->pool, .devices = w->devices};
+        b->tokens[b->n] = w->token;
+        b->n++;
+    }
 }
 
 /* One batched refresh of every waiting waiter's queue liveness deadline,
@@ -182,28 +208,18 @@ static void liveness_cb(evutil_socket_t fd, short what, void *arg)
     baton_engine *e = arg;
     if (!e->up)
         return;
-    size_t n = 0;
-    for (size_t b = 0; b < e->nbuckets; b++)
-        for (target *t = e->buckets[b]; t; t = t->hnext)
-            for (engine_waiter *w = t->waiters.head; w; w = w->tlink.next)
-                n++;
-    if (n == 0)
+    refresh_batch b = {0};
+    target_each(e, count_waiters, &b.cap);
+    if (b.cap == 0)
         return;
-    store_target *targets = calloc(n, sizeof *targets);
-    const char **tokens = calloc(n, sizeof *tokens);
-    if (targets && tokens) {
-        size_t i = 0;
-        for (size_t b = 0; b < e->nbuckets; b++)
-            for (target *t = e->buckets[b]; t; t = t->hnext)
-                for (engine_waiter *w = t->waiters.head; w && i < n; w = w->tlink.next) {
-                    targets[i] = (store_target){.key = w->key, .pool = w->pool, .devices = w->devices};
-                    tokens[i] = w->token;
-                    i++;
-                }
-        e->store->ops->refresh(e->store, targets, (const char *const *)tokens, i, e->cfg.liveness_ms);
+    b.targets = calloc(b.cap, sizeof *b.targets);
+    b.tokens = calloc(b.cap, sizeof *b.tokens);
+    if (b.targets && b.tokens) {
+        target_each(e, collect_waiters, &b);
+        e->store->ops->refresh(e->store, b.targets, (const char *const *)b.tokens, b.n, e->cfg.liveness_ms);
     }
-    free(targets);
-    free(tokens);
+    free(b.targets);
+    free(b.tokens);
 }
 
 static void done_cb(evutil_socket_t fd, short what, void *arg)
@@ -239,12 +255,10 @@ baton_engine *engine_new(struct event_base *base, baton_store *store, const engi
     e->store = store;
     e->cfg.recheck_ms = cfg && cfg->recheck_ms > 0 ? cfg->recheck_ms : 30000;
     e->cfg.liveness_ms = cfg && cfg->liveness_ms > 0 ? cfg->liveness_ms : 6000;
-    e->nbuckets = 64;
-    e->buckets = calloc(e->nbuckets, sizeof *e->buckets);
     e->recheck_timer = event_new(base, -1, EV_PERSIST, recheck_cb, e);
     e->liveness_timer = event_new(base, -1, EV_PERSIST, liveness_cb, e);
     e->done_ev = evtimer_new(base, done_cb, e);
-    if (!e->buckets || !e->recheck_timer || !e->liveness_timer || !e->done_ev)
+    if (!e->recheck_timer || !e->liveness_timer || !e->done_ev)
         goto fail;
     struct timeval rtv = tv_of_ms(e->cfg.recheck_ms);
     int64_t lstep = e->cfg.liveness_ms / 3 > 0 ? e->cfg.liveness_ms / 3 : 1;
@@ -263,7 +277,6 @@ fail:
         event_free(e->liveness_timer);
     if (e->done_ev)
         event_free(e->done_ev);
-    free(e->buckets);
     free(e);
     return NULL;
 }
@@ -295,16 +308,7 @@ void engine_free(baton_engine *e)
         watch_unlink(wt);
         watch_free(wt);
     }
-    for (size_t b = 0; b < e->nbuckets; b++) {
-        /* Every target was freed with its last waiter; be defensive. */
-        while (e->buckets[b]) {
-            target *t = e->buckets[b];
-            e->buckets[b] = t->hnext;
-            event_free(t->retry);
-            free(t);
-        }
-    }
-    free(e->buckets);
+    target_free_all(e);
     event_free(e->recheck_timer);
     event_free(e->liveness_timer);
     event_free(e->done_ev);

@@ -10,7 +10,7 @@
  *            (finished or engine_acquire_end). While it waits it is also in
  *            its target's FIFO `waiters` list; while it holds a STREAM lock it
  *            is in the `holds` list of the target of the key it holds.
- *   target   "k:<key>" or "p:<pool>" in a hash table; freed when both lists
+ *   target   "k:<key>" or "p:<pool>" in e->targets (map.h); freed when both lists
  *            are empty. Carries the retry timer of the store's retry_ms hint.
  *   op       one store call in flight (its `ud`). Linked in e->ops so
  *            shutdown knows when every reply is in and engine_free can orphan
@@ -37,6 +37,7 @@
 
 #include "clock.h"
 #include "engine.h"
+#include "map.h"
 
 #define MSG_MAX 1024
 #define TNAME_MAX (BATON_KEY_MAX + 8)
@@ -109,7 +110,7 @@ struct engine_waiter {
 
 struct target {
     baton_engine *e;
-    target *hnext;
+    map_node node; /* in e->targets, by map_hash_str(name) */
     wlist waiters; /* FIFO of local waiters that wait (wait_ms > 0) */
     wlist holds;   /* STREAM holds of this key ("k:" targets) */
     struct event *retry;
@@ -185,9 +186,7 @@ struct baton_engine {
     wlist all;
     wlist todo; /* shutdown: waiters not yet visited */
 
-    target **buckets;
-    size_t nbuckets; /* power of two */
-    size_t ntargets;
+    map targets; /* target by name */
 
     op *ops; /* store calls in flight */
     cleanup *pending;
@@ -243,6 +242,8 @@ void kick_head(const engine_waiter *w, const char *head_token);
 void kick_name(baton_engine *e, const char *name);
 int pool_name_of_device(const char *key, char *out, size_t outlen);
 void target_add(target *t, wlist *l, engine_waiter *w);
+void target_each(baton_engine *e, void (*fn)(target *t, void *ud), void *ud);
+void target_free_all(baton_engine *e);
 void target_arm_retry(target *t, int64_t retry_ms);
 target *target_get(baton_engine *e, const char *name);
 void target_maybe_free(target *t);

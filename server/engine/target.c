@@ -24,50 +24,28 @@ int pool_name_of_device(const char *key, char *out, size_t outlen)
     return n > 0 && (size_t)n < outlen;
 }
 
-static uint64_t hash_str(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 static void target_retry_cb(evutil_socket_t fd, short what, void *arg);
 
-static target *target_find(baton_engine *e, const char *name)
+/* The target named `name`, whose map_hash_str is `hash`, or NULL. */
+static target *target_find_hashed(const baton_engine *e, const char *name, uint64_t hash)
 {
-    for (target *t = e->buckets[hash_str(name) & (e->nbuckets - 1)]; t; t = t->hnext)
+    for (map_node *n = map_first(&e->targets, hash); n; n = map_next(n, hash)) {
+        target *t = MAP_ENTRY(n, target, node);
         if (strcmp(t->name, name) == 0)
             return t;
+    }
     return NULL;
 }
 
-static void targets_grow(baton_engine *e)
+static target *target_find(const baton_engine *e, const char *name)
 {
-    size_t n = e->nbuckets * 2;
-    target **nb = calloc(n, sizeof *nb);
-    if (!nb)
-        return; /* keep the longer chains */
-    for (size_t i = 0; i < e->nbuckets; i++) {
-        target *t = e->buckets[i];
-        while (t) {
-            target *next = t->hnext;
-            size_t b = hash_str(t->name) & (n - 1);
-            t->hnext = nb[b];
-            nb[b] = t;
-            t = next;
-        }
-    }
-    free(e->buckets);
-    e->buckets = nb;
-    e->nbuckets = n;
+    return target_find_hashed(e, name, map_hash_str(name));
 }
 
 target *target_get(baton_engine *e, const char *name)
 {
-    target *t = target_find(e, name);
+    uint64_t hash = map_hash_str(name);
+    target *t = target_find_hashed(e, name, hash);
     if (t)
         return t;
     size_t len = strlen(name);
@@ -81,12 +59,11 @@ target *target_get(baton_engine *e, const char *name)
         free(t);
         return NULL;
     }
-    if (e->ntargets >= e->nbuckets)
-        targets_grow(e);
-    size_t b = hash_str(name) & (e->nbuckets - 1);
-    t->hnext = e->buckets[b];
-    e->buckets[b] = t;
-    e->ntargets++;
+    if (map_insert(&e->targets, &t->node, hash) != 0) {
+        event_free(t->retry);
+        free(t);
+        return NULL;
+    }
     return t;
 }
 
@@ -95,12 +72,7 @@ void target_maybe_free(target *t)
 {
     if (t->waiters.head || t->holds.head)
         return;
-    baton_engine *e = t->e;
-    target **pp = &e->buckets[hash_str(t->name) & (e->nbuckets - 1)];
-    while (*pp != t)
-        pp = &(*pp)->hnext;
-    *pp = t->hnext;
-    e->ntargets--;
+    map_remove(&t->e->targets, &t->node);
     event_free(t->retry);
     free(t);
 }
@@ -195,13 +167,49 @@ void kick_name(baton_engine *e, const char *name)
         kick(t);
 }
 
+static void kick_every_waiter(target *t, void *ud)
+{
+    for (engine_waiter *w = t->waiters.head; w; w = w->tlink.next)
+        waiter_kick(w);
+}
+
 /* Re-attempts every waiting waiter of every target, in FIFO order. */
 void attempt_all(baton_engine *e)
 {
-    for (size_t b = 0; b < e->nbuckets; b++)
-        for (target *t = e->buckets[b]; t; t = t->hnext)
-            for (engine_waiter *w = t->waiters.head; w; w = w->tlink.next)
-                waiter_kick(w);
+    target_each(e, kick_every_waiter, NULL);
+}
+
+typedef struct each_ctx {
+    void (*fn)(target *t, void *ud);
+    void *ud;
+} each_ctx;
+
+static void each_node(map_node *n, void *arg)
+{
+    each_ctx *c = arg;
+    c->fn(MAP_ENTRY(n, target, node), c->ud);
+}
+
+/* Calls fn on every target, in no set order; fn may not add or free targets. */
+void target_each(baton_engine *e, void (*fn)(target *t, void *ud), void *ud)
+{
+    each_ctx c = {fn, ud};
+    map_each(&e->targets, each_node, &c);
+}
+
+static void free_node(map_node *n, void *ud)
+{
+    target *t = MAP_ENTRY(n, target, node);
+    event_free(t->retry);
+    free(t);
+}
+
+/* engine_free: every target was freed with its last waiter; be defensive.
+ * (map_each has read a node's successor before fn frees it.) */
+void target_free_all(baton_engine *e)
+{
+    map_each(&e->targets, free_node, NULL);
+    map_free(&e->targets);
 }
 
 static void target_retry_cb(evutil_socket_t fd, short what, void *arg)
