@@ -15,7 +15,7 @@
 
 static void attempt_reply_cb(void *ud, int err, const char *msg, const store_acquire_res *res);
 
-store_acquire_req attempt_req(const engine_waiter *w, int enqueue)
+store_acquire_req attempt_request(const engine_waiter *w, int enqueue)
 {
     store_acquire_req r = {
         .target = {.key = w->key, .pool = w->pool, .devices = w->devices},
@@ -29,25 +29,25 @@ store_acquire_req attempt_req(const engine_waiter *w, int enqueue)
 }
 
 /* The store took o, sent at `sent_ms`, as w's attempt. */
-void attempt_started(engine_waiter *w, attempt_op *o, int64_t sent_ms)
+void attempt_started(engine_waiter *w, attempt_call *o, int64_t sent_ms)
 {
-    ops_link(w->e, &o->hdr);
+    engine__call_link(w->e, &o->call);
     w->state = W_ATTEMPTING;
     w->dirty = 0;
     w->attempt_sent_ms = sent_ms;
-    w->attempt_op = o;
+    w->attempt_call = o;
 }
 
 /* Sends one store acquire for w. Returns 0, or the store's error (w stays
  * or becomes QUEUED and is retried on the next reconnect or re-check). */
-int attempt(engine_waiter *w, int enqueue)
+int attempt_send(engine_waiter *w, int enqueue)
 {
     baton_engine *e = w->e;
-    attempt_op *o = calloc(1, sizeof *o);
+    attempt_call *o = calloc(1, sizeof *o);
     if (!o)
         return BATON_E_NOMEM;
     o->w = w;
-    store_acquire_req r = attempt_req(w, enqueue);
+    store_acquire_req r = attempt_request(w, enqueue);
     int64_t now = clock_mono_ms();
     int rc = e->store->ops->acquire(e->store, &r, attempt_reply_cb, o);
     if (rc != 0) {
@@ -60,12 +60,12 @@ int attempt(engine_waiter *w, int enqueue)
 }
 
 /* Attempts w again now, or right after the attempt it has in flight. */
-void waiter_kick(engine_waiter *w)
+void attempt_again(engine_waiter *w)
 {
     if (w->state == W_ATTEMPTING)
         w->dirty = 1;
     else if (w->state == W_QUEUED)
-        attempt(w, 1);
+        attempt_send(w, 1);
 }
 
 /* The store granted w (not ended): deliver it. */
@@ -80,7 +80,7 @@ static void deliver_grant(engine_waiter *w, const store_acquire_res *res)
      * grant; only a kick that landed on w while it attempted (the event came
      * before this reply) must be passed on, as attempt_end_* do. */
     int kick_pool = w->pool != NULL && w->dirty;
-    waiter_target_name(w, tname, sizeof tname);
+    target_name_of_waiter(w, tname, sizeof tname);
     snprintf(key, sizeof key, "%s", res->key ? res->key : (w->key ? w->key : ""));
     memcpy(token, w->token, sizeof token);
 
@@ -109,7 +109,7 @@ static void deliver_grant(engine_waiter *w, const store_acquire_res *res)
         w->state = W_LEASE_GRANTED;
     }
     if (kick_pool)
-        kick_name(e, tname);
+        target_kick_name(e, tname);
     engine_grant g = {
         .key = key, .token = token, .fencing = res->fencing, .ttl_ms = res->ttl_ms, .device = res->device};
     engine_acquire_sink sink = w->sink;
@@ -120,7 +120,7 @@ static void deliver_grant(engine_waiter *w, const store_acquire_res *res)
 fail:
     cleanup_for(e, w, key, 0);
     if (kick_pool)
-        kick_name(e, tname);
+        target_kick_name(e, tname);
     snprintf(msg, sizeof msg, "out of memory delivering lock '%s'", key);
     waiter_finish(w, BATON_E_NOMEM, msg);
 }
@@ -146,29 +146,29 @@ static void attempt_end_quiet(engine_waiter *w)
 {
     char tname[TNAME_MAX];
     int rekick = w->dirty && w->wait_ms > 0;
-    waiter_target_name(w, tname, sizeof tname);
+    target_name_of_waiter(w, tname, sizeof tname);
     baton_engine *e = w->e;
     waiter_free(w);
     if (rekick)
-        kick_name(e, tname);
+        target_kick_name(e, tname);
 }
 
 static void attempt_end_finish(engine_waiter *w, int err, const char *msg)
 {
     char tname[TNAME_MAX];
     int rekick = w->dirty && w->wait_ms > 0;
-    waiter_target_name(w, tname, sizeof tname);
+    target_name_of_waiter(w, tname, sizeof tname);
     baton_engine *e = w->e;
     engine_acquire_sink sink = w->sink;
     void *ud = w->ud;
     waiter_free(w);
     if (rekick)
-        kick_name(e, tname);
+        target_kick_name(e, tname);
     if (sink.finished)
         sink.finished(ud, err, msg);
 }
 
-void handle_attempt(engine_waiter *w, int err, const char *emsg, const store_acquire_res *res)
+void attempt_handle_result(engine_waiter *w, int err, const char *emsg, const store_acquire_res *res)
 {
     baton_engine *e = w->e;
     char msg[MSG_MAX];
@@ -212,7 +212,7 @@ void handle_attempt(engine_waiter *w, int err, const char *emsg, const store_acq
     }
 
     /* Not granted. First the real head, if local (before any sink call). */
-    kick_head(w, res->head_token);
+    target_kick_head(w, res->head_token);
     record_busy(w, res);
     if (w->ended) {
         if (waiting)
@@ -221,13 +221,13 @@ void handle_attempt(engine_waiter *w, int err, const char *emsg, const store_acq
         return;
     }
     if (!waiting) {
-        busy_reason(w, msg, sizeof msg);
+        waiter_busy_reason(w, msg, sizeof msg);
         attempt_end_finish(w, BATON_E_BUSY, msg);
         return;
     }
     if (w->timed_out) {
         cleanup_for(e, w, NULL, 1);
-        busy_timeout_msg(w, msg, sizeof msg);
+        waiter_timeout_msg(w, msg, sizeof msg);
         attempt_end_finish(w, BATON_E_BUSY, msg);
         return;
     }
@@ -240,32 +240,32 @@ void handle_attempt(engine_waiter *w, int err, const char *emsg, const store_acq
     engine_acquire_sink sink = w->sink;
     void *ud = w->ud;
     if (w->dirty)
-        attempt(w, 1);
+        attempt_send(w, 1);
     if (report && sink.queued)
         sink.queued(ud, pos);
 }
 
-/* Unlinks and frees attempt op o. Returns its waiter, or NULL when the
+/* Unlinks and frees attempt call o. Returns its waiter, or NULL when the
  * engine or the waiter is gone (nothing is left to do then). */
-engine_waiter *attempt_op_end(attempt_op *o)
+engine_waiter *attempt_call_end(attempt_call *o)
 {
-    baton_engine *e = o->hdr.e;
+    baton_engine *e = o->call.e;
     engine_waiter *w = o->w;
     if (e)
-        ops_unlink(e, &o->hdr);
+        engine__call_unlink(e, &o->call);
     free(o);
     if (!e || !w)
         return NULL;
-    w->attempt_op = NULL;
+    w->attempt_call = NULL;
     return w;
 }
 
 static void attempt_reply_cb(void *ud, int err, const char *msg, const store_acquire_res *res)
 {
-    engine_waiter *w = attempt_op_end(ud);
+    engine_waiter *w = attempt_call_end(ud);
     if (!w)
         return;
     baton_engine *e = w->e;
-    handle_attempt(w, err, msg, res);
-    maybe_shutdown_done(e);
+    attempt_handle_result(w, err, msg, res);
+    engine__maybe_shutdown_done(e);
 }

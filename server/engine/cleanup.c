@@ -26,12 +26,12 @@ static void cleanup_reply(cleanup *c, int err)
         c->failed = 1;
     if (--c->outstanding > 0)
         return;
-    baton_engine *e = c->hdr.e;
+    baton_engine *e = c->call.e;
     if (!e) {
         cleanup_free(c);
         return;
     }
-    ops_unlink(e, &c->hdr);
+    engine__call_unlink(e, &c->call);
     if (c->failed) {
         /* The outcome is unknown: send it all again after the reconnect
          * (dequeue and token-checked releases are idempotent). */
@@ -41,7 +41,7 @@ static void cleanup_reply(cleanup *c, int err)
     } else {
         cleanup_free(c);
     }
-    maybe_shutdown_done(e);
+    engine__maybe_shutdown_done(e);
 }
 
 static void cleanup_done_cb(void *ud, int err, const char *msg)
@@ -52,8 +52,8 @@ static void cleanup_done_cb(void *ud, int err, const char *msg)
 static void cleanup_hold_cb(void *ud, int err, const char *msg, const store_hold_res *res)
 {
     cleanup *c = ud;
-    attempt_op *next = c->next;
-    c->next = NULL;
+    attempt_call *next = c->next_attempt;
+    c->next_attempt = NULL;
     handoff_done(next, err, msg, res);
     cleanup_reply(c, err);
 }
@@ -64,7 +64,7 @@ static void cleanup_send(baton_engine *e, cleanup *c)
     baton_store *s = e->store;
     c->outstanding = 1; /* guard: no reply may finish c while sending */
     c->failed = 0;
-    ops_link(e, &c->hdr);
+    engine__call_link(e, &c->call);
     if (c->dequeue) {
         store_target t = {.key = c->pool ? NULL : c->key, .pool = c->pool, .devices = c->devices};
         c->outstanding++;
@@ -85,7 +85,8 @@ static void cleanup_send(baton_engine *e, cleanup *c)
         }
     } else if (c->key) {
         c->outstanding++;
-        if (release_send(e, c->key, c->token, c->handoff, cleanup_hold_cb, c, &c->next) != 0) {
+        if (handoff_send_release(e, c->key, c->token, c->handoff, cleanup_hold_cb, c, &c->next_attempt) !=
+            0) {
             c->outstanding--;
             c->failed = 1;
         }
@@ -134,7 +135,7 @@ fail:
         cleanup_free(c);
 }
 
-void pending_flush(baton_engine *e)
+void cleanup_flush_pending(baton_engine *e)
 {
     cleanup *list = e->pending;
     e->pending = NULL;

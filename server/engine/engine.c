@@ -17,8 +17,8 @@
 
 #include "log.h"
 
-/* The message for an op the store refused to send (its return code). */
-const char *refusal_msg(int rc)
+/* The message for a call the store refused to send (its return code). */
+const char *engine__refusal_msg(int rc)
 {
     switch (rc) {
     case BATON_E_NOMEM: return "out of memory";
@@ -51,25 +51,25 @@ static int make_token(char *out)
     return 0;
 }
 
-void ops_link(baton_engine *e, op *o)
+void engine__call_link(baton_engine *e, call *c)
 {
-    o->e = e;
-    o->prev = NULL;
-    o->next = e->ops;
-    if (e->ops)
-        e->ops->prev = o;
-    e->ops = o;
+    c->e = e;
+    c->prev = NULL;
+    c->next = e->calls;
+    if (e->calls)
+        e->calls->prev = c;
+    e->calls = c;
 }
 
-void ops_unlink(baton_engine *e, op *o)
+void engine__call_unlink(baton_engine *e, call *c)
 {
-    if (o->prev)
-        o->prev->next = o->next;
+    if (c->prev)
+        c->prev->next = c->next;
     else
-        e->ops = o->next;
-    if (o->next)
-        o->next->prev = o->prev;
-    o->prev = o->next = NULL;
+        e->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
 }
 
 static void on_event(void *ud, const store_event *ev)
@@ -80,23 +80,23 @@ static void on_event(void *ud, const store_event *ev)
     if (!ev->key)
         return;
     switch (ev->type) {
-    case STORE_EV_ACQUIRED: watches_deliver(e, ev); return;
+    case STORE_EV_ACQUIRED: watch_deliver(e, ev); return;
     case STORE_EV_RELEASED:
     case STORE_EV_EXPIRED:
     case STORE_EV_FORCE_RELEASED:
-        watches_deliver(e, ev);
+        watch_deliver(e, ev);
         hold_event(e, ev);
         /* fall through */
     case STORE_EV_WAKE:
         /* Look targets up again: the callbacks above may have changed them. */
         target_name(ev->key, NULL, name, sizeof name);
-        kick_name(e, name);
+        target_kick_name(e, name);
         if (pool_name_of_device(ev->key, pname, sizeof pname))
-            kick_name(e, pname);
+            target_kick_name(e, pname);
         return;
     case STORE_EV_WAKE_POOL:
         target_name(NULL, ev->key, name, sizeof name);
-        kick_name(e, name);
+        target_kick_name(e, name);
         return;
     }
 }
@@ -125,11 +125,11 @@ static void on_state(void *ud, int up)
     e->up = 1;
     serving_update(e);
     /* Redis may have lost its queues: every waiter joins again, in order. */
-    attempt_all(e);
+    target_kick_all_waiters(e);
     for (engine_waiter *w = e->all.head; w; w = w->alink.next)
         if (w->state == W_HOLDING)
-            renew_send(w);
-    pending_flush(e);
+            hold_renew(w);
+    cleanup_flush_pending(e);
 }
 
 /*
@@ -142,11 +142,12 @@ static void on_state(void *ud, int up)
 static void on_missing(void *ud, const store_target *t, const char *token)
 {
     baton_engine *e = ud;
-    engine_waiter *w = waiter_by_token(t->key || t->pool ? target_of(e, t->key, t->pool) : NULL, token);
+    engine_waiter *w =
+        target_waiter_by_token(t->key || t->pool ? target_of(e, t->key, t->pool) : NULL, token);
     /* (An attempt in flight queues it anyway.) */
     if (w && w->state == W_QUEUED && e->up) {
         e->stats.requeued++;
-        attempt(w, 1);
+        attempt_send(w, 1);
     }
 }
 
@@ -160,7 +161,7 @@ static void noop_state(void *ud, int up)
 
 static void kick_first(target *t, void *ud)
 {
-    kick(t);
+    target_kick(t);
 }
 
 /*
@@ -240,9 +241,9 @@ static void schedule_done(baton_engine *e)
     evtimer_add(e->done_ev, &tv);
 }
 
-void maybe_shutdown_done(baton_engine *e)
+void engine__maybe_shutdown_done(baton_engine *e)
 {
-    if (e->shutting_down && !e->ops)
+    if (e->shutting_down && !e->calls)
         schedule_done(e);
 }
 
@@ -289,10 +290,10 @@ void engine_free(baton_engine *e)
     e->store->hooks.on_state = noop_state;
     e->store->hooks.on_missing = NULL;
     e->store->hooks.ud = NULL;
-    /* Replies still due free their op and nothing else. */
-    for (op *o = e->ops; o; o = o->next)
-        o->e = NULL;
-    e->ops = NULL;
+    /* Replies still due free their call and nothing else. */
+    for (call *c = e->calls; c; c = c->next)
+        c->e = NULL;
+    e->calls = NULL;
     engine_waiter *w;
     while ((w = e->todo.head))
         waiter_free(w);
@@ -353,9 +354,9 @@ int engine_acquire(baton_engine *e, const engine_acquire_req *req, const engine_
         *errmsg = "no random bytes for a token";
         return BATON_E_INTERNAL;
     }
-    all_push(&e->all, w);
+    waiter_all_push(&e->all, w);
     if (w->wait_ms > 0) {
-        waiter_target_name(w, tname, sizeof tname);
+        target_name_of_waiter(w, tname, sizeof tname);
         target *t = target_get(e, tname);
         if (!t)
             goto nomem;
@@ -364,10 +365,10 @@ int engine_acquire(baton_engine *e, const engine_acquire_req *req, const engine_
         if (!w->wait_timer)
             goto nomem;
     }
-    int rc = attempt(w, w->wait_ms > 0);
+    int rc = attempt_send(w, w->wait_ms > 0);
     if (rc != 0) {
         waiter_free(w);
-        *errmsg = refusal_msg(rc);
+        *errmsg = engine__refusal_msg(rc);
         return rc;
     }
     if (w->wait_timer) {
@@ -423,8 +424,8 @@ void engine_shutdown(baton_engine *e, void (*done)(void *ud), void *ud)
         w->all_list = &e->todo;
     engine_waiter *w;
     while ((w = e->todo.head)) {
-        all_remove(w);
-        all_push(&e->all, w);
+        waiter_all_remove(w);
+        waiter_all_push(&e->all, w);
         switch (w->state) {
         case W_QUEUED:
             cleanup_for(e, w, NULL, w->wait_ms > 0);
@@ -458,11 +459,11 @@ void engine_shutdown(baton_engine *e, void (*done)(void *ud), void *ud)
             ended(wud, BATON_E_UNAVAILABLE, MSG_SHUTDOWN);
     }
     if (e->up)
-        pending_flush(e);
+        cleanup_flush_pending(e);
     if (!e->up)
         schedule_done(e);
     else
-        maybe_shutdown_done(e);
+        engine__maybe_shutdown_done(e);
 }
 
 void engine_get_stats(const baton_engine *e, engine_stats *out)

@@ -18,7 +18,7 @@
  * Now a release carries the acquire request of the key's first local waiter
  * when that waiter is idle (store.h: release `next`), and counts as that
  * waiter's attempt: it is W_ATTEMPTING, kicks mark it dirty, and the outcome
- * goes through handle_attempt like any attempt reply. Redis grants it only
+ * goes through attempt_handle_result like any attempt reply. Redis grants it only
  * under acquire's own rule (the key is free and the token heads the queue,
  * dead entries purged), so a waiter of another batond at the head is not
  * passed over: the RELEASED event wakes it as before. Only releases of a
@@ -40,16 +40,16 @@ static engine_waiter *handoff_candidate(baton_engine *e, const char *key, const 
  * first local waiter if that one is idle: *next is then that waiter's
  * attempt, to be passed to handoff_done with the reply. Returns 0 or the
  * store's refusal (nothing changed then). */
-int release_send(baton_engine *e, const char *key, const char *token, int handoff, store_hold_cb cb, void *ud,
-                 attempt_op **next)
+int handoff_send_release(baton_engine *e, const char *key, const char *token, int handoff, store_hold_cb cb,
+                         void *ud, attempt_call **next)
 {
     *next = NULL;
     engine_waiter *w = handoff ? handoff_candidate(e, key, token) : NULL;
-    attempt_op *o = w ? calloc(1, sizeof *o) : NULL;
+    attempt_call *o = w ? calloc(1, sizeof *o) : NULL;
     store_acquire_req r;
     if (o) {
         o->w = w;
-        r = attempt_req(w, 1);
+        r = attempt_request(w, 1);
     }
     int64_t now = o ? clock_mono_ms() : 0;
     int rc = e->store->ops->release(e->store, key, token, o ? &r : NULL, cb, ud);
@@ -65,22 +65,22 @@ int release_send(baton_engine *e, const char *key, const char *token, int handof
 }
 
 /* The reply to a release that carried o's waiter (o may be NULL). */
-void handoff_done(attempt_op *o, int err, const char *emsg, const store_hold_res *res)
+void handoff_done(attempt_call *o, int err, const char *emsg, const store_hold_res *res)
 {
-    engine_waiter *w = o ? attempt_op_end(o) : NULL;
+    engine_waiter *w = o ? attempt_call_end(o) : NULL;
     if (!w)
         return;
     baton_engine *e = w->e;
     if (err == BATON_OK && res && res->next && res->next->granted) {
         e->stats.handoffs++;
-        handle_attempt(w, BATON_OK, NULL, res->next);
+        attempt_handle_result(w, BATON_OK, NULL, res->next);
         return;
     }
     if (err == BATON_E_UNAVAILABLE) {
         /* The outcome is unknown and the connection is gone: w stays in
          * line and its attempt after the reconnect (idempotent by token)
          * reports a grant if the script made one. */
-        handle_attempt(w, err, emsg, NULL);
+        attempt_handle_result(w, err, emsg, NULL);
         return;
     }
     /* Not handed over: another waiter heads the queue, the release was
@@ -93,5 +93,5 @@ void handoff_done(attempt_op *o, int err, const char *emsg, const store_hold_res
         LOG_WARN("engine: release handing a key to token %s failed: %s", w->token, emsg ? emsg : "?");
     store_acquire_res busy = {.device = -1, .position = -1, .retry_ms = -1};
     w->dirty = 1;
-    handle_attempt(w, BATON_OK, NULL, &busy);
+    attempt_handle_result(w, BATON_OK, NULL, &busy);
 }

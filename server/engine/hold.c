@@ -44,19 +44,19 @@ static void hold_lost(engine_waiter *w, int release_token, const char *msg)
 
 static void renew_reply_cb(void *ud, int err, const char *emsg, const store_hold_res *res)
 {
-    renew_op *o = ud;
-    baton_engine *e = o->hdr.e;
+    renew_call *o = ud;
+    baton_engine *e = o->call.e;
     engine_waiter *w = o->w;
     int64_t sent = o->sent_ms;
     if (e)
-        ops_unlink(e, &o->hdr);
+        engine__call_unlink(e, &o->call);
     free(o);
     if (!e)
         return;
     if (w)
-        w->renew_op = NULL;
+        w->renew_call = NULL;
     if (!w || w->state != W_HOLDING) {
-        maybe_shutdown_done(e);
+        engine__maybe_shutdown_done(e);
         return;
     }
     char msg[MSG_MAX];
@@ -79,15 +79,15 @@ static void renew_reply_cb(void *ud, int err, const char *emsg, const store_hold
         hold_lost(w, 1, msg);
     }
     /* else: UNAVAILABLE / INTERNAL: the next tick tries again */
-    maybe_shutdown_done(e);
+    engine__maybe_shutdown_done(e);
 }
 
-void renew_send(engine_waiter *w)
+void hold_renew(engine_waiter *w)
 {
     baton_engine *e = w->e;
-    if (w->renew_op)
+    if (w->renew_call)
         return;
-    renew_op *o = calloc(1, sizeof *o);
+    renew_call *o = calloc(1, sizeof *o);
     if (!o)
         return;
     o->w = w;
@@ -96,8 +96,8 @@ void renew_send(engine_waiter *w)
         free(o);
         return;
     }
-    ops_link(e, &o->hdr);
-    w->renew_op = o;
+    engine__call_link(e, &o->call);
+    w->renew_call = o;
 }
 
 void renew_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -110,7 +110,7 @@ void renew_timer_cb(evutil_socket_t fd, short what, void *arg)
         hold_lost(w, 1, msg);
         return;
     }
-    renew_send(w);
+    hold_renew(w);
     renew_schedule(w);
 }
 

@@ -12,9 +12,10 @@
  *            is in the `holds` list of the target of the key it holds.
  *   target   "k:<key>" or "p:<pool>" in e->targets (map.h); freed when both lists
  *            are empty. Carries the retry timer of the store's retry_ms hint.
- *   op       one store call in flight (its `ud`). Linked in e->ops so
- *            shutdown knows when every reply is in and engine_free can orphan
- *            them (op->e = NULL: the late reply only frees the op).
+ *   call     one store call in flight (its `ud`): an attempt_call,
+ *            renew_call, unary_call or cleanup embeds one. Linked in e->calls
+ *            so shutdown knows when every reply is in and engine_free can
+ *            orphan them (call.e = NULL: the late reply only frees it).
  *   cleanup  "make sure this token neither holds nor waits": dequeue and/or
  *            token-checked releases. If Redis is unavailable it waits in
  *            e->pending and is sent again after the next reconnect. This is
@@ -44,16 +45,16 @@
 #define MSG_UNAVAILABLE "Redis unavailable"
 #define MSG_SHUTDOWN "server shutting down"
 
-typedef enum wstate {
+typedef enum waiter_state {
     W_ATTEMPTING,    /* one store acquire in flight */
     W_QUEUED,        /* in the Redis queue, sleeping until a kick */
     W_LEASE_GRANTED, /* LEASE grant delivered; waits for engine_acquire_end */
     W_HOLDING,       /* STREAM grant delivered; renewed until it ends */
-} wstate;
+} waiter_state;
 
 typedef struct target target;
-typedef struct attempt_op attempt_op;
-typedef struct renew_op renew_op;
+typedef struct attempt_call attempt_call;
+typedef struct renew_call renew_call;
 
 typedef struct wlist {
     engine_waiter *head, *tail;
@@ -67,7 +68,7 @@ typedef struct wlink {
 
 struct engine_waiter {
     baton_engine *e;
-    wstate state;
+    waiter_state state;
     unsigned dirty : 1;     /* kicked while attempting: attempt again after the reply */
     unsigned ended : 1;     /* no sink calls any more; the attempt reply cleans up */
     unsigned timed_out : 1; /* wait_ms passed while attempting */
@@ -90,7 +91,7 @@ struct engine_waiter {
     wlink tlink;
 
     struct event *wait_timer;
-    attempt_op *attempt_op;
+    attempt_call *attempt_call;
     int64_t attempt_sent_ms;
     int64_t last_position;
     /* last not-granted reply, for BUSY messages */
@@ -105,7 +106,7 @@ struct engine_waiter {
     int64_t expiry_ms; /* STREAM: monotonic time by which the lock surely expired
                         * in Redis unless a renew succeeded since */
     struct event *renew_timer;
-    renew_op *renew_op;
+    renew_call *renew_call;
 };
 
 struct target {
@@ -118,48 +119,48 @@ struct target {
     char name[];
 };
 
-typedef struct op {
-    baton_engine *e; /* NULL once the engine is freed: the reply only frees the op */
-    struct op *prev, *next;
-} op;
+typedef struct call {
+    baton_engine *e; /* NULL once the engine is freed: the reply only frees the call */
+    struct call *prev, *next;
+} call;
 
-struct attempt_op {
-    op hdr;
+struct attempt_call {
+    call call;
     engine_waiter *w; /* NULL if the waiter was freed meanwhile (engine_free) */
 };
 
-struct renew_op {
-    op hdr;
+struct renew_call {
+    call call;
     engine_waiter *w; /* NULL once the waiter ended */
     int64_t sent_ms;
 };
 
 typedef struct cleanup {
-    op hdr;
+    call call;
     struct cleanup *pnext; /* in e->pending while waiting for a reconnect */
     char token[BATON_TOKEN_LEN + 1];
     char *key;  /* release this key (a plain key, or a known device key) */
     char *pool; /* release every device of this pool (grant unknown) */
     int32_t devices;
-    int dequeue;      /* also remove the token from the queue of key / pool */
-    int handoff;      /* key is a known grant: its release may hand it on */
-    attempt_op *next; /* the waiter the key's release hands it to, in flight */
+    int dequeue;                /* also remove the token from the queue of key / pool */
+    int handoff;                /* key is a known grant: its release may hand it on */
+    attempt_call *next_attempt; /* the waiter the key's release hands it to, in flight */
     int outstanding;
     int failed;
 } cleanup;
 
-typedef enum unary_kind { U_RENEW, U_RELEASE, U_FORCE, U_DESCRIBE } unary_kind;
+typedef enum unary_kind { UNARY_RENEW, UNARY_RELEASE, UNARY_FORCE, UNARY_DESCRIBE } unary_kind;
 
-typedef struct unary_op {
-    op hdr;
+typedef struct unary_call {
+    call call;
     unary_kind kind;
     engine_hold_cb hold_cb;
     engine_describe_cb describe_cb;
     void *ud;
     uint64_t fencing;
-    attempt_op *next; /* U_RELEASE: the waiter it hands the key to, in flight */
+    attempt_call *next_attempt; /* UNARY_RELEASE: the waiter it hands the key to, in flight */
     char key[];
-} unary_op;
+} unary_call;
 
 struct engine_watch {
     baton_engine *e;
@@ -188,7 +189,7 @@ struct baton_engine {
 
     map targets; /* target by name */
 
-    op *ops; /* store calls in flight */
+    call *calls; /* store calls in flight */
     cleanup *pending;
 
     engine_watch *watches;
@@ -219,16 +220,16 @@ static inline char *dup_or_null(const char *s)
 }
 
 /* engine.c */
-void maybe_shutdown_done(baton_engine *e);
-void ops_link(baton_engine *e, op *o);
-void ops_unlink(baton_engine *e, op *o);
-const char *refusal_msg(int rc);
+void engine__maybe_shutdown_done(baton_engine *e);
+void engine__call_link(baton_engine *e, call *c);
+void engine__call_unlink(baton_engine *e, call *c);
+const char *engine__refusal_msg(int rc);
 
 /* waiter.c */
-void all_push(wlist *l, engine_waiter *w);
-void all_remove(engine_waiter *w);
-void busy_reason(const engine_waiter *w, char *buf, size_t n);
-void busy_timeout_msg(const engine_waiter *w, char *buf, size_t n);
+void waiter_all_push(wlist *l, engine_waiter *w);
+void waiter_all_remove(engine_waiter *w);
+void waiter_busy_reason(const engine_waiter *w, char *buf, size_t n);
+void waiter_timeout_msg(const engine_waiter *w, char *buf, size_t n);
 void wait_timer_cb(evutil_socket_t fd, short what, void *arg);
 void waiter_finish(engine_waiter *w, int err, const char *msg);
 void waiter_free(engine_waiter *w);
@@ -236,10 +237,10 @@ void wlist_push(wlist *l, engine_waiter *w, size_t off);
 void wlist_remove(wlist *l, engine_waiter *w, size_t off);
 
 /* target.c */
-void attempt_all(baton_engine *e);
-void kick(target *t);
-void kick_head(const engine_waiter *w, const char *head_token);
-void kick_name(baton_engine *e, const char *name);
+void target_kick_all_waiters(baton_engine *e);
+void target_kick(target *t);
+void target_kick_head(const engine_waiter *w, const char *head_token);
+void target_kick_name(baton_engine *e, const char *name);
 int pool_name_of_device(const char *key, char *out, size_t outlen);
 void target_add(target *t, wlist *l, engine_waiter *w);
 void target_each(baton_engine *e, void (*fn)(target *t, void *ud), void *ud);
@@ -250,36 +251,36 @@ void target_maybe_free(target *t);
 void target_name(const char *key, const char *pool, char *out, size_t n);
 target *target_of(baton_engine *e, const char *key, const char *pool);
 void target_remove(engine_waiter *w);
-engine_waiter *waiter_by_token(const target *t, const char *token);
-void waiter_target_name(const engine_waiter *w, char *out, size_t n);
+engine_waiter *target_waiter_by_token(const target *t, const char *token);
+void target_name_of_waiter(const engine_waiter *w, char *out, size_t n);
 
 /* attempt.c */
-int attempt(engine_waiter *w, int enqueue);
-engine_waiter *attempt_op_end(attempt_op *o);
-store_acquire_req attempt_req(const engine_waiter *w, int enqueue);
-void attempt_started(engine_waiter *w, attempt_op *o, int64_t sent_ms);
-void handle_attempt(engine_waiter *w, int err, const char *emsg, const store_acquire_res *res);
-void waiter_kick(engine_waiter *w);
+int attempt_send(engine_waiter *w, int enqueue);
+engine_waiter *attempt_call_end(attempt_call *o);
+store_acquire_req attempt_request(const engine_waiter *w, int enqueue);
+void attempt_started(engine_waiter *w, attempt_call *o, int64_t sent_ms);
+void attempt_handle_result(engine_waiter *w, int err, const char *emsg, const store_acquire_res *res);
+void attempt_again(engine_waiter *w);
 
 /* handoff.c */
-void handoff_done(attempt_op *o, int err, const char *emsg, const store_hold_res *res);
-int release_send(baton_engine *e, const char *key, const char *token, int handoff, store_hold_cb cb, void *ud,
-                 attempt_op **next);
+void handoff_done(attempt_call *o, int err, const char *emsg, const store_hold_res *res);
+int handoff_send_release(baton_engine *e, const char *key, const char *token, int handoff, store_hold_cb cb,
+                         void *ud, attempt_call **next);
 
 /* cleanup.c */
 void cleanup_for(baton_engine *e, const engine_waiter *w, const char *held_key, int dequeue);
 void cleanup_free(cleanup *c);
-void pending_flush(baton_engine *e);
+void cleanup_flush_pending(baton_engine *e);
 
 /* hold.c */
 void hold_event(baton_engine *e, const store_event *ev);
 void renew_schedule(engine_waiter *w);
-void renew_send(engine_waiter *w);
+void hold_renew(engine_waiter *w);
 void renew_timer_cb(evutil_socket_t fd, short what, void *arg);
 
 /* watch.c */
 void watch_free(engine_watch *w);
 void watch_unlink(engine_watch *w);
-void watches_deliver(baton_engine *e, const store_event *ev);
+void watch_deliver(baton_engine *e, const store_event *ev);
 
 #endif

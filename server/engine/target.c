@@ -105,7 +105,7 @@ void target_name(const char *key, const char *pool, char *out, size_t n)
         snprintf(out, n, "k:%s", key);
 }
 
-void waiter_target_name(const engine_waiter *w, char *out, size_t n)
+void target_name_of_waiter(const engine_waiter *w, char *out, size_t n)
 {
     target_name(w->key, w->pool, out, n);
 }
@@ -119,7 +119,7 @@ target *target_of(baton_engine *e, const char *key, const char *pool)
 }
 
 /* The local waiter of target t (may be NULL) with this token, or NULL. */
-engine_waiter *waiter_by_token(const target *t, const char *token)
+engine_waiter *target_waiter_by_token(const target *t, const char *token)
 {
     engine_waiter *w = t ? t->waiters.head : NULL;
     while (w && strcmp(w->token, token) != 0)
@@ -129,52 +129,52 @@ engine_waiter *waiter_by_token(const target *t, const char *token)
 
 /* Re-attempts the earliest local waiter of t: normally only it can be at the
  * head of the Redis queue, since this batond enqueued its waiters in order.
- * When the orders diverged, its reply names the real head (kick_head). */
-void kick(target *t)
+ * When the orders diverged, its reply names the real head (target_kick_head). */
+void target_kick(target *t)
 {
     engine_waiter *w = t->waiters.head;
     if (w && t->e->up)
-        waiter_kick(w);
+        attempt_again(w);
 }
 
 /*
  * A reply to w said: the lock is free, but `head_token` (not w) heads the
- * Redis queue. If that waiter is local, attempt it now. kick() trusts the
- * local order, which can differ from the queue's: entries purged as dead
- * while this batond stalled past the liveness window are added again at the
- * tail by their next attempt, and after Redis loses its data waiters of
- * several batonds re-enqueue interleaved. Without this the real head would
+ * Redis queue. If that waiter is local, attempt it now. target_kick()
+ * trusts the local order, which can differ from the queue's: entries purged
+ * as dead while this batond stalled past the liveness window are added
+ * again at the tail by their next attempt, and after Redis loses its data
+ * waiters of several batonds re-enqueue interleaved. Without this the real head would
  * sleep until the re-check while the lock stays free. A head on another
  * batond is its own; a dead one is purged when retry_ms fires.
  * Bounded: the head, attempted while the lock is free, is granted; a reply
  * that does not grant it means the lock was taken (no head_token then) or
  * the queue changed again, and every step is one attempt of another waiter.
  */
-void kick_head(const engine_waiter *w, const char *head_token)
+void target_kick_head(const engine_waiter *w, const char *head_token)
 {
     baton_engine *e = w->e;
     if (!head_token || !head_token[0] || strcmp(head_token, w->token) == 0 || !e->up)
         return;
-    engine_waiter *h = waiter_by_token(target_of(e, w->key, w->pool), head_token);
+    engine_waiter *h = target_waiter_by_token(target_of(e, w->key, w->pool), head_token);
     if (h)
-        waiter_kick(h);
+        attempt_again(h);
 }
 
-void kick_name(baton_engine *e, const char *name)
+void target_kick_name(baton_engine *e, const char *name)
 {
     target *t = target_find(e, name);
     if (t)
-        kick(t);
+        target_kick(t);
 }
 
 static void kick_every_waiter(target *t, void *ud)
 {
     for (engine_waiter *w = t->waiters.head; w; w = w->tlink.next)
-        waiter_kick(w);
+        attempt_again(w);
 }
 
 /* Re-attempts every waiting waiter of every target, in FIFO order. */
-void attempt_all(baton_engine *e)
+void target_kick_all_waiters(baton_engine *e)
 {
     target_each(e, kick_every_waiter, NULL);
 }
@@ -216,7 +216,7 @@ static void target_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     target *t = arg;
     t->retry_at = 0;
-    kick(t);
+    target_kick(t);
 }
 
 /* Arms t's retry timer after retry_ms unless it fires earlier already. */

@@ -10,10 +10,10 @@
 
 #include <event2/event.h>
 
-static unary_op *unary_new(baton_engine *e, unary_kind kind, const char *key, void *ud)
+static unary_call *unary_new(baton_engine *e, unary_kind kind, const char *key, void *ud)
 {
     size_t len = strlen(key);
-    unary_op *o = calloc(1, sizeof *o + len + 1);
+    unary_call *o = calloc(1, sizeof *o + len + 1);
     if (!o)
         return NULL;
     o->kind = kind;
@@ -23,24 +23,24 @@ static unary_op *unary_new(baton_engine *e, unary_kind kind, const char *key, vo
 }
 
 /* Unlinks o; returns 0 if the engine is gone (then o is freed). */
-static int unary_begin(unary_op *o)
+static int unary_begin(unary_call *o)
 {
-    baton_engine *e = o->hdr.e;
+    baton_engine *e = o->call.e;
     if (!e) {
         free(o);
         return 0;
     }
-    ops_unlink(e, &o->hdr);
+    engine__call_unlink(e, &o->call);
     return 1;
 }
 
-static void not_holder_msg(const unary_op *o, const store_hold_res *res, char *buf, size_t n)
+static void not_holder_msg(const unary_call *o, const store_hold_res *res, char *buf, size_t n)
 {
     const char *owner = res && res->holder_owner ? res->holder_owner : "";
     uint64_t f = res ? res->holder_fencing : 0;
     if (f == 0)
         snprintf(buf, n, "lock '%s' is not held by anyone", o->key);
-    else if (o->kind == U_FORCE)
+    else if (o->kind == UNARY_FORCE)
         snprintf(buf, n, "lock '%s' is not held with fencing %" PRIu64 " (held by '%s', fencing %" PRIu64 ")",
                  o->key, o->fencing, owner, f);
     else
@@ -58,12 +58,12 @@ static void error_msg(int err, const char *emsg, char *buf, size_t n)
 
 static void unary_hold_reply(void *ud, int err, const char *emsg, const store_hold_res *res)
 {
-    unary_op *o = ud;
+    unary_call *o = ud;
     /* The waiter first: its grant is what the handoff is timed by. */
-    handoff_done(o->next, err, emsg, res);
+    handoff_done(o->next_attempt, err, emsg, res);
     if (!unary_begin(o))
         return;
-    baton_engine *e = o->hdr.e;
+    baton_engine *e = o->call.e;
     char msg[MSG_MAX];
     const char *m = NULL;
     int64_t ttl = 0;
@@ -82,15 +82,15 @@ static void unary_hold_reply(void *ud, int err, const char *emsg, const store_ho
     void *cud = o->ud;
     free(o);
     cb(cud, err, m, ttl);
-    maybe_shutdown_done(e);
+    engine__maybe_shutdown_done(e);
 }
 
 static void unary_describe_reply(void *ud, int err, const char *emsg, const store_describe_res *res)
 {
-    unary_op *o = ud;
+    unary_call *o = ud;
     if (!unary_begin(o))
         return;
-    baton_engine *e = o->hdr.e;
+    baton_engine *e = o->call.e;
     char msg[MSG_MAX];
     const char *m = NULL;
     if (err != BATON_OK || !res) {
@@ -104,26 +104,26 @@ static void unary_describe_reply(void *ud, int err, const char *emsg, const stor
     void *cud = o->ud;
     free(o);
     cb(cud, err, m, res);
-    maybe_shutdown_done(e);
+    engine__maybe_shutdown_done(e);
 }
 
 /* Common tail of the unary calls: link o if the store took it. */
-static int unary_sent(baton_engine *e, unary_op *o, int rc, const char **errmsg)
+static int unary_sent(baton_engine *e, unary_call *o, int rc, const char **errmsg)
 {
     if (rc != 0) {
         free(o);
         rc = rc < 0 ? rc : BATON_E_UNAVAILABLE;
-        *errmsg = refusal_msg(rc);
+        *errmsg = engine__refusal_msg(rc);
         return rc;
     }
-    ops_link(e, &o->hdr);
+    engine__call_link(e, &o->call);
     return 0;
 }
 
 int engine_renew(baton_engine *e, const char *key, const char *token, int64_t ttl_ms, engine_hold_cb cb,
                  void *ud, const char **errmsg)
 {
-    unary_op *o = unary_new(e, U_RENEW, key, ud);
+    unary_call *o = unary_new(e, UNARY_RENEW, key, ud);
     if (!o) {
         *errmsg = "out of memory";
         return BATON_E_NOMEM;
@@ -136,20 +136,20 @@ int engine_renew(baton_engine *e, const char *key, const char *token, int64_t tt
 int engine_release(baton_engine *e, const char *key, const char *token, engine_hold_cb cb, void *ud,
                    const char **errmsg)
 {
-    unary_op *o = unary_new(e, U_RELEASE, key, ud);
+    unary_call *o = unary_new(e, UNARY_RELEASE, key, ud);
     if (!o) {
         *errmsg = "out of memory";
         return BATON_E_NOMEM;
     }
     o->hold_cb = cb;
-    int rc = release_send(e, key, token, 1, unary_hold_reply, o, &o->next);
+    int rc = handoff_send_release(e, key, token, 1, unary_hold_reply, o, &o->next_attempt);
     return unary_sent(e, o, rc, errmsg);
 }
 
 int engine_force_release(baton_engine *e, const char *key, uint64_t fencing, engine_hold_cb cb, void *ud,
                          const char **errmsg)
 {
-    unary_op *o = unary_new(e, U_FORCE, key, ud);
+    unary_call *o = unary_new(e, UNARY_FORCE, key, ud);
     if (!o) {
         *errmsg = "out of memory";
         return BATON_E_NOMEM;
@@ -162,7 +162,7 @@ int engine_force_release(baton_engine *e, const char *key, uint64_t fencing, eng
 
 int engine_describe(baton_engine *e, const char *key, engine_describe_cb cb, void *ud, const char **errmsg)
 {
-    unary_op *o = unary_new(e, U_DESCRIBE, key, ud);
+    unary_call *o = unary_new(e, UNARY_DESCRIBE, key, ud);
     if (!o) {
         *errmsg = "out of memory";
         return BATON_E_NOMEM;

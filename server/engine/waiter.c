@@ -38,13 +38,13 @@ void wlist_remove(wlist *l, engine_waiter *w, size_t off)
     k->prev = k->next = NULL;
 }
 
-void all_push(wlist *l, engine_waiter *w)
+void waiter_all_push(wlist *l, engine_waiter *w)
 {
     wlist_push(l, w, offsetof(engine_waiter, alink));
     w->all_list = l;
 }
 
-void all_remove(engine_waiter *w)
+void waiter_all_remove(engine_waiter *w)
 {
     if (!w->all_list)
         return;
@@ -55,15 +55,15 @@ void all_remove(engine_waiter *w)
 void waiter_free(engine_waiter *w)
 {
     target_remove(w);
-    all_remove(w);
+    waiter_all_remove(w);
     if (w->wait_timer)
         event_free(w->wait_timer);
     if (w->renew_timer)
         event_free(w->renew_timer);
-    if (w->renew_op)
-        w->renew_op->w = NULL;
-    if (w->attempt_op)
-        w->attempt_op->w = NULL;
+    if (w->renew_call)
+        w->renew_call->w = NULL;
+    if (w->attempt_call)
+        w->attempt_call->w = NULL;
     free(w->key);
     free(w->pool);
     free(w->owner);
@@ -83,7 +83,7 @@ void waiter_finish(engine_waiter *w, int err, const char *msg)
 }
 
 /* Why w is not granted, from its last store reply. */
-void busy_reason(const engine_waiter *w, char *buf, size_t n)
+void waiter_busy_reason(const engine_waiter *w, char *buf, size_t n)
 {
     int64_t ahead = w->position > 0 ? w->position - 1 : w->queue_len;
     if (!w->have_info)
@@ -101,10 +101,10 @@ void busy_reason(const engine_waiter *w, char *buf, size_t n)
         snprintf(buf, n, "lock '%s' is free but %" PRId64 " waiters are queued ahead", w->key, ahead);
 }
 
-void busy_timeout_msg(const engine_waiter *w, char *buf, size_t n)
+void waiter_timeout_msg(const engine_waiter *w, char *buf, size_t n)
 {
     char reason[MSG_MAX - 64]; /* leaves room for the prefix; reasons are far shorter */
-    busy_reason(w, reason, sizeof reason);
+    waiter_busy_reason(w, reason, sizeof reason);
     snprintf(buf, n, "not acquired within %" PRId64 " ms: %s", w->wait_ms, reason);
 }
 
@@ -121,6 +121,6 @@ void wait_timer_cb(evutil_socket_t fd, short what, void *arg)
     if (w->state != W_QUEUED)
         return;
     cleanup_for(w->e, w, NULL, 1);
-    busy_timeout_msg(w, msg, sizeof msg);
+    waiter_timeout_msg(w, msg, sizeof msg);
     waiter_finish(w, BATON_E_BUSY, msg);
 }

@@ -34,7 +34,7 @@ static int watch_matches(const engine_watch *w, const char *key)
     return strncmp(w->prefix, key, w->prefix_len) == 0;
 }
 
-void watches_deliver(baton_engine *e, const store_event *ev)
+void watch_deliver(baton_engine *e, const store_event *ev)
 {
     e->delivering++;
     for (engine_watch *w = e->watches; w; w = w->next)
