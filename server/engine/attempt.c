@@ -93,18 +93,8 @@ static void deliver_grant(engine_waiter *w, const store_acquire_res *res)
     if (!w->held_key)
         goto fail;
     if (w->mode == ENGINE_MODE_STREAM) {
-        char hname[TNAME_MAX];
-        target_name(key, NULL, hname, sizeof hname);
-        target *ht = target_get(e, hname);
-        w->renew_timer = evtimer_new(e->base, renew_timer_cb, w);
-        if (!ht || !w->renew_timer) {
-            if (ht)
-                target_maybe_free(ht);
+        if (hold_start(w, key) != 0)
             goto fail;
-        }
-        target_add(ht, &ht->holds, w);
-        w->state = W_HOLDING;
-        renew_schedule(w);
     } else {
         w->state = W_LEASE_GRANTED;
     }

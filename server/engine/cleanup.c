@@ -13,7 +13,7 @@
 
 #include "log.h"
 
-void cleanup_free(cleanup *c)
+static void cleanup_free(cleanup *c)
 {
     free(c->key);
     free(c->pool);
@@ -144,5 +144,15 @@ void cleanup_flush_pending(baton_engine *e)
         list = c->pnext;
         c->pnext = NULL;
         cleanup_send(e, c);
+    }
+}
+
+/* Frees the cleanups still waiting for a reconnect (engine_free). */
+void cleanup_free_pending(baton_engine *e)
+{
+    while (e->pending) {
+        cleanup *c = e->pending;
+        e->pending = c->pnext;
+        cleanup_free(c);
     }
 }

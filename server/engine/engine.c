@@ -5,13 +5,10 @@
  */
 #include "internal.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -26,29 +23,6 @@ const char *engine__refusal_msg(int rc)
     case BATON_E_UNAVAILABLE: return MSG_UNAVAILABLE;
     default: return "internal error";
     }
-}
-
-/* 16 random bytes as 32 lowercase hex chars into out[BATON_TOKEN_LEN + 1]. */
-static int make_token(char *out)
-{
-    unsigned char raw[BATON_TOKEN_LEN / 2];
-    size_t got = 0;
-    while (got < sizeof raw) {
-        ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        got += (size_t)n;
-    }
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < sizeof raw; i++) {
-        out[2 * i] = hex[raw[i] >> 4];
-        out[2 * i + 1] = hex[raw[i] & 15];
-    }
-    out[BATON_TOKEN_LEN] = '\0';
-    return 0;
 }
 
 void engine__call_link(baton_engine *e, call *c)
@@ -76,7 +50,6 @@ static void on_event(void *ud, const store_event *ev)
 {
     baton_engine *e = ud;
     char name[TNAME_MAX];
-    char pname[TNAME_MAX];
     if (!ev->key)
         return;
     switch (ev->type) {
@@ -89,10 +62,7 @@ static void on_event(void *ud, const store_event *ev)
         /* fall through */
     case STORE_EV_WAKE:
         /* Look targets up again: the callbacks above may have changed them. */
-        target_name(ev->key, NULL, name, sizeof name);
-        target_kick_name(e, name);
-        if (pool_name_of_device(ev->key, pname, sizeof pname))
-            target_kick_name(e, pname);
+        target_kick_key(e, ev->key);
         return;
     case STORE_EV_WAKE_POOL:
         target_name(NULL, ev->key, name, sizeof name);
@@ -299,16 +269,8 @@ void engine_free(baton_engine *e)
         waiter_free(w);
     while ((w = e->all.head))
         waiter_free(w);
-    while (e->pending) {
-        cleanup *c = e->pending;
-        e->pending = c->pnext;
-        cleanup_free(c);
-    }
-    while (e->watches) {
-        engine_watch *wt = e->watches;
-        watch_unlink(wt);
-        watch_free(wt);
-    }
+    cleanup_free_pending(e);
+    watch_free_all(e);
     target_free_all(e);
     event_free(e->recheck_timer);
     event_free(e->liveness_timer);
@@ -319,7 +281,6 @@ void engine_free(baton_engine *e)
 int engine_acquire(baton_engine *e, const engine_acquire_req *req, const engine_acquire_sink *sink, void *ud,
                    engine_waiter **out, const char **errmsg)
 {
-    char tname[TNAME_MAX];
     *out = NULL;
     if (e->shutting_down) {
         *errmsg = MSG_SHUTDOWN;
@@ -333,39 +294,11 @@ int engine_acquire(baton_engine *e, const engine_acquire_req *req, const engine_
         *errmsg = "exactly one of key and pool must be set";
         return BATON_E_INVALID;
     }
-    engine_waiter *w = calloc(1, sizeof *w);
-    if (!w)
-        goto nomem;
-    w->e = e;
-    w->mode = req->mode;
-    w->key = dup_or_null(req->key);
-    w->pool = dup_or_null(req->pool);
-    w->devices = req->pool ? req->devices : 0;
-    w->owner = strdup(req->owner ? req->owner : "");
-    w->ttl_ms = req->ttl_ms;
-    w->wait_ms = req->wait_ms > 0 ? req->wait_ms : 0;
-    w->sink = *sink;
-    w->ud = ud;
-    w->last_position = -1;
-    if ((req->key && !w->key) || (req->pool && !w->pool) || !w->owner)
-        goto nomem;
-    if (make_token(w->token) != 0) {
-        waiter_free(w);
-        *errmsg = "no random bytes for a token";
-        return BATON_E_INTERNAL;
-    }
-    waiter_all_push(&e->all, w);
-    if (w->wait_ms > 0) {
-        target_name_of_waiter(w, tname, sizeof tname);
-        target *t = target_get(e, tname);
-        if (!t)
-            goto nomem;
-        target_add(t, &t->waiters, w);
-        w->wait_timer = evtimer_new(e->base, wait_timer_cb, w);
-        if (!w->wait_timer)
-            goto nomem;
-    }
-    int rc = attempt_send(w, w->wait_ms > 0);
+    engine_waiter *w;
+    int rc = waiter_new(e, req, sink, ud, &w, errmsg);
+    if (rc != 0)
+        return rc;
+    rc = attempt_send(w, w->wait_ms > 0);
     if (rc != 0) {
         waiter_free(w);
         *errmsg = engine__refusal_msg(rc);
@@ -377,11 +310,6 @@ int engine_acquire(baton_engine *e, const engine_acquire_req *req, const engine_
     }
     *out = w;
     return 0;
-nomem:
-    if (w)
-        waiter_free(w);
-    *errmsg = "out of memory";
-    return BATON_E_NOMEM;
 }
 
 void engine_acquire_end(engine_waiter *w, int release_lease)
@@ -449,15 +377,7 @@ void engine_shutdown(baton_engine *e, void (*done)(void *ud), void *ud)
         case W_LEASE_GRANTED: break; /* the transport still owns it (engine_acquire_end) */
         }
     }
-    while (e->watches) {
-        engine_watch *wt = e->watches;
-        watch_unlink(wt);
-        engine_watch_ended_cb ended = wt->ended;
-        void *wud = wt->ud;
-        watch_free(wt);
-        if (ended)
-            ended(wud, BATON_E_UNAVAILABLE, MSG_SHUTDOWN);
-    }
+    watch_end_all(e, BATON_E_UNAVAILABLE, MSG_SHUTDOWN);
     if (e->up)
         cleanup_flush_pending(e);
     if (!e->up)

@@ -23,7 +23,7 @@ static int64_t hold_give_up_ms(const engine_waiter *w)
     return lease_give_up_at_ms(w->expiry_ms, w->ttl_ms);
 }
 
-void renew_schedule(engine_waiter *w)
+static void renew_schedule(engine_waiter *w)
 {
     int64_t step = lease_renew_step_ms(w->ttl_ms);
     int64_t left = hold_give_up_ms(w) - clock_mono_ms();
@@ -100,7 +100,7 @@ void hold_renew(engine_waiter *w)
     w->renew_call = o;
 }
 
-void renew_timer_cb(evutil_socket_t fd, short what, void *arg)
+static void renew_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     engine_waiter *w = arg;
     if (clock_mono_ms() >= hold_give_up_ms(w)) {
@@ -112,6 +112,27 @@ void renew_timer_cb(evutil_socket_t fd, short what, void *arg)
     }
     hold_renew(w);
     renew_schedule(w);
+}
+
+/* The store granted w `key` in STREAM mode: w holds it from now on, in the
+ * key's target's holds, renewed until it ends. Returns 0, or -1 without
+ * memory (w is not holding then). */
+int hold_start(engine_waiter *w, const char *key)
+{
+    baton_engine *e = w->e;
+    char hname[TNAME_MAX];
+    target_name(key, NULL, hname, sizeof hname);
+    target *ht = target_get(e, hname);
+    w->renew_timer = evtimer_new(e->base, renew_timer_cb, w);
+    if (!ht || !w->renew_timer) {
+        if (ht)
+            target_maybe_free(ht);
+        return -1;
+    }
+    target_add(ht, &ht->holds, w);
+    w->state = W_HOLDING;
+    renew_schedule(w);
+    return 0;
 }
 
 /* A RELEASED / EXPIRED / FORCE_RELEASED event names a local STREAM hold. */

@@ -10,8 +10,9 @@
  *            (finished or engine_acquire_end). While it waits it is also in
  *            its target's FIFO `waiters` list; while it holds a STREAM lock it
  *            is in the `holds` list of the target of the key it holds.
- *   target   "k:<key>" or "p:<pool>" in e->targets (map.h); freed when both lists
- *            are empty. Carries the retry timer of the store's retry_ms hint.
+ *   target   "k:<key>" or "p:<pool>" in e->targets (map.h); freed when both
+ *            lists are empty. Carries the retry timer of the store's retry_ms
+ *            hint.
  *   call     one store call in flight (its `ud`): an attempt_call,
  *            renew_call, unary_call or cleanup embeds one. Linked in e->calls
  *            so shutdown knows when every reply is in and engine_free can
@@ -230,7 +231,8 @@ void waiter_all_push(wlist *l, engine_waiter *w);
 void waiter_all_remove(engine_waiter *w);
 void waiter_busy_reason(const engine_waiter *w, char *buf, size_t n);
 void waiter_timeout_msg(const engine_waiter *w, char *buf, size_t n);
-void wait_timer_cb(evutil_socket_t fd, short what, void *arg);
+int waiter_new(baton_engine *e, const engine_acquire_req *req, const engine_acquire_sink *sink, void *ud,
+               engine_waiter **out, const char **errmsg);
 void waiter_finish(engine_waiter *w, int err, const char *msg);
 void waiter_free(engine_waiter *w);
 void wlist_push(wlist *l, engine_waiter *w, size_t off);
@@ -241,7 +243,7 @@ void target_kick_all_waiters(baton_engine *e);
 void target_kick(target *t);
 void target_kick_head(const engine_waiter *w, const char *head_token);
 void target_kick_name(baton_engine *e, const char *name);
-int pool_name_of_device(const char *key, char *out, size_t outlen);
+void target_kick_key(baton_engine *e, const char *key);
 void target_add(target *t, wlist *l, engine_waiter *w);
 void target_each(baton_engine *e, void (*fn)(target *t, void *ud), void *ud);
 void target_free_all(baton_engine *e);
@@ -269,18 +271,17 @@ int handoff_send_release(baton_engine *e, const char *key, const char *token, in
 
 /* cleanup.c */
 void cleanup_for(baton_engine *e, const engine_waiter *w, const char *held_key, int dequeue);
-void cleanup_free(cleanup *c);
+void cleanup_free_pending(baton_engine *e);
 void cleanup_flush_pending(baton_engine *e);
 
 /* hold.c */
 void hold_event(baton_engine *e, const store_event *ev);
-void renew_schedule(engine_waiter *w);
+int hold_start(engine_waiter *w, const char *key);
 void hold_renew(engine_waiter *w);
-void renew_timer_cb(evutil_socket_t fd, short what, void *arg);
 
 /* watch.c */
-void watch_free(engine_watch *w);
-void watch_unlink(engine_watch *w);
+void watch_end_all(baton_engine *e, int err, const char *msg);
+void watch_free_all(baton_engine *e);
 void watch_deliver(baton_engine *e, const store_event *ev);
 
 #endif

@@ -12,7 +12,7 @@
 
 /* If key is "<name>/<digits>", writes "p:<name>" (a pool whose device it may
  * be) into out and returns 1. */
-int pool_name_of_device(const char *key, char *out, size_t outlen)
+static int pool_name_of_device(const char *key, char *out, size_t outlen)
 {
     const char *slash = strrchr(key, '/');
     if (!slash || slash == key || slash[1] == '\0')
@@ -171,6 +171,18 @@ static void kick_every_waiter(target *t, void *ud)
 {
     for (engine_waiter *w = t->waiters.head; w; w = w->tlink.next)
         attempt_again(w);
+}
+
+/* Kicks the target of plain key `key` and that of the pool `key` may be a
+ * device of (an event for the key: it was released, expired or is free). */
+void target_kick_key(baton_engine *e, const char *key)
+{
+    char name[TNAME_MAX];
+    char pname[TNAME_MAX];
+    target_name(key, NULL, name, sizeof name);
+    target_kick_name(e, name);
+    if (pool_name_of_device(key, pname, sizeof pname))
+        target_kick_name(e, pname);
 }
 
 /* Re-attempts every waiting waiter of every target, in FIFO order. */

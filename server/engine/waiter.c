@@ -1,12 +1,16 @@
 /*
- * Waiters: one Acquire each; their lists, their end, their wait timer and
- * the BUSY messages they end with.
+ * Waiters: one Acquire each; their lists, their creation and end, their
+ * wait timer and the BUSY messages they end with.
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -108,7 +112,7 @@ void waiter_timeout_msg(const engine_waiter *w, char *buf, size_t n)
     snprintf(buf, n, "not acquired within %" PRId64 " ms: %s", w->wait_ms, reason);
 }
 
-void wait_timer_cb(evutil_socket_t fd, short what, void *arg)
+static void wait_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     engine_waiter *w = arg;
     char msg[MSG_MAX];
@@ -123,4 +127,77 @@ void wait_timer_cb(evutil_socket_t fd, short what, void *arg)
     cleanup_for(w->e, w, NULL, 1);
     waiter_timeout_msg(w, msg, sizeof msg);
     waiter_finish(w, BATON_E_BUSY, msg);
+}
+
+/* 16 random bytes as 32 lowercase hex chars into out[BATON_TOKEN_LEN + 1]. */
+static int make_token(char *out)
+{
+    unsigned char raw[BATON_TOKEN_LEN / 2];
+    size_t got = 0;
+    while (got < sizeof raw) {
+        ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof raw; i++) {
+        out[2 * i] = hex[raw[i] >> 4];
+        out[2 * i + 1] = hex[raw[i] & 15];
+    }
+    out[BATON_TOKEN_LEN] = '\0';
+    return 0;
+}
+
+/*
+ * A new waiter for req, in e->all and, when it may wait, in its target's
+ * FIFO with its wait timer made (not yet armed). Returns 0 and sets *out, or
+ * a negative baton_err with *errmsg set (nothing is left behind then).
+ */
+int waiter_new(baton_engine *e, const engine_acquire_req *req, const engine_acquire_sink *sink, void *ud,
+               engine_waiter **out, const char **errmsg)
+{
+    char tname[TNAME_MAX];
+    engine_waiter *w = calloc(1, sizeof *w);
+    if (!w)
+        goto nomem;
+    w->e = e;
+    w->mode = req->mode;
+    w->key = dup_or_null(req->key);
+    w->pool = dup_or_null(req->pool);
+    w->devices = req->pool ? req->devices : 0;
+    w->owner = strdup(req->owner ? req->owner : "");
+    w->ttl_ms = req->ttl_ms;
+    w->wait_ms = req->wait_ms > 0 ? req->wait_ms : 0;
+    w->sink = *sink;
+    w->ud = ud;
+    w->last_position = -1;
+    if ((req->key && !w->key) || (req->pool && !w->pool) || !w->owner)
+        goto nomem;
+    if (make_token(w->token) != 0) {
+        waiter_free(w);
+        *errmsg = "no random bytes for a token";
+        return BATON_E_INTERNAL;
+    }
+    waiter_all_push(&e->all, w);
+    if (w->wait_ms > 0) {
+        target_name_of_waiter(w, tname, sizeof tname);
+        target *t = target_get(e, tname);
+        if (!t)
+            goto nomem;
+        target_add(t, &t->waiters, w);
+        w->wait_timer = evtimer_new(e->base, wait_timer_cb, w);
+        if (!w->wait_timer)
+            goto nomem;
+    }
+    *out = w;
+    return 0;
+nomem:
+    if (w)
+        waiter_free(w);
+    *errmsg = "out of memory";
+    return BATON_E_NOMEM;
 }

@@ -8,14 +8,14 @@
 
 #include <event2/event.h>
 
-void watch_free(engine_watch *w)
+static void watch_free(engine_watch *w)
 {
     free(w->key);
     free(w->prefix);
     free(w);
 }
 
-void watch_unlink(engine_watch *w)
+static void watch_unlink(engine_watch *w)
 {
     baton_engine *e = w->e;
     if (w->prev)
@@ -91,4 +91,28 @@ void engine_watch_stop(engine_watch *w)
     }
     watch_unlink(w);
     watch_free(w);
+}
+
+/* Ends every watch through its `ended` callback (shutdown). */
+void watch_end_all(baton_engine *e, int err, const char *msg)
+{
+    while (e->watches) {
+        engine_watch *wt = e->watches;
+        watch_unlink(wt);
+        engine_watch_ended_cb ended = wt->ended;
+        void *wud = wt->ud;
+        watch_free(wt);
+        if (ended)
+            ended(wud, err, msg);
+    }
+}
+
+/* Frees every watch without a callback (engine_free). */
+void watch_free_all(baton_engine *e)
+{
+    while (e->watches) {
+        engine_watch *wt = e->watches;
+        watch_unlink(wt);
+        watch_free(wt);
+    }
 }
