@@ -13,7 +13,7 @@
 
 #include "log.h"
 
-static void attempt_reply_cb(void *ud, int err, const char *msg, const store_acquire_res *res);
+static void reply_cb(void *ud, int err, const char *msg, const store_acquire_res *res);
 
 store_acquire_req attempt_request(const engine_waiter *w, int enqueue)
 {
@@ -49,7 +49,7 @@ int attempt_send(engine_waiter *w, int enqueue)
     o->w = w;
     store_acquire_req r = attempt_request(w, enqueue);
     int64_t now = clock_mono_ms();
-    int rc = e->store->ops->acquire(e->store, &r, attempt_reply_cb, o);
+    int rc = e->store->ops->acquire(e->store, &r, reply_cb, o);
     if (rc != 0) {
         free(o);
         w->state = W_QUEUED;
@@ -78,7 +78,7 @@ static void deliver_grant(engine_waiter *w, const store_acquire_res *res)
     char msg[MSG_MAX];
     /* The acquire script publishes WAKE_POOL when waiters remain after a pool
      * grant; only a kick that landed on w while it attempted (the event came
-     * before this reply) must be passed on, as attempt_end_* do. */
+     * before this reply) must be passed on, as end_quiet and end_finish do. */
     int kick_pool = w->pool != NULL && w->dirty;
     target_name_of_waiter(w, tname, sizeof tname);
     snprintf(key, sizeof key, "%s", res->key ? res->key : (w->key ? w->key : ""));
@@ -132,7 +132,7 @@ static void record_busy(engine_waiter *w, const store_acquire_res *res)
 
 /* Ends an attempt that did not deliver a grant; kicks the target again if a
  * kick landed on w while it attempted (the next local waiter inherits it). */
-static void attempt_end_quiet(engine_waiter *w)
+static void end_quiet(engine_waiter *w)
 {
     char tname[TNAME_MAX];
     int rekick = w->dirty && w->wait_ms > 0;
@@ -143,7 +143,7 @@ static void attempt_end_quiet(engine_waiter *w)
         target_kick_name(e, tname);
 }
 
-static void attempt_end_finish(engine_waiter *w, int err, const char *msg)
+static void end_finish(engine_waiter *w, int err, const char *msg)
 {
     char tname[TNAME_MAX];
     int rekick = w->dirty && w->wait_ms > 0;
@@ -167,7 +167,7 @@ void attempt_handle_result(engine_waiter *w, int err, const char *emsg, const st
     if (err == BATON_OK && res && res->granted) {
         if (w->ended) {
             cleanup_for(e, w, res->key, 0);
-            attempt_end_quiet(w);
+            end_quiet(w);
             return;
         }
         deliver_grant(w, res);
@@ -179,7 +179,7 @@ void attempt_handle_result(engine_waiter *w, int err, const char *emsg, const st
         /* The outcome is unknown: the token may hold or wait in Redis. */
         if (w->ended) {
             cleanup_for(e, w, NULL, waiting);
-            attempt_end_quiet(w);
+            end_quiet(w);
             return;
         }
         if (err == BATON_E_UNAVAILABLE && waiting && !w->timed_out) {
@@ -197,7 +197,7 @@ void attempt_handle_result(engine_waiter *w, int err, const char *emsg, const st
             snprintf(msg, sizeof msg, "internal error: %s", emsg ? emsg : "unexpected store reply");
             err = BATON_E_INTERNAL;
         }
-        attempt_end_finish(w, err, msg);
+        end_finish(w, err, msg);
         return;
     }
 
@@ -207,18 +207,18 @@ void attempt_handle_result(engine_waiter *w, int err, const char *emsg, const st
     if (w->ended) {
         if (waiting)
             cleanup_for(e, w, NULL, 1);
-        attempt_end_quiet(w);
+        end_quiet(w);
         return;
     }
     if (!waiting) {
         waiter_busy_reason(w, msg, sizeof msg);
-        attempt_end_finish(w, BATON_E_BUSY, msg);
+        end_finish(w, BATON_E_BUSY, msg);
         return;
     }
     if (w->timed_out) {
         cleanup_for(e, w, NULL, 1);
         waiter_timeout_msg(w, msg, sizeof msg);
-        attempt_end_finish(w, BATON_E_BUSY, msg);
+        end_finish(w, BATON_E_BUSY, msg);
         return;
     }
     w->state = W_QUEUED;
@@ -250,7 +250,7 @@ engine_waiter *attempt_call_end(attempt_call *o)
     return w;
 }
 
-static void attempt_reply_cb(void *ud, int err, const char *msg, const store_acquire_res *res)
+static void reply_cb(void *ud, int err, const char *msg, const store_acquire_res *res)
 {
     engine_waiter *w = attempt_call_end(ud);
     if (!w)

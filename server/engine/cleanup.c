@@ -13,14 +13,14 @@
 
 #include "log.h"
 
-static void cleanup_free(cleanup *c)
+static void free_cleanup(cleanup *c)
 {
     free(c->key);
     free(c->pool);
     free(c);
 }
 
-static void cleanup_reply(cleanup *c, int err)
+static void part_done(cleanup *c, int err)
 {
     if (err == BATON_E_UNAVAILABLE)
         c->failed = 1;
@@ -28,7 +28,7 @@ static void cleanup_reply(cleanup *c, int err)
         return;
     baton_engine *e = c->call.e;
     if (!e) {
-        cleanup_free(c);
+        free_cleanup(c);
         return;
     }
     engine__call_unlink(e, &c->call);
@@ -39,27 +39,27 @@ static void cleanup_reply(cleanup *c, int err)
         c->pnext = e->pending;
         e->pending = c;
     } else {
-        cleanup_free(c);
+        free_cleanup(c);
     }
     engine__maybe_shutdown_done(e);
 }
 
-static void cleanup_done_cb(void *ud, int err, const char *msg)
+static void dequeue_reply_cb(void *ud, int err, const char *msg)
 {
-    cleanup_reply(ud, err);
+    part_done(ud, err);
 }
 
-static void cleanup_hold_cb(void *ud, int err, const char *msg, const store_hold_res *res)
+static void release_reply_cb(void *ud, int err, const char *msg, const store_hold_res *res)
 {
     cleanup *c = ud;
     attempt_call *next = c->next_attempt;
     c->next_attempt = NULL;
     handoff_done(next, err, msg, res);
-    cleanup_reply(c, err);
+    part_done(c, err);
 }
 
 /* Sends every part of c; parts the store refuses make c wait in e->pending. */
-static void cleanup_send(baton_engine *e, cleanup *c)
+static void send_parts(baton_engine *e, cleanup *c)
 {
     baton_store *s = e->store;
     c->outstanding = 1; /* guard: no reply may finish c while sending */
@@ -68,7 +68,7 @@ static void cleanup_send(baton_engine *e, cleanup *c)
     if (c->dequeue) {
         store_target t = {.key = c->pool ? NULL : c->key, .pool = c->pool, .devices = c->devices};
         c->outstanding++;
-        if (s->ops->dequeue(s, &t, c->token, cleanup_done_cb, c) != 0) {
+        if (s->ops->dequeue(s, &t, c->token, dequeue_reply_cb, c) != 0) {
             c->outstanding--;
             c->failed = 1;
         }
@@ -78,20 +78,20 @@ static void cleanup_send(baton_engine *e, cleanup *c)
         for (int32_t i = 0; i < c->devices; i++) {
             snprintf(dev, sizeof dev, "%s/%" PRId32, c->pool, i);
             c->outstanding++;
-            if (s->ops->release(s, dev, c->token, NULL, cleanup_hold_cb, c) != 0) {
+            if (s->ops->release(s, dev, c->token, NULL, release_reply_cb, c) != 0) {
                 c->outstanding--;
                 c->failed = 1;
             }
         }
     } else if (c->key) {
         c->outstanding++;
-        if (handoff_send_release(e, c->key, c->token, c->handoff, cleanup_hold_cb, c, &c->next_attempt) !=
+        if (handoff_send_release(e, c->key, c->token, c->handoff, release_reply_cb, c, &c->next_attempt) !=
             0) {
             c->outstanding--;
             c->failed = 1;
         }
     }
-    cleanup_reply(c, BATON_OK); /* drop the guard */
+    part_done(c, BATON_OK); /* drop the guard */
 }
 
 /*
@@ -121,7 +121,7 @@ void cleanup_for(baton_engine *e, const engine_waiter *w, const char *held_key, 
             goto fail;
     }
     if (e->up) {
-        cleanup_send(e, c);
+        send_parts(e, c);
     } else {
         c->pnext = e->pending;
         e->pending = c;
@@ -132,7 +132,7 @@ fail:
      * and a hold with its TTL. */
     LOG_ERROR("engine: out of memory: cannot clean up token %s", w->token);
     if (c)
-        cleanup_free(c);
+        free_cleanup(c);
 }
 
 void cleanup_flush_pending(baton_engine *e)
@@ -143,7 +143,7 @@ void cleanup_flush_pending(baton_engine *e)
         cleanup *c = list;
         list = c->pnext;
         c->pnext = NULL;
-        cleanup_send(e, c);
+        send_parts(e, c);
     }
 }
 
@@ -153,6 +153,6 @@ void cleanup_free_pending(baton_engine *e)
     while (e->pending) {
         cleanup *c = e->pending;
         e->pending = c->pnext;
-        cleanup_free(c);
+        free_cleanup(c);
     }
 }

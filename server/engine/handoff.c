@@ -25,7 +25,7 @@
  * known grant hand on (Release, and a hold or lease that ends); a cleanup of
  * a waiter whose outcome is unknown does not.
  */
-static engine_waiter *handoff_candidate(baton_engine *e, const char *key, const char *token)
+static engine_waiter *candidate(baton_engine *e, const char *key, const char *token)
 {
     if (!e->up || e->shutting_down)
         return NULL;
@@ -44,7 +44,7 @@ int handoff_send_release(baton_engine *e, const char *key, const char *token, in
                          void *ud, attempt_call **next)
 {
     *next = NULL;
-    engine_waiter *w = handoff ? handoff_candidate(e, key, token) : NULL;
+    engine_waiter *w = handoff ? candidate(e, key, token) : NULL;
     attempt_call *o = w ? calloc(1, sizeof *o) : NULL;
     store_acquire_req r;
     if (o) {

@@ -18,15 +18,15 @@
  * The rule (when to renew, how early to give up) is lease_policy.h's, the
  * same libbaton follows for leases.
  */
-static int64_t hold_give_up_ms(const engine_waiter *w)
+static int64_t give_up_at_ms(const engine_waiter *w)
 {
     return lease_give_up_at_ms(w->expiry_ms, w->ttl_ms);
 }
 
-static void renew_schedule(engine_waiter *w)
+static void schedule_renew(engine_waiter *w)
 {
     int64_t step = lease_renew_step_ms(w->ttl_ms);
-    int64_t left = hold_give_up_ms(w) - clock_mono_ms();
+    int64_t left = give_up_at_ms(w) - clock_mono_ms();
     if (left < 0)
         left = 0;
     struct timeval tv = tv_of_ms(left < step ? left : step);
@@ -35,7 +35,7 @@ static void renew_schedule(engine_waiter *w)
 
 /* Ends a STREAM hold with LOST; release_token: the token might still hold
  * the key in Redis (renew outcome unknown), so release it. */
-static void hold_lost(engine_waiter *w, int release_token, const char *msg)
+static void end_lost(engine_waiter *w, int release_token, const char *msg)
 {
     if (release_token)
         cleanup_for(w->e, w, w->held_key, 0);
@@ -72,11 +72,11 @@ static void renew_reply_cb(void *ud, int err, const char *emsg, const store_hold
             snprintf(msg, sizeof msg, "lock '%s' lost: it is no longer held (expired)", w->held_key);
         /* Let watchers see EXPIRED if the hold record is still there. */
         e->store->ops->reap(e->store, w->held_key);
-        hold_lost(w, 0, msg);
-    } else if (clock_mono_ms() >= hold_give_up_ms(w)) {
+        end_lost(w, 0, msg);
+    } else if (clock_mono_ms() >= give_up_at_ms(w)) {
         snprintf(msg, sizeof msg, "could not renew lock '%s' before its TTL ran out: " MSG_UNAVAILABLE,
                  w->held_key);
-        hold_lost(w, 1, msg);
+        end_lost(w, 1, msg);
     }
     /* else: UNAVAILABLE / INTERNAL: the next tick tries again */
     engine__maybe_shutdown_done(e);
@@ -103,15 +103,15 @@ void hold_renew(engine_waiter *w)
 static void renew_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     engine_waiter *w = arg;
-    if (clock_mono_ms() >= hold_give_up_ms(w)) {
+    if (clock_mono_ms() >= give_up_at_ms(w)) {
         char msg[MSG_MAX];
         snprintf(msg, sizeof msg, "could not renew lock '%s' before its TTL ran out: " MSG_UNAVAILABLE,
                  w->held_key);
-        hold_lost(w, 1, msg);
+        end_lost(w, 1, msg);
         return;
     }
     hold_renew(w);
-    renew_schedule(w);
+    schedule_renew(w);
 }
 
 /* The store granted w `key` in STREAM mode: w holds it from now on, in the
@@ -131,7 +131,7 @@ int hold_start(engine_waiter *w, const char *key)
     }
     target_add(ht, &ht->holds, w);
     w->state = W_HOLDING;
-    renew_schedule(w);
+    schedule_renew(w);
     return 0;
 }
 

@@ -24,10 +24,10 @@ static int pool_name_of_device(const char *key, char *out, size_t outlen)
     return n > 0 && (size_t)n < outlen;
 }
 
-static void target_retry_cb(evutil_socket_t fd, short what, void *arg);
+static void retry_cb(evutil_socket_t fd, short what, void *arg);
 
 /* The target named `name`, whose map_hash_str is `hash`, or NULL. */
-static target *target_find_hashed(const baton_engine *e, const char *name, uint64_t hash)
+static target *find_hashed(const baton_engine *e, const char *name, uint64_t hash)
 {
     for (map_node *n = map_first(&e->targets, hash); n; n = map_next(n, hash)) {
         target *t = MAP_ENTRY(n, target, node);
@@ -37,15 +37,15 @@ static target *target_find_hashed(const baton_engine *e, const char *name, uint6
     return NULL;
 }
 
-static target *target_find(const baton_engine *e, const char *name)
+static target *find(const baton_engine *e, const char *name)
 {
-    return target_find_hashed(e, name, map_hash_str(name));
+    return find_hashed(e, name, map_hash_str(name));
 }
 
 target *target_get(baton_engine *e, const char *name)
 {
     uint64_t hash = map_hash_str(name);
-    target *t = target_find_hashed(e, name, hash);
+    target *t = find_hashed(e, name, hash);
     if (t)
         return t;
     size_t len = strlen(name);
@@ -54,7 +54,7 @@ target *target_get(baton_engine *e, const char *name)
         return NULL;
     memcpy(t->name, name, len + 1);
     t->e = e;
-    t->retry = evtimer_new(e->base, target_retry_cb, t);
+    t->retry = evtimer_new(e->base, retry_cb, t);
     if (!t->retry) {
         free(t);
         return NULL;
@@ -115,7 +115,7 @@ target *target_of(baton_engine *e, const char *key, const char *pool)
 {
     char name[TNAME_MAX];
     target_name(key, pool, name, sizeof name);
-    return target_find(e, name);
+    return find(e, name);
 }
 
 /* The local waiter of target t (may be NULL) with this token, or NULL. */
@@ -162,7 +162,7 @@ void target_kick_head(const engine_waiter *w, const char *head_token)
 
 void target_kick_name(baton_engine *e, const char *name)
 {
-    target *t = target_find(e, name);
+    target *t = find(e, name);
     if (t)
         target_kick(t);
 }
@@ -224,7 +224,7 @@ void target_free_all(baton_engine *e)
     map_free(&e->targets);
 }
 
-static void target_retry_cb(evutil_socket_t fd, short what, void *arg)
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     target *t = arg;
     t->retry_at = 0;

@@ -10,7 +10,7 @@
 
 #include <event2/event.h>
 
-static unary_call *unary_new(baton_engine *e, unary_kind kind, const char *key, void *ud)
+static unary_call *new_call(baton_engine *e, unary_kind kind, const char *key, void *ud)
 {
     size_t len = strlen(key);
     unary_call *o = calloc(1, sizeof *o + len + 1);
@@ -23,7 +23,7 @@ static unary_call *unary_new(baton_engine *e, unary_kind kind, const char *key, 
 }
 
 /* Unlinks o; returns 0 if the engine is gone (then o is freed). */
-static int unary_begin(unary_call *o)
+static int reply_begin(unary_call *o)
 {
     baton_engine *e = o->call.e;
     if (!e) {
@@ -56,12 +56,12 @@ static void error_msg(int err, const char *emsg, char *buf, size_t n)
         snprintf(buf, n, "internal error: %s", emsg ? emsg : "unexpected store reply");
 }
 
-static void unary_hold_reply(void *ud, int err, const char *emsg, const store_hold_res *res)
+static void hold_reply(void *ud, int err, const char *emsg, const store_hold_res *res)
 {
     unary_call *o = ud;
     /* The waiter first: its grant is what the handoff is timed by. */
     handoff_done(o->next_attempt, err, emsg, res);
-    if (!unary_begin(o))
+    if (!reply_begin(o))
         return;
     baton_engine *e = o->call.e;
     char msg[MSG_MAX];
@@ -85,10 +85,10 @@ static void unary_hold_reply(void *ud, int err, const char *emsg, const store_ho
     engine__maybe_shutdown_done(e);
 }
 
-static void unary_describe_reply(void *ud, int err, const char *emsg, const store_describe_res *res)
+static void describe_reply(void *ud, int err, const char *emsg, const store_describe_res *res)
 {
     unary_call *o = ud;
-    if (!unary_begin(o))
+    if (!reply_begin(o))
         return;
     baton_engine *e = o->call.e;
     char msg[MSG_MAX];
@@ -108,7 +108,7 @@ static void unary_describe_reply(void *ud, int err, const char *emsg, const stor
 }
 
 /* Common tail of the unary calls: link o if the store took it. */
-static int unary_sent(baton_engine *e, unary_call *o, int rc, const char **errmsg)
+static int sent_or_refused(baton_engine *e, unary_call *o, int rc, const char **errmsg)
 {
     if (rc != 0) {
         free(o);
@@ -123,51 +123,51 @@ static int unary_sent(baton_engine *e, unary_call *o, int rc, const char **errms
 int engine_renew(baton_engine *e, const char *key, const char *token, int64_t ttl_ms, engine_hold_cb cb,
                  void *ud, const char **errmsg)
 {
-    unary_call *o = unary_new(e, UNARY_RENEW, key, ud);
+    unary_call *o = new_call(e, UNARY_RENEW, key, ud);
     if (!o) {
         *errmsg = "out of memory";
         return BATON_E_NOMEM;
     }
     o->hold_cb = cb;
-    int rc = e->store->ops->renew(e->store, key, token, ttl_ms, unary_hold_reply, o);
-    return unary_sent(e, o, rc, errmsg);
+    int rc = e->store->ops->renew(e->store, key, token, ttl_ms, hold_reply, o);
+    return sent_or_refused(e, o, rc, errmsg);
 }
 
 int engine_release(baton_engine *e, const char *key, const char *token, engine_hold_cb cb, void *ud,
                    const char **errmsg)
 {
-    unary_call *o = unary_new(e, UNARY_RELEASE, key, ud);
+    unary_call *o = new_call(e, UNARY_RELEASE, key, ud);
     if (!o) {
         *errmsg = "out of memory";
         return BATON_E_NOMEM;
     }
     o->hold_cb = cb;
-    int rc = handoff_send_release(e, key, token, 1, unary_hold_reply, o, &o->next_attempt);
-    return unary_sent(e, o, rc, errmsg);
+    int rc = handoff_send_release(e, key, token, 1, hold_reply, o, &o->next_attempt);
+    return sent_or_refused(e, o, rc, errmsg);
 }
 
 int engine_force_release(baton_engine *e, const char *key, uint64_t fencing, engine_hold_cb cb, void *ud,
                          const char **errmsg)
 {
-    unary_call *o = unary_new(e, UNARY_FORCE, key, ud);
+    unary_call *o = new_call(e, UNARY_FORCE, key, ud);
     if (!o) {
         *errmsg = "out of memory";
         return BATON_E_NOMEM;
     }
     o->hold_cb = cb;
     o->fencing = fencing;
-    int rc = e->store->ops->force_release(e->store, key, fencing, unary_hold_reply, o);
-    return unary_sent(e, o, rc, errmsg);
+    int rc = e->store->ops->force_release(e->store, key, fencing, hold_reply, o);
+    return sent_or_refused(e, o, rc, errmsg);
 }
 
 int engine_describe(baton_engine *e, const char *key, engine_describe_cb cb, void *ud, const char **errmsg)
 {
-    unary_call *o = unary_new(e, UNARY_DESCRIBE, key, ud);
+    unary_call *o = new_call(e, UNARY_DESCRIBE, key, ud);
     if (!o) {
         *errmsg = "out of memory";
         return BATON_E_NOMEM;
     }
     o->describe_cb = cb;
-    int rc = e->store->ops->describe(e->store, key, unary_describe_reply, o);
-    return unary_sent(e, o, rc, errmsg);
+    int rc = e->store->ops->describe(e->store, key, describe_reply, o);
+    return sent_or_refused(e, o, rc, errmsg);
 }

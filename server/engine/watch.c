@@ -8,14 +8,14 @@
 
 #include <event2/event.h>
 
-static void watch_free(engine_watch *w)
+static void free_watch(engine_watch *w)
 {
     free(w->key);
     free(w->prefix);
     free(w);
 }
 
-static void watch_unlink(engine_watch *w)
+static void unlink_watch(engine_watch *w)
 {
     baton_engine *e = w->e;
     if (w->prev)
@@ -27,7 +27,7 @@ static void watch_unlink(engine_watch *w)
     w->prev = w->next = NULL;
 }
 
-static int watch_matches(const engine_watch *w, const char *key)
+static int matches(const engine_watch *w, const char *key)
 {
     if (w->key)
         return strcmp(w->key, key) == 0;
@@ -38,7 +38,7 @@ void watch_deliver(baton_engine *e, const store_event *ev)
 {
     e->delivering++;
     for (engine_watch *w = e->watches; w; w = w->next)
-        if (!w->stopped && watch_matches(w, ev->key))
+        if (!w->stopped && matches(w, ev->key))
             w->cb(w->ud, ev);
     if (--e->delivering == 0 && e->watch_stopped) {
         e->watch_stopped = 0;
@@ -46,8 +46,8 @@ void watch_deliver(baton_engine *e, const store_event *ev)
         while (w) {
             engine_watch *next = w->next;
             if (w->stopped) {
-                watch_unlink(w);
-                watch_free(w);
+                unlink_watch(w);
+                free_watch(w);
             }
             w = next;
         }
@@ -89,8 +89,8 @@ void engine_watch_stop(engine_watch *w)
         e->watch_stopped = 1;
         return;
     }
-    watch_unlink(w);
-    watch_free(w);
+    unlink_watch(w);
+    free_watch(w);
 }
 
 /* Ends every watch through its `ended` callback (shutdown). */
@@ -98,10 +98,10 @@ void watch_end_all(baton_engine *e, int err, const char *msg)
 {
     while (e->watches) {
         engine_watch *wt = e->watches;
-        watch_unlink(wt);
+        unlink_watch(wt);
         engine_watch_ended_cb ended = wt->ended;
         void *wud = wt->ud;
-        watch_free(wt);
+        free_watch(wt);
         if (ended)
             ended(wud, err, msg);
     }
@@ -112,7 +112,7 @@ void watch_free_all(baton_engine *e)
 {
     while (e->watches) {
         engine_watch *wt = e->watches;
-        watch_unlink(wt);
-        watch_free(wt);
+        unlink_watch(wt);
+        free_watch(wt);
     }
 }
