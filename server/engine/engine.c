@@ -25,27 +25,6 @@ const char *engine__refusal_msg(int rc)
     }
 }
 
-void engine__call_link(baton_engine *e, call *c)
-{
-    c->e = e;
-    c->prev = NULL;
-    c->next = e->calls;
-    if (e->calls)
-        e->calls->prev = c;
-    e->calls = c;
-}
-
-void engine__call_unlink(baton_engine *e, call *c)
-{
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        e->calls = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-}
-
 static void on_event(void *ud, const store_event *ev)
 {
     baton_engine *e = ud;

@@ -220,10 +220,64 @@ static inline char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+/*
+ * The two intrusive lists every file uses: waiters (through one of their
+ * links) and store calls in flight. Inline here, not in waiter.c and
+ * engine.c: a grant cycle goes through them several times, and as static
+ * functions of the one engine.c they were inlined too.
+ */
+#define WLINK(w, off) ((wlink *)((char *)(w) + (off)))
+
+/* Appends w to l through the link at offset `off` in engine_waiter. */
+static inline void wlist_push(wlist *l, engine_waiter *w, size_t off)
+{
+    WLINK(w, off)->prev = l->tail;
+    WLINK(w, off)->next = NULL;
+    if (l->tail)
+        WLINK(l->tail, off)->next = w;
+    else
+        l->head = w;
+    l->tail = w;
+}
+
+static inline void wlist_remove(wlist *l, engine_waiter *w, size_t off)
+{
+    wlink *k = WLINK(w, off);
+    if (k->prev)
+        WLINK(k->prev, off)->next = k->next;
+    else
+        l->head = k->next;
+    if (k->next)
+        WLINK(k->next, off)->prev = k->prev;
+    else
+        l->tail = k->prev;
+    k->prev = k->next = NULL;
+}
+
+/* Tracks a store call in flight in e->calls (see `call`). */
+static inline void engine__call_link(baton_engine *e, call *c)
+{
+    c->e = e;
+    c->prev = NULL;
+    c->next = e->calls;
+    if (e->calls)
+        e->calls->prev = c;
+    e->calls = c;
+}
+
+static inline void engine__call_unlink(baton_engine *e, call *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        e->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
 /* engine.c */
 void engine__maybe_shutdown_done(baton_engine *e);
-void engine__call_link(baton_engine *e, call *c);
-void engine__call_unlink(baton_engine *e, call *c);
 const char *engine__refusal_msg(int rc);
 
 /* waiter.c */
@@ -235,8 +289,6 @@ int waiter_new(baton_engine *e, const engine_acquire_req *req, const engine_acqu
                engine_waiter **out, const char **errmsg);
 void waiter_finish(engine_waiter *w, int err, const char *msg);
 void waiter_free(engine_waiter *w);
-void wlist_push(wlist *l, engine_waiter *w, size_t off);
-void wlist_remove(wlist *l, engine_waiter *w, size_t off);
 
 /* target.c */
 void target_kick_all_waiters(baton_engine *e);

@@ -14,34 +14,6 @@
 
 #include <event2/event.h>
 
-#define WLINK(w, off) ((wlink *)((char *)(w) + (off)))
-
-/* Appends w to l through the link at offset `off` in engine_waiter. */
-void wlist_push(wlist *l, engine_waiter *w, size_t off)
-{
-    WLINK(w, off)->prev = l->tail;
-    WLINK(w, off)->next = NULL;
-    if (l->tail)
-        WLINK(l->tail, off)->next = w;
-    else
-        l->head = w;
-    l->tail = w;
-}
-
-void wlist_remove(wlist *l, engine_waiter *w, size_t off)
-{
-    wlink *k = WLINK(w, off);
-    if (k->prev)
-        WLINK(k->prev, off)->next = k->next;
-    else
-        l->head = k->next;
-    if (k->next)
-        WLINK(k->next, off)->prev = k->prev;
-    else
-        l->tail = k->prev;
-    k->prev = k->next = NULL;
-}
-
 void waiter_all_push(wlist *l, engine_waiter *w)
 {
     wlist_push(l, w, offsetof(engine_waiter, alink));
