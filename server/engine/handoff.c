@@ -18,10 +18,10 @@
  * Now a release carries the acquire request of the key's first local waiter
  * when that waiter is idle (store.h: release `next`), and counts as that
  * waiter's attempt: it is W_ATTEMPTING, kicks mark it dirty, and the outcome
- * goes through attempt_handle_result like any attempt reply. Redis grants it only
- * under acquire's own rule (the key is free and the token heads the queue,
- * dead entries purged), so a waiter of another batond at the head is not
- * passed over: the RELEASED event wakes it as before. Only releases of a
+ * goes through attempt_handle_result like any attempt reply. Redis grants
+ * it only under acquire's own rule (the key is free and the token heads the
+ * queue, dead entries purged), so a waiter of another batond at the head is
+ * not passed over: the RELEASED event wakes it as before. Only releases of a
  * known grant hand on (Release, and a hold or lease that ends); a cleanup of
  * a waiter whose outcome is unknown does not.
  */
@@ -36,15 +36,15 @@ static engine_waiter *candidate(baton_engine *e, const char *key, const char *to
     return w;
 }
 
-/* Sends the release of key by token; with `handoff`, hands the key to its
- * first local waiter if that one is idle: *next is then that waiter's
- * attempt, to be passed to handoff_done with the reply. Returns 0 or the
- * store's refusal (nothing changed then). */
-int handoff_send_release(baton_engine *e, const char *key, const char *token, int handoff, store_hold_cb cb,
-                         void *ud, attempt_call **next)
+/* Sends the release of key by token; with `hand_on`, hands the key to its
+ * first local waiter if that one is idle: *next_attempt is then that
+ * waiter's attempt, to be passed to handoff_done with the reply. Returns 0
+ * or the store's refusal (nothing changed then). */
+int handoff_send_release(baton_engine *e, const char *key, const char *token, int hand_on, store_hold_cb cb,
+                         void *ud, attempt_call **next_attempt)
 {
-    *next = NULL;
-    engine_waiter *w = handoff ? candidate(e, key, token) : NULL;
+    *next_attempt = NULL;
+    engine_waiter *w = hand_on ? candidate(e, key, token) : NULL;
     attempt_call *o = w ? calloc(1, sizeof *o) : NULL;
     store_acquire_req r;
     if (o) {
@@ -59,7 +59,7 @@ int handoff_send_release(baton_engine *e, const char *key, const char *token, in
     }
     if (o) {
         attempt_started(w, o, now);
-        *next = o;
+        *next_attempt = o;
     }
     return 0;
 }

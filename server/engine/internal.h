@@ -27,6 +27,19 @@
  * (engine_acquire_end from inside `granted` or `queued`, for example). Every
  * function calls a sink last, after the engine state is consistent, and
  * never touches the waiter (or any target pointer) afterwards.
+ *
+ * Files (functions one file shares with the others carry its name as their
+ * prefix and are declared at the end of this header; engine__ marks the
+ * module's plumbing):
+ *   engine.c   lifecycle, engine_acquire, shutdown, store hooks, timers
+ *   waiter.c   a waiter's creation, end and wait timer; BUSY messages
+ *   target.c   targets by name, kicks, the store's retry hint
+ *   attempt.c  one store acquire of a waiter and what its reply does
+ *   handoff.c  a release that carries the next local waiter's acquire
+ *   cleanup.c  dequeues and releases of tokens, again after a reconnect
+ *   hold.c     STREAM holds: renewal, loss, release events
+ *   watch.c    Watch subscriptions and event delivery
+ *   unary.c    Renew, Release, ForceRelease, Describe
  */
 
 #include <stddef.h>
@@ -318,8 +331,8 @@ void attempt_again(engine_waiter *w);
 
 /* handoff.c */
 void handoff_done(attempt_call *o, int err, const char *emsg, const store_hold_res *res);
-int handoff_send_release(baton_engine *e, const char *key, const char *token, int handoff, store_hold_cb cb,
-                         void *ud, attempt_call **next);
+int handoff_send_release(baton_engine *e, const char *key, const char *token, int hand_on, store_hold_cb cb,
+                         void *ud, attempt_call **next_attempt);
 
 /* cleanup.c */
 void cleanup_for(baton_engine *e, const engine_waiter *w, const char *held_key, int dequeue);

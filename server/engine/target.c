@@ -129,7 +129,8 @@ engine_waiter *target_waiter_by_token(const target *t, const char *token)
 
 /* Re-attempts the earliest local waiter of t: normally only it can be at the
  * head of the Redis queue, since this batond enqueued its waiters in order.
- * When the orders diverged, its reply names the real head (target_kick_head). */
+ * When the orders diverged, its reply names the real head
+ * (target_kick_head). */
 void target_kick(target *t)
 {
     engine_waiter *w = t->waiters.head;
@@ -143,9 +144,9 @@ void target_kick(target *t)
  * trusts the local order, which can differ from the queue's: entries purged
  * as dead while this batond stalled past the liveness window are added
  * again at the tail by their next attempt, and after Redis loses its data
- * waiters of several batonds re-enqueue interleaved. Without this the real head would
- * sleep until the re-check while the lock stays free. A head on another
- * batond is its own; a dead one is purged when retry_ms fires.
+ * waiters of several batonds re-enqueue interleaved. Without this the real
+ * head would sleep until the re-check while the lock stays free. A head on
+ * another batond is its own; a dead one is purged when retry_ms fires.
  * Bounded: the head, attempted while the lock is free, is granted; a reply
  * that does not grant it means the lock was taken (no head_token then) or
  * the queue changed again, and every step is one attempt of another waiter.
