@@ -20,6 +20,8 @@ static void free_cleanup(cleanup *c)
     free(c);
 }
 
+/* One part of c (its dequeue or one release) replied; the last reply
+ * frees c, or parks it in e->pending when one part met Redis down. */
 static void part_done(cleanup *c, int err)
 {
     if (err == BATON_E_UNAVAILABLE)
