@@ -33,12 +33,16 @@ static store_redis_opts store_opts_of(const baton_config *cfg)
 {
     store_redis_opts so = {
         .address = cfg->redis_address,
+        .username = cfg->redis_username,
         .password = cfg->redis_password,
+        .sentinel_password = cfg->redis_sentinel_password,
         .database = cfg->redis_database,
         .key_prefix = cfg->key_prefix,
         .command_timeout_ms = cfg->redis_command_timeout_ms,
         .reconnect_ms = cfg->redis_reconnect_ms,
         .keyspace_events = cfg->redis_keyspace_events,
+        .min_replicas = cfg->redis_min_replicas,
+        .replica_timeout_ms = cfg->redis_replica_timeout_ms,
     };
     return so;
 }

@@ -26,6 +26,7 @@
 
 #include <yaml.h>
 
+#include "address.h"
 #include "errors.h"
 
 #define KEY_PREFIX_MAX 64
@@ -37,6 +38,8 @@
 typedef enum field_type {
     F_SECRET,       /* any string, may be empty; never shown (config_to_yaml) */
     F_STR_NONEMPTY, /* a non-empty string */
+    F_STR,          /* any string, may be empty */
+    F_REDIS_ADDR,   /* a redis.address form (store/redis/address.h) */
     F_LOG_LEVEL,    /* debug | info | warn | error */
     F_KEY_PREFIX,   /* 1..64 bytes of the key charset */
     F_INT,          /* int */
@@ -58,14 +61,19 @@ typedef struct field {
 static const field FIELDS[] = {
     {NULL, "listen", "listen", F_STR_NONEMPTY, OFF(listen), 0, 0},
     {NULL, "log_level", "log_level", F_LOG_LEVEL, OFF(log_level), 0, 0},
-    {"redis", "address", "redis.address", F_STR_NONEMPTY, OFF(redis_address), 0, 0},
+    {"redis", "address", "redis.address", F_REDIS_ADDR, OFF(redis_address), 0, 0},
+    {"redis", "username", "redis.username", F_STR, OFF(redis_username), 0, 0},
     {"redis", "password", "redis.password", F_SECRET, OFF(redis_password), 0, 0},
+    {"redis", "sentinel_password", "redis.sentinel_password", F_SECRET, OFF(redis_sentinel_password), 0, 0},
     {"redis", "database", "redis.database", F_INT, OFF(redis_database), 0, INT32_MAX},
     {"redis", "key_prefix", "redis.key_prefix", F_KEY_PREFIX, OFF(key_prefix), 0, 0},
     {"redis", "command_timeout_ms", "redis.command_timeout_ms", F_I64, OFF(redis_command_timeout_ms), 1,
      MS_HOUR},
     {"redis", "reconnect_ms", "redis.reconnect_ms", F_I64, OFF(redis_reconnect_ms), 1, MS_HOUR},
     {"redis", "keyspace_events", "redis.keyspace_events", F_BOOL, OFF(redis_keyspace_events), 0, 1},
+    {"redis", "min_replicas", "redis.min_replicas", F_INT, OFF(redis_min_replicas), 0, 64},
+    {"redis", "replica_timeout_ms", "redis.replica_timeout_ms", F_I64, OFF(redis_replica_timeout_ms), 1,
+     MS_HOUR},
     {"locks", "default_ttl_ms", "locks.default_ttl_ms", F_I64, OFF(default_ttl_ms), 1, MS_YEAR},
     {"locks", "min_ttl_ms", "locks.min_ttl_ms", F_I64, OFF(min_ttl_ms), 1, MS_YEAR},
     {"locks", "max_ttl_ms", "locks.max_ttl_ms", F_I64, OFF(max_ttl_ms), 1, MS_YEAR},
@@ -159,7 +167,8 @@ static void int_set(baton_config *c, const field *f, int64_t v)
 
 static int is_string_type(field_type t)
 {
-    return t == F_SECRET || t == F_STR_NONEMPTY || t == F_LOG_LEVEL || t == F_KEY_PREFIX;
+    return t == F_SECRET || t == F_STR_NONEMPTY || t == F_STR || t == F_REDIS_ADDR || t == F_LOG_LEVEL ||
+           t == F_KEY_PREFIX;
 }
 
 int config_set_string(char **field, const char *value)
@@ -179,7 +188,10 @@ void config_defaults(baton_config *c)
     c->listen = strdup("127.0.0.1:50051");
     c->log_level = strdup("info");
     c->redis_address = strdup("127.0.0.1:6379");
+    c->redis_username = strdup("");
     c->redis_password = strdup("");
+    c->redis_sentinel_password = strdup("");
+    c->redis_replica_timeout_ms = 500;
     c->redis_database = 0;
     c->key_prefix = strdup("baton:");
     c->redis_command_timeout_ms = 5000;
@@ -260,6 +272,7 @@ static int field_check(const baton_config *c, const field *f, char *problem, siz
     const char *s = is_string_type(f->type) ? *cstr_at(c, f) : NULL;
     switch (f->type) {
     case F_SECRET:
+    case F_STR:
         if (s == NULL) {
             snprintf(problem, n, "must be set");
             return -1;
@@ -278,6 +291,24 @@ static int field_check(const baton_config *c, const field *f, char *problem, siz
         }
         return 0;
     case F_KEY_PREFIX: return keyname_check(s, KEY_PREFIX_MAX, problem, n);
+    case F_REDIS_ADDR: {
+        redis_addr a;
+        char why[200];
+        if (s == NULL || s[0] == '\0') {
+            snprintf(problem, n, "must not be empty");
+            return -1;
+        }
+        if (redis_addr_parse(s, &a, why, sizeof why) != 0) {
+            snprintf(problem, n, "%s", why);
+            return -1;
+        }
+        if (a.kind == REDIS_ADDR_CLUSTER) {
+            snprintf(problem, n, "cluster:// is not supported by this batond yet (README: Redis Sentinel and "
+                                 "Cluster)");
+            return -1;
+        }
+        return 0;
+    }
     case F_INT:
     case F_I32:
     case F_I64:
@@ -376,6 +407,16 @@ static int check_all(const baton_config *c, const cfg_lines *lines, const char *
         return report(err, errlen, name, line_of(lines, b), FIELDS[b].path,
                       "locks.min_ttl_ms (%" PRId64 ") must not exceed locks.default_ttl_ms (%" PRId64 ")",
                       c->min_ttl_ms, c->default_ttl_ms);
+    }
+    if (c->redis_min_replicas > 0 && c->redis_replica_timeout_ms >= c->redis_command_timeout_ms) {
+        /* WAIT blocks the command connection: its own reply must not count as overdue. */
+        size_t rt = (size_t)find_field("redis", "replica_timeout_ms");
+        size_t ct = (size_t)find_field("redis", "command_timeout_ms");
+        size_t b = blame(lines, rt, ct);
+        return report(err, errlen, name, line_of(lines, b), FIELDS[b].path,
+                      "redis.replica_timeout_ms (%" PRId64 ") must be below redis.command_timeout_ms (%" PRId64
+                      ") when redis.min_replicas is set",
+                      c->redis_replica_timeout_ms, c->redis_command_timeout_ms);
     }
     if (c->default_ttl_ms > c->max_ttl_ms) {
         size_t b = blame(lines, def, max);

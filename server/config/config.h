@@ -9,13 +9,17 @@
  *   listen: "127.0.0.1:50051"
  *   log_level: info                  # debug | info | warn | error
  *   redis:
- *     address: "127.0.0.1:6379"      # or "unix:/path/to/redis.sock"
+ *     address: "127.0.0.1:6379"      # or redis://, unix:/path, sentinel://H:P,.../NAME
+ *     username: ""                   # ACL user ("" = none)
  *     password: ""
+ *     sentinel_password: ""
  *     database: 0
  *     key_prefix: "baton:"
  *     command_timeout_ms: 5000
  *     reconnect_ms: 200
  *     keyspace_events: true
+ *     min_replicas: 0                # > 0: grants confirmed with WAIT
+ *     replica_timeout_ms: 500
  *   locks:
  *     default_ttl_ms: 600000
  *     min_ttl_ms: 100
@@ -47,12 +51,16 @@ typedef struct baton_config {
     char *log_level;
     /* redis */
     char *redis_address;
+    char *redis_username;
     char *redis_password;
+    char *redis_sentinel_password;
     int redis_database;
     char *key_prefix;
     int64_t redis_command_timeout_ms;
     int64_t redis_reconnect_ms;
     int redis_keyspace_events;
+    int redis_min_replicas;
+    int64_t redis_replica_timeout_ms;
     /* locks */
     int64_t default_ttl_ms;
     int64_t min_ttl_ms;

@@ -225,14 +225,24 @@ struct baton_store {
 
 /* Options of the Redis store. Strings are copied. */
 typedef struct store_redis_opts {
-    const char *address;        /* "host:port" or "unix:/path/to/redis.sock" */
+    const char *address;        /* a redis.address form (redis/address.h): "host:port",
+                                 * "redis://host:port", "unix:/path" or
+                                 * "sentinel://H:P[,H:P...]/MASTER_NAME" */
+    const char *username;       /* ACL user for AUTH; NULL or "" = the default user */
     const char *password;       /* NULL or "" = no AUTH */
+    const char *sentinel_password; /* the sentinels' own AUTH password; NULL or "" = none */
     int database;               /* SELECT n when n != 0 */
     const char *key_prefix;     /* e.g. "baton:" */
     int64_t command_timeout_ms; /* a reply overdue by this much drops the connection */
     int64_t reconnect_ms;       /* delay between reconnect attempts */
     int keyspace_events;        /* 1: CONFIG SET notify-keyspace-events Ex (best effort) and
                                  * reap on expirations of P{K}:lock keys */
+    int min_replicas;           /* > 0: a grant (and a renewal) is reported only once WAIT says
+                                 * this many replicas have it; else it is undone (token-checked
+                                 * release) and the op fails BATON_E_UNAVAILABLE. Releases then
+                                 * carry no direct handoff (a handoff grant could not be undone
+                                 * without losing its waiter's place). */
+    int64_t replica_timeout_ms; /* WAIT's timeout; below command_timeout_ms */
 } store_redis_opts;
 
 /* Creates the Redis store on `base` and starts connecting (it keeps

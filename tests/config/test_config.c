@@ -265,6 +265,51 @@ static void test_string_allows_any_text(void **state)
     config_free(&c);
 }
 
+/* Every redis.address form is checked when the file is read, with its line:
+ * a typo in a sentinel list must not surface as "cannot connect" later. */
+static void test_redis_address_forms(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(load(&c, "redis:\n  address: redis://10.1.2.3:6380\n"), 0);
+    assert_int_equal(load(&c, "redis:\n  address: unix:/run/redis.sock\n"), 0);
+    assert_int_equal(load(&c, "redis:\n  address: sentinel://s1:26379,s2:26379/mymaster\n"
+                              "  sentinel_password: pw\n  username: batond\n"),
+                     0);
+    assert_string_equal(c.redis_username, "batond");
+    assert_string_equal(c.redis_sentinel_password, "pw");
+    config_free(&c);
+    expect_err("log_level: info\nredis:\n  address: sentinel://s1:26379\n",
+               "t.yaml:3: redis.address: sentinel://s1:26379: expected "
+               "sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME (at most 16)");
+    expect_err("redis:\n  address: localhost\n",
+               "t.yaml:2: redis.address: localhost: expected host:port, [v6]:port, redis://host:port or unix:/path");
+    expect_err_prefix("redis:\n  address: cluster://h:1,h:2\n",
+                      "t.yaml:2: redis.address: cluster:// is not supported by this batond yet");
+}
+
+/* WAIT blocks the command connection, so its timeout must stay below the
+ * command timeout that would otherwise drop the connection under it. */
+static void test_min_replicas(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(c.redis_min_replicas, 0);
+    assert_int_equal(c.redis_replica_timeout_ms, 500);
+    assert_int_equal(load(&c, "redis:\n  min_replicas: 1\n  replica_timeout_ms: 250\n"), 0);
+    assert_int_equal(c.redis_min_replicas, 1);
+    config_free(&c);
+    expect_err("redis:\n  min_replicas: 1\n  command_timeout_ms: 400\n",
+               "t.yaml:3: redis.command_timeout_ms: redis.replica_timeout_ms (500) must be below "
+               "redis.command_timeout_ms (400) when redis.min_replicas is set");
+    expect_err("redis:\n  min_replicas: 65\n",
+               "t.yaml:2: redis.min_replicas: must be between 0 and 64, got 65");
+    /* Without min_replicas the two timeouts are independent. */
+    config_defaults(&c);
+    assert_int_equal(load(&c, "redis:\n  command_timeout_ms: 400\n"), 0);
+    config_free(&c);
+}
+
 /* ---------------------------------------------------------- unknown keys */
 
 static void test_unknown_top_key(void **state)
@@ -277,8 +322,9 @@ static void test_unknown_top_key(void **state)
 static void test_unknown_section_keys(void **state)
 {
     expect_err("redis:\n  adress: x\n",
-               "t.yaml:2: redis.adress: unknown key (allowed: address, password, database, "
-               "key_prefix, command_timeout_ms, reconnect_ms, keyspace_events)");
+               "t.yaml:2: redis.adress: unknown key (allowed: address, username, password, "
+               "sentinel_password, database, key_prefix, command_timeout_ms, reconnect_ms, keyspace_events, "
+               "min_replicas, replica_timeout_ms)");
     expect_err("locks:\n  default_ttl_ms: 1000\n\n  ttl: 5\n",
                "t.yaml:4: locks.ttl: unknown key (allowed: default_ttl_ms, min_ttl_ms, max_ttl_ms, "
                "max_wait_ms, recheck_ms, waiter_liveness_ms, max_pool_devices)");
@@ -871,6 +917,8 @@ int main(void)
         cmocka_unit_test(test_integer_bounds_accepted),
         cmocka_unit_test(test_anchors_and_flow_style),
         cmocka_unit_test(test_string_allows_any_text),
+        cmocka_unit_test(test_redis_address_forms),
+        cmocka_unit_test(test_min_replicas),
         cmocka_unit_test(test_unknown_top_key),
         cmocka_unit_test(test_unknown_section_keys),
         cmocka_unit_test(test_unknown_pool_key),

@@ -11,6 +11,7 @@
 
 #include "internal.h"
 #include "log.h"
+#include "sentinel.h"
 
 /* ------------------------------------------------------ command connection */
 
@@ -54,6 +55,59 @@ static void on_script_loaded(redisAsyncContext *ac, void *r, void *privdata)
     memcpy(s->sha[l->id], reply->str, 40);
     s->sha[l->id][40] = '\0';
     cmd_init_step_done(s);
+}
+
+/* ROLE (sentinel:// only): a sentinel's answer can be stale, or the primary
+ * it named was demoted since. */
+static void on_role(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redis_store *s = privdata;
+    redisReply *reply = r;
+    if (!reply || ac != s->cmd)
+        return;
+    if (!sentinel_role_is_primary(reply)) {
+        rstore_not_primary(s, "ROLE");
+        return;
+    }
+    cmd_init_step_done(s);
+}
+
+/* The fencing floor of this Redis (epoch.lua), taken before any grant. */
+static void on_epoch(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redis_store *s = privdata;
+    redisReply *reply = r;
+    if (!reply || ac != s->cmd)
+        return;
+    unsigned long long floor = 0;
+    if (reply->type != REDIS_REPLY_STRING || rstore_parse_u64(reply->str, reply->len, &floor) != 0) {
+        LOG_ERROR("redis %s: epoch script failed: %s", s->address,
+                  reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        rstore_request_drop(s, 1, 0);
+        return;
+    }
+    snprintf(s->fence_floor, sizeof s->fence_floor, "%llu", floor);
+    LOG_DEBUG("redis %s: fencing floor %s", s->address, s->fence_floor);
+    cmd_init_step_done(s);
+}
+
+/* INFO server: this Redis' run_id, which tells epoch.lua whether batond saw
+ * this Redis before. Without it (INFO refused by an ACL), every connection
+ * counts as a new Redis: the floor moves up each time, which is safe. */
+static void on_info(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redis_store *s = privdata;
+    redisReply *reply = r;
+    if (!reply || ac != s->cmd)
+        return;
+    char run_id[64];
+    if (reply->type != REDIS_REPLY_STRING || rstore_parse_run_id(reply->str, reply->len, run_id, sizeof run_id) != 0) {
+        LOG_WARN("redis %s: INFO server gave no run_id (%s); the fencing floor moves up on every connection",
+                 s->address, reply->type == REDIS_REPLY_ERROR ? reply->str : "no run_id");
+        snprintf(run_id, sizeof run_id, "unknown-%lld", (long long)clock_mono_ms());
+    }
+    /* SCRIPT LOAD replies came first (one connection, in order). */
+    redisAsyncCommand(ac, on_epoch, s, "EVALSHA %s 1 %s %s", s->sha[SC_EPOCH], s->epoch_key, run_id);
 }
 
 void rstore_on_best_effort(redisAsyncContext *ac, void *r, void *privdata)
@@ -143,8 +197,15 @@ void rstore_cmd_open(redis_store *s)
     rstore_prioritise(s->evb, ((redisLibeventEvents *)ac->ev.data)->rev);
     s->cmd_started_ms = clock_mono_ms();
     s->cmd_init_left = 0;
-    if (s->password) {
+    if (s->password && s->username) {
+        redisAsyncCommand(ac, on_cmd_init, s, "AUTH %s %s", s->username, s->password);
+        s->cmd_init_left++;
+    } else if (s->password) {
         redisAsyncCommand(ac, on_cmd_init, s, "AUTH %s", s->password);
+        s->cmd_init_left++;
+    }
+    if (s->sentinel) {
+        redisAsyncCommand(ac, on_role, s, "ROLE");
         s->cmd_init_left++;
     }
     if (s->db != 0) {
@@ -157,6 +218,8 @@ void rstore_cmd_open(redis_store *s)
         redisAsyncCommand(ac, on_script_loaded, &s->loader[i], "SCRIPT LOAD %s", s->text[i]);
         s->cmd_init_left++;
     }
+    redisAsyncCommand(ac, on_info, s, "INFO server");
+    s->cmd_init_left++; /* done when epoch.lua answers */
     if (s->keyspace_events)
         redisAsyncCommand(ac, on_notify_config, s, "CONFIG GET notify-keyspace-events");
 }

@@ -130,7 +130,9 @@ void rstore_sub_open(redis_store *s)
     rstore_prioritise(s->evb, ((redisLibeventEvents *)ac->ev.data)->rev);
     s->sub_started_ms = clock_mono_ms();
     /* Regular replies are matched before pub/sub ones, so AUTH may precede SUBSCRIBE. */
-    if (s->password)
+    if (s->password && s->username)
+        redisAsyncCommand(ac, on_sub_init, s, "AUTH %s %s", s->username, s->password);
+    else if (s->password)
         redisAsyncCommand(ac, on_sub_init, s, "AUTH %s", s->password);
     redisAsyncCommand(ac, rstore_on_best_effort, (void *)"CLIENT SETNAME", "CLIENT SETNAME baton-sub-%ld",
                       (long)getpid());

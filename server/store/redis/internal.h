@@ -12,6 +12,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "address.h"
 #include "clock.h"
 #include "reply.h"
 #include "store.h"
@@ -25,6 +26,7 @@ extern const char baton_lua_force_release[];
 extern const char baton_lua_describe[];
 extern const char baton_lua_refresh[];
 extern const char baton_lua_reap[];
+extern const char baton_lua_epoch[];
 
 enum script_id {
     SC_ACQUIRE,
@@ -35,6 +37,7 @@ enum script_id {
     SC_DESCRIBE,
     SC_REFRESH,
     SC_REAP,
+    SC_EPOCH,
     SC_COUNT
 };
 
@@ -79,6 +82,14 @@ typedef struct store_op {
     int pool;    /* acquire: 1 for a pool */
     int handoff; /* release: carries a next waiter's request */
     int ntokens; /* refresh: tokens in this batch */
+    /* min_replicas: the op's result is reported only after WAIT (ops.c) */
+    int refs;     /* 1 + the WAITs sent behind the script, not yet answered */
+    int confirm;  /* acquire / renew: send WAIT behind the script */
+    int awaiting; /* the script's result is held back until WAIT answers */
+    int delivered;
+    char *token;  /* acquire with confirm: to undo an unconfirmed grant */
+    store_acquire_res held; /* the held-back grant (key: name or keybuf) */
+    char keybuf[BATON_KEY_MAX + 16];
     /* argv[0] ("EVALSHA"/"EVAL") and argv[1] (sha/text) are not owned; the rest are. */
     int argc, cap;
     const char **argv;
@@ -96,8 +107,14 @@ struct redis_store {
     baton_store base; /* first: baton_store* <-> redis_store* */
     struct event_base *evb;
 
-    char *address, *host, *unix_path, *password, *prefix, *channel, *pattern;
+    char *address, *host, *unix_path, *username, *password, *prefix, *channel, *pattern, *epoch_key;
     int port, db, keyspace_events;
+    redis_addr addr;           /* the parsed address */
+    struct sentinel *sentinel; /* sentinel:// only: names host/port (store_redis.c) */
+    int primary_known;         /* sentinel:// only: host/port name the primary to try */
+    char fence_floor[24];      /* this primary's fencing floor (epoch.lua), sent with grants */
+    int min_replicas;
+    int64_t replica_timeout_ms;
     int64_t timeout_ms, reconnect_ms;
 
     char *text[SC_COUNT]; /* common prelude + script */
@@ -138,9 +155,12 @@ void rstore_request_drop(redis_store *s, int cmd, int sub);
 redisAsyncContext *rstore_conn_open(redis_store *s, redisConnectCallback *on_conn,
                                     redisDisconnectCallback *on_disc);
 void rstore_prioritise(struct event_base *base, struct event *ev);
+/* A reply says this Redis is not (or no longer) the primary: find it again. */
+void rstore_not_primary(redis_store *s, const char *why);
 
 /* ops.c */
 void rstore_op_free(store_op *o);
+void rstore_op_unref(store_op *o);
 store_op *rstore_op_new(redis_store *s, op_kind kind, enum script_id script, void *ud);
 void rstore_op_arg(store_op *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void rstore_op_str(store_op *o, const char *str);

@@ -22,7 +22,15 @@ void rstore_op_free(store_op *o)
     free(o->argv);
     free(o->argvlen);
     free(o->name);
+    free(o->token);
     free(o);
+}
+
+/* Lets go of one reference: the script's reply or one WAIT's (refs). */
+void rstore_op_unref(store_op *o)
+{
+    if (--o->refs <= 0)
+        rstore_op_free(o);
 }
 
 store_op *rstore_op_new(redis_store *s, op_kind kind, enum script_id script, void *ud)
@@ -34,6 +42,7 @@ store_op *rstore_op_new(redis_store *s, op_kind kind, enum script_id script, voi
     o->kind = kind;
     o->script = script;
     o->ud = ud;
+    o->refs = 1;
     o->argc = 3; /* EVALSHA, sha, numkeys (filled in by rstore_op_send) */
     o->cap = 24; /* a plain-key acquire has 17 */
     o->argv = calloc((size_t)o->cap, sizeof(*o->argv));
@@ -130,6 +139,20 @@ void rstore_op_unlink(redis_store *s, store_op *o)
 }
 
 static void on_reply(redisAsyncContext *ac, void *r, void *privdata);
+static void on_wait(redisAsyncContext *ac, void *r, void *privdata);
+
+/* min_replicas: WAIT right behind the op's script on the same connection
+ * (WAIT counts that connection's writes), so that confirming a grant costs
+ * no extra round trip of ours. */
+static int send_wait(store_op *o, redisAsyncContext *ac)
+{
+    redis_store *s = o->s;
+    if (redisAsyncCommand(ac, on_wait, o, "WAIT %d %lld", s->min_replicas, (long long)s->replica_timeout_ms) !=
+        REDIS_OK)
+        return -1;
+    o->refs++;
+    return 0;
+}
 
 /*
  * Sends an op whose KEYS (the first nkeys arguments added) and ARGV are
@@ -163,6 +186,8 @@ int rstore_op_send(store_op *o, int nkeys)
         rstore_op_free(o);
         return BATON_E_UNAVAILABLE;
     }
+    if (o->confirm)
+        send_wait(o, s->cmd); /* on failure the connection is going: the script's reply says so */
     event_active(s->flush_ev, 0, 0); /* no-op while already active */
     o->sent_ms = clock_mono_ms();
     o->prev = s->tail;
@@ -206,11 +231,32 @@ void rstore_op_fail(store_op *o, int err, const char *msg)
 
 /* Hands a decoded reply to the op's callback (reply.h decodes; a reply that
  * does not decode completes the op with the decoder's error). */
+/* With min_replicas, a grant or a renewal is held back until WAIT answers
+ * (on_wait); everything else is reported at once. Returns 1 when held back. */
+static int hold_back(store_op *o, const store_acquire_res *grant, int64_t renew_ttl)
+{
+    if (!o->confirm)
+        return 0;
+    if (grant) {
+        o->held = *grant;
+        snprintf(o->keybuf, sizeof o->keybuf, "%s", grant->key ? grant->key : "");
+        o->held.key = o->keybuf;
+        o->held.holder_owner = NULL;
+        o->held.head_token = NULL;
+    } else {
+        o->held.ttl_ms = renew_ttl;
+    }
+    o->awaiting = 1;
+    return 1;
+}
+
 static void deliver_acquire(store_op *o, const redisReply *r)
 {
     rstore_acquire_dec d;
     if (rstore_decode_acquire(r, o->name, o->pool, &d) != BATON_OK)
         rstore_op_fail(o, d.err, d.msg);
+    else if (d.res.granted && hold_back(o, &d.res, 0))
+        return;
     else if (o->cb.acquire)
         o->cb.acquire(o->ud, BATON_OK, NULL, &d.res);
 }
@@ -221,8 +267,64 @@ static void deliver_hold(store_op *o, const redisReply *r)
     int err = rstore_decode_hold(r, o->kind == OP_RENEW, o->handoff ? o->name : NULL, &d);
     if (err != BATON_OK && err != BATON_E_NOT_HOLDER)
         rstore_op_fail(o, err, d.msg);
+    else if (err == BATON_OK && o->kind == OP_RENEW && hold_back(o, NULL, d.res.ttl_ms))
+        return;
     else if (o->cb.hold)
         o->cb.hold(o->ud, err, d.msg, &d.res);
+}
+
+/* An unconfirmed grant is taken back, token-checked, before anyone hears of it. */
+static void undo_grant(store_op *o)
+{
+    redis_store *s = o->s;
+    store_op *u = rstore_op_new(s, OP_FIRE, SC_RELEASE, NULL);
+    if (!u)
+        return;
+    rstore_key_arg(u, o->held.key, "lock");
+    rstore_key_arg(u, o->held.key, "hold");
+    rstore_op_str(u, s->channel);
+    rstore_op_str(u, o->held.key);
+    rstore_op_str(u, o->token ? o->token : "");
+    if (rstore_op_send(u, 2) != 0)
+        LOG_WARN("redis %s: could not undo the unconfirmed grant of %s; its TTL ends it", s->address,
+                 o->held.key);
+}
+
+/* WAIT's answer for an op whose result was held back (or NULL: the
+ * connection is gone, the outcome unknown). */
+static void on_wait(redisAsyncContext *ac, void *r, void *privdata)
+{
+    store_op *o = privdata;
+    redis_store *s = o->s;
+    redisReply *reply = r;
+    if (o->awaiting && !o->delivered) {
+        o->awaiting = 0;
+        o->delivered = 1;
+        rstore_op_unlink(s, o);
+        long long acked = reply && reply->type == REDIS_REPLY_INTEGER ? reply->integer : -1;
+        char msg[160];
+        if (!reply) {
+            rstore_op_fail(o, BATON_E_UNAVAILABLE, "redis connection lost; the outcome is unknown");
+        } else if (acked < s->min_replicas) {
+            snprintf(msg, sizeof msg, "%s not confirmed by %d replica%s within %lld ms (%lld did)",
+                     o->kind == OP_ACQUIRE ? "grant" : "renewal", s->min_replicas, s->min_replicas == 1 ? "" : "s",
+                     (long long)s->replica_timeout_ms, acked < 0 ? 0 : acked);
+            LOG_WARN("redis %s: %s: %s", s->address, o->kind == OP_ACQUIRE ? o->held.key : "renew", msg);
+            if (o->kind == OP_ACQUIRE)
+                undo_grant(o);
+            rstore_op_fail(o, BATON_E_UNAVAILABLE, msg);
+        } else if (callbacks_allowed(s)) {
+            s->cb_depth++;
+            if (o->kind == OP_ACQUIRE && o->cb.acquire) {
+                o->cb.acquire(o->ud, BATON_OK, NULL, &o->held);
+            } else if (o->kind == OP_RENEW && o->cb.hold) {
+                store_hold_res res = {.ttl_ms = o->held.ttl_ms};
+                o->cb.hold(o->ud, BATON_OK, NULL, &res);
+            }
+            s->cb_depth--;
+        }
+    }
+    rstore_op_unref(o);
 }
 
 static void deliver_describe(store_op *o, const redisReply *r)
@@ -266,8 +368,9 @@ static int op_reply(redisAsyncContext *ac, void *r, store_op *o)
             rstore_update_state(s);
         }
         rstore_op_unlink(s, o);
+        o->delivered = 1;
         rstore_op_fail(o, BATON_E_UNAVAILABLE, "redis connection lost; the outcome is unknown");
-        rstore_op_free(o);
+        rstore_op_unref(o);
         return 1;
     }
     if (reply->type == REDIS_REPLY_ERROR && !o->retried && strncmp(reply->str, "NOSCRIPT", 8) == 0) {
@@ -277,18 +380,32 @@ static int op_reply(redisAsyncContext *ac, void *r, store_op *o)
         o->argvlen[0] = 4;
         o->argv[1] = s->text[o->script];
         o->argvlen[1] = strlen(s->text[o->script]);
-        if (redisAsyncCommandArgv(ac, on_reply, o, o->argc, o->argv, o->argvlen) == REDIS_OK)
+        if (redisAsyncCommandArgv(ac, on_reply, o, o->argc, o->argv, o->argvlen) == REDIS_OK) {
+            if (o->confirm)
+                send_wait(o, ac); /* the WAIT sent behind EVALSHA answers before EVAL does */
             return 0;
+        }
         rstore_op_unlink(s, o);
+        o->delivered = 1;
         rstore_op_fail(o, BATON_E_UNAVAILABLE, "redis connection lost; the outcome is unknown");
-        rstore_op_free(o);
+        rstore_op_unref(o);
         return 1;
     }
-    rstore_op_unlink(s, o);
     if (reply->type == REDIS_REPLY_ERROR) {
-        LOG_WARN("redis: %s script: %s", script_src[o->script].name, reply->str);
-        rstore_op_fail(o, BATON_E_INTERNAL, reply->str);
-    } else if (callbacks_allowed(s)) {
+        rstore_op_unlink(s, o);
+        o->delivered = 1;
+        if (strncmp(reply->str, "READONLY", 8) == 0 || strncmp(reply->str, "MASTERDOWN", 10) == 0) {
+            /* A replica now (failover), or a primary without its replicas. */
+            rstore_not_primary(s, reply->str);
+            rstore_op_fail(o, BATON_E_UNAVAILABLE, "redis is failing over; try again");
+        } else {
+            LOG_WARN("redis: %s script: %s", script_src[o->script].name, reply->str);
+            rstore_op_fail(o, BATON_E_INTERNAL, reply->str);
+        }
+        rstore_op_unref(o);
+        return 1;
+    }
+    if (callbacks_allowed(s)) {
         s->cb_depth++;
         switch (o->kind) {
         case OP_ACQUIRE: deliver_acquire(o, reply); break;
@@ -306,7 +423,13 @@ static int op_reply(redisAsyncContext *ac, void *r, store_op *o)
         }
         s->cb_depth--;
     }
-    rstore_op_free(o);
+    /* A held-back result stays in flight (and under the command timeout)
+     * until WAIT answers. */
+    if (!o->awaiting) {
+        o->delivered = 1;
+        rstore_op_unlink(s, o);
+    }
+    rstore_op_unref(o);
     return 1;
 }
 
@@ -374,6 +497,12 @@ int rstore_acquire(baton_store *b, const store_acquire_req *req, store_acquire_c
     rstore_op_arg(o, "%d", req->enqueue ? 1 : 0);
     rstore_op_arg(o, "%" PRId64, req->liveness_ms > 0 ? req->liveness_ms : 0);
     rstore_op_arg(o, "%" PRId32, t->key ? 0 : t->devices);
+    rstore_op_str(o, s->fence_floor);
+    if (s->min_replicas > 0) {
+        o->confirm = 1;
+        if (!(o->token = strdup(req->token)))
+            o->oom = 1;
+    }
     return rstore_op_send(o, nkeys);
 }
 
@@ -429,6 +558,7 @@ int rstore_renew(baton_store *b, const char *key, const char *token, int64_t ttl
     o->cb.hold = cb;
     rstore_op_str(o, token);
     rstore_op_arg(o, "%" PRId64, ttl_ms);
+    o->confirm = s->min_replicas > 0;
     return rstore_op_send(o, 2);
 }
 
@@ -443,6 +573,8 @@ int rstore_release(baton_store *b, const char *key, const char *token, const sto
         return BATON_E_INVALID;
     if (!s->up)
         return BATON_E_UNAVAILABLE;
+    if (s->min_replicas > 0)
+        next = NULL; /* a handoff grant could not be confirmed (store.h) */
     store_op *o = rstore_op_new(s, OP_RELEASE, SC_RELEASE, ud);
     if (!o)
         return BATON_E_NOMEM;
@@ -463,6 +595,7 @@ int rstore_release(baton_store *b, const char *key, const char *token, const sto
         rstore_op_str(o, next->token);
         rstore_op_str(o, next->owner ? next->owner : "");
         rstore_op_arg(o, "%" PRId64, next->ttl_ms);
+        rstore_op_str(o, s->fence_floor);
     }
     return rstore_op_send(o, nkeys);
 }

@@ -192,3 +192,42 @@ int rstore_decode_missing(const redisReply *r, const char **tokens, size_t cap, 
     }
     return BATON_OK;
 }
+
+int rstore_parse_run_id(const char *info, size_t len, char *out, size_t outlen)
+{
+    static const char tag[] = "run_id:";
+    const size_t tlen = sizeof tag - 1;
+    for (size_t i = 0; i + tlen <= len; i++) {
+        if ((i == 0 || info[i - 1] == '\n') && memcmp(info + i, tag, tlen) == 0) {
+            size_t b = i + tlen, e = b;
+            while (e < len && info[e] != '\r' && info[e] != '\n')
+                e++;
+            if (e == b || e - b >= outlen)
+                return -1;
+            for (size_t k = b; k < e; k++)
+                if (info[k] <= ' ' || info[k] > '~')
+                    return -1;
+            memcpy(out, info + b, e - b);
+            out[e - b] = '\0';
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int rstore_parse_u64(const char *s, size_t len, unsigned long long *out)
+{
+    unsigned long long v = 0;
+    if (len == 0 || len > 20)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > (~0ULL - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}

@@ -66,4 +66,10 @@ int rstore_decode_describe(const redisReply *r, rstore_describe_dec *out);
  * tokens[], or BATON_E_INTERNAL (*n = 0) when r is not an array. */
 int rstore_decode_missing(const redisReply *r, const char **tokens, size_t cap, size_t *n);
 
+/* The run_id line of an INFO reply's text (len bytes) into out. Returns 0,
+ * or -1 when there is none or it does not fit. */
+int rstore_parse_run_id(const char *info, size_t len, char *out, size_t outlen);
+/* A decimal unsigned 64-bit integer of exactly len bytes. Returns 0 or -1. */
+int rstore_parse_u64(const char *s, size_t len, unsigned long long *out);
+
 #endif

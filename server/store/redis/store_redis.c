@@ -41,6 +41,7 @@
 
 #include "internal.h"
 #include "log.h"
+#include "sentinel.h"
 
 const struct script_src script_src[SC_COUNT] = {
     [SC_ACQUIRE] = {"acquire", baton_lua_acquire},
@@ -51,6 +52,7 @@ const struct script_src script_src[SC_COUNT] = {
     [SC_DESCRIBE] = {"describe", baton_lua_describe},
     [SC_REFRESH] = {"refresh", baton_lua_refresh},
     [SC_REAP] = {"reap", baton_lua_reap},
+    [SC_EPOCH] = {"epoch", baton_lua_epoch},
 };
 
 static const store_ops redis_ops;
@@ -164,15 +166,77 @@ void rstore_prioritise(struct event_base *base, struct event *ev)
 
 /* ---------------------------------------------------------------- timers */
 
-static void on_reconnect(evutil_socket_t fd, short what, void *arg)
+static void open_missing(redis_store *s)
 {
-    redis_store *s = arg;
     if (!s->cmd)
         rstore_cmd_open(s);
     if (!s->sub)
         rstore_sub_open(s);
     if (!s->cmd || !s->sub)
         rstore_arm_reconnect(s);
+}
+
+static void on_reconnect(evutil_socket_t fd, short what, void *arg)
+{
+    redis_store *s = arg;
+    /* Under Sentinel, both connections lost means the primary may have
+     * changed: ask the sentinels again before connecting. */
+    if (s->sentinel && !s->cmd && !s->sub)
+        s->primary_known = 0;
+    if (s->sentinel && !s->primary_known) {
+        sentinel_discover(s->sentinel);
+        return;
+    }
+    open_missing(s);
+}
+
+/* ------------------------------------------------------------- sentinel */
+
+static void set_primary(redis_store *s, const char *host, int port)
+{
+    char *h = strdup(host);
+    if (!h)
+        return;
+    free(s->host);
+    s->host = h;
+    s->port = port;
+    s->primary_known = 1;
+}
+
+static void on_sentinel_found(void *ud, const char *host, int port)
+{
+    redis_store *s = ud;
+    if (s->freeing || s->free_requested)
+        return;
+    set_primary(s, host, port);
+    open_missing(s);
+}
+
+static void on_sentinel_failed(void *ud, const char *why)
+{
+    redis_store *s = ud;
+    LOG_WARN("redis %s: %s; trying again", s->address, why);
+    rstore_arm_reconnect(s);
+}
+
+/* A failover finished: leave the old primary at once (it may come back as a
+ * replica that still takes reads) and connect to the new one. */
+static void on_sentinel_switched(void *ud, const char *host, int port)
+{
+    redis_store *s = ud;
+    if (s->primary_known && s->port == port && s->host && strcmp(s->host, host) == 0)
+        return;
+    set_primary(s, host, port);
+    rstore_request_drop(s, 1, 1);
+}
+
+void rstore_not_primary(redis_store *s, const char *why)
+{
+    LOG_WARN("redis %s: %s:%d is not the primary (%s); looking for it again", s->address,
+             s->host ? s->host : "?", s->port, why);
+    if (s->sentinel)
+        s->primary_known = 0;
+    rstore_request_drop(s, 1, 1);
 }
 
 /* Why both connections go: a Redis that stopped answering one will not be
@@ -222,9 +286,12 @@ static void store_destroy(redis_store *s)
         event_free(s->free_ev);
     if (s->flush_ev)
         event_free(s->flush_ev);
+    sentinel_free(s->sentinel);
     for (int i = 0; i < SC_COUNT; i++)
         free(s->text[i]);
     free(s->address);
+    free(s->username);
+    free(s->epoch_key);
     free(s->host);
     free(s->unix_path);
     free(s->password);
@@ -259,31 +326,26 @@ int store_redis_is_up(const baton_store *b)
     return b && ((const redis_store *)b)->up;
 }
 
-/* "unix:/path" or "host:port" ("[v6]:port" too). */
+/* The address forms of redis/address.h; cluster:// is not served yet. */
 static int parse_address(redis_store *s, const char *addr)
 {
-    if (strncmp(addr, "unix:", 5) == 0) {
-        if (!addr[5])
-            return -1;
-        s->unix_path = strdup(addr + 5);
+    char why[320];
+    if (redis_addr_parse(addr, &s->addr, why, sizeof why) != 0) {
+        LOG_ERROR("redis.address: %s", why);
+        return -1;
+    }
+    switch (s->addr.kind) {
+    case REDIS_ADDR_UNIX:
+        s->unix_path = strdup(s->addr.path);
         return s->unix_path ? 0 : -1;
+    case REDIS_ADDR_TCP:
+        s->host = strdup(s->addr.nodes[0].host);
+        s->port = s->addr.nodes[0].port;
+        return s->host ? 0 : -1;
+    case REDIS_ADDR_SENTINEL: return 0; /* host and port come from the sentinels */
+    case REDIS_ADDR_CLUSTER: LOG_ERROR("redis.address: cluster:// is not supported yet"); return -1;
     }
-    const char *colon = strrchr(addr, ':');
-    if (!colon || colon == addr || !colon[1])
-        return -1;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port <= 0 || port > 65535)
-        return -1;
-    const char *h = addr;
-    size_t hlen = (size_t)(colon - addr);
-    if (h[0] == '[' && hlen >= 2 && h[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    s->host = strndup(h, hlen);
-    s->port = (int)port;
-    return s->host ? 0 : -1;
+    return -1;
 }
 
 baton_store *store_redis_new(struct event_base *base, const store_redis_opts *opts)
@@ -307,6 +369,15 @@ baton_store *store_redis_new(struct event_base *base, const store_redis_opts *op
         goto fail;
     if (opts->password && opts->password[0] && !(s->password = strdup(opts->password)))
         goto fail;
+    if (opts->username && opts->username[0] && !(s->username = strdup(opts->username)))
+        goto fail;
+    s->min_replicas = opts->min_replicas > 0 ? opts->min_replicas : 0;
+    s->replica_timeout_ms = opts->replica_timeout_ms > 0 ? opts->replica_timeout_ms : 500;
+    strcpy(s->fence_floor, "0");
+    if (asprintf(&s->epoch_key, "%sepoch", prefix) < 0) {
+        s->epoch_key = NULL;
+        goto fail;
+    }
     if (asprintf(&s->channel, "%sevents", prefix) < 0) {
         s->channel = NULL;
         goto fail;
@@ -340,10 +411,18 @@ baton_store *store_redis_new(struct event_base *base, const store_redis_opts *op
     struct timeval tv = tv_of_ms(every);
     event_add(s->check_ev, &tv);
 
-    rstore_cmd_open(s);
-    rstore_sub_open(s);
-    if (!s->cmd || !s->sub)
-        rstore_arm_reconnect(s);
+    if (s->addr.kind == REDIS_ADDR_SENTINEL) {
+        sentinel_hooks h = {.found = on_sentinel_found,
+                            .failed = on_sentinel_failed,
+                            .switched = on_sentinel_switched,
+                            .ud = s};
+        s->sentinel = sentinel_new(base, &s->addr, opts->sentinel_password, s->timeout_ms, &h);
+        if (!s->sentinel)
+            goto fail;
+        sentinel_discover(s->sentinel);
+        return &s->base;
+    }
+    open_missing(s);
     return &s->base;
 fail:
     store_destroy(s);

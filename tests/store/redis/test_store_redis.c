@@ -176,6 +176,8 @@ static long long cmd_int(fixture *f, const char *fmt, ...)
     return v;
 }
 
+static int next_min_replicas; /* min_replicas of the next store made */
+
 static baton_store *new_store(fixture *f, const char *addr, int keyspace, int64_t timeout_ms)
 {
     store_redis_opts o = {.address = addr,
@@ -184,7 +186,9 @@ static baton_store *new_store(fixture *f, const char *addr, int keyspace, int64_
                           .key_prefix = f->prefix,
                           .command_timeout_ms = timeout_ms,
                           .reconnect_ms = 50,
-                          .keyspace_events = keyspace};
+                          .keyspace_events = keyspace,
+                          .min_replicas = next_min_replicas,
+                          .replica_timeout_ms = 100};
     baton_store *s = store_redis_new(f->base, &o);
     assert_non_null(s);
     s->hooks.on_event = on_event;
@@ -735,6 +739,79 @@ static void test_fencing_survives_flush(void **state)
     assert_int_equal(b.res.granted, 1);
     assert_true(b.res.fencing > a.res.fencing);
     freeReplyObject(cmd(f, "FLUSHDB"));
+    fx_close(f);
+}
+
+/* A store that reconnects to the same address, as batond does after a drop. */
+static void reconnect(fixture *f)
+{
+    f->st->ops->free(f->st);
+    f->ups = 0;
+    f->st = new_store(f, getenv("BATON_TEST_REDIS"), 0, 3000);
+    RUN_UNTIL(f, store_redis_is_up(f->st));
+}
+
+/* The failover probe of issue 16 at the store's level: a promoted replica
+ * that missed the last grants holds a fence counter behind tokens already
+ * given out, and the run_id batond recorded is the old primary's. The first
+ * grant on it must still go above every earlier token; a reconnect to the
+ * same Redis must not move the floor (tokens keep rising by one). */
+static void test_fencing_floor_after_primary_change(void **state)
+{
+    (void)state;
+    FX_OPEN(f, 0, 0, 3000);
+    char t[6][33];
+    for (int i = 0; i < 6; i++)
+        make_token(t[i], (unsigned)i + 1);
+    acq a = acquire(f, "fk", t[0], "a", 0);
+    assert_int_equal(a.res.granted, 1);
+    release(f, "fk", t[0]);
+    acq b = acquire(f, "fk", t[1], "b", 0);
+    release(f, "fk", t[1]);
+    acq c = acquire(f, "fk", t[2], "c", 0);
+    release(f, "fk", t[2]);
+    assert_true(c.res.fencing == a.res.fencing + 2 && b.res.fencing == a.res.fencing + 1);
+
+    /* What the promoted replica holds: the counter as of grant a, and the
+     * old primary's run_id in the epoch record (it replicated from there). */
+    freeReplyObject(cmd(f, "SET %s %llu", rec(f, "fk", "fence"), (unsigned long long)a.res.fencing));
+    freeReplyObject(cmd(f, "HSET %sepoch run_id old-primary", f->prefix));
+    reconnect(f);
+    acq d = acquire(f, "fk", t[3], "d", 0);
+    assert_int_equal(d.res.granted, 1);
+    assert_true(d.res.fencing > c.res.fencing);
+    release(f, "fk", t[3]);
+
+    /* The same Redis again: no jump, one more. */
+    reconnect(f);
+    acq e = acquire(f, "fk", t[4], "e", 0);
+    assert_int_equal(e.res.fencing, d.res.fencing + 1);
+    fx_close(f);
+}
+
+/* redis.min_replicas with no replica to confirm: the grant is taken back
+ * before anyone hears of it and the acquire fails UNAVAILABLE; a renewal
+ * fails the same way; a release carries no handoff. */
+static void test_min_replicas_unconfirmed(void **state)
+{
+    (void)state;
+    FX_OPEN(f, 0, 0, 3000);
+    char t1[33], t2[33];
+    make_token(t1, 1);
+    make_token(t2, 2);
+    /* A lock taken before, without confirmation, to renew below. */
+    assert_int_equal(acquire(f, "held", t2, "plain", 0).res.granted, 1);
+    next_min_replicas = 1;
+    reconnect(f);
+    next_min_replicas = 0;
+    acq a = acquire(f, "mr", t1, "alice", 0);
+    assert_int_equal(a.err, BATON_E_UNAVAILABLE);
+    assert_string_equal(a.msg, "grant not confirmed by 1 replica within 100 ms (0 did)");
+    RUN_UNTIL(f, cmd_int(f, "EXISTS %s", rec(f, "mr", "lock")) == 0);
+    assert_int_equal(cmd_int(f, "EXISTS %s", rec(f, "mr", "hold")), 0);
+    hold r = renew(f, "held", t2, 5000);
+    assert_int_equal(r.err, BATON_E_UNAVAILABLE);
+    assert_string_equal(r.msg, "renewal not confirmed by 1 replica within 100 ms (0 did)");
     fx_close(f);
 }
 
@@ -1580,6 +1657,8 @@ int main(void)
         cmocka_unit_test(test_expiry_publishes_expired),
         cmocka_unit_test(test_reap_once),
         cmocka_unit_test(test_fencing_survives_flush),
+        cmocka_unit_test(test_fencing_floor_after_primary_change),
+        cmocka_unit_test(test_min_replicas_unconfirmed),
         cmocka_unit_test(test_pool),
         cmocka_unit_test(test_direct_waiter_beats_pool),
         cmocka_unit_test(test_pool_device_count_fixed_by_waiters),

@@ -1,6 +1,6 @@
 -- One acquire attempt on a key or a pool (semantics: store.h).
 -- ARGV: channel, key or pool name, token, owner, ttl_ms, enqueue ('1'/'0'),
---       liveness_ms, devices ('0' for a plain key)
+--       liveness_ms, devices ('0' for a plain key), fencing floor (epoch.lua)
 -- KEYS, plain key: lock, hold, fence, q, qt, qs
 -- KEYS, pool of n devices: pool q, pool qt, pool qs, then for device i
 --       (0-based, key "<pool>/<i>") lock, hold, fence, q, qt at 4+5i .. 8+5i,
@@ -18,6 +18,7 @@
 local chan, name, token, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ttl, enqueue, liveness = tonumber(ARGV[5]), ARGV[6] == '1', tonumber(ARGV[7])
 local n = tonumber(ARGV[8])
+local floor = tonumber(ARGV[9] or '0')
 local now, now_us = b_now()
 
 -- The target's queue, and the lockable keys ("devices") it may be granted.
@@ -67,7 +68,7 @@ end
 -- EXISTS costs a contended acquire.)
 if n == 0 and not devs[1].holder and redis.call('EXISTS', tq) == 0 then
   local d = devs[1]
-  return {1, -1, b_grant(d.lock, d.hold, d.fence, nil, nil, chan, d.key, token, owner, ttl, now, now_us), ttl}
+  return {1, -1, b_grant(d.lock, d.hold, d.fence, nil, nil, chan, d.key, token, owner, ttl, now, now_us, floor), ttl}
 end
 
 local old_head = redis.call('ZRANGE', tq, 0, 0)[1]
@@ -84,7 +85,7 @@ if qn and qn ~= n then return {2, qn} end
 if not head or head == token then
   for _, d in ipairs(devs) do
     if not d.holder and (not d.q or redis.call('EXISTS', d.q) == 0) then
-      local f = b_grant(d.lock, d.hold, d.fence, tq, tqt, chan, d.key, token, owner, ttl, now, now_us)
+      local f = b_grant(d.lock, d.hold, d.fence, tq, tqt, chan, d.key, token, owner, ttl, now, now_us, floor)
       if n > 0 and redis.call('EXISTS', tq) == 1 then b_publish(chan, 'WAKE_POOL', 0, now, name, '') end
       return {1, d.index, f, ttl}
     end

@@ -66,12 +66,21 @@ end
 -- Next fencing token of a key. A missing counter (new key, or Redis lost its
 -- data) is seeded from the clock in microseconds, so tokens keep rising.
 -- (INCR makes a missing counter 1; a live one is far above that.)
-local function b_next_fencing(fence, now_us)
+-- floor: the fencing floor of this primary (epoch.lua): a counter at or
+-- below it may be older than tokens given out before a failover or a
+-- restore, so the token goes above the floor instead. Tokens are seeded from
+-- the clock and rise by one per grant, so none given out before the floor
+-- was taken is above it.
+local function b_next_fencing(fence, now_us, floor)
   local f = redis.call('INCR', fence)
   if f == 1 then
     f = now_us + 1
-    redis.call('SET', fence, b_int(f))
+  elseif f <= floor then
+    f = floor + 1
+  else
+    return f
   end
+  redis.call('SET', fence, b_int(f))
   return f
 end
 
@@ -80,8 +89,8 @@ end
 -- the caller knows the queue is empty), ACQUIRED.
 -- The one grant step of acquire.lua and of release.lua's direct handoff.
 -- Returns the fencing token.
-local function b_grant(lock, hold, fence, q, qt, chan, key, token, owner, ttl, now, now_us)
-  local f = b_next_fencing(fence, now_us)
+local function b_grant(lock, hold, fence, q, qt, chan, key, token, owner, ttl, now, now_us, floor)
+  local f = b_next_fencing(fence, now_us, floor)
   redis.call('SET', lock, token, 'PX', b_int(ttl))
   redis.call('HSET', hold, 'token', token, 'owner', owner, 'fencing', b_int(f))
   if q then

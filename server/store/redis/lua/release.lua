@@ -1,7 +1,7 @@
 -- Release a lock, only by its holder; optionally hand it straight to the
 -- next waiter (direct handoff, see store.h).
 -- KEYS: lock, hold[, fence, q, qt] (the last three only with next_token)
--- ARGV: channel, key, token[, next_token, next_owner, next_ttl_ms]
+-- ARGV: channel, key, token[, next_token, next_owner, next_ttl_ms, fencing floor (epoch.lua)]
 -- Reply: {1, owner, fencing} released; {1, owner, fencing, next_fencing,
 --        next_ttl_ms} released and granted to next_token;
 --        {0, holder_owner, holder_fencing} when the token does not hold the
@@ -21,7 +21,7 @@ if cur == ARGV[3] then
     if b_head(KEYS[4], KEYS[5]) == nt then
       local ttl = tonumber(ARGV[6])
       local f = b_grant(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], nt, ARGV[5], ttl, now,
-                        now_us)
+                        now_us, tonumber(ARGV[7] or '0'))
       return {1, owner, fencing, f, ttl}
     end
   end
