@@ -1,0 +1,321 @@
+/* Calls: references, the outbox of a stream and the end of a call. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "pb_codec.h"
+
+/* The one place where internal errors become gRPC status codes. */
+grpc_status_code status_of(int err)
+{
+    switch (err) {
+    case BATON_OK: return GRPC_STATUS_OK;
+    case BATON_E_INVALID: return GRPC_STATUS_INVALID_ARGUMENT;
+    case BATON_E_NOT_HOLDER: return GRPC_STATUS_FAILED_PRECONDITION;
+    case BATON_E_BUSY: return GRPC_STATUS_ABORTED;
+    case BATON_E_LOST: return GRPC_STATUS_ABORTED;
+    case BATON_E_UNAVAILABLE: return GRPC_STATUS_UNAVAILABLE;
+    case BATON_E_NOMEM: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case BATON_E_NOT_FOUND: return GRPC_STATUS_NOT_FOUND;
+    case BATON_E_CANCELLED: return GRPC_STATUS_CANCELLED;
+    case BATON_E_INTERNAL:
+    default: return GRPC_STATUS_INTERNAL;
+    }
+}
+
+/* ---------------------------------------------------------------- calls */
+
+tcall *call_new(baton_transport *t, grpc_call *call, int method)
+{
+    tcall *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->t = t;
+    c->call = call;
+    c->method = (uint8_t)method;
+    c->refs = 1; /* dispatch reference, dropped by on_request */
+    c->next = t->calls;
+    if (t->calls)
+        t->calls->prev = c;
+    t->calls = c;
+    t->ncalls++;
+    return c;
+}
+
+void outbox_clear(tcall *c)
+{
+    while (c->head) {
+        outmsg *m = c->head;
+        c->head = m->next;
+        grpc_byte_buffer_destroy(m->bb);
+        free(m);
+    }
+    c->tail = NULL;
+    c->nout = 0;
+}
+
+static void call_free(tcall *c)
+{
+    baton_transport *t = c->t;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        t->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    t->ncalls--;
+    outbox_clear(c);
+    if (c->sending)
+        grpc_byte_buffer_destroy(c->sending);
+    if (c->recv_buf)
+        grpc_byte_buffer_destroy(c->recv_buf);
+    free(c->pend_msg);
+    free(c->ops_idx);
+    grpc_call_unref(c->call);
+    free(c);
+    maybe_finish_shutdown(t);
+}
+
+void call_unref(tcall *c)
+{
+    if (--c->refs == 0)
+        call_free(c);
+}
+
+/* Starts a batch whose completion arrives with `kind`; takes a reference. */
+int call_batch(tcall *c, const grpc_op *ops, size_t n, int kind)
+{
+    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, TAG(c, kind), NULL);
+    if (e != GRPC_CALL_OK) {
+        LOG_ERROR("transport: grpc_call_start_batch (kind %d) failed: %d", kind, (int)e);
+        return -1;
+    }
+    c->refs++;
+    return 0;
+}
+
+/* Sends the final status now (plus initial metadata if not sent yet, plus
+ * `bb` as the one response message of a unary call; ownership of bb passes
+ * to the call). */
+void send_status(tcall *c, grpc_status_code code, const char *msg, grpc_byte_buffer *bb)
+{
+    grpc_op ops[3];
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    if (!c->md_sent) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        n++;
+        c->md_sent = 1;
+    }
+    if (bb) {
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n].data.send_message.send_message = bb;
+        n++;
+    }
+    /* The details slice is not retained past start_batch (grpc_types.h). */
+    grpc_slice details = grpc_slice_from_copied_string(msg ? msg : "");
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = code;
+    ops[n].data.send_status_from_server.status_details = msg ? &details : NULL;
+    n++;
+    c->status_started = 1;
+    c->sending = bb;
+    if (call_batch(c, ops, n, TAG_STATUS) != 0) {
+        c->sending = NULL;
+        if (bb)
+            grpc_byte_buffer_destroy(bb);
+        grpc_call_cancel(c->call, NULL);
+    }
+    grpc_slice_unref(details);
+}
+
+/* Ends the call with `err` (a baton_err) once every queued message has been
+ * sent. Does nothing if the call already ends or the client is gone. */
+void call_finish(tcall *c, int err, const char *msg)
+{
+    if (c->gone || c->status_started || c->status_pending)
+        return;
+    if (c->sending == NULL && c->head == NULL) {
+        send_status(c, status_of(err), msg, NULL);
+        return;
+    }
+    c->status_pending = 1;
+    c->pend_err = err;
+    c->pend_msg = msg ? strdup(msg) : NULL;
+}
+
+/* Starts the next SEND_MESSAGE if none is in flight. */
+static void call_kick(tcall *c)
+{
+    if (c->sending || c->gone || c->status_started || c->head == NULL)
+        return;
+    outmsg *m = c->head;
+    c->head = m->next;
+    if (c->head == NULL)
+        c->tail = NULL;
+    c->nout--;
+    grpc_op ops[2];
+    size_t n = 0;
+    memset(ops, 0, sizeof ops);
+    if (!c->md_sent) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        n++;
+        c->md_sent = 1;
+    }
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = m->bb;
+    n++;
+    c->sending = m->bb;
+    c->sending_op = m->deliver ? m->op : NULL;
+    free(m);
+    if (call_batch(c, ops, n, TAG_SEND) != 0) {
+        grpc_byte_buffer_destroy(c->sending);
+        c->sending = NULL;
+        c->sending_op = NULL; /* still in c->ops_idx: the end of the call releases it */
+        grpc_call_cancel(c->call, NULL); /* RECV_CLOSE then reports the end */
+    }
+}
+
+/* Queues one stream message. `queued` marks an AcquireEvent{queued} that a
+ * later one (of the same Session operation `op`) may replace while both wait
+ * in the outbox: only the newest position matters. `deliver`: a Session's
+ * LEASE Granted for `op` (see on_send_done). Nothing is queued once the call
+ * is over; on OOM the call is cancelled (its end then releases the engine's
+ * side). */
+void push_msg(tcall *c, const ProtobufCMessage *msg, int queued, sop *op, int deliver)
+{
+    if (c->gone || c->status_started || c->status_pending)
+        return;
+    grpc_byte_buffer *bb = pb_encode(msg);
+    if (queued && c->tail && c->tail->queued && c->tail->op == op) {
+        grpc_byte_buffer_destroy(c->tail->bb);
+        c->tail->bb = bb;
+        return;
+    }
+    outmsg *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        grpc_byte_buffer_destroy(bb);
+        grpc_call_cancel(c->call, NULL);
+        return;
+    }
+    m->bb = bb;
+    m->queued = queued;
+    m->op = op;
+    m->deliver = deliver;
+    if (c->tail)
+        c->tail->next = m;
+    else
+        c->head = m;
+    c->tail = m;
+    c->nout++;
+    call_kick(c);
+}
+
+void call_push(tcall *c, const ProtobufCMessage *msg, int queued)
+{
+    push_msg(c, msg, queued, NULL, 0);
+}
+
+
+/* Lets go of the engine's side of the call: the stream is over. A waiter or
+ * a stream hold still alive means the client never got (or gave up) its
+ * lock: release it. */
+void call_release_engine(tcall *c)
+{
+    if (c->method == M_SESSION) {
+        session_end_ops(c);
+        return;
+    }
+    if (!c->engine_ref)
+        return;
+    if (c->method == M_ACQUIRE && c->eng.w) {
+        engine_acquire_end(c->eng.w, 1);
+        c->eng.w = NULL;
+    } else if (c->method == M_WATCH && c->eng.watch) {
+        engine_watch_stop(c->eng.watch);
+        c->eng.watch = NULL;
+    } else {
+        return; /* unary: its callback still comes and drops the reference */
+    }
+    c->engine_ref = 0;
+    call_unref(c);
+}
+
+/* The client is gone (cancel, deadline, broken connection, failed write). */
+static void call_gone(tcall *c)
+{
+    if (!c->gone) {
+        c->gone = 1;
+        outbox_clear(c);
+        free(c->pend_msg);
+        c->pend_msg = NULL;
+        c->status_pending = 0;
+    }
+    call_release_engine(c);
+}
+
+void on_close(tcall *c, int ok)
+{
+    /* RECV_CLOSE completes when the stream is closed both ways: after our
+     * status, or because the client went away. Either way nothing more may be
+     * sent and the engine must let go. */
+    int clean = ok && !c->cancelled && c->status_started;
+    if (clean && c->lease_ok_sent && c->eng.w) {
+        /* Granted and the OK status went out and the stream closed without a
+         * cancel: the lease stays. (A cancel instead means the client may
+         * never have read its token: call_gone releases the lease.) */
+        engine_acquire_end(c->eng.w, 0);
+        c->eng.w = NULL;
+        c->engine_ref = 0;
+        call_unref(c); /* the engine's reference; the tag's is still held */
+    }
+    if (!clean)
+        LOG_DEBUG("transport: call %p closed by the client (cancelled=%d)", (void *)c, c->cancelled);
+    call_gone(c);
+    call_unref(c);
+}
+
+void on_send_done(tcall *c, int ok)
+{
+    grpc_byte_buffer_destroy(c->sending);
+    c->sending = NULL;
+    sop *delivered = c->sending_op;
+    c->sending_op = NULL;
+    if (ok && delivered)
+        session_delivered(delivered);
+    if (!ok) {
+        call_gone(c); /* a failed write: the peer is gone */
+    } else if (c->head) {
+        call_kick(c);
+    } else if (c->status_pending) {
+        c->status_pending = 0;
+        send_status(c, status_of(c->pend_err), c->pend_msg, NULL);
+        free(c->pend_msg);
+        c->pend_msg = NULL;
+    } else if (c->method == M_ACQUIRE && c->lease && c->granted && c->eng.w && !c->status_started) {
+        /* The LEASE grant is written: end the stream OK. Whether the lease
+         * stays is decided when the stream has closed (on_close): a client
+         * that cancels meanwhile may never read its token. */
+        c->lease_ok_sent = 1;
+        call_finish(c, BATON_OK, NULL);
+    }
+    call_unref(c);
+}
+
+void on_status_done(tcall *c, int ok)
+{
+    if (c->sending) {
+        grpc_byte_buffer_destroy(c->sending);
+        c->sending = NULL;
+    }
+    call_unref(c);
+}
+
+void unary_reply(tcall *c, const ProtobufCMessage *resp)
+{
+    if (c->gone || c->status_started)
+        return;
+    send_status(c, GRPC_STATUS_OK, NULL, pb_encode(resp));
+}

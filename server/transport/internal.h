@@ -1,0 +1,222 @@
+#ifndef BATON_TRANSPORT_INTERNAL_H
+#define BATON_TRANSPORT_INTERNAL_H
+
+/*
+ * Internals of the gRPC transport shared by its files (transport.c: server,
+ * request slots, pump and shutdown; call.c: calls and their outbox;
+ * rpc_lock.c, rpc_session.c, rpc_health.c: the methods). Loop thread only,
+ * except where a field says otherwise.
+ */
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <grpc/grpc.h>
+
+#include "baton/v1/lock.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "transport.h"
+
+#define WATCH_OUTBOX_MAX 4096  /* queued LockEvents before a watcher is cut off */
+#define SESSION_BUSY_MAX 64     /* Session renewals, releases and unsent grants before reads pause */
+#define SESSION_WAIT_MAX 1024   /* Session acquires waiting at once; more are refused */
+#define SESSION_OUTBOX_MAX 4096 /* unsent Session responses before the session is cut off */
+#define SHUTDOWN_GRACE_MS 2000 /* after the engine is done: time for statuses in flight */
+#define SHUTDOWN_FLUSH_MS 20   /* once every call is over: time for their last statuses to leave */
+#define ERRBUF 512
+
+enum method {
+    M_ACQUIRE,
+    M_RENEW,
+    M_RELEASE,
+    M_WATCH,
+    M_DESCRIBE,
+    M_FORCE_RELEASE,
+    M_HEALTH_CHECK,
+    M_HEALTH_WATCH,
+    M_SESSION,
+    M_COUNT,
+    M_UNKNOWN = M_COUNT, /* the generic slot: any unregistered method */
+};
+
+/*
+ * The methods served. Paths and request types are taken from the services'
+ * protobuf-c descriptors (generated from proto/), so the server follows the
+ * .proto by construction: a method renamed or dropped there stops batond at
+ * start with a clear error instead of leaving it unserved under a stale path.
+ */
+extern const struct method_src {
+    const ProtobufCServiceDescriptor *service;
+    const char *name;
+    int client_streams; /* requests arrive one by one (RECV_MESSAGE), none with the call */
+} method_src[M_COUNT];
+
+extern struct method_info {
+    char path[128]; /* "/<package>.<Service>/<Method>" */
+    const ProtobufCMessageDescriptor *req;
+    const char *req_name;
+} methods[M_COUNT];
+
+enum tag_kind {
+    TAG_REQUEST = 0,  /* a request slot: a call arrived (or the request failed) */
+    TAG_CLOSE = 1,    /* RECV_CLOSE_ON_SERVER of a call */
+    TAG_SEND = 2,     /* SEND_MESSAGE (+ initial metadata) of a call */
+    TAG_STATUS = 3,   /* SEND_STATUS_FROM_SERVER of a call */
+    TAG_MD = 4,       /* SEND_INITIAL_METADATA alone (Watch) */
+    TAG_SHUTDOWN = 5, /* grpc_server_shutdown_and_notify */
+    TAG_RECV = 6,     /* RECV_MESSAGE of a Session */
+};
+#define TAG(p, k) ((void *)((uintptr_t)(p) | (uintptr_t)(k)))
+#define TAG_KIND(tag) ((int)((uintptr_t)(tag)&7u))
+#define TAG_PTR(tag) ((void *)((uintptr_t)(tag) & ~(uintptr_t)7u))
+
+struct sop;
+typedef struct sop sop;
+
+typedef struct outmsg {
+    struct outmsg *next;
+    grpc_byte_buffer *bb;
+    struct sop *op; /* Session: the operation it answers (NULL elsewhere) */
+    int queued;     /* a Queued (or health status): a newer one of the same op replaces it */
+    int deliver;    /* Session: a LEASE Granted; the lease stays once it is written */
+} outmsg;
+
+typedef struct tcall {
+    baton_transport *t;
+    grpc_call *call;
+    struct tcall *prev, *next; /* t->calls */
+    union {
+        engine_waiter *w;    /* Acquire: until finished / engine_acquire_end */
+        engine_watch *watch; /* Watch: until ended / engine_watch_stop */
+    } eng;
+    outmsg *head, *tail;
+    grpc_byte_buffer *sending; /* message of the batch in flight (TAG_SEND or TAG_STATUS) */
+    struct sop *sending_op;    /* Session: the LEASE grant in flight, kept once written */
+    struct sop **ops_idx;      /* Session: operations alive, by id (ops_cap buckets, a power of 2) */
+    uint32_t ops_cap, nops;
+    uint32_t nbusy;            /* ...Renew / Release in flight and LEASE grants not yet written */
+    uint32_t nwait;            /* ...acquires waiting for their grant */
+    grpc_byte_buffer *recv_buf; /* Session: target of the armed RECV_MESSAGE */
+    char *pend_msg;            /* status to send once the outbox is empty */
+    int pend_err;
+    int cancelled; /* RECV_CLOSE_ON_SERVER result */
+    uint32_t nout;
+    uint32_t refs;
+    uint8_t method;
+    /* Health Watch: HealthCheckResponse statuses (0 = none yet). */
+    uint8_t health_last;       /* the newest status queued or sent */
+    uint8_t health_wire;       /* the newest status out of the outbox (in flight or sent) */
+    unsigned health_known : 1; /* the watched service is one we serve */
+    unsigned md_sent : 1;      /* initial metadata sent (or in flight) */
+    unsigned gone : 1;         /* the stream is over: send nothing more */
+    unsigned status_started : 1;
+    unsigned status_pending : 1;
+    unsigned engine_ref : 1;    /* the engine may still call back with this call as ud */
+    unsigned lease : 1;         /* Acquire in LEASE mode */
+    unsigned granted : 1;       /* Acquire: Granted queued */
+    unsigned lease_ok_sent : 1; /* Acquire LEASE: Granted written, status OK started */
+    unsigned recv_armed : 1;    /* Session: a RECV_MESSAGE is in flight */
+    unsigned recv_closed : 1;   /* Session: the client sends no more (or the read failed) */
+    unsigned shut_owed : 1;     /* Session: answered during shutdown (its client is reading) */
+} tcall;
+
+
+/*
+ * Outstanding requests per method (and for the generic one). Why several: a
+ * new call is handed over only against a posted request, and each re-post
+ * happens on the loop thread, so with one slot every further call of a busy
+ * method waited for a pump -> loop -> re-post round of its own (two thread
+ * wake-ups per call, no batching). With many, gRPC hands a burst of calls
+ * over in one go.
+ */
+#define REQ_SLOTS 32
+
+typedef struct req_slot {
+    baton_transport *t;
+    int method;
+    void *registered;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_call_details details; /* generic slot only */
+    grpc_byte_buffer *payload;
+} req_slot;
+
+typedef struct completion {
+    void *tag;
+    int ok;
+} completion;
+
+struct baton_transport {
+    struct event_base *base;
+    baton_engine *engine;
+    validate_limits limits;
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    int port;
+    req_slot slots[M_COUNT + 1][REQ_SLOTS];
+    size_t nposted; /* request slots waiting for a call */
+
+    /* pump thread -> loop thread */
+    pthread_t pump;
+    int pump_started;
+    pthread_mutex_t mu;
+    completion *inbox; /* guarded by mu */
+    size_t inbox_len, inbox_cap;
+    int pump_exited;  /* guarded by mu: the CQ is shut down and drained */
+    completion *work; /* loop thread's copy */
+    size_t work_cap;
+    int efd;
+    struct event *wake_ev;
+
+    tcall *calls;
+    size_t ncalls;
+
+    /* shutdown */
+    int shutting, shutdown_tag_done, engine_done, cq_shut, finished;
+    int flush_armed; /* every call is over: grace_ev now ends the flush (SHUTDOWN_FLUSH_MS) */
+    int flushed;     /* ...and it has: drop idle connections, shut the queue */
+    int dropped;     /* grpc_server_cancel_all_calls done after the flush */
+    struct event *grace_ev;
+    void (*done)(void *ud);
+    void *done_ud;
+};
+
+/* transport.c */
+void maybe_finish_shutdown(baton_transport *t);
+
+/* call.c */
+grpc_status_code status_of(int err);
+tcall *call_new(baton_transport *t, grpc_call *call, int method);
+void outbox_clear(tcall *c);
+void call_unref(tcall *c);
+int call_batch(tcall *c, const grpc_op *ops, size_t n, int kind);
+void send_status(tcall *c, grpc_status_code code, const char *msg, grpc_byte_buffer *bb);
+void call_finish(tcall *c, int err, const char *msg);
+void push_msg(tcall *c, const ProtobufCMessage *msg, int queued, struct sop *op, int deliver);
+void call_push(tcall *c, const ProtobufCMessage *msg, int queued);
+void call_release_engine(tcall *c);
+void on_close(tcall *c, int ok);
+void on_send_done(tcall *c, int ok);
+void on_status_done(tcall *c, int ok);
+void unary_reply(tcall *c, const ProtobufCMessage *resp);
+
+/* rpc_lock.c */
+void granted_msg(const engine_grant *g, Baton__V1__Granted *gr);
+void handle_acquire(tcall *c, ProtobufCMessage *m);
+void handle_unary(tcall *c, ProtobufCMessage *m);
+void handle_watch(tcall *c, ProtobufCMessage *m);
+
+/* rpc_session.c */
+void session_end_ops(tcall *c);
+void session_delivered(struct sop *op);
+void session_abort(tcall *c, grpc_status_code code, const char *msg);
+void on_recv(tcall *c, int ok);
+void handle_session(tcall *c);
+
+/* rpc_health.c */
+void on_serving(void *ud, int serving);
+void handle_health(tcall *c, ProtobufCMessage *m);
+
+#endif

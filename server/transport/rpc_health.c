@@ -1,0 +1,89 @@
+/* grpc.health.v1.Health on the engine's serving state. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "pb_codec.h"
+
+/* ---------------------------------------------------------------- Health */
+
+/*
+ * grpc.health.v1.Health: the whole server ("") and baton.v1.LockService are
+ * SERVING exactly while the engine can grant locks (engine_serving: Redis up
+ * and not shutting down). Check on another name: NOT_FOUND. Watch sends the
+ * current status at once and then each change; on another name it sends
+ * SERVICE_UNKNOWN once and stays open. At shutdown a Watch first gets
+ * NOT_SERVING (the engine reports it as shutdown begins) and then ends
+ * UNAVAILABLE like every other stream.
+ */
+
+static int health_known_service(const char *name)
+{
+    return name == NULL || name[0] == '\0' || strcmp(name, "baton.v1.LockService") == 0;
+}
+
+static uint8_t health_status(const baton_transport *t)
+{
+    return engine_serving(t->engine) ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+                                     : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+}
+
+/*
+ * Queues `status` on a health Watch unless it is the one the client will
+ * already see last. At most one message waits in the outbox (a newer status
+ * replaces it, see call_push's `queued`), so a stalled client costs nothing
+ * however often Redis flaps, and the client never sees the same status twice
+ * in a row.
+ */
+static void health_push(tcall *c, uint8_t status)
+{
+    if (c->gone || c->status_started || c->status_pending || status == c->health_last)
+        return;
+    if (c->nout == 0) {
+        c->health_wire = c->health_last; /* everything older has left the outbox */
+    } else if (status == c->health_wire) {
+        outbox_clear(c); /* back to what the client already has: drop the waiting one */
+        c->health_last = status;
+        return;
+    }
+    Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    r.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)status;
+    c->health_last = status;
+    call_push(c, &r.base, 1);
+}
+
+/* engine_set_serving_cb: the serving status changed; tell every Watch. */
+void on_serving(void *ud, int serving)
+{
+    baton_transport *t = ud;
+    LOG_INFO("transport: health %s", serving ? "SERVING" : "NOT_SERVING");
+    uint8_t status = health_status(t);
+    for (tcall *c = t->calls; c; c = c->next)
+        if (c->method == M_HEALTH_WATCH && c->health_known)
+            health_push(c, status);
+}
+
+void handle_health(tcall *c, ProtobufCMessage *m)
+{
+    baton_transport *t = c->t;
+    Grpc__Health__V1__HealthCheckRequest *r = (Grpc__Health__V1__HealthCheckRequest *)m;
+    int known = health_known_service(r->service);
+    if (c->method == M_HEALTH_CHECK) {
+        if (!known) {
+            send_status(c, GRPC_STATUS_NOT_FOUND, "unknown service", NULL);
+            return;
+        }
+        Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+        resp.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)health_status(t);
+        unary_reply(c, &resp.base);
+        return;
+    }
+    c->health_known = known ? 1 : 0;
+    health_push(c, known ? health_status(t)
+                         : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN);
+    /* Shutdown may already have ended the other streams (on_engine_done). */
+    if (t->shutting)
+        call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");
+}

@@ -1,0 +1,414 @@
+/* baton.v1.LockService Session: many operations over one bidi stream. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "pb_codec.h"
+
+/*
+ * One operation of a Session. It holds a reference on its call from its
+ * start until it is answered for good: a LEASE grant once written, a
+ * session-held (STREAM) lock once it ends, Renew / Release once the engine
+ * called back.
+ */
+struct sop {
+    struct sop *hnext; /* c->ops_idx bucket */
+    tcall *c;
+    uint64_t id;
+    engine_waiter *w; /* Acquire: until finished / engine_acquire_end */
+    uint8_t kind;     /* SOP_* */
+    unsigned lease : 1;
+    unsigned busy : 1;     /* counted in c->nbusy */
+    unsigned waiting : 1;  /* counted in c->nwait */
+    unsigned answered : 1; /* its final response is queued: its id is free again */
+};
+
+enum { SOP_ACQUIRE, SOP_RENEW, SOP_RELEASE };
+
+/* ---------------------------------------------------------------- Session */
+
+/*
+ * Session: many Acquire / Renew / Release operations over one bidi stream,
+ * each answered with its own id. Reads pause while SESSION_BUSY_MAX renewals,
+ * releases and unsent grants are in flight: those end by themselves, so a
+ * client cannot queue unbounded work and the pause always lifts. Waiting
+ * acquires never pause reads (one may wait for a Release the session has
+ * yet to send); beyond SESSION_WAIT_MAX of them an acquire is refused
+ * (RESOURCE_EXHAUSTED). A client that does not read its responses is cut off
+ * (SESSION_OUTBOX_MAX).
+ * A protocol error (undecodable message, no operation, an id in use) ends the
+ * whole session with INVALID_ARGUMENT: its responses could not be matched.
+ * However the session ends, the end of the call releases what its
+ * operations hold (session_end_ops), never an engine callback.
+ */
+
+static const engine_acquire_sink session_sink;
+
+static void session_recv_arm(tcall *c)
+{
+    if (c->recv_armed || c->recv_closed || c->gone || c->status_started || c->status_pending ||
+        c->nbusy >= SESSION_BUSY_MAX)
+        return;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv_buf;
+    if (call_batch(c, &op, 1, TAG_RECV) != 0) {
+        c->recv_closed = 1;
+        grpc_call_cancel(c->call, NULL); /* RECV_CLOSE then ends it */
+        return;
+    }
+    c->recv_armed = 1;
+}
+
+/* After an operation ended or went idle: read on, or end the session once
+ * the client has closed its side and nothing is left. */
+static void session_settle(tcall *c)
+{
+    if (c->recv_closed && c->nops == 0)
+        call_finish(c, BATON_OK, NULL);
+    else
+        session_recv_arm(c);
+}
+
+/* Ends the session from our side; the end of the call (on_close) releases
+ * what its operations hold. */
+void session_abort(tcall *c, grpc_status_code code, const char *msg)
+{
+    if (c->gone)
+        return;
+    LOG_DEBUG("transport: session %p ended: %s", (void *)c, msg);
+    outbox_clear(c);
+    c->gone = 1; /* send nothing more; call_gone still lets go of the engine */
+    grpc_call_cancel_with_status(c->call, code, msg, NULL);
+}
+
+/* The session's operations, by id, so a request costs O(1) with any number
+ * of session-held locks: checking an id for reuse and finding a cancel's
+ * target. An id may appear twice while one of the two is `answered`. */
+static sop **sop_bucket(tcall *c, uint64_t id)
+{
+    return &c->ops_idx[(uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & (c->ops_cap - 1)];
+}
+
+static int sop_index_add(tcall *c, sop *op)
+{
+    if (c->nops >= c->ops_cap) {
+        uint32_t cap = c->ops_cap ? c->ops_cap * 2 : 16;
+        sop **idx = calloc(cap, sizeof *idx);
+        if (idx == NULL)
+            return -1;
+        sop **old = c->ops_idx;
+        uint32_t ocap = c->ops_cap;
+        c->ops_idx = idx;
+        c->ops_cap = cap;
+        for (uint32_t i = 0; i < ocap; i++) {
+            for (sop *o = old[i], *next; o; o = next) {
+                next = o->hnext;
+                sop **b = sop_bucket(c, o->id);
+                o->hnext = *b;
+                *b = o;
+            }
+        }
+        free(old);
+    }
+    sop **b = sop_bucket(c, op->id);
+    op->hnext = *b;
+    *b = op;
+    c->nops++;
+    return 0;
+}
+
+static void sop_index_del(tcall *c, sop *op)
+{
+    sop **p = sop_bucket(c, op->id);
+    while (*p != op)
+        p = &(*p)->hnext;
+    *p = op->hnext;
+    c->nops--;
+}
+
+/* The operation in flight with this id (not yet answered for good), or NULL. */
+static sop *sop_find(tcall *c, uint64_t id)
+{
+    if (c->ops_cap == 0)
+        return NULL;
+    sop *o = *sop_bucket(c, id);
+    while (o && (o->id != id || o->answered))
+        o = o->hnext;
+    return o;
+}
+
+static sop *sop_new(tcall *c, uint64_t id, int kind)
+{
+    sop *op = calloc(1, sizeof *op);
+    if (op == NULL)
+        return NULL;
+    op->id = id;
+    if (sop_index_add(c, op) != 0) {
+        free(op);
+        return NULL;
+    }
+    op->c = c;
+    op->kind = (uint8_t)kind;
+    if (kind == SOP_ACQUIRE) {
+        op->waiting = 1;
+        c->nwait++;
+    } else {
+        op->busy = 1;
+        c->nbusy++;
+    }
+    c->refs++;
+    return op;
+}
+
+static void sop_idle(sop *op)
+{
+    if (op->busy) {
+        op->busy = 0;
+        op->c->nbusy--;
+    }
+    if (op->waiting) {
+        op->waiting = 0;
+        op->c->nwait--;
+    }
+}
+
+static void sop_free(sop *op)
+{
+    tcall *c = op->c;
+    sop_idle(op);
+    sop_index_del(c, op);
+    free(op);
+    session_settle(c);
+    call_unref(c); /* the operation's reference; never the last (RECV_CLOSE holds one) */
+}
+
+/* Queues a response to op, or cuts off a client that does not read. */
+static void sop_answer(sop *op, Baton__V1__SessionResponse *r, int queued, int deliver)
+{
+    tcall *c = op->c;
+    if (c->nout >= SESSION_OUTBOX_MAX) {
+        session_abort(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "session: the client does not read its responses");
+        return;
+    }
+    r->id = op->id;
+    c->shut_owed |= c->t->shutting;
+    push_msg(c, &r->base, queued, op, deliver);
+}
+
+/* Answers op with a status and ends it. */
+static void sop_fail(sop *op, int err, const char *msg)
+{
+    Baton__V1__SessionStatus st = BATON__V1__SESSION_STATUS__INIT;
+    st.code = (int32_t)status_of(err);
+    st.message = (char *)(msg ? msg : "");
+    Baton__V1__SessionResponse r = BATON__V1__SESSION_RESPONSE__INIT;
+    r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_STATUS;
+    r.status = &st;
+    sop_answer(op, &r, 0, 0);
+    sop_free(op);
+}
+
+static void sop_queued(void *ud, int64_t position)
+{
+    sop *op = ud;
+    Baton__V1__Queued q = BATON__V1__QUEUED__INIT;
+    q.position = position;
+    Baton__V1__SessionResponse r = BATON__V1__SESSION_RESPONSE__INIT;
+    r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_QUEUED;
+    r.queued = &q;
+    sop_answer(op, &r, 1, 0);
+}
+
+static void sop_granted(void *ud, const engine_grant *g)
+{
+    sop *op = ud;
+    Baton__V1__Granted gr;
+    granted_msg(g, &gr);
+    Baton__V1__SessionResponse r = BATON__V1__SESSION_RESPONSE__INIT;
+    r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_GRANTED;
+    r.granted = &gr;
+    /* LEASE: answered for good, but the operation lives on (busy) until the
+     * grant is written (on_send_done -> session_delivered); if it never is,
+     * the end of the call releases it. STREAM: held by the session from now
+     * on; its id stays in use until the hold ends. */
+    sop_idle(op);
+    if (op->lease) {
+        op->answered = 1;
+        op->busy = 1;
+        op->c->nbusy++;
+    }
+    sop_answer(op, &r, 0, op->lease);
+    session_settle(op->c);
+}
+
+static void sop_finished(void *ud, int err, const char *msg)
+{
+    sop *op = ud;
+    op->w = NULL; /* freed by the engine */
+    sop_fail(op, err, msg);
+}
+
+static const engine_acquire_sink session_sink = {sop_queued, sop_granted, sop_finished};
+
+/* A LEASE grant of a session was written: the lease stays. */
+void session_delivered(sop *op)
+{
+    engine_acquire_end(op->w, 0);
+    op->w = NULL;
+    sop_free(op);
+}
+
+static void sop_hold_result(void *ud, int err, const char *msg, int64_t ttl_ms)
+{
+    sop *op = ud;
+    if (err != BATON_OK) {
+        sop_fail(op, err, msg);
+        return;
+    }
+    Baton__V1__SessionResponse r = BATON__V1__SESSION_RESPONSE__INIT;
+    Baton__V1__RenewResponse rn = BATON__V1__RENEW_RESPONSE__INIT;
+    Baton__V1__ReleaseResponse rl = BATON__V1__RELEASE_RESPONSE__INIT;
+    if (op->kind == SOP_RENEW) {
+        rn.ttl_ms = ttl_ms;
+        r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_RENEW;
+        r.renew = &rn;
+    } else {
+        rl.released = 1;
+        r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_RELEASE;
+        r.release = &rl;
+    }
+    sop_answer(op, &r, 0, 0);
+    sop_free(op);
+}
+
+/* The client is gone: waiting Acquires leave the queue, grants not yet
+ * written and session-held locks are released. Renew / Release already
+ * sent to Redis still call back (their answer goes nowhere). */
+void session_end_ops(tcall *c)
+{
+    c->sending_op = NULL;
+    c->recv_closed = 1;
+    for (uint32_t i = 0; i < c->ops_cap; i++) {
+        for (sop *op = c->ops_idx[i], *next; op; op = next) {
+            next = op->hnext; /* sop_free unlinks only op */
+            if (op->kind != SOP_ACQUIRE)
+                continue;
+            engine_acquire_end(op->w, 1);
+            op->w = NULL;
+            sop_free(op);
+        }
+    }
+}
+
+/* SessionCancel: the acquire `id`, if still waiting or session-held, ends as
+ * a cancelled Acquire RPC would (dequeued, or its lock released) with status
+ * CANCELLED. Anything else is left alone: the operation has already ended,
+ * cannot be cancelled (renew, release) or is a LEASE already granted. */
+static void session_cancel(tcall *c, uint64_t id)
+{
+    sop *op = sop_find(c, id);
+    if (op == NULL || op->kind != SOP_ACQUIRE || op->w == NULL)
+        return;
+    int held = !op->waiting; /* granted: a STREAM hold (a LEASE would be answered) */
+    engine_acquire_end(op->w, 1);
+    op->w = NULL;
+    sop_fail(op, BATON_E_CANCELLED,
+             held ? "cancelled by the client: the lock was released" : "cancelled by the client while waiting");
+}
+
+static void session_handle(tcall *c, const Baton__V1__SessionRequest *r)
+{
+    baton_transport *t = c->t;
+    char err[ERRBUF];
+    int kind;
+    switch (r->op_case) {
+    case BATON__V1__SESSION_REQUEST__OP_ACQUIRE: kind = SOP_ACQUIRE; break;
+    case BATON__V1__SESSION_REQUEST__OP_RENEW: kind = SOP_RENEW; break;
+    case BATON__V1__SESSION_REQUEST__OP_RELEASE: kind = SOP_RELEASE; break;
+    case BATON__V1__SESSION_REQUEST__OP_CANCEL: session_cancel(c, r->id); return;
+    default:
+        snprintf(err, sizeof err,
+                 "session: request %llu names no operation (acquire, renew, release or cancel)",
+                 (unsigned long long)r->id);
+        session_abort(c, GRPC_STATUS_INVALID_ARGUMENT, err);
+        return;
+    }
+    if (sop_find(c, r->id)) {
+        snprintf(err, sizeof err, "session: id %llu is already used by an operation in flight",
+                 (unsigned long long)r->id);
+        session_abort(c, GRPC_STATUS_INVALID_ARGUMENT, err);
+        return;
+    }
+    int full = kind == SOP_ACQUIRE && c->nwait >= SESSION_WAIT_MAX;
+    sop *op = sop_new(c, r->id, kind);
+    if (op == NULL) {
+        session_abort(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    if (full) {
+        snprintf(err, sizeof err, "session: %d acquires are already waiting; end some first",
+                 SESSION_WAIT_MAX);
+        sop_fail(op, BATON_E_NOMEM, err);
+        return;
+    }
+    const char *emsg = err;
+    int rc;
+    if (kind == SOP_ACQUIRE) {
+        engine_acquire_req req = {0};
+        engine_waiter *w = NULL;
+        rc = validate_acquire(&t->limits, r->acquire, &req, err, sizeof err) != 0
+                 ? BATON_E_INVALID
+                 : engine_acquire(t->engine, &req, &session_sink, op, &w, &emsg);
+        op->w = w;
+        op->lease = req.mode == ENGINE_MODE_LEASE;
+    } else if (kind == SOP_RENEW) {
+        int64_t ttl;
+        rc = validate_renew(&t->limits, r->renew, &ttl, err, sizeof err) != 0
+                 ? BATON_E_INVALID
+                 : engine_renew(t->engine, r->renew->key, r->renew->token, ttl, sop_hold_result, op, &emsg);
+    } else {
+        rc = validate_release(r->release, err, sizeof err) != 0
+                 ? BATON_E_INVALID
+                 : engine_release(t->engine, r->release->key, r->release->token, sop_hold_result, op, &emsg);
+    }
+    if (rc != 0)
+        sop_fail(op, rc, emsg);
+}
+
+void on_recv(tcall *c, int ok)
+{
+    grpc_byte_buffer *bb = c->recv_buf;
+    c->recv_buf = NULL;
+    c->recv_armed = 0;
+    if (!ok || bb == NULL) {
+        c->recv_closed = 1; /* the client closed its side (or the call failed: RECV_CLOSE tells) */
+        session_settle(c);
+    } else if (!c->gone && !c->status_started && !c->status_pending) {
+        char err[ERRBUF];
+        const struct method_info *mi = &methods[M_SESSION];
+        ProtobufCMessage *m = pb_decode(bb, mi->req, mi->req_name, err, sizeof err);
+        if (m == NULL) {
+            session_abort(c, GRPC_STATUS_INVALID_ARGUMENT, err);
+        } else {
+            session_handle(c, (Baton__V1__SessionRequest *)m);
+            protobuf_c_message_free_unpacked(m, NULL);
+            session_recv_arm(c);
+        }
+    }
+    if (bb)
+        grpc_byte_buffer_destroy(bb);
+    call_unref(c);
+}
+
+void handle_session(tcall *c)
+{
+    if (c->t->shutting)
+        call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");
+    else
+        session_recv_arm(c);
+}
