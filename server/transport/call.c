@@ -72,7 +72,7 @@ static void call_free(tcall *c)
     if (c->recv_buf)
         grpc_byte_buffer_destroy(c->recv_buf);
     free(c->pend_msg);
-    free(c->ops_idx);
+    map_free(&c->sops);
     grpc_call_unref(c->call);
     free(c);
     maybe_finish_shutdown(t);
@@ -173,7 +173,7 @@ static void call_kick(tcall *c)
     if (call_batch(c, ops, n, TAG_SEND) != 0) {
         grpc_byte_buffer_destroy(c->sending);
         c->sending = NULL;
-        c->sending_op = NULL; /* still in c->ops_idx: the end of the call releases it */
+        c->sending_op = NULL; /* still in c->sops: the end of the call releases it */
         grpc_call_cancel(c->call, NULL); /* RECV_CLOSE then reports the end */
     }
 }

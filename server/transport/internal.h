@@ -15,6 +15,7 @@
 #include <grpc/grpc.h>
 
 #include "baton/v1/lock.pb-c.h"
+#include "map.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "transport.h"
 
@@ -93,8 +94,7 @@ typedef struct tcall {
     outmsg *head, *tail;
     grpc_byte_buffer *sending; /* message of the batch in flight (TAG_SEND or TAG_STATUS) */
     struct sop *sending_op;    /* Session: the LEASE grant in flight, kept once written */
-    struct sop **ops_idx;      /* Session: operations alive, by id (ops_cap buckets, a power of 2) */
-    uint32_t ops_cap, nops;
+    map sops;                  /* Session: operations alive, by id (struct sop.node) */
     uint32_t nbusy;            /* ...Renew / Release in flight and LEASE grants not yet written */
     uint32_t nwait;            /* ...acquires waiting for their grant */
     grpc_byte_buffer *recv_buf; /* Session: target of the armed RECV_MESSAGE */

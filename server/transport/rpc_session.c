@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "map.h"
 #include "pb_codec.h"
 
 /*
@@ -15,7 +16,8 @@
  * called back.
  */
 struct sop {
-    struct sop *hnext; /* c->ops_idx bucket */
+    map_node node;      /* c->sops, by map_hash_u64(id) */
+    struct sop *ending; /* session_end_ops: the next acquire to end */
     tcall *c;
     uint64_t id;
     engine_waiter *w; /* Acquire: until finished / engine_acquire_end */
@@ -68,7 +70,7 @@ static void session_recv_arm(tcall *c)
  * the client has closed its side and nothing is left. */
 static void session_settle(tcall *c)
 {
-    if (c->recv_closed && c->nops == 0)
+    if (c->recv_closed && c->sops.len == 0)
         call_finish(c, BATON_OK, NULL);
     else
         session_recv_arm(c);
@@ -86,60 +88,21 @@ void session_abort(tcall *c, grpc_status_code code, const char *msg)
     grpc_call_cancel_with_status(c->call, code, msg, NULL);
 }
 
-/* The session's operations, by id, so a request costs O(1) with any number
- * of session-held locks: checking an id for reuse and finding a cancel's
- * target. An id may appear twice while one of the two is `answered`. */
-static sop **sop_bucket(tcall *c, uint64_t id)
-{
-    return &c->ops_idx[(uint32_t)((id * 0x9E3779B97F4A7C15ull) >> 32) & (c->ops_cap - 1)];
-}
-
-static int sop_index_add(tcall *c, sop *op)
-{
-    if (c->nops >= c->ops_cap) {
-        uint32_t cap = c->ops_cap ? c->ops_cap * 2 : 16;
-        sop **idx = calloc(cap, sizeof *idx);
-        if (idx == NULL)
-            return -1;
-        sop **old = c->ops_idx;
-        uint32_t ocap = c->ops_cap;
-        c->ops_idx = idx;
-        c->ops_cap = cap;
-        for (uint32_t i = 0; i < ocap; i++) {
-            for (sop *o = old[i], *next; o; o = next) {
-                next = o->hnext;
-                sop **b = sop_bucket(c, o->id);
-                o->hnext = *b;
-                *b = o;
-            }
-        }
-        free(old);
-    }
-    sop **b = sop_bucket(c, op->id);
-    op->hnext = *b;
-    *b = op;
-    c->nops++;
-    return 0;
-}
-
-static void sop_index_del(tcall *c, sop *op)
-{
-    sop **p = sop_bucket(c, op->id);
-    while (*p != op)
-        p = &(*p)->hnext;
-    *p = op->hnext;
-    c->nops--;
-}
+/* The session's operations, by id (c->sops), so a request costs O(1) with
+ * any number of session-held locks: checking an id for reuse and finding a
+ * cancel's target. An id may appear twice while one of the two is
+ * `answered`. */
 
 /* The operation in flight with this id (not yet answered for good), or NULL. */
 static sop *sop_find(tcall *c, uint64_t id)
 {
-    if (c->ops_cap == 0)
-        return NULL;
-    sop *o = *sop_bucket(c, id);
-    while (o && (o->id != id || o->answered))
-        o = o->hnext;
-    return o;
+    uint64_t h = map_hash_u64(id);
+    for (map_node *n = map_first(&c->sops, h); n; n = map_next(n, h)) {
+        sop *o = MAP_ENTRY(n, sop, node);
+        if (o->id == id && !o->answered)
+            return o;
+    }
+    return NULL;
 }
 
 static sop *sop_new(tcall *c, uint64_t id, int kind)
@@ -148,7 +111,7 @@ static sop *sop_new(tcall *c, uint64_t id, int kind)
     if (op == NULL)
         return NULL;
     op->id = id;
-    if (sop_index_add(c, op) != 0) {
+    if (map_insert(&c->sops, &op->node, map_hash_u64(id)) != 0) {
         free(op);
         return NULL;
     }
@@ -181,7 +144,7 @@ static void sop_free(sop *op)
 {
     tcall *c = op->c;
     sop_idle(op);
-    sop_index_del(c, op);
+    map_remove(&c->sops, &op->node);
     free(op);
     session_settle(c);
     call_unref(c); /* the operation's reference; never the last (RECV_CLOSE holds one) */
@@ -289,19 +252,28 @@ static void sop_hold_result(void *ud, int err, const char *msg, int64_t ttl_ms)
 /* The client is gone: waiting Acquires leave the queue, grants not yet
  * written and session-held locks are released. Renew / Release already
  * sent to Redis still call back (their answer goes nowhere). */
+static void collect_acquire(map_node *n, void *ud)
+{
+    sop *op = MAP_ENTRY(n, sop, node);
+    sop **list = ud;
+    if (op->kind != SOP_ACQUIRE)
+        return;
+    op->ending = *list;
+    *list = op;
+}
+
 void session_end_ops(tcall *c)
 {
     c->sending_op = NULL;
     c->recv_closed = 1;
-    for (uint32_t i = 0; i < c->ops_cap; i++) {
-        for (sop *op = c->ops_idx[i], *next; op; op = next) {
-            next = op->hnext; /* sop_free unlinks only op */
-            if (op->kind != SOP_ACQUIRE)
-                continue;
-            engine_acquire_end(op->w, 1);
-            op->w = NULL;
-            sop_free(op);
-        }
+    /* Collected first: sop_free changes the map, which map_each forbids. */
+    sop *list = NULL;
+    map_each(&c->sops, collect_acquire, &list);
+    for (sop *op = list, *next; op; op = next) {
+        next = op->ending;
+        engine_acquire_end(op->w, 1);
+        op->w = NULL;
+        sop_free(op);
     }
 }
 
