@@ -120,7 +120,7 @@ void send_status(tcall *c, grpc_status_code code, const char *msg, grpc_byte_buf
     ops[n].data.send_status_from_server.status = code;
     ops[n].data.send_status_from_server.status_details = msg ? &details : NULL;
     n++;
-    c->status_started = 1;
+    c->phase = CALL_STATUS;
     c->sending = bb;
     if (call_batch(c, ops, n, TAG_STATUS) != 0) {
         c->sending = NULL;
@@ -135,13 +135,13 @@ void send_status(tcall *c, grpc_status_code code, const char *msg, grpc_byte_buf
  * sent. Does nothing if the call already ends or the client is gone. */
 void call_finish(tcall *c, int err, const char *msg)
 {
-    if (c->gone || c->status_started || c->status_pending)
+    if (!call_can_send(c))
         return;
     if (c->sending == NULL && c->head == NULL) {
         send_status(c, status_of(err), msg, NULL);
         return;
     }
-    c->status_pending = 1;
+    c->phase = CALL_ENDING;
     c->pend_err = err;
     c->pend_msg = msg ? strdup(msg) : NULL;
 }
@@ -149,7 +149,8 @@ void call_finish(tcall *c, int err, const char *msg)
 /* Starts the next SEND_MESSAGE if none is in flight. */
 static void call_kick(tcall *c)
 {
-    if (c->sending || c->gone || c->status_started || c->head == NULL)
+    /* An ENDING call still drains its outbox before its status. */
+    if (c->sending || c->head == NULL || (c->phase != CALL_OPEN && c->phase != CALL_ENDING))
         return;
     outmsg *m = c->head;
     c->head = m->next;
@@ -186,7 +187,7 @@ static void call_kick(tcall *c)
  * side). */
 void push_msg(tcall *c, const ProtobufCMessage *msg, int queued, sop *op, int deliver)
 {
-    if (c->gone || c->status_started || c->status_pending)
+    if (!call_can_send(c))
         return;
     grpc_byte_buffer *bb = pb_encode(msg);
     if (queued && c->tail && c->tail->queued && c->tail->op == op) {
@@ -246,12 +247,11 @@ void call_release_engine(tcall *c)
 /* The client is gone (cancel, deadline, broken connection, failed write). */
 static void call_gone(tcall *c)
 {
-    if (!c->gone) {
-        c->gone = 1;
+    if (c->phase != CALL_GONE) {
+        c->phase = CALL_GONE;
         outbox_clear(c);
         free(c->pend_msg);
         c->pend_msg = NULL;
-        c->status_pending = 0;
     }
     call_release_engine(c);
 }
@@ -261,7 +261,7 @@ void on_close(tcall *c, int ok)
     /* RECV_CLOSE completes when the stream is closed both ways: after our
      * status, or because the client went away. Either way nothing more may be
      * sent and the engine must let go. */
-    int clean = ok && !c->cancelled && c->status_started;
+    int clean = ok && !c->cancelled && c->phase == CALL_STATUS;
     if (clean && c->lease_ok_sent && c->eng.w) {
         /* Granted and the OK status went out and the stream closed without a
          * cancel: the lease stays. (A cancel instead means the client may
@@ -289,12 +289,11 @@ void on_send_done(tcall *c, int ok)
         call_gone(c); /* a failed write: the peer is gone */
     } else if (c->head) {
         call_kick(c);
-    } else if (c->status_pending) {
-        c->status_pending = 0;
+    } else if (c->phase == CALL_ENDING) {
         send_status(c, status_of(c->pend_err), c->pend_msg, NULL);
         free(c->pend_msg);
         c->pend_msg = NULL;
-    } else if (c->method == M_ACQUIRE && c->lease && c->granted && c->eng.w && !c->status_started) {
+    } else if (c->method == M_ACQUIRE && c->lease && c->granted && c->eng.w && call_can_send(c)) {
         /* The LEASE grant is written: end the stream OK. Whether the lease
          * stays is decided when the stream has closed (on_close): a client
          * that cancels meanwhile may never read its token. */
@@ -315,7 +314,7 @@ void on_status_done(tcall *c, int ok)
 
 void unary_reply(tcall *c, const ProtobufCMessage *resp)
 {
-    if (c->gone || c->status_started)
+    if (!call_can_send(c))
         return;
     send_status(c, GRPC_STATUS_OK, NULL, pb_encode(resp));
 }

@@ -83,6 +83,17 @@ typedef struct outmsg {
     int deliver;    /* Session: a LEASE Granted; the lease stays once it is written */
 } outmsg;
 
+/*
+ * Where a call stands. Only forward: OPEN -> ENDING -> STATUS, and GONE
+ * from any of them (a call ends GONE once RECV_CLOSE arrived).
+ */
+enum call_phase {
+    CALL_OPEN,   /* messages may be queued and the call may be ended */
+    CALL_ENDING, /* call_finish ran: the status (pend_*) follows the outbox */
+    CALL_STATUS, /* SEND_STATUS_FROM_SERVER started: nothing more goes out */
+    CALL_GONE,   /* the stream is over (client gone, or aborted): send nothing more */
+};
+
 typedef struct tcall {
     baton_transport *t;
     grpc_call *call;
@@ -104,14 +115,12 @@ typedef struct tcall {
     uint32_t nout;
     uint32_t refs;
     uint8_t method;
+    uint8_t phase; /* enum call_phase */
     /* Health Watch: HealthCheckResponse statuses (0 = none yet). */
     uint8_t health_last;       /* the newest status queued or sent */
     uint8_t health_wire;       /* the newest status out of the outbox (in flight or sent) */
     unsigned health_known : 1; /* the watched service is one we serve */
     unsigned md_sent : 1;      /* initial metadata sent (or in flight) */
-    unsigned gone : 1;         /* the stream is over: send nothing more */
-    unsigned status_started : 1;
-    unsigned status_pending : 1;
     unsigned engine_ref : 1;    /* the engine may still call back with this call as ud */
     unsigned lease : 1;         /* Acquire in LEASE mode */
     unsigned granted : 1;       /* Acquire: Granted queued */
@@ -187,6 +196,12 @@ struct baton_transport {
 void maybe_finish_shutdown(baton_transport *t);
 
 /* call.c */
+/* The one answer to "may this call still send?": queue a message, start a
+ * read, or begin its end. */
+static inline int call_can_send(const tcall *c)
+{
+    return c->phase == CALL_OPEN;
+}
 grpc_status_code status_of(int err);
 tcall *call_new(baton_transport *t, grpc_call *call, int method);
 void outbox_clear(tcall *c);

@@ -39,7 +39,7 @@ static uint8_t health_status(const baton_transport *t)
  */
 static void health_push(tcall *c, uint8_t status)
 {
-    if (c->gone || c->status_started || c->status_pending || status == c->health_last)
+    if (!call_can_send(c) || status == c->health_last)
         return;
     if (c->nout == 0) {
         c->health_wire = c->health_last; /* everything older has left the outbox */

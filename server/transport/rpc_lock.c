@@ -40,7 +40,7 @@ static void acq_granted(void *ud, const engine_grant *g)
     ev.event_case = BATON__V1__ACQUIRE_EVENT__EVENT_GRANTED;
     ev.granted = &gr;
     c->granted = 1;
-    if (c->lease && !c->gone && !c->status_started && !c->status_pending && c->sending == NULL &&
+    if (c->lease && call_can_send(c) && c->sending == NULL &&
         c->head == NULL) {
         /* Nothing else in flight: Granted and the OK status go out in one
          * batch, one write and one completion instead of two round trips
@@ -191,7 +191,7 @@ static Baton__V1__LockEvent__Type lock_event_type(store_event_type t)
 static void watch_event(void *ud, const store_event *sev)
 {
     tcall *c = ud;
-    if (c->gone || c->status_started || c->status_pending)
+    if (!call_can_send(c))
         return;
     Baton__V1__LockEvent__Type type = lock_event_type(sev->type);
     if (type == BATON__V1__LOCK_EVENT__TYPE__TYPE_UNSPECIFIED)

@@ -51,7 +51,7 @@ static const engine_acquire_sink session_sink;
 
 static void session_recv_arm(tcall *c)
 {
-    if (c->recv_armed || c->recv_closed || c->gone || c->status_started || c->status_pending ||
+    if (c->recv_armed || c->recv_closed || !call_can_send(c) ||
         c->nbusy >= SESSION_BUSY_MAX)
         return;
     grpc_op op;
@@ -80,11 +80,11 @@ static void session_settle(tcall *c)
  * what its operations hold. */
 void session_abort(tcall *c, grpc_status_code code, const char *msg)
 {
-    if (c->gone)
+    if (c->phase == CALL_GONE)
         return;
     LOG_DEBUG("transport: session %p ended: %s", (void *)c, msg);
     outbox_clear(c);
-    c->gone = 1; /* send nothing more; call_gone still lets go of the engine */
+    c->phase = CALL_GONE; /* send nothing more; call_gone still lets go of the engine */
     grpc_call_cancel_with_status(c->call, code, msg, NULL);
 }
 
@@ -360,7 +360,7 @@ void on_recv(tcall *c, int ok)
     if (!ok || bb == NULL) {
         c->recv_closed = 1; /* the client closed its side (or the call failed: RECV_CLOSE tells) */
         session_settle(c);
-    } else if (!c->gone && !c->status_started && !c->status_pending) {
+    } else if (call_can_send(c)) {
         char err[ERRBUF];
         const struct method_info *mi = &methods[M_SESSION];
         ProtobufCMessage *m = pb_decode(bb, mi->req, mi->req_name, err, sizeof err);

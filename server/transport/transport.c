@@ -98,7 +98,7 @@ static void dispatch_call(tcall *c, grpc_byte_buffer *payload)
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     op.data.recv_close_on_server.cancelled = &c->cancelled;
     if (call_batch(c, &op, 1, TAG_CLOSE) != 0) {
-        c->gone = 1;
+        c->phase = CALL_GONE;
         grpc_call_cancel(c->call, NULL);
         return;
     }
@@ -325,7 +325,7 @@ static void on_engine_done(void *ud)
         if (c->method == M_WATCH)
             call_release_engine(c);
         if (c->method == M_SESSION && !c->shut_owed && c->sending == NULL && c->head == NULL &&
-            !c->status_started && !c->status_pending) {
+            call_can_send(c)) {
             /* An idle session. Ending it with a cancel closes the stream at
              * once; a status would wait for the client to acknowledge it, and
              * an idle libbaton session is not read until its next operation
