@@ -27,14 +27,14 @@ grpc_status_code status_of(int err)
 
 /* ---------------------------------------------------------------- calls */
 
-tcall *call_new(baton_transport *t, grpc_call *call, int method)
+tcall *call_new(baton_transport *t, grpc_call *call, const served_method *method)
 {
     tcall *c = calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;
     c->t = t;
     c->call = call;
-    c->method = (uint8_t)method;
+    c->method = method;
     c->refs = 1; /* dispatch reference, dropped by on_request */
     c->next = t->calls;
     if (t->calls)
@@ -220,30 +220,6 @@ void call_push(tcall *c, const ProtobufCMessage *msg, int queued)
 }
 
 
-/* Lets go of the engine's side of the call: the stream is over. A waiter or
- * a stream hold still alive means the client never got (or gave up) its
- * lock: release it. */
-void call_release_engine(tcall *c)
-{
-    if (c->method == M_SESSION) {
-        session_end_ops(c);
-        return;
-    }
-    if (!c->engine_ref)
-        return;
-    if (c->method == M_ACQUIRE && c->eng.w) {
-        engine_acquire_end(c->eng.w, 1);
-        c->eng.w = NULL;
-    } else if (c->method == M_WATCH && c->eng.watch) {
-        engine_watch_stop(c->eng.watch);
-        c->eng.watch = NULL;
-    } else {
-        return; /* unary: its callback still comes and drops the reference */
-    }
-    c->engine_ref = 0;
-    call_unref(c);
-}
-
 /* The client is gone (cancel, deadline, broken connection, failed write). */
 static void call_gone(tcall *c)
 {
@@ -253,7 +229,8 @@ static void call_gone(tcall *c)
         free(c->pend_msg);
         c->pend_msg = NULL;
     }
-    call_release_engine(c);
+    if (c->method->rpc->release)
+        c->method->rpc->release(c);
 }
 
 void on_close(tcall *c, int ok)
@@ -262,15 +239,8 @@ void on_close(tcall *c, int ok)
      * status, or because the client went away. Either way nothing more may be
      * sent and the engine must let go. */
     int clean = ok && !c->cancelled && c->phase == CALL_STATUS;
-    if (clean && c->lease_ok_sent && c->eng.w) {
-        /* Granted and the OK status went out and the stream closed without a
-         * cancel: the lease stays. (A cancel instead means the client may
-         * never have read its token: call_gone releases the lease.) */
-        engine_acquire_end(c->eng.w, 0);
-        c->eng.w = NULL;
-        c->engine_ref = 0;
-        call_unref(c); /* the engine's reference; the tag's is still held */
-    }
+    if (c->method->rpc->closed)
+        c->method->rpc->closed(c, clean);
     if (!clean)
         LOG_DEBUG("transport: call %p closed by the client (cancelled=%d)", (void *)c, c->cancelled);
     call_gone(c);
@@ -284,7 +254,7 @@ void on_send_done(tcall *c, int ok)
     sop *delivered = c->sending_op;
     c->sending_op = NULL;
     if (ok && delivered)
-        session_delivered(delivered);
+        c->method->rpc->delivered(c, delivered);
     if (!ok) {
         call_gone(c); /* a failed write: the peer is gone */
     } else if (c->head) {
@@ -293,12 +263,8 @@ void on_send_done(tcall *c, int ok)
         send_status(c, status_of(c->pend_err), c->pend_msg, NULL);
         free(c->pend_msg);
         c->pend_msg = NULL;
-    } else if (c->method == M_ACQUIRE && c->lease && c->granted && c->eng.w && call_can_send(c)) {
-        /* The LEASE grant is written: end the stream OK. Whether the lease
-         * stays is decided when the stream has closed (on_close): a client
-         * that cancels meanwhile may never read its token. */
-        c->lease_ok_sent = 1;
-        call_finish(c, BATON_OK, NULL);
+    } else if (c->method->rpc->drained) {
+        c->method->rpc->drained(c);
     }
     call_unref(c);
 }
@@ -317,4 +283,12 @@ void unary_reply(tcall *c, const ProtobufCMessage *resp)
     if (!call_can_send(c))
         return;
     send_status(c, GRPC_STATUS_OK, NULL, pb_encode(resp));
+}
+
+/* What shutdown does to a call whose method has no `shutdown` hook: end it
+ * UNAVAILABLE, unless the engine still calls back (and ends it then). */
+void call_end_at_shutdown(tcall *c)
+{
+    if (!c->engine_ref)
+        call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");
 }

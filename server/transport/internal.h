@@ -27,37 +27,52 @@
 #define SHUTDOWN_FLUSH_MS 20   /* once every call is over: time for their last statuses to leave */
 #define ERRBUF 512
 
-enum method {
-    M_ACQUIRE,
-    M_RENEW,
-    M_RELEASE,
-    M_WATCH,
-    M_DESCRIBE,
-    M_FORCE_RELEASE,
-    M_HEALTH_CHECK,
-    M_HEALTH_WATCH,
-    M_SESSION,
-    M_COUNT,
-    M_UNKNOWN = M_COUNT, /* the generic slot: any unregistered method */
-};
+#define NMETHODS 10 /* the nine served methods and the generic slot */
+
+typedef struct tcall tcall;
+struct sop;
+typedef struct sop sop;
 
 /*
- * The methods served. Paths and request types are taken from the services'
- * protobuf-c descriptors (generated from proto/), so the server follows the
- * .proto by construction: a method renamed or dropped there stops batond at
- * start with a clear error instead of leaving it unserved under a stale path.
+ * What sets one method apart, in a table next to the method (rpc_lock.c,
+ * rpc_session.c, rpc_health.c; the generic slot in transport.c). The
+ * generic call code calls these hooks and never asks which method a call
+ * is. Paths and request types are taken from `service`'s protobuf-c
+ * descriptor (generated from proto/), so the server follows the .proto by
+ * construction: a method renamed or dropped there stops batond at start
+ * with a clear error instead of leaving it unserved under a stale path.
  */
-extern const struct method_src {
-    const ProtobufCServiceDescriptor *service;
+typedef struct rpc_method {
+    const ProtobufCServiceDescriptor *service; /* NULL: the generic slot (any unregistered path) */
     const char *name;
     int client_streams; /* requests arrive one by one (RECV_MESSAGE), none with the call */
-} method_src[M_COUNT];
+    /* The call arrived and RECV_CLOSE is armed. req: the decoded request
+     * (the caller frees it), NULL for a client-streaming method and the
+     * generic slot. */
+    void (*start)(tcall *c, ProtobufCMessage *req);
+    /* Optional. RECV_CLOSE arrived; clean: after our status, uncancelled.
+     * Runs before `release`. */
+    void (*closed)(tcall *c, int clean);
+    /* Optional. The stream is over: let go of the engine's side. Without
+     * it, the engine's callback still comes and drops its reference. */
+    void (*release)(tcall *c);
+    /* Optional. A write completed, the outbox is empty and no status waits. */
+    void (*drained)(tcall *c);
+    /* Optional. The write of a message queued with `deliver` completed. */
+    void (*delivered)(tcall *c, sop *sop_written);
+    /* Optional. The engine has shut down; without it the call ends
+     * UNAVAILABLE unless the engine still calls back (call_end_at_shutdown). */
+    void (*shutdown)(tcall *c);
+} rpc_method;
 
-extern struct method_info {
-    char path[128]; /* "/<package>.<Service>/<Method>" */
-    const ProtobufCMessageDescriptor *req;
+/* A method as this server registered it. */
+typedef struct served_method {
+    const rpc_method *rpc;
+    char path[128];                         /* "/<package>.<Service>/<Method>" */
+    const ProtobufCMessageDescriptor *req;  /* NULL: the generic slot */
     const char *req_name;
-} methods[M_COUNT];
+    void *registered;                       /* grpc_server_register_method's handle */
+} served_method;
 
 enum tag_kind {
     TAG_REQUEST = 0,  /* a request slot: a call arrived (or the request failed) */
@@ -71,9 +86,6 @@ enum tag_kind {
 #define TAG(p, k) ((void *)((uintptr_t)(p) | (uintptr_t)(k)))
 #define TAG_KIND(tag) ((int)((uintptr_t)(tag)&7u))
 #define TAG_PTR(tag) ((void *)((uintptr_t)(tag) & ~(uintptr_t)7u))
-
-struct sop;
-typedef struct sop sop;
 
 typedef struct outmsg {
     struct outmsg *next;
@@ -94,7 +106,7 @@ enum call_phase {
     CALL_GONE,   /* the stream is over (client gone, or aborted): send nothing more */
 };
 
-typedef struct tcall {
+struct tcall {
     baton_transport *t;
     grpc_call *call;
     struct tcall *prev, *next; /* t->calls */
@@ -114,7 +126,7 @@ typedef struct tcall {
     int cancelled; /* RECV_CLOSE_ON_SERVER result */
     uint32_t nout;
     uint32_t refs;
-    uint8_t method;
+    const served_method *method;
     uint8_t phase; /* enum call_phase */
     /* Health Watch: HealthCheckResponse statuses (0 = none yet). */
     uint8_t health_last;       /* the newest status queued or sent */
@@ -128,7 +140,7 @@ typedef struct tcall {
     unsigned recv_armed : 1;    /* Session: a RECV_MESSAGE is in flight */
     unsigned recv_closed : 1;   /* Session: the client sends no more (or the read failed) */
     unsigned shut_owed : 1;     /* Session: answered during shutdown (its client is reading) */
-} tcall;
+};
 
 
 /*
@@ -143,8 +155,7 @@ typedef struct tcall {
 
 typedef struct req_slot {
     baton_transport *t;
-    int method;
-    void *registered;
+    const served_method *method;
     grpc_call *call;
     gpr_timespec deadline;
     grpc_metadata_array md;
@@ -164,7 +175,8 @@ struct baton_transport {
     grpc_server *server;
     grpc_completion_queue *cq;
     int port;
-    req_slot slots[M_COUNT + 1][REQ_SLOTS];
+    served_method methods[NMETHODS];
+    req_slot slots[NMETHODS][REQ_SLOTS];
     size_t nposted; /* request slots waiting for a call */
 
     /* pump thread -> loop thread */
@@ -203,35 +215,31 @@ static inline int call_can_send(const tcall *c)
     return c->phase == CALL_OPEN;
 }
 grpc_status_code status_of(int err);
-tcall *call_new(baton_transport *t, grpc_call *call, int method);
+tcall *call_new(baton_transport *t, grpc_call *call, const served_method *method);
 void outbox_clear(tcall *c);
 void call_unref(tcall *c);
 int call_batch(tcall *c, const grpc_op *ops, size_t n, int kind);
 void send_status(tcall *c, grpc_status_code code, const char *msg, grpc_byte_buffer *bb);
 void call_finish(tcall *c, int err, const char *msg);
-void push_msg(tcall *c, const ProtobufCMessage *msg, int queued, struct sop *op, int deliver);
+void push_msg(tcall *c, const ProtobufCMessage *msg, int queued, sop *op, int deliver);
 void call_push(tcall *c, const ProtobufCMessage *msg, int queued);
-void call_release_engine(tcall *c);
+void call_end_at_shutdown(tcall *c);
 void on_close(tcall *c, int ok);
 void on_send_done(tcall *c, int ok);
 void on_status_done(tcall *c, int ok);
 void unary_reply(tcall *c, const ProtobufCMessage *resp);
 
 /* rpc_lock.c */
+extern const rpc_method acquire_rpc, renew_rpc, release_rpc, watch_rpc, describe_rpc, force_release_rpc;
 void granted_msg(const engine_grant *g, Baton__V1__Granted *gr);
-void handle_acquire(tcall *c, ProtobufCMessage *m);
-void handle_unary(tcall *c, ProtobufCMessage *m);
-void handle_watch(tcall *c, ProtobufCMessage *m);
 
 /* rpc_session.c */
-void session_end_ops(tcall *c);
-void session_delivered(struct sop *op);
+extern const rpc_method session_rpc;
 void session_abort(tcall *c, grpc_status_code code, const char *msg);
 void on_recv(tcall *c, int ok);
-void handle_session(tcall *c);
 
 /* rpc_health.c */
+extern const rpc_method health_check_rpc, health_watch_rpc;
 void on_serving(void *ud, int serving);
-void handle_health(tcall *c, ProtobufCMessage *m);
 
 #endif

@@ -61,25 +61,27 @@ void on_serving(void *ud, int serving)
     LOG_INFO("transport: health %s", serving ? "SERVING" : "NOT_SERVING");
     uint8_t status = health_status(t);
     for (tcall *c = t->calls; c; c = c->next)
-        if (c->method == M_HEALTH_WATCH && c->health_known)
+        if (c->method->rpc == &health_watch_rpc && c->health_known)
             health_push(c, status);
 }
 
-void handle_health(tcall *c, ProtobufCMessage *m)
+static void health_check_start(tcall *c, ProtobufCMessage *m)
+{
+    Grpc__Health__V1__HealthCheckRequest *r = (Grpc__Health__V1__HealthCheckRequest *)m;
+    if (!health_known_service(r->service)) {
+        send_status(c, GRPC_STATUS_NOT_FOUND, "unknown service", NULL);
+        return;
+    }
+    Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    resp.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)health_status(c->t);
+    unary_reply(c, &resp.base);
+}
+
+static void health_watch_start(tcall *c, ProtobufCMessage *m)
 {
     baton_transport *t = c->t;
     Grpc__Health__V1__HealthCheckRequest *r = (Grpc__Health__V1__HealthCheckRequest *)m;
     int known = health_known_service(r->service);
-    if (c->method == M_HEALTH_CHECK) {
-        if (!known) {
-            send_status(c, GRPC_STATUS_NOT_FOUND, "unknown service", NULL);
-            return;
-        }
-        Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-        resp.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)health_status(t);
-        unary_reply(c, &resp.base);
-        return;
-    }
     c->health_known = known ? 1 : 0;
     health_push(c, known ? health_status(t)
                          : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN);
@@ -87,3 +89,6 @@ void handle_health(tcall *c, ProtobufCMessage *m)
     if (t->shutting)
         call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");
 }
+
+const rpc_method health_check_rpc = {&grpc__health__v1__health__descriptor, "Check", .start = health_check_start};
+const rpc_method health_watch_rpc = {&grpc__health__v1__health__descriptor, "Watch", .start = health_watch_start};

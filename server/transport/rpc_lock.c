@@ -66,7 +66,7 @@ static void acq_finished(void *ud, int err, const char *msg)
 
 static const engine_acquire_sink acquire_sink = {acq_queued, acq_granted, acq_finished};
 
-void handle_acquire(tcall *c, ProtobufCMessage *m)
+static void acquire_start(tcall *c, ProtobufCMessage *m)
 {
     baton_transport *t = c->t;
     char err[ERRBUF];
@@ -88,27 +88,102 @@ void handle_acquire(tcall *c, ProtobufCMessage *m)
     c->refs++;
 }
 
+static void acquire_closed(tcall *c, int clean)
+{
+    if (clean && c->lease_ok_sent && c->eng.w) {
+        /* Granted and the OK status went out and the stream closed without a
+         * cancel: the lease stays. (A cancel instead means the client may
+         * never have read its token: acquire_release releases the lease.) */
+        engine_acquire_end(c->eng.w, 0);
+        c->eng.w = NULL;
+        c->engine_ref = 0;
+        call_unref(c); /* the engine's reference; the tag's is still held */
+    }
+}
+
+/* The stream is over: a waiter or a stream hold still alive means the
+ * client never got (or gave up) its lock: release it. */
+static void acquire_release(tcall *c)
+{
+    if (!c->engine_ref || c->eng.w == NULL)
+        return;
+    engine_acquire_end(c->eng.w, 1);
+    c->eng.w = NULL;
+    c->engine_ref = 0;
+    call_unref(c);
+}
+
+static void acquire_drained(tcall *c)
+{
+    if (c->lease && c->granted && c->eng.w && call_can_send(c)) {
+        /* The LEASE grant is written: end the stream OK. Whether the lease
+         * stays is decided when the stream has closed (acquire_closed): a
+         * client that cancels meanwhile may never read its token. */
+        c->lease_ok_sent = 1;
+        call_finish(c, BATON_OK, NULL);
+    }
+}
+
+const rpc_method acquire_rpc = {
+    .service = &baton__v1__lock_service__descriptor,
+    .name = "Acquire",
+    .start = acquire_start,
+    .closed = acquire_closed,
+    .release = acquire_release,
+    .drained = acquire_drained,
+};
+
 /* ---------------------------------------------------------------- unary */
 
-static void on_hold_result(void *ud, int err, const char *msg, int64_t ttl_ms)
+/* Renew, Release, ForceRelease and Describe: the engine calls back once,
+ * and the call ends with its one response or an error. */
+
+/* After the engine call: an error ends the call now; else the engine holds
+ * a reference until its callback. */
+static void unary_started(tcall *c, int rc, const char *emsg)
+{
+    if (rc != 0) {
+        call_finish(c, rc, emsg);
+        return;
+    }
+    c->engine_ref = 1;
+    c->refs++;
+}
+
+static void unary_done(tcall *c)
+{
+    c->engine_ref = 0;
+    call_unref(c);
+}
+
+static void renew_done(void *ud, int err, const char *msg, int64_t ttl_ms)
 {
     tcall *c = ud;
     if (err != BATON_OK) {
         call_finish(c, err, msg);
-    } else if (c->method == M_RENEW) {
+    } else {
         Baton__V1__RenewResponse r = BATON__V1__RENEW_RESPONSE__INIT;
         r.ttl_ms = ttl_ms;
         unary_reply(c, &r.base);
+    }
+    unary_done(c);
+}
+
+/* Release and ForceRelease. */
+static void release_done(void *ud, int err, const char *msg, int64_t ttl_ms)
+{
+    tcall *c = ud;
+    if (err != BATON_OK) {
+        call_finish(c, err, msg);
     } else {
         Baton__V1__ReleaseResponse r = BATON__V1__RELEASE_RESPONSE__INIT;
         r.released = 1;
         unary_reply(c, &r.base);
     }
-    c->engine_ref = 0;
-    call_unref(c);
+    unary_done(c);
 }
 
-static void on_describe_result(void *ud, int err, const char *msg, const store_describe_res *res)
+static void describe_done(void *ud, int err, const char *msg, const store_describe_res *res)
 {
     tcall *c = ud;
     if (err != BATON_OK || res == NULL) {
@@ -122,58 +197,63 @@ static void on_describe_result(void *ud, int err, const char *msg, const store_d
         r.waiters = res->waiters;
         unary_reply(c, &r.base);
     }
-    c->engine_ref = 0;
-    call_unref(c);
+    unary_done(c);
 }
 
-void handle_unary(tcall *c, ProtobufCMessage *m)
+static void renew_start(tcall *c, ProtobufCMessage *m)
 {
-    baton_transport *t = c->t;
+    Baton__V1__RenewRequest *r = (Baton__V1__RenewRequest *)m;
     char err[ERRBUF];
     const char *emsg = NULL;
-    int rc;
-    switch (c->method) {
-    case M_RENEW: {
-        Baton__V1__RenewRequest *r = (Baton__V1__RenewRequest *)m;
-        int64_t ttl;
-        if (validate_renew(&t->limits, r, &ttl, err, sizeof err) != 0)
-            goto invalid;
-        rc = engine_renew(t->engine, r->key, r->token, ttl, on_hold_result, c, &emsg);
-        break;
-    }
-    case M_RELEASE: {
-        Baton__V1__ReleaseRequest *r = (Baton__V1__ReleaseRequest *)m;
-        if (validate_release(r, err, sizeof err) != 0)
-            goto invalid;
-        rc = engine_release(t->engine, r->key, r->token, on_hold_result, c, &emsg);
-        break;
-    }
-    case M_FORCE_RELEASE: {
-        Baton__V1__ForceReleaseRequest *r = (Baton__V1__ForceReleaseRequest *)m;
-        if (validate_force_release(r, err, sizeof err) != 0)
-            goto invalid;
-        rc = engine_force_release(t->engine, r->key, r->fencing, on_hold_result, c, &emsg);
-        break;
-    }
-    case M_DESCRIBE: {
-        Baton__V1__DescribeRequest *r = (Baton__V1__DescribeRequest *)m;
-        if (validate_describe(r, err, sizeof err) != 0)
-            goto invalid;
-        rc = engine_describe(t->engine, r->key, on_describe_result, c, &emsg);
-        break;
-    }
-    default: return;
-    }
-    if (rc != 0) {
-        call_finish(c, rc, emsg);
+    int64_t ttl;
+    if (validate_renew(&c->t->limits, r, &ttl, err, sizeof err) != 0) {
+        call_finish(c, BATON_E_INVALID, err);
         return;
     }
-    c->engine_ref = 1;
-    c->refs++;
-    return;
-invalid:
-    call_finish(c, BATON_E_INVALID, err);
+    unary_started(c, engine_renew(c->t->engine, r->key, r->token, ttl, renew_done, c, &emsg), emsg);
 }
+
+static void release_start(tcall *c, ProtobufCMessage *m)
+{
+    Baton__V1__ReleaseRequest *r = (Baton__V1__ReleaseRequest *)m;
+    char err[ERRBUF];
+    const char *emsg = NULL;
+    if (validate_release(r, err, sizeof err) != 0) {
+        call_finish(c, BATON_E_INVALID, err);
+        return;
+    }
+    unary_started(c, engine_release(c->t->engine, r->key, r->token, release_done, c, &emsg), emsg);
+}
+
+static void force_release_start(tcall *c, ProtobufCMessage *m)
+{
+    Baton__V1__ForceReleaseRequest *r = (Baton__V1__ForceReleaseRequest *)m;
+    char err[ERRBUF];
+    const char *emsg = NULL;
+    if (validate_force_release(r, err, sizeof err) != 0) {
+        call_finish(c, BATON_E_INVALID, err);
+        return;
+    }
+    unary_started(c, engine_force_release(c->t->engine, r->key, r->fencing, release_done, c, &emsg), emsg);
+}
+
+static void describe_start(tcall *c, ProtobufCMessage *m)
+{
+    Baton__V1__DescribeRequest *r = (Baton__V1__DescribeRequest *)m;
+    char err[ERRBUF];
+    const char *emsg = NULL;
+    if (validate_describe(r, err, sizeof err) != 0) {
+        call_finish(c, BATON_E_INVALID, err);
+        return;
+    }
+    unary_started(c, engine_describe(c->t->engine, r->key, describe_done, c, &emsg), emsg);
+}
+
+const rpc_method renew_rpc = {&baton__v1__lock_service__descriptor, "Renew", .start = renew_start};
+const rpc_method release_rpc = {&baton__v1__lock_service__descriptor, "Release", .start = release_start};
+const rpc_method force_release_rpc = {&baton__v1__lock_service__descriptor, "ForceRelease",
+                                      .start = force_release_start};
+const rpc_method describe_rpc = {&baton__v1__lock_service__descriptor, "Describe", .start = describe_start};
 
 /* ---------------------------------------------------------------- Watch */
 
@@ -221,7 +301,7 @@ static void watch_ended(void *ud, int err, const char *msg)
     call_unref(c);
 }
 
-void handle_watch(tcall *c, ProtobufCMessage *m)
+static void watch_start(tcall *c, ProtobufCMessage *m)
 {
     baton_transport *t = c->t;
     Baton__V1__WatchRequest *r = (Baton__V1__WatchRequest *)m;
@@ -250,3 +330,28 @@ void handle_watch(tcall *c, ProtobufCMessage *m)
     if (call_batch(c, &op, 1, TAG_MD) != 0)
         c->md_sent = 0;
 }
+
+static void watch_release(tcall *c)
+{
+    if (!c->engine_ref || c->eng.watch == NULL)
+        return;
+    engine_watch_stop(c->eng.watch);
+    c->eng.watch = NULL;
+    c->engine_ref = 0;
+    call_unref(c);
+}
+
+/* The engine has ended its watches; stop this one and end the stream. */
+static void watch_shutdown(tcall *c)
+{
+    watch_release(c);
+    call_end_at_shutdown(c);
+}
+
+const rpc_method watch_rpc = {
+    .service = &baton__v1__lock_service__descriptor,
+    .name = "Watch",
+    .start = watch_start,
+    .release = watch_release,
+    .shutdown = watch_shutdown,
+};

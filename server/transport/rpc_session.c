@@ -219,7 +219,7 @@ static void sop_finished(void *ud, int err, const char *msg)
 static const engine_acquire_sink session_sink = {sop_queued, sop_granted, sop_finished};
 
 /* A LEASE grant of a session was written: the lease stays. */
-void session_delivered(sop *op)
+static void session_delivered(tcall *c, sop *op)
 {
     engine_acquire_end(op->w, 0);
     op->w = NULL;
@@ -262,7 +262,7 @@ static void collect_acquire(map_node *n, void *ud)
     *list = op;
 }
 
-void session_end_ops(tcall *c)
+static void session_end_ops(tcall *c)
 {
     c->sending_op = NULL;
     c->recv_closed = 1;
@@ -362,8 +362,7 @@ void on_recv(tcall *c, int ok)
         session_settle(c);
     } else if (call_can_send(c)) {
         char err[ERRBUF];
-        const struct method_info *mi = &methods[M_SESSION];
-        ProtobufCMessage *m = pb_decode(bb, mi->req, mi->req_name, err, sizeof err);
+        ProtobufCMessage *m = pb_decode(bb, c->method->req, c->method->req_name, err, sizeof err);
         if (m == NULL) {
             session_abort(c, GRPC_STATUS_INVALID_ARGUMENT, err);
         } else {
@@ -377,10 +376,34 @@ void on_recv(tcall *c, int ok)
     call_unref(c);
 }
 
-void handle_session(tcall *c)
+static void session_start(tcall *c, ProtobufCMessage *unused)
 {
     if (c->t->shutting)
         call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");
     else
         session_recv_arm(c);
 }
+
+/* The engine has shut down. An idle session ends with a cancel, which
+ * closes the stream at once; a status would wait for the client to
+ * acknowledge it, and an idle libbaton session is not read until its next
+ * operation (until the grace ran out). A session answered during shutdown
+ * ends with a status instead: a cancel can overtake the answers still
+ * unread at the client, which then never sees them. */
+static void session_shutdown(tcall *c)
+{
+    if (!c->shut_owed && c->sending == NULL && c->head == NULL && call_can_send(c))
+        session_abort(c, GRPC_STATUS_UNAVAILABLE, "server shutting down");
+    else
+        call_end_at_shutdown(c);
+}
+
+const rpc_method session_rpc = {
+    .service = &baton__v1__lock_service__descriptor,
+    .name = "Session",
+    .client_streams = 1,
+    .start = session_start,
+    .release = session_end_ops,
+    .delivered = session_delivered,
+    .shutdown = session_shutdown,
+};

@@ -32,35 +32,38 @@
 #include "log.h"
 #include "pb_codec.h"
 
-const struct method_src method_src[M_COUNT] = {
-    [M_ACQUIRE] = {&baton__v1__lock_service__descriptor, "Acquire"},
-    [M_RENEW] = {&baton__v1__lock_service__descriptor, "Renew"},
-    [M_RELEASE] = {&baton__v1__lock_service__descriptor, "Release"},
-    [M_WATCH] = {&baton__v1__lock_service__descriptor, "Watch"},
-    [M_DESCRIBE] = {&baton__v1__lock_service__descriptor, "Describe"},
-    [M_FORCE_RELEASE] = {&baton__v1__lock_service__descriptor, "ForceRelease"},
-    [M_HEALTH_CHECK] = {&grpc__health__v1__health__descriptor, "Check"},
-    [M_HEALTH_WATCH] = {&grpc__health__v1__health__descriptor, "Watch"},
-    [M_SESSION] = {&baton__v1__lock_service__descriptor, "Session", 1},
+/* Any unregistered path: gRPC core would leave it hanging until its deadline. */
+static void unknown_start(tcall *c, ProtobufCMessage *unused)
+{
+    send_status(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method", NULL);
+}
+
+static const rpc_method unknown_rpc = {.start = unknown_start};
+
+/* What this server serves; the generic slot last. */
+static const rpc_method *const served[NMETHODS] = {
+    &acquire_rpc,      &renew_rpc,        &release_rpc, &watch_rpc,   &describe_rpc, &force_release_rpc,
+    &health_check_rpc, &health_watch_rpc, &session_rpc, &unknown_rpc,
 };
 
-struct method_info methods[M_COUNT];
-
-/* Fills methods[] from method_src (idempotent; loop thread, before the pump
- * starts). Returns 0, or -1 with the missing method named in err. */
-static int methods_resolve(char *err, size_t errlen)
+/* Fills t->methods from served[]. Returns 0, or -1 with the missing method
+ * named in err. */
+static int methods_resolve(baton_transport *t, char *err, size_t errlen)
 {
-    for (int m = 0; m < M_COUNT; m++) {
-        const ProtobufCServiceDescriptor *svc = method_src[m].service;
-        const ProtobufCMethodDescriptor *md =
-            protobuf_c_service_descriptor_get_method_by_name(svc, method_src[m].name);
+    for (int m = 0; m < NMETHODS; m++) {
+        served_method *sm = &t->methods[m];
+        const rpc_method *rpc = served[m];
+        sm->rpc = rpc;
+        if (rpc->service == NULL)
+            continue; /* the generic slot */
+        const ProtobufCMethodDescriptor *md = protobuf_c_service_descriptor_get_method_by_name(rpc->service, rpc->name);
         if (md == NULL) {
-            snprintf(err, errlen, "the proto of %s has no method %s", svc->name, method_src[m].name);
+            snprintf(err, errlen, "the proto of %s has no method %s", rpc->service->name, rpc->name);
             return -1;
         }
-        snprintf(methods[m].path, sizeof methods[m].path, "/%s/%s", svc->name, md->name);
-        methods[m].req = md->input;
-        methods[m].req_name = md->input->short_name;
+        snprintf(sm->path, sizeof sm->path, "/%s/%s", rpc->service->name, md->name);
+        sm->req = md->input;
+        sm->req_name = md->input->short_name;
     }
     return 0;
 }
@@ -71,20 +74,21 @@ static void post_request(baton_transport *t, req_slot *s)
 {
     grpc_call_error e;
     grpc_metadata_array_init(&s->md);
-    if (s->method == M_UNKNOWN) {
+    if (s->method->req == NULL) {
         grpc_call_details_init(&s->details);
         e = grpc_server_request_call(t->server, &s->call, &s->details, &s->md, t->cq, t->cq,
                                      TAG(s, TAG_REQUEST));
     } else {
         /* A client-streaming method has no initial payload (and must not be asked for one). */
-        e = grpc_server_request_registered_call(t->server, s->registered, &s->call, &s->deadline, &s->md,
-                                                method_src[s->method].client_streams ? NULL : &s->payload,
+        e = grpc_server_request_registered_call(t->server, s->method->registered, &s->call, &s->deadline, &s->md,
+                                                s->method->rpc->client_streams ? NULL : &s->payload,
                                                 t->cq, t->cq, TAG(s, TAG_REQUEST));
     }
     if (e != GRPC_CALL_OK) {
-        LOG_ERROR("transport: cannot request calls (method %d): error %d", s->method, (int)e);
+        LOG_ERROR("transport: cannot request calls (%s): error %d",
+                  s->method->req ? s->method->path : "unregistered methods", (int)e);
         grpc_metadata_array_destroy(&s->md);
-        if (s->method == M_UNKNOWN)
+        if (s->method->req == NULL)
             grpc_call_details_destroy(&s->details);
         return;
     }
@@ -102,29 +106,18 @@ static void dispatch_call(tcall *c, grpc_byte_buffer *payload)
         grpc_call_cancel(c->call, NULL);
         return;
     }
-    if (c->method == M_UNKNOWN) {
-        send_status(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method", NULL);
+    const served_method *sm = c->method;
+    if (sm->rpc->client_streams || sm->req == NULL) {
+        sm->rpc->start(c, NULL);
         return;
     }
-    if (c->method == M_SESSION) {
-        handle_session(c);
-        return;
-    }
-    const struct method_info *mi = &methods[c->method];
     char err[ERRBUF];
-    ProtobufCMessage *m = pb_decode(payload, mi->req, mi->req_name, err, sizeof err);
+    ProtobufCMessage *m = pb_decode(payload, sm->req, sm->req_name, err, sizeof err);
     if (m == NULL) {
         call_finish(c, BATON_E_INVALID, err);
         return;
     }
-    if (c->method == M_ACQUIRE)
-        handle_acquire(c, m);
-    else if (c->method == M_WATCH)
-        handle_watch(c, m);
-    else if (c->method == M_HEALTH_CHECK || c->method == M_HEALTH_WATCH)
-        handle_health(c, m);
-    else
-        handle_unary(c, m);
+    sm->rpc->start(c, m);
     protobuf_c_message_free_unpacked(m, NULL);
 }
 
@@ -136,7 +129,7 @@ static void on_request(req_slot *s, int ok)
     s->call = NULL;
     s->payload = NULL;
     grpc_metadata_array_destroy(&s->md);
-    if (s->method == M_UNKNOWN)
+    if (s->method->req == NULL)
         grpc_call_details_destroy(&s->details);
     t->nposted--;
     if (!t->shutting)
@@ -322,20 +315,10 @@ static void on_engine_done(void *ud)
      * still open ends UNAVAILABLE. */
     for (tcall *c = t->calls; c;) {
         c->refs++;
-        if (c->method == M_WATCH)
-            call_release_engine(c);
-        if (c->method == M_SESSION && !c->shut_owed && c->sending == NULL && c->head == NULL &&
-            call_can_send(c)) {
-            /* An idle session. Ending it with a cancel closes the stream at
-             * once; a status would wait for the client to acknowledge it, and
-             * an idle libbaton session is not read until its next operation
-             * (until the grace ran out). A session answered during shutdown
-             * ends with a status instead: a cancel can overtake the answers
-             * still unread at the client, which then never sees them. */
-            session_abort(c, GRPC_STATUS_UNAVAILABLE, "server shutting down");
-        } else if (!c->engine_ref) {
-            call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");
-        }
+        if (c->method->rpc->shutdown)
+            c->method->rpc->shutdown(c);
+        else
+            call_end_at_shutdown(c);
         tcall *next = c->next;
         call_unref(c);
         c = next;
@@ -398,8 +381,6 @@ static void destroy_unstarted(baton_transport *t)
 baton_transport *transport_new(struct event_base *base, baton_engine *engine, const transport_opts *opts,
                                char *err, size_t errlen)
 {
-    if (methods_resolve(err, errlen) != 0)
-        return NULL;
     baton_transport *t = calloc(1, sizeof *t);
     if (t == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -410,6 +391,8 @@ baton_transport *transport_new(struct event_base *base, baton_engine *engine, co
     t->limits = opts->limits;
     t->efd = -1;
     pthread_mutex_init(&t->mu, NULL);
+    if (methods_resolve(t, err, errlen) != 0)
+        goto fail;
     t->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (t->efd < 0) {
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
@@ -463,24 +446,23 @@ baton_transport *transport_new(struct event_base *base, baton_engine *engine, co
     t->pump_started = 1;
     t->server = grpc_server_create(&cargs, NULL);
     grpc_server_register_completion_queue(t->server, t->cq, NULL);
-    for (int m = 0; m <= M_COUNT; m++) {
-        void *registered = NULL;
-        if (m != M_UNKNOWN) {
-            registered = grpc_server_register_method(t->server, methods[m].path, NULL,
-                                                     method_src[m].client_streams
-                                                         ? GRPC_SRM_PAYLOAD_NONE
-                                                         : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
-                                                     0);
-            if (registered == NULL) {
-                snprintf(err, errlen, "cannot register %s", methods[m].path);
+    for (int m = 0; m < NMETHODS; m++) {
+        served_method *sm = &t->methods[m];
+        if (sm->req) {
+            sm->registered = grpc_server_register_method(t->server, sm->path, NULL,
+                                                         sm->rpc->client_streams
+                                                             ? GRPC_SRM_PAYLOAD_NONE
+                                                             : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+                                                         0);
+            if (sm->registered == NULL) {
+                snprintf(err, errlen, "cannot register %s", sm->path);
                 goto fail_grpc;
             }
         }
         for (int i = 0; i < REQ_SLOTS; i++) {
             req_slot *s = &t->slots[m][i];
             s->t = t;
-            s->method = m;
-            s->registered = registered;
+            s->method = sm;
         }
     }
     grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
@@ -491,7 +473,7 @@ baton_transport *transport_new(struct event_base *base, baton_engine *engine, co
         goto fail_grpc;
     }
     grpc_server_start(t->server);
-    for (int m = 0; m <= M_COUNT; m++)
+    for (int m = 0; m < NMETHODS; m++)
         for (int i = 0; i < REQ_SLOTS; i++)
             post_request(t, &t->slots[m][i]);
     engine_set_serving_cb(engine, on_serving, t);
