@@ -168,6 +168,21 @@ typedef struct completion {
     int ok;
 } completion;
 
+/*
+ * Where the transport's shutdown stands. Only forward, one step at a time;
+ * gRPC's own shutdown notification (server_notified) arrives independently
+ * of these steps and is awaited in SHUT_SERVER.
+ */
+enum shutdown_phase {
+    SHUT_NONE,   /* serving */
+    SHUT_ENGINE, /* transport_shutdown ran: the engine ends its waiters and watches */
+    SHUT_CALLS,  /* the engine is done: calls end (grace_ev cancels them after SHUTDOWN_GRACE_MS) */
+    SHUT_FLUSH,  /* every call is over: grace_ev ends the flush (SHUTDOWN_FLUSH_MS) */
+    SHUT_SERVER, /* flushed and connections dropped: wait for gRPC's tag and the posted requests */
+    SHUT_QUEUE,  /* the completion queue is shut down: the pump drains it and exits */
+    SHUT_DONE,   /* pump joined, server and queue destroyed, `done` called */
+};
+
 struct baton_transport {
     struct event_base *base;
     baton_engine *engine;
@@ -195,16 +210,18 @@ struct baton_transport {
     size_t ncalls;
 
     /* shutdown */
-    int shutting, shutdown_tag_done, engine_done, cq_shut, finished;
-    int flush_armed; /* every call is over: grace_ev now ends the flush (SHUTDOWN_FLUSH_MS) */
-    int flushed;     /* ...and it has: drop idle connections, shut the queue */
-    int dropped;     /* grpc_server_cancel_all_calls done after the flush */
+    enum shutdown_phase shut;
+    int server_notified; /* grpc_server_shutdown_and_notify's tag arrived (any time after SHUT_ENGINE) */
     struct event *grace_ev;
     void (*done)(void *ud);
     void *done_ud;
 };
 
 /* transport.c */
+static inline int transport__shutting(const baton_transport *t)
+{
+    return t->shut != SHUT_NONE;
+}
 void maybe_finish_shutdown(baton_transport *t);
 
 /* call.c */

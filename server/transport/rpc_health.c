@@ -86,7 +86,7 @@ static void health_watch_start(tcall *c, ProtobufCMessage *m)
     health_push(c, known ? health_status(t)
                          : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN);
     /* Shutdown may already have ended the other streams (on_engine_done). */
-    if (t->shutting)
+    if (transport__shutting(t))
         call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");
 }
 

@@ -314,8 +314,8 @@ static void watch_start(tcall *c, ProtobufCMessage *m)
     const char *prefix = key == NULL ? r->prefix : NULL;
     engine_watch *w = engine_watch_start(t->engine, key, prefix, watch_event, watch_ended, c);
     if (w == NULL) {
-        call_finish(c, t->shutting ? BATON_E_UNAVAILABLE : BATON_E_NOMEM,
-                    t->shutting ? "server shutting down" : "cannot start watch");
+        call_finish(c, transport__shutting(t) ? BATON_E_UNAVAILABLE : BATON_E_NOMEM,
+                    transport__shutting(t) ? "server shutting down" : "cannot start watch");
         return;
     }
     c->eng.watch = w;

@@ -159,7 +159,7 @@ static void sop_answer(sop *op, Baton__V1__SessionResponse *r, int queued, int d
         return;
     }
     r->id = op->id;
-    c->shut_owed |= c->t->shutting;
+    c->shut_owed |= transport__shutting(c->t);
     push_msg(c, &r->base, queued, op, deliver);
 }
 
@@ -378,7 +378,7 @@ void on_recv(tcall *c, int ok)
 
 static void session_start(tcall *c, ProtobufCMessage *unused)
 {
-    if (c->t->shutting)
+    if (transport__shutting(c->t))
         call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");
     else
         session_recv_arm(c);

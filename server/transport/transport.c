@@ -132,7 +132,7 @@ static void on_request(req_slot *s, int ok)
     if (s->method->req == NULL)
         grpc_call_details_destroy(&s->details);
     t->nposted--;
-    if (!t->shutting)
+    if (!transport__shutting(t))
         post_request(t, s); /* keep REQ_SLOTS requests posted per method */
 
     if (ok && call) {
@@ -202,7 +202,7 @@ static void final_teardown(baton_transport *t)
     t->server = NULL;
     grpc_completion_queue_destroy(t->cq);
     t->cq = NULL;
-    t->finished = 1;
+    t->shut = SHUT_DONE;
     LOG_DEBUG("transport: stopped");
     if (t->done)
         t->done(t->done_ud);
@@ -219,7 +219,7 @@ static void dispatch_tag(baton_transport *t, void *tag, int ok)
     case TAG_MD: call_unref(p); break;
     case TAG_RECV: on_recv(p, ok); break;
     case TAG_SHUTDOWN:
-        t->shutdown_tag_done = 1;
+        t->server_notified = 1;
         maybe_finish_shutdown(t);
         break;
     default: LOG_ERROR("transport: unknown tag %p", tag); break;
@@ -246,7 +246,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     t->work_cap = cap;
     for (size_t i = 0; i < n; i++)
         dispatch_tag(t, batch[i].tag, batch[i].ok);
-    if (exited && !t->finished)
+    if (exited && t->shut != SHUT_DONE)
         final_teardown(t);
 }
 
@@ -254,33 +254,21 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 
 void maybe_finish_shutdown(baton_transport *t)
 {
-    if (!t->shutting || !t->engine_done || t->ncalls != 0 || t->cq_shut)
+    if (t->shut < SHUT_CALLS || t->shut >= SHUT_QUEUE || t->ncalls != 0)
         return;
-    if (!t->flushed) {
+    if (t->shut == SHUT_CALLS) {
         /* Every call is over, but the last statuses and messages may still
          * sit in gRPC's write buffers: tearing the server down now can close
          * a connection before they leave, and the client then sees only
          * "Socket closed". Give them SHUTDOWN_FLUSH_MS. */
-        if (!t->flush_armed) {
-            t->flush_armed = 1;
-            struct timeval tv = {0, SHUTDOWN_FLUSH_MS * 1000};
-            evtimer_add(t->grace_ev, &tv); /* (re-arms the pending grace timer) */
-        }
+        t->shut = SHUT_FLUSH;
+        struct timeval tv = {0, SHUTDOWN_FLUSH_MS * 1000};
+        evtimer_add(t->grace_ev, &tv); /* (re-arms the pending grace timer) */
         return;
     }
-    if (!t->shutdown_tag_done) {
-        /* Only connections keep gRPC's shutdown waiting now, and a client
-         * that is not polling (an idle libbaton) never answers the GOAWAY:
-         * drop them instead of waiting out the grace. */
-        if (!t->dropped) {
-            t->dropped = 1;
-            grpc_server_cancel_all_calls(t->server);
-        }
+    if (t->shut == SHUT_FLUSH || !t->server_notified || t->nposted != 0)
         return;
-    }
-    if (t->nposted != 0)
-        return;
-    t->cq_shut = 1;
+    t->shut = SHUT_QUEUE;
     if (t->grace_ev)
         evtimer_del(t->grace_ev);
     grpc_completion_queue_shutdown(t->cq); /* the pump drains it and exits */
@@ -289,10 +277,15 @@ void maybe_finish_shutdown(baton_transport *t)
 static void on_grace(evutil_socket_t fd, short what, void *arg)
 {
     baton_transport *t = arg;
-    if (t->cq_shut)
+    if (t->shut >= SHUT_QUEUE)
         return;
-    if (t->flush_armed && !t->flushed && t->ncalls == 0) {
-        t->flushed = 1;
+    if (t->shut == SHUT_FLUSH && t->ncalls == 0) {
+        t->shut = SHUT_SERVER;
+        /* Only connections can keep gRPC's shutdown waiting now, and a
+         * client that is not polling (an idle libbaton) never answers the
+         * GOAWAY: drop them instead of waiting out the grace. */
+        if (!t->server_notified)
+            grpc_server_cancel_all_calls(t->server);
         maybe_finish_shutdown(t);
         return;
     }
@@ -304,9 +297,9 @@ static void on_grace(evutil_socket_t fd, short what, void *arg)
 static void on_engine_done(void *ud)
 {
     baton_transport *t = ud;
-    if (t->engine_done)
+    if (t->shut >= SHUT_CALLS)
         return;
-    t->engine_done = 1;
+    t->shut = SHUT_CALLS;
     struct timeval tv = {SHUTDOWN_GRACE_MS / 1000, (SHUTDOWN_GRACE_MS % 1000) * 1000};
     evtimer_add(t->grace_ev, &tv);
     /* The engine has ended every waiter and watch it knew about, except LEASE
@@ -328,9 +321,9 @@ static void on_engine_done(void *ud)
 
 void transport_shutdown(baton_transport *t, void (*done)(void *ud), void *ud)
 {
-    if (t->shutting)
+    if (t->shut != SHUT_NONE)
         return;
-    t->shutting = 1;
+    t->shut = SHUT_ENGINE;
     t->done = done;
     t->done_ud = ud;
     LOG_INFO("transport: shutting down (%zu open calls)", t->ncalls);
