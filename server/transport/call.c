@@ -8,7 +8,7 @@
 #include "pb_codec.h"
 
 /* The one place where internal errors become gRPC status codes. */
-grpc_status_code status_of(int err)
+grpc_status_code call_status_of(int err)
 {
     switch (err) {
     case BATON_OK: return GRPC_STATUS_OK;
@@ -44,7 +44,7 @@ tcall *call_new(baton_transport *t, grpc_call *call, const served_method *method
     return c;
 }
 
-void outbox_clear(tcall *c)
+void call_outbox_clear(tcall *c)
 {
     while (c->head) {
         outmsg *m = c->head;
@@ -66,7 +66,7 @@ static void call_free(tcall *c)
     if (c->next)
         c->next->prev = c->prev;
     t->ncalls--;
-    outbox_clear(c);
+    call_outbox_clear(c);
     if (c->sending)
         grpc_byte_buffer_destroy(c->sending);
     if (c->recv_buf)
@@ -75,7 +75,7 @@ static void call_free(tcall *c)
     map_free(&c->sops);
     grpc_call_unref(c->call);
     free(c);
-    maybe_finish_shutdown(t);
+    transport__maybe_finish_shutdown(t);
 }
 
 void call_unref(tcall *c)
@@ -85,9 +85,9 @@ void call_unref(tcall *c)
 }
 
 /* Starts a batch whose completion arrives with `kind`; takes a reference. */
-int call_batch(tcall *c, const grpc_op *ops, size_t n, int kind)
+int call_batch(tcall *c, const grpc_op *batch, size_t n, int kind)
 {
-    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, TAG(c, kind), NULL);
+    grpc_call_error e = grpc_call_start_batch(c->call, batch, n, TAG(c, kind), NULL);
     if (e != GRPC_CALL_OK) {
         LOG_ERROR("transport: grpc_call_start_batch (kind %d) failed: %d", kind, (int)e);
         return -1;
@@ -99,30 +99,30 @@ int call_batch(tcall *c, const grpc_op *ops, size_t n, int kind)
 /* Sends the final status now (plus initial metadata if not sent yet, plus
  * `bb` as the one response message of a unary call; ownership of bb passes
  * to the call). */
-void send_status(tcall *c, grpc_status_code code, const char *msg, grpc_byte_buffer *bb)
+void call_send_status(tcall *c, grpc_status_code code, const char *msg, grpc_byte_buffer *bb)
 {
-    grpc_op ops[3];
+    grpc_op batch[3];
     size_t n = 0;
-    memset(ops, 0, sizeof ops);
+    memset(batch, 0, sizeof batch);
     if (!c->md_sent) {
-        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        batch[n].op = GRPC_OP_SEND_INITIAL_METADATA;
         n++;
         c->md_sent = 1;
     }
     if (bb) {
-        ops[n].op = GRPC_OP_SEND_MESSAGE;
-        ops[n].data.send_message.send_message = bb;
+        batch[n].op = GRPC_OP_SEND_MESSAGE;
+        batch[n].data.send_message.send_message = bb;
         n++;
     }
     /* The details slice is not retained past start_batch (grpc_types.h). */
     grpc_slice details = grpc_slice_from_copied_string(msg ? msg : "");
-    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
-    ops[n].data.send_status_from_server.status = code;
-    ops[n].data.send_status_from_server.status_details = msg ? &details : NULL;
+    batch[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    batch[n].data.send_status_from_server.status = code;
+    batch[n].data.send_status_from_server.status_details = msg ? &details : NULL;
     n++;
     c->phase = CALL_STATUS;
     c->sending = bb;
-    if (call_batch(c, ops, n, TAG_STATUS) != 0) {
+    if (call_batch(c, batch, n, TAG_STATUS) != 0) {
         c->sending = NULL;
         if (bb)
             grpc_byte_buffer_destroy(bb);
@@ -138,7 +138,7 @@ void call_finish(tcall *c, int err, const char *msg)
     if (!call_can_send(c))
         return;
     if (c->sending == NULL && c->head == NULL) {
-        send_status(c, status_of(err), msg, NULL);
+        call_send_status(c, call_status_of(err), msg, NULL);
         return;
     }
     c->phase = CALL_ENDING;
@@ -157,40 +157,40 @@ static void call_kick(tcall *c)
     if (c->head == NULL)
         c->tail = NULL;
     c->nout--;
-    grpc_op ops[2];
+    grpc_op batch[2];
     size_t n = 0;
-    memset(ops, 0, sizeof ops);
+    memset(batch, 0, sizeof batch);
     if (!c->md_sent) {
-        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        batch[n].op = GRPC_OP_SEND_INITIAL_METADATA;
         n++;
         c->md_sent = 1;
     }
-    ops[n].op = GRPC_OP_SEND_MESSAGE;
-    ops[n].data.send_message.send_message = m->bb;
+    batch[n].op = GRPC_OP_SEND_MESSAGE;
+    batch[n].data.send_message.send_message = m->bb;
     n++;
     c->sending = m->bb;
-    c->sending_op = m->deliver ? m->op : NULL;
+    c->sending_sop = m->deliver ? m->sop : NULL;
     free(m);
-    if (call_batch(c, ops, n, TAG_SEND) != 0) {
+    if (call_batch(c, batch, n, TAG_SEND) != 0) {
         grpc_byte_buffer_destroy(c->sending);
         c->sending = NULL;
-        c->sending_op = NULL; /* still in c->sops: the end of the call releases it */
+        c->sending_sop = NULL;           /* still in c->sops: the end of the call releases it */
         grpc_call_cancel(c->call, NULL); /* RECV_CLOSE then reports the end */
     }
 }
 
 /* Queues one stream message. `queued` marks an AcquireEvent{queued} that a
- * later one (of the same Session operation `op`) may replace while both wait
+ * later one (of the same Session operation `sop`) may replace while both wait
  * in the outbox: only the newest position matters. `deliver`: a Session's
- * LEASE Granted for `op` (see on_send_done). Nothing is queued once the call
+ * LEASE Granted for `sop` (see call_on_send_done). Nothing is queued once the call
  * is over; on OOM the call is cancelled (its end then releases the engine's
  * side). */
-void push_msg(tcall *c, const ProtobufCMessage *msg, int queued, sop *op, int deliver)
+void call_push_sop(tcall *c, const ProtobufCMessage *msg, int queued, session_op *sop, int deliver)
 {
     if (!call_can_send(c))
         return;
     grpc_byte_buffer *bb = pb_encode(msg);
-    if (queued && c->tail && c->tail->queued && c->tail->op == op) {
+    if (queued && c->tail && c->tail->queued && c->tail->sop == sop) {
         grpc_byte_buffer_destroy(c->tail->bb);
         c->tail->bb = bb;
         return;
@@ -203,7 +203,7 @@ void push_msg(tcall *c, const ProtobufCMessage *msg, int queued, sop *op, int de
     }
     m->bb = bb;
     m->queued = queued;
-    m->op = op;
+    m->sop = sop;
     m->deliver = deliver;
     if (c->tail)
         c->tail->next = m;
@@ -216,16 +216,15 @@ void push_msg(tcall *c, const ProtobufCMessage *msg, int queued, sop *op, int de
 
 void call_push(tcall *c, const ProtobufCMessage *msg, int queued)
 {
-    push_msg(c, msg, queued, NULL, 0);
+    call_push_sop(c, msg, queued, NULL, 0);
 }
-
 
 /* The client is gone (cancel, deadline, broken connection, failed write). */
 static void call_gone(tcall *c)
 {
     if (c->phase != CALL_GONE) {
         c->phase = CALL_GONE;
-        outbox_clear(c);
+        call_outbox_clear(c);
         free(c->pend_msg);
         c->pend_msg = NULL;
     }
@@ -233,7 +232,7 @@ static void call_gone(tcall *c)
         c->method->rpc->release(c);
 }
 
-void on_close(tcall *c, int ok)
+void call_on_close(tcall *c, int ok)
 {
     /* RECV_CLOSE completes when the stream is closed both ways: after our
      * status, or because the client went away. Either way nothing more may be
@@ -247,12 +246,12 @@ void on_close(tcall *c, int ok)
     call_unref(c);
 }
 
-void on_send_done(tcall *c, int ok)
+void call_on_send_done(tcall *c, int ok)
 {
     grpc_byte_buffer_destroy(c->sending);
     c->sending = NULL;
-    sop *delivered = c->sending_op;
-    c->sending_op = NULL;
+    session_op *delivered = c->sending_sop;
+    c->sending_sop = NULL;
     if (ok && delivered)
         c->method->rpc->delivered(c, delivered);
     if (!ok) {
@@ -260,7 +259,7 @@ void on_send_done(tcall *c, int ok)
     } else if (c->head) {
         call_kick(c);
     } else if (c->phase == CALL_ENDING) {
-        send_status(c, status_of(c->pend_err), c->pend_msg, NULL);
+        call_send_status(c, call_status_of(c->pend_err), c->pend_msg, NULL);
         free(c->pend_msg);
         c->pend_msg = NULL;
     } else if (c->method->rpc->drained) {
@@ -269,7 +268,7 @@ void on_send_done(tcall *c, int ok)
     call_unref(c);
 }
 
-void on_status_done(tcall *c, int ok)
+void call_on_status_done(tcall *c, int ok)
 {
     if (c->sending) {
         grpc_byte_buffer_destroy(c->sending);
@@ -278,11 +277,11 @@ void on_status_done(tcall *c, int ok)
     call_unref(c);
 }
 
-void unary_reply(tcall *c, const ProtobufCMessage *resp)
+void call_reply(tcall *c, const ProtobufCMessage *resp)
 {
     if (!call_can_send(c))
         return;
-    send_status(c, GRPC_STATUS_OK, NULL, pb_encode(resp));
+    call_send_status(c, GRPC_STATUS_OK, NULL, pb_encode(resp));
 }
 
 /* What shutdown does to a call whose method has no `shutdown` hook: end it

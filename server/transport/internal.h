@@ -19,19 +19,19 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "transport.h"
 
-#define WATCH_OUTBOX_MAX 4096  /* queued LockEvents before a watcher is cut off */
+#define WATCH_OUTBOX_MAX 4096   /* queued LockEvents before a watcher is cut off */
 #define SESSION_BUSY_MAX 64     /* Session renewals, releases and unsent grants before reads pause */
 #define SESSION_WAIT_MAX 1024   /* Session acquires waiting at once; more are refused */
 #define SESSION_OUTBOX_MAX 4096 /* unsent Session responses before the session is cut off */
-#define SHUTDOWN_GRACE_MS 2000 /* after the engine is done: time for statuses in flight */
-#define SHUTDOWN_FLUSH_MS 20   /* once every call is over: time for their last statuses to leave */
+#define SHUTDOWN_GRACE_MS 2000  /* after the engine is done: time for statuses in flight */
+#define SHUTDOWN_FLUSH_MS 20    /* once every call is over: time for their last statuses to leave */
 #define ERRBUF 512
 
 #define NMETHODS 10 /* the nine served methods and the generic slot */
 
 typedef struct tcall tcall;
-struct sop;
-typedef struct sop sop;
+struct session_op;
+typedef struct session_op session_op;
 
 /*
  * What sets one method apart, in a table next to the method (rpc_lock.c,
@@ -53,13 +53,16 @@ typedef struct rpc_method {
     /* Optional. RECV_CLOSE arrived; clean: after our status, uncancelled.
      * Runs before `release`. */
     void (*closed)(tcall *c, int clean);
+    /* A RECV_MESSAGE started by the method completed (client-streaming
+     * methods only). */
+    void (*received)(tcall *c, int ok);
     /* Optional. The stream is over: let go of the engine's side. Without
      * it, the engine's callback still comes and drops its reference. */
     void (*release)(tcall *c);
     /* Optional. A write completed, the outbox is empty and no status waits. */
     void (*drained)(tcall *c);
     /* Optional. The write of a message queued with `deliver` completed. */
-    void (*delivered)(tcall *c, sop *sop_written);
+    void (*delivered)(tcall *c, session_op *sop_written);
     /* Optional. The engine has shut down; without it the call ends
      * UNAVAILABLE unless the engine still calls back (call_end_at_shutdown). */
     void (*shutdown)(tcall *c);
@@ -68,10 +71,10 @@ typedef struct rpc_method {
 /* A method as this server registered it. */
 typedef struct served_method {
     const rpc_method *rpc;
-    char path[128];                         /* "/<package>.<Service>/<Method>" */
-    const ProtobufCMessageDescriptor *req;  /* NULL: the generic slot */
+    char path[128];                        /* "/<package>.<Service>/<Method>" */
+    const ProtobufCMessageDescriptor *req; /* NULL: the generic slot */
     const char *req_name;
-    void *registered;                       /* grpc_server_register_method's handle */
+    void *registered; /* grpc_server_register_method's handle */
 } served_method;
 
 enum tag_kind {
@@ -90,9 +93,9 @@ enum tag_kind {
 typedef struct outmsg {
     struct outmsg *next;
     grpc_byte_buffer *bb;
-    struct sop *op; /* Session: the operation it answers (NULL elsewhere) */
-    int queued;     /* a Queued (or health status): a newer one of the same op replaces it */
-    int deliver;    /* Session: a LEASE Granted; the lease stays once it is written */
+    struct session_op *sop; /* Session: the operation it answers (NULL elsewhere) */
+    int queued;             /* a Queued (or health status): a newer one of the same sop replaces it */
+    int deliver;            /* Session: a LEASE Granted; the lease stays once it is written */
 } outmsg;
 
 /*
@@ -115,13 +118,13 @@ struct tcall {
         engine_watch *watch; /* Watch: until ended / engine_watch_stop */
     } eng;
     outmsg *head, *tail;
-    grpc_byte_buffer *sending; /* message of the batch in flight (TAG_SEND or TAG_STATUS) */
-    struct sop *sending_op;    /* Session: the LEASE grant in flight, kept once written */
-    map sops;                  /* Session: operations alive, by id (struct sop.node) */
-    uint32_t nbusy;            /* ...Renew / Release in flight and LEASE grants not yet written */
-    uint32_t nwait;            /* ...acquires waiting for their grant */
-    grpc_byte_buffer *recv_buf; /* Session: target of the armed RECV_MESSAGE */
-    char *pend_msg;            /* status to send once the outbox is empty */
+    grpc_byte_buffer *sending;      /* message of the batch in flight (TAG_SEND or TAG_STATUS) */
+    struct session_op *sending_sop; /* Session: the LEASE grant in flight, kept once written */
+    map sops;                       /* Session: operations alive, by id (struct session_op.node) */
+    uint32_t nbusy;                 /* ...Renew / Release in flight and LEASE grants not yet written */
+    uint32_t nwait;                 /* ...acquires waiting for their grant */
+    grpc_byte_buffer *recv_buf;     /* Session: target of the armed RECV_MESSAGE */
+    char *pend_msg;                 /* status to send once the outbox is empty */
     int pend_err;
     int cancelled; /* RECV_CLOSE_ON_SERVER result */
     uint32_t nout;
@@ -129,10 +132,10 @@ struct tcall {
     const served_method *method;
     uint8_t phase; /* enum call_phase */
     /* Health Watch: HealthCheckResponse statuses (0 = none yet). */
-    uint8_t health_last;       /* the newest status queued or sent */
-    uint8_t health_wire;       /* the newest status out of the outbox (in flight or sent) */
-    unsigned health_known : 1; /* the watched service is one we serve */
-    unsigned md_sent : 1;      /* initial metadata sent (or in flight) */
+    uint8_t health_last;        /* the newest status queued or sent */
+    uint8_t health_wire;        /* the newest status out of the outbox (in flight or sent) */
+    unsigned health_known : 1;  /* the watched service is one we serve */
+    unsigned md_sent : 1;       /* initial metadata sent (or in flight) */
     unsigned engine_ref : 1;    /* the engine may still call back with this call as ud */
     unsigned lease : 1;         /* Acquire in LEASE mode */
     unsigned granted : 1;       /* Acquire: Granted queued */
@@ -141,7 +144,6 @@ struct tcall {
     unsigned recv_closed : 1;   /* Session: the client sends no more (or the read failed) */
     unsigned shut_owed : 1;     /* Session: answered during shutdown (its client is reading) */
 };
-
 
 /*
  * Outstanding requests per method (and for the generic one). Why several: a
@@ -218,11 +220,14 @@ struct baton_transport {
 };
 
 /* transport.c */
+/* Shutdown has begun: new calls end UNAVAILABLE. */
 static inline int transport__shutting(const baton_transport *t)
 {
     return t->shut != SHUT_NONE;
 }
-void maybe_finish_shutdown(baton_transport *t);
+/* Moves shutdown on once calls, requests and gRPC allow; called whenever one
+ * of them ends. */
+void transport__maybe_finish_shutdown(baton_transport *t);
 
 /* call.c */
 /* The one answer to "may this call still send?": queue a message, start a
@@ -231,32 +236,45 @@ static inline int call_can_send(const tcall *c)
 {
     return c->phase == CALL_OPEN;
 }
-grpc_status_code status_of(int err);
+/* The one place where internal errors (baton_err) become gRPC status codes. */
+grpc_status_code call_status_of(int err);
+/* A call with one reference (the dispatch's), in t->calls. NULL on OOM. */
 tcall *call_new(baton_transport *t, grpc_call *call, const served_method *method);
-void outbox_clear(tcall *c);
+/* Frees the call when the last reference goes (never from a hook that got c
+ * from the generic code: that code holds a reference). */
 void call_unref(tcall *c);
-int call_batch(tcall *c, const grpc_op *ops, size_t n, int kind);
-void send_status(tcall *c, grpc_status_code code, const char *msg, grpc_byte_buffer *bb);
+void call_outbox_clear(tcall *c);
+/* Starts a batch whose completion arrives with tag `kind`; takes a reference. */
+int call_batch(tcall *c, const grpc_op *batch, size_t n, int kind);
+/* Sends the final status now (plus initial metadata if not sent yet, plus bb
+ * as the one response of a unary call; bb passes to the call). */
+void call_send_status(tcall *c, grpc_status_code code, const char *msg, grpc_byte_buffer *bb);
+/* Ends the call with err once the outbox is empty; nothing if it cannot send. */
 void call_finish(tcall *c, int err, const char *msg);
-void push_msg(tcall *c, const ProtobufCMessage *msg, int queued, sop *op, int deliver);
+/* Queues one stream message (see call.c); call_push_sop for a Session answer. */
 void call_push(tcall *c, const ProtobufCMessage *msg, int queued);
+void call_push_sop(tcall *c, const ProtobufCMessage *msg, int queued, session_op *sop, int deliver);
+/* The one response and OK status of a unary call. */
+void call_reply(tcall *c, const ProtobufCMessage *resp);
+/* The default of rpc_method.shutdown. */
 void call_end_at_shutdown(tcall *c);
-void on_close(tcall *c, int ok);
-void on_send_done(tcall *c, int ok);
-void on_status_done(tcall *c, int ok);
-void unary_reply(tcall *c, const ProtobufCMessage *resp);
+/* Completions of the call's batches (TAG_CLOSE, TAG_SEND, TAG_STATUS). */
+void call_on_close(tcall *c, int ok);
+void call_on_send_done(tcall *c, int ok);
+void call_on_status_done(tcall *c, int ok);
 
 /* rpc_lock.c */
-extern const rpc_method acquire_rpc, renew_rpc, release_rpc, watch_rpc, describe_rpc, force_release_rpc;
-void granted_msg(const engine_grant *g, Baton__V1__Granted *gr);
+extern const rpc_method transport__acquire_rpc, transport__renew_rpc, transport__release_rpc,
+    transport__watch_rpc, transport__describe_rpc, transport__force_release_rpc;
+/* The Granted message of an engine grant (pointing into g). */
+void transport__granted_msg(const engine_grant *g, Baton__V1__Granted *gr);
 
 /* rpc_session.c */
-extern const rpc_method session_rpc;
-void session_abort(tcall *c, grpc_status_code code, const char *msg);
-void on_recv(tcall *c, int ok);
+extern const rpc_method transport__session_rpc;
 
 /* rpc_health.c */
-extern const rpc_method health_check_rpc, health_watch_rpc;
-void on_serving(void *ud, int serving);
+extern const rpc_method transport__health_check_rpc, transport__health_watch_rpc;
+/* engine_set_serving_cb: tells every health Watch. */
+void transport__on_serving(void *ud, int serving);
 
 #endif

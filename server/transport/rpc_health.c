@@ -44,7 +44,7 @@ static void health_push(tcall *c, uint8_t status)
     if (c->nout == 0) {
         c->health_wire = c->health_last; /* everything older has left the outbox */
     } else if (status == c->health_wire) {
-        outbox_clear(c); /* back to what the client already has: drop the waiting one */
+        call_outbox_clear(c); /* back to what the client already has: drop the waiting one */
         c->health_last = status;
         return;
     }
@@ -55,13 +55,13 @@ static void health_push(tcall *c, uint8_t status)
 }
 
 /* engine_set_serving_cb: the serving status changed; tell every Watch. */
-void on_serving(void *ud, int serving)
+void transport__on_serving(void *ud, int serving)
 {
     baton_transport *t = ud;
     LOG_INFO("transport: health %s", serving ? "SERVING" : "NOT_SERVING");
     uint8_t status = health_status(t);
     for (tcall *c = t->calls; c; c = c->next)
-        if (c->method->rpc == &health_watch_rpc && c->health_known)
+        if (c->method->rpc == &transport__health_watch_rpc && c->health_known)
             health_push(c, status);
 }
 
@@ -69,12 +69,12 @@ static void health_check_start(tcall *c, ProtobufCMessage *m)
 {
     Grpc__Health__V1__HealthCheckRequest *r = (Grpc__Health__V1__HealthCheckRequest *)m;
     if (!health_known_service(r->service)) {
-        send_status(c, GRPC_STATUS_NOT_FOUND, "unknown service", NULL);
+        call_send_status(c, GRPC_STATUS_NOT_FOUND, "unknown service", NULL);
         return;
     }
     Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
     resp.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)health_status(c->t);
-    unary_reply(c, &resp.base);
+    call_reply(c, &resp.base);
 }
 
 static void health_watch_start(tcall *c, ProtobufCMessage *m)
@@ -90,5 +90,7 @@ static void health_watch_start(tcall *c, ProtobufCMessage *m)
         call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");
 }
 
-const rpc_method health_check_rpc = {&grpc__health__v1__health__descriptor, "Check", .start = health_check_start};
-const rpc_method health_watch_rpc = {&grpc__health__v1__health__descriptor, "Watch", .start = health_watch_start};
+const rpc_method transport__health_check_rpc = {&grpc__health__v1__health__descriptor, "Check",
+                                                .start = health_check_start};
+const rpc_method transport__health_watch_rpc = {&grpc__health__v1__health__descriptor, "Watch",
+                                                .start = health_watch_start};

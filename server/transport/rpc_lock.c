@@ -10,7 +10,7 @@
 /* ---------------------------------------------------------------- Acquire */
 
 /* The Granted message of an engine grant (pointing into g). */
-void granted_msg(const engine_grant *g, Baton__V1__Granted *gr)
+void transport__granted_msg(const engine_grant *g, Baton__V1__Granted *gr)
 {
     baton__v1__granted__init(gr);
     gr->key = (char *)g->key;
@@ -35,20 +35,19 @@ static void acq_granted(void *ud, const engine_grant *g)
 {
     tcall *c = ud;
     Baton__V1__Granted gr;
-    granted_msg(g, &gr);
+    transport__granted_msg(g, &gr);
     Baton__V1__AcquireEvent ev = BATON__V1__ACQUIRE_EVENT__INIT;
     ev.event_case = BATON__V1__ACQUIRE_EVENT__EVENT_GRANTED;
     ev.granted = &gr;
     c->granted = 1;
-    if (c->lease && call_can_send(c) && c->sending == NULL &&
-        c->head == NULL) {
+    if (c->lease && call_can_send(c) && c->sending == NULL && c->head == NULL) {
         /* Nothing else in flight: Granted and the OK status go out in one
          * batch, one write and one completion instead of two round trips
          * through the pump (this halves a lease Acquire's latency). Whether
          * the lease stays is still decided when the stream has closed
-         * (on_close): a client that cancels meanwhile may never read it. */
+         * (call_on_close): a client that cancels meanwhile may never read it. */
         c->lease_ok_sent = 1;
-        send_status(c, GRPC_STATUS_OK, NULL, pb_encode(&ev.base));
+        call_send_status(c, GRPC_STATUS_OK, NULL, pb_encode(&ev.base));
         return;
     }
     /* On OOM the call is cancelled and RECV_CLOSE releases the grant. */
@@ -124,7 +123,7 @@ static void acquire_drained(tcall *c)
     }
 }
 
-const rpc_method acquire_rpc = {
+const rpc_method transport__acquire_rpc = {
     .service = &baton__v1__lock_service__descriptor,
     .name = "Acquire",
     .start = acquire_start,
@@ -164,7 +163,7 @@ static void renew_done(void *ud, int err, const char *msg, int64_t ttl_ms)
     } else {
         Baton__V1__RenewResponse r = BATON__V1__RENEW_RESPONSE__INIT;
         r.ttl_ms = ttl_ms;
-        unary_reply(c, &r.base);
+        call_reply(c, &r.base);
     }
     unary_done(c);
 }
@@ -178,7 +177,7 @@ static void release_done(void *ud, int err, const char *msg, int64_t ttl_ms)
     } else {
         Baton__V1__ReleaseResponse r = BATON__V1__RELEASE_RESPONSE__INIT;
         r.released = 1;
-        unary_reply(c, &r.base);
+        call_reply(c, &r.base);
     }
     unary_done(c);
 }
@@ -195,7 +194,7 @@ static void describe_done(void *ud, int err, const char *msg, const store_descri
         r.fencing = res->fencing;
         r.ttl_ms = res->ttl_ms;
         r.waiters = res->waiters;
-        unary_reply(c, &r.base);
+        call_reply(c, &r.base);
     }
     unary_done(c);
 }
@@ -249,11 +248,13 @@ static void describe_start(tcall *c, ProtobufCMessage *m)
     unary_started(c, engine_describe(c->t->engine, r->key, describe_done, c, &emsg), emsg);
 }
 
-const rpc_method renew_rpc = {&baton__v1__lock_service__descriptor, "Renew", .start = renew_start};
-const rpc_method release_rpc = {&baton__v1__lock_service__descriptor, "Release", .start = release_start};
-const rpc_method force_release_rpc = {&baton__v1__lock_service__descriptor, "ForceRelease",
-                                      .start = force_release_start};
-const rpc_method describe_rpc = {&baton__v1__lock_service__descriptor, "Describe", .start = describe_start};
+const rpc_method transport__renew_rpc = {&baton__v1__lock_service__descriptor, "Renew", .start = renew_start};
+const rpc_method transport__release_rpc = {&baton__v1__lock_service__descriptor, "Release",
+                                           .start = release_start};
+const rpc_method transport__force_release_rpc = {&baton__v1__lock_service__descriptor, "ForceRelease",
+                                                 .start = force_release_start};
+const rpc_method transport__describe_rpc = {&baton__v1__lock_service__descriptor, "Describe",
+                                            .start = describe_start};
 
 /* ---------------------------------------------------------------- Watch */
 
@@ -279,7 +280,7 @@ static void watch_event(void *ud, const store_event *sev)
     if (c->nout >= WATCH_OUTBOX_MAX) {
         /* Drop what the client has not taken; the watch itself is stopped
          * when the stream closes (never from inside the engine's callback). */
-        outbox_clear(c);
+        call_outbox_clear(c);
         call_finish(c, BATON_E_NOMEM, "watch consumer too slow");
         return;
     }
@@ -323,11 +324,11 @@ static void watch_start(tcall *c, ProtobufCMessage *m)
     c->refs++;
     /* Initial metadata now, so a client can tell that its watch is live
      * before the first event. */
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    grpc_op md;
+    memset(&md, 0, sizeof md);
+    md.op = GRPC_OP_SEND_INITIAL_METADATA;
     c->md_sent = 1;
-    if (call_batch(c, &op, 1, TAG_MD) != 0)
+    if (call_batch(c, &md, 1, TAG_MD) != 0)
         c->md_sent = 0;
 }
 
@@ -348,7 +349,7 @@ static void watch_shutdown(tcall *c)
     call_end_at_shutdown(c);
 }
 
-const rpc_method watch_rpc = {
+const rpc_method transport__watch_rpc = {
     .service = &baton__v1__lock_service__descriptor,
     .name = "Watch",
     .start = watch_start,

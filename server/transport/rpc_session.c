@@ -15,9 +15,9 @@
  * session-held (STREAM) lock once it ends, Renew / Release once the engine
  * called back.
  */
-struct sop {
-    map_node node;      /* c->sops, by map_hash_u64(id) */
-    struct sop *ending; /* session_end_ops: the next acquire to end */
+struct session_op {
+    map_node node;             /* c->sops, by map_hash_u64(id) */
+    struct session_op *ending; /* session_end_ops: the next acquire to end */
     tcall *c;
     uint64_t id;
     engine_waiter *w; /* Acquire: until finished / engine_acquire_end */
@@ -51,14 +51,13 @@ static const engine_acquire_sink session_sink;
 
 static void session_recv_arm(tcall *c)
 {
-    if (c->recv_armed || c->recv_closed || !call_can_send(c) ||
-        c->nbusy >= SESSION_BUSY_MAX)
+    if (c->recv_armed || c->recv_closed || !call_can_send(c) || c->nbusy >= SESSION_BUSY_MAX)
         return;
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_RECV_MESSAGE;
-    op.data.recv_message.recv_message = &c->recv_buf;
-    if (call_batch(c, &op, 1, TAG_RECV) != 0) {
+    grpc_op recv;
+    memset(&recv, 0, sizeof recv);
+    recv.op = GRPC_OP_RECV_MESSAGE;
+    recv.data.recv_message.recv_message = &c->recv_buf;
+    if (call_batch(c, &recv, 1, TAG_RECV) != 0) {
         c->recv_closed = 1;
         grpc_call_cancel(c->call, NULL); /* RECV_CLOSE then ends it */
         return;
@@ -76,14 +75,14 @@ static void session_settle(tcall *c)
         session_recv_arm(c);
 }
 
-/* Ends the session from our side; the end of the call (on_close) releases
+/* Ends the session from our side; the end of the call (call_on_close) releases
  * what its operations hold. */
-void session_abort(tcall *c, grpc_status_code code, const char *msg)
+static void session_abort(tcall *c, grpc_status_code code, const char *msg)
 {
     if (c->phase == CALL_GONE)
         return;
     LOG_DEBUG("transport: session %p ended: %s", (void *)c, msg);
-    outbox_clear(c);
+    call_outbox_clear(c);
     c->phase = CALL_GONE; /* send nothing more; call_gone still lets go of the engine */
     grpc_call_cancel_with_status(c->call, code, msg, NULL);
 }
@@ -94,149 +93,149 @@ void session_abort(tcall *c, grpc_status_code code, const char *msg)
  * `answered`. */
 
 /* The operation in flight with this id (not yet answered for good), or NULL. */
-static sop *sop_find(tcall *c, uint64_t id)
+static session_op *sop_find(tcall *c, uint64_t id)
 {
     uint64_t h = map_hash_u64(id);
     for (map_node *n = map_first(&c->sops, h); n; n = map_next(n, h)) {
-        sop *o = MAP_ENTRY(n, sop, node);
+        session_op *o = MAP_ENTRY(n, session_op, node);
         if (o->id == id && !o->answered)
             return o;
     }
     return NULL;
 }
 
-static sop *sop_new(tcall *c, uint64_t id, int kind)
+static session_op *sop_new(tcall *c, uint64_t id, int kind)
 {
-    sop *op = calloc(1, sizeof *op);
-    if (op == NULL)
+    session_op *sop = calloc(1, sizeof *sop);
+    if (sop == NULL)
         return NULL;
-    op->id = id;
-    if (map_insert(&c->sops, &op->node, map_hash_u64(id)) != 0) {
-        free(op);
+    sop->id = id;
+    if (map_insert(&c->sops, &sop->node, map_hash_u64(id)) != 0) {
+        free(sop);
         return NULL;
     }
-    op->c = c;
-    op->kind = (uint8_t)kind;
+    sop->c = c;
+    sop->kind = (uint8_t)kind;
     if (kind == SOP_ACQUIRE) {
-        op->waiting = 1;
+        sop->waiting = 1;
         c->nwait++;
     } else {
-        op->busy = 1;
+        sop->busy = 1;
         c->nbusy++;
     }
     c->refs++;
-    return op;
+    return sop;
 }
 
-static void sop_idle(sop *op)
+static void sop_idle(session_op *sop)
 {
-    if (op->busy) {
-        op->busy = 0;
-        op->c->nbusy--;
+    if (sop->busy) {
+        sop->busy = 0;
+        sop->c->nbusy--;
     }
-    if (op->waiting) {
-        op->waiting = 0;
-        op->c->nwait--;
+    if (sop->waiting) {
+        sop->waiting = 0;
+        sop->c->nwait--;
     }
 }
 
-static void sop_free(sop *op)
+static void sop_free(session_op *sop)
 {
-    tcall *c = op->c;
-    sop_idle(op);
-    map_remove(&c->sops, &op->node);
-    free(op);
+    tcall *c = sop->c;
+    sop_idle(sop);
+    map_remove(&c->sops, &sop->node);
+    free(sop);
     session_settle(c);
     call_unref(c); /* the operation's reference; never the last (RECV_CLOSE holds one) */
 }
 
-/* Queues a response to op, or cuts off a client that does not read. */
-static void sop_answer(sop *op, Baton__V1__SessionResponse *r, int queued, int deliver)
+/* Queues a response to sop, or cuts off a client that does not read. */
+static void sop_answer(session_op *sop, Baton__V1__SessionResponse *r, int queued, int deliver)
 {
-    tcall *c = op->c;
+    tcall *c = sop->c;
     if (c->nout >= SESSION_OUTBOX_MAX) {
         session_abort(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "session: the client does not read its responses");
         return;
     }
-    r->id = op->id;
+    r->id = sop->id;
     c->shut_owed |= transport__shutting(c->t);
-    push_msg(c, &r->base, queued, op, deliver);
+    call_push_sop(c, &r->base, queued, sop, deliver);
 }
 
-/* Answers op with a status and ends it. */
-static void sop_fail(sop *op, int err, const char *msg)
+/* Answers sop with a status and ends it. */
+static void sop_fail(session_op *sop, int err, const char *msg)
 {
     Baton__V1__SessionStatus st = BATON__V1__SESSION_STATUS__INIT;
-    st.code = (int32_t)status_of(err);
+    st.code = (int32_t)call_status_of(err);
     st.message = (char *)(msg ? msg : "");
     Baton__V1__SessionResponse r = BATON__V1__SESSION_RESPONSE__INIT;
     r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_STATUS;
     r.status = &st;
-    sop_answer(op, &r, 0, 0);
-    sop_free(op);
+    sop_answer(sop, &r, 0, 0);
+    sop_free(sop);
 }
 
 static void sop_queued(void *ud, int64_t position)
 {
-    sop *op = ud;
+    session_op *sop = ud;
     Baton__V1__Queued q = BATON__V1__QUEUED__INIT;
     q.position = position;
     Baton__V1__SessionResponse r = BATON__V1__SESSION_RESPONSE__INIT;
     r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_QUEUED;
     r.queued = &q;
-    sop_answer(op, &r, 1, 0);
+    sop_answer(sop, &r, 1, 0);
 }
 
 static void sop_granted(void *ud, const engine_grant *g)
 {
-    sop *op = ud;
+    session_op *sop = ud;
     Baton__V1__Granted gr;
-    granted_msg(g, &gr);
+    transport__granted_msg(g, &gr);
     Baton__V1__SessionResponse r = BATON__V1__SESSION_RESPONSE__INIT;
     r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_GRANTED;
     r.granted = &gr;
     /* LEASE: answered for good, but the operation lives on (busy) until the
-     * grant is written (on_send_done -> session_delivered); if it never is,
+     * grant is written (call_on_send_done -> session_delivered); if it never is,
      * the end of the call releases it. STREAM: held by the session from now
      * on; its id stays in use until the hold ends. */
-    sop_idle(op);
-    if (op->lease) {
-        op->answered = 1;
-        op->busy = 1;
-        op->c->nbusy++;
+    sop_idle(sop);
+    if (sop->lease) {
+        sop->answered = 1;
+        sop->busy = 1;
+        sop->c->nbusy++;
     }
-    sop_answer(op, &r, 0, op->lease);
-    session_settle(op->c);
+    sop_answer(sop, &r, 0, sop->lease);
+    session_settle(sop->c);
 }
 
 static void sop_finished(void *ud, int err, const char *msg)
 {
-    sop *op = ud;
-    op->w = NULL; /* freed by the engine */
-    sop_fail(op, err, msg);
+    session_op *sop = ud;
+    sop->w = NULL; /* freed by the engine */
+    sop_fail(sop, err, msg);
 }
 
 static const engine_acquire_sink session_sink = {sop_queued, sop_granted, sop_finished};
 
 /* A LEASE grant of a session was written: the lease stays. */
-static void session_delivered(tcall *c, sop *op)
+static void session_delivered(tcall *c, session_op *sop)
 {
-    engine_acquire_end(op->w, 0);
-    op->w = NULL;
-    sop_free(op);
+    engine_acquire_end(sop->w, 0);
+    sop->w = NULL;
+    sop_free(sop);
 }
 
 static void sop_hold_result(void *ud, int err, const char *msg, int64_t ttl_ms)
 {
-    sop *op = ud;
+    session_op *sop = ud;
     if (err != BATON_OK) {
-        sop_fail(op, err, msg);
+        sop_fail(sop, err, msg);
         return;
     }
     Baton__V1__SessionResponse r = BATON__V1__SESSION_RESPONSE__INIT;
     Baton__V1__RenewResponse rn = BATON__V1__RENEW_RESPONSE__INIT;
     Baton__V1__ReleaseResponse rl = BATON__V1__RELEASE_RESPONSE__INIT;
-    if (op->kind == SOP_RENEW) {
+    if (sop->kind == SOP_RENEW) {
         rn.ttl_ms = ttl_ms;
         r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_RENEW;
         r.renew = &rn;
@@ -245,8 +244,8 @@ static void sop_hold_result(void *ud, int err, const char *msg, int64_t ttl_ms)
         r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_RELEASE;
         r.release = &rl;
     }
-    sop_answer(op, &r, 0, 0);
-    sop_free(op);
+    sop_answer(sop, &r, 0, 0);
+    sop_free(sop);
 }
 
 /* The client is gone: waiting Acquires leave the queue, grants not yet
@@ -254,26 +253,26 @@ static void sop_hold_result(void *ud, int err, const char *msg, int64_t ttl_ms)
  * sent to Redis still call back (their answer goes nowhere). */
 static void collect_acquire(map_node *n, void *ud)
 {
-    sop *op = MAP_ENTRY(n, sop, node);
-    sop **list = ud;
-    if (op->kind != SOP_ACQUIRE)
+    session_op *sop = MAP_ENTRY(n, session_op, node);
+    session_op **list = ud;
+    if (sop->kind != SOP_ACQUIRE)
         return;
-    op->ending = *list;
-    *list = op;
+    sop->ending = *list;
+    *list = sop;
 }
 
 static void session_end_ops(tcall *c)
 {
-    c->sending_op = NULL;
+    c->sending_sop = NULL;
     c->recv_closed = 1;
     /* Collected first: sop_free changes the map, which map_each forbids. */
-    sop *list = NULL;
+    session_op *list = NULL;
     map_each(&c->sops, collect_acquire, &list);
-    for (sop *op = list, *next; op; op = next) {
-        next = op->ending;
-        engine_acquire_end(op->w, 1);
-        op->w = NULL;
-        sop_free(op);
+    for (session_op *sop = list, *next; sop; sop = next) {
+        next = sop->ending;
+        engine_acquire_end(sop->w, 1);
+        sop->w = NULL;
+        sop_free(sop);
     }
 }
 
@@ -283,14 +282,15 @@ static void session_end_ops(tcall *c)
  * cannot be cancelled (renew, release) or is a LEASE already granted. */
 static void session_cancel(tcall *c, uint64_t id)
 {
-    sop *op = sop_find(c, id);
-    if (op == NULL || op->kind != SOP_ACQUIRE || op->w == NULL)
+    session_op *sop = sop_find(c, id);
+    if (sop == NULL || sop->kind != SOP_ACQUIRE || sop->w == NULL)
         return;
-    int held = !op->waiting; /* granted: a STREAM hold (a LEASE would be answered) */
-    engine_acquire_end(op->w, 1);
-    op->w = NULL;
-    sop_fail(op, BATON_E_CANCELLED,
-             held ? "cancelled by the client: the lock was released" : "cancelled by the client while waiting");
+    int held = !sop->waiting; /* granted: a STREAM hold (a LEASE would be answered) */
+    engine_acquire_end(sop->w, 1);
+    sop->w = NULL;
+    sop_fail(sop, BATON_E_CANCELLED,
+             held ? "cancelled by the client: the lock was released"
+                  : "cancelled by the client while waiting");
 }
 
 static void session_handle(tcall *c, const Baton__V1__SessionRequest *r)
@@ -317,15 +317,15 @@ static void session_handle(tcall *c, const Baton__V1__SessionRequest *r)
         return;
     }
     int full = kind == SOP_ACQUIRE && c->nwait >= SESSION_WAIT_MAX;
-    sop *op = sop_new(c, r->id, kind);
-    if (op == NULL) {
+    session_op *sop = sop_new(c, r->id, kind);
+    if (sop == NULL) {
         session_abort(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     if (full) {
         snprintf(err, sizeof err, "session: %d acquires are already waiting; end some first",
                  SESSION_WAIT_MAX);
-        sop_fail(op, BATON_E_NOMEM, err);
+        sop_fail(sop, BATON_E_NOMEM, err);
         return;
     }
     const char *emsg = err;
@@ -335,24 +335,24 @@ static void session_handle(tcall *c, const Baton__V1__SessionRequest *r)
         engine_waiter *w = NULL;
         rc = validate_acquire(&t->limits, r->acquire, &req, err, sizeof err) != 0
                  ? BATON_E_INVALID
-                 : engine_acquire(t->engine, &req, &session_sink, op, &w, &emsg);
-        op->w = w;
-        op->lease = req.mode == ENGINE_MODE_LEASE;
+                 : engine_acquire(t->engine, &req, &session_sink, sop, &w, &emsg);
+        sop->w = w;
+        sop->lease = req.mode == ENGINE_MODE_LEASE;
     } else if (kind == SOP_RENEW) {
         int64_t ttl;
         rc = validate_renew(&t->limits, r->renew, &ttl, err, sizeof err) != 0
                  ? BATON_E_INVALID
-                 : engine_renew(t->engine, r->renew->key, r->renew->token, ttl, sop_hold_result, op, &emsg);
+                 : engine_renew(t->engine, r->renew->key, r->renew->token, ttl, sop_hold_result, sop, &emsg);
     } else {
         rc = validate_release(r->release, err, sizeof err) != 0
                  ? BATON_E_INVALID
-                 : engine_release(t->engine, r->release->key, r->release->token, sop_hold_result, op, &emsg);
+                 : engine_release(t->engine, r->release->key, r->release->token, sop_hold_result, sop, &emsg);
     }
     if (rc != 0)
-        sop_fail(op, rc, emsg);
+        sop_fail(sop, rc, emsg);
 }
 
-void on_recv(tcall *c, int ok)
+static void session_received(tcall *c, int ok)
 {
     grpc_byte_buffer *bb = c->recv_buf;
     c->recv_buf = NULL;
@@ -398,11 +398,12 @@ static void session_shutdown(tcall *c)
         call_end_at_shutdown(c);
 }
 
-const rpc_method session_rpc = {
+const rpc_method transport__session_rpc = {
     .service = &baton__v1__lock_service__descriptor,
     .name = "Session",
     .client_streams = 1,
     .start = session_start,
+    .received = session_received,
     .release = session_end_ops,
     .delivered = session_delivered,
     .shutdown = session_shutdown,

@@ -1,6 +1,8 @@
 /*
  * gRPC transport: baton.v1.LockService and grpc.health.v1.Health on the
- * engine.
+ * engine. This file: the server, its request slots, the completion pump,
+ * dispatch to the methods' tables, and shutdown. Calls are in call.c, the
+ * methods in rpc_lock.c, rpc_session.c and rpc_health.c.
  *
  * One pump thread sits in grpc_completion_queue_next and hands every
  * (tag, success) to the loop thread through a mutex-protected array and an
@@ -10,7 +12,7 @@
  * Tags are pointers with a kind in their low 3 bits (calls and request slots
  * are at least 8-byte aligned). A call object counts its references: one per
  * batch in flight, one while the engine may still call back, and one while
- * it is being dispatched. It is freed when the count reaches zero.
+ * it is being dispatched. It is freed when the count reaches zero (call.c).
  */
 #include "internal.h"
 
@@ -35,15 +37,18 @@
 /* Any unregistered path: gRPC core would leave it hanging until its deadline. */
 static void unknown_start(tcall *c, ProtobufCMessage *unused)
 {
-    send_status(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method", NULL);
+    call_send_status(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method", NULL);
 }
 
 static const rpc_method unknown_rpc = {.start = unknown_start};
 
 /* What this server serves; the generic slot last. */
 static const rpc_method *const served[NMETHODS] = {
-    &acquire_rpc,      &renew_rpc,        &release_rpc, &watch_rpc,   &describe_rpc, &force_release_rpc,
-    &health_check_rpc, &health_watch_rpc, &session_rpc, &unknown_rpc,
+    &transport__acquire_rpc,      &transport__renew_rpc,
+    &transport__release_rpc,      &transport__watch_rpc,
+    &transport__describe_rpc,     &transport__force_release_rpc,
+    &transport__health_check_rpc, &transport__health_watch_rpc,
+    &transport__session_rpc,      &unknown_rpc,
 };
 
 /* Fills t->methods from served[]. Returns 0, or -1 with the missing method
@@ -56,7 +61,8 @@ static int methods_resolve(baton_transport *t, char *err, size_t errlen)
         sm->rpc = rpc;
         if (rpc->service == NULL)
             continue; /* the generic slot */
-        const ProtobufCMethodDescriptor *md = protobuf_c_service_descriptor_get_method_by_name(rpc->service, rpc->name);
+        const ProtobufCMethodDescriptor *md =
+            protobuf_c_service_descriptor_get_method_by_name(rpc->service, rpc->name);
         if (md == NULL) {
             snprintf(err, errlen, "the proto of %s has no method %s", rpc->service->name, rpc->name);
             return -1;
@@ -80,8 +86,8 @@ static void post_request(baton_transport *t, req_slot *s)
                                      TAG(s, TAG_REQUEST));
     } else {
         /* A client-streaming method has no initial payload (and must not be asked for one). */
-        e = grpc_server_request_registered_call(t->server, s->method->registered, &s->call, &s->deadline, &s->md,
-                                                s->method->rpc->client_streams ? NULL : &s->payload,
+        e = grpc_server_request_registered_call(t->server, s->method->registered, &s->call, &s->deadline,
+                                                &s->md, s->method->rpc->client_streams ? NULL : &s->payload,
                                                 t->cq, t->cq, TAG(s, TAG_REQUEST));
     }
     if (e != GRPC_CALL_OK) {
@@ -97,11 +103,11 @@ static void post_request(baton_transport *t, req_slot *s)
 
 static void dispatch_call(tcall *c, grpc_byte_buffer *payload)
 {
-    grpc_op op;
-    memset(&op, 0, sizeof op);
-    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    op.data.recv_close_on_server.cancelled = &c->cancelled;
-    if (call_batch(c, &op, 1, TAG_CLOSE) != 0) {
+    grpc_op close_on_server;
+    memset(&close_on_server, 0, sizeof close_on_server);
+    close_on_server.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    close_on_server.data.recv_close_on_server.cancelled = &c->cancelled;
+    if (call_batch(c, &close_on_server, 1, TAG_CLOSE) != 0) {
         c->phase = CALL_GONE;
         grpc_call_cancel(c->call, NULL);
         return;
@@ -149,7 +155,7 @@ static void on_request(req_slot *s, int ok)
     }
     if (payload)
         grpc_byte_buffer_destroy(payload);
-    maybe_finish_shutdown(t);
+    transport__maybe_finish_shutdown(t);
 }
 
 /* ---------------------------------------------------------------- pump */
@@ -213,14 +219,14 @@ static void dispatch_tag(baton_transport *t, void *tag, int ok)
     void *p = TAG_PTR(tag);
     switch (TAG_KIND(tag)) {
     case TAG_REQUEST: on_request(p, ok); break;
-    case TAG_CLOSE: on_close(p, ok); break;
-    case TAG_SEND: on_send_done(p, ok); break;
-    case TAG_STATUS: on_status_done(p, ok); break;
+    case TAG_CLOSE: call_on_close(p, ok); break;
+    case TAG_SEND: call_on_send_done(p, ok); break;
+    case TAG_STATUS: call_on_status_done(p, ok); break;
     case TAG_MD: call_unref(p); break;
-    case TAG_RECV: on_recv(p, ok); break;
+    case TAG_RECV: ((tcall *)p)->method->rpc->received(p, ok); break;
     case TAG_SHUTDOWN:
         t->server_notified = 1;
-        maybe_finish_shutdown(t);
+        transport__maybe_finish_shutdown(t);
         break;
     default: LOG_ERROR("transport: unknown tag %p", tag); break;
     }
@@ -252,7 +258,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 
 /* ---------------------------------------------------------------- shutdown */
 
-void maybe_finish_shutdown(baton_transport *t)
+void transport__maybe_finish_shutdown(baton_transport *t)
 {
     if (t->shut < SHUT_CALLS || t->shut >= SHUT_QUEUE || t->ncalls != 0)
         return;
@@ -286,7 +292,7 @@ static void on_grace(evutil_socket_t fd, short what, void *arg)
          * GOAWAY: drop them instead of waiting out the grace. */
         if (!t->server_notified)
             grpc_server_cancel_all_calls(t->server);
-        maybe_finish_shutdown(t);
+        transport__maybe_finish_shutdown(t);
         return;
     }
     if (t->ncalls > 0)
@@ -316,7 +322,7 @@ static void on_engine_done(void *ud)
         call_unref(c);
         c = next;
     }
-    maybe_finish_shutdown(t);
+    transport__maybe_finish_shutdown(t);
 }
 
 void transport_shutdown(baton_transport *t, void (*done)(void *ud), void *ud)
@@ -442,11 +448,10 @@ baton_transport *transport_new(struct event_base *base, baton_engine *engine, co
     for (int m = 0; m < NMETHODS; m++) {
         served_method *sm = &t->methods[m];
         if (sm->req) {
-            sm->registered = grpc_server_register_method(t->server, sm->path, NULL,
-                                                         sm->rpc->client_streams
-                                                             ? GRPC_SRM_PAYLOAD_NONE
-                                                             : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
-                                                         0);
+            sm->registered = grpc_server_register_method(
+                t->server, sm->path, NULL,
+                sm->rpc->client_streams ? GRPC_SRM_PAYLOAD_NONE : GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER,
+                0);
             if (sm->registered == NULL) {
                 snprintf(err, errlen, "cannot register %s", sm->path);
                 goto fail_grpc;
@@ -469,7 +474,7 @@ baton_transport *transport_new(struct event_base *base, baton_engine *engine, co
     for (int m = 0; m < NMETHODS; m++)
         for (int i = 0; i < REQ_SLOTS; i++)
             post_request(t, &t->slots[m][i]);
-    engine_set_serving_cb(engine, on_serving, t);
+    engine_set_serving_cb(engine, transport__on_serving, t);
     return t;
 
 fail_grpc:
