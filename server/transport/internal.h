@@ -15,8 +15,8 @@
 #include <grpc/grpc.h>
 
 #include "baton/v1/lock.pb-c.h"
-#include "map.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "map.h"
 #include "transport.h"
 
 #define WATCH_OUTBOX_MAX 4096   /* queued LockEvents before a watcher is cut off */

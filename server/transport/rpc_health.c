@@ -1,11 +1,9 @@
 /* grpc.health.v1.Health on the engine's serving state. */
 #include "internal.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
-#include "pb_codec.h"
 
 /* ---------------------------------------------------------------- Health */
 

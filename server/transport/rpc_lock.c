@@ -1,10 +1,8 @@
 /* baton.v1.LockService: Acquire, the unary methods and Watch. */
 #include "internal.h"
 
-#include <stdlib.h>
 #include <string.h>
 
-#include "log.h"
 #include "pb_codec.h"
 
 /* ---------------------------------------------------------------- Acquire */
