@@ -47,7 +47,8 @@ void map_remove(map *m, map_node *n);
 /* The first / next entry of hash's chain whose hash equals `hash`, or NULL. */
 map_node *map_first(const map *m, uint64_t hash);
 map_node *map_next(const map_node *n, uint64_t hash);
-/* Calls fn on every entry (fn may not change the map), in no set order. */
+/* Calls fn on every entry, in no set order. fn may remove (and free) the
+ * entry it is given, but change the map in no other way. */
 void map_each(const map *m, void (*fn)(map_node *n, void *ud), void *ud);
 /* Frees the bucket array (not the entries). */
 void map_free(map *m);

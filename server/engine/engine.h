@@ -28,6 +28,7 @@
 
 #include <stdint.h>
 
+#include "acquire_req.h"
 #include "errors.h"
 #include "store.h"
 
@@ -43,21 +44,6 @@ typedef struct engine_config {
                           * every liveness_ms / 3 */
 } engine_config;
 
-typedef enum engine_mode {
-    ENGINE_MODE_LEASE = 0,
-    ENGINE_MODE_STREAM = 1,
-} engine_mode;
-
-/* A validated Acquire (see validate.h): ttl/wait already resolved. */
-typedef struct engine_acquire_req {
-    const char *key;   /* plain key, or NULL */
-    const char *pool;  /* pool name, or NULL */
-    int32_t devices;   /* pool only */
-    const char *owner; /* valid UTF-8, may be "" */
-    int64_t ttl_ms;    /* > 0 */
-    int64_t wait_ms;   /* >= 0; 0 = try once */
-    engine_mode mode;
-} engine_acquire_req;
 
 typedef struct engine_grant {
     const char *key; /* key held (device key for a pool) */

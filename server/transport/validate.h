@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #include "baton/v1/lock.pb-c.h"
-#include "engine.h"
+#include "acquire_req.h"
 #include "errors.h"
 
 typedef struct validate_limits {
