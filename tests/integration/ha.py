@@ -11,7 +11,7 @@ MASTER = "mymaster"
 
 
 class Sentinel:
-    def __init__(self, workdir, primary_port, quorum=2):
+    def __init__(self, workdir, primary_port, quorum=2, down_after_ms=1000, failover_timeout_ms=4000):
         self.workdir = workdir
         self.port = harness.free_port()
         self.conf = os.path.join(workdir, "sentinel-%d.conf" % self.port)
@@ -19,8 +19,8 @@ class Sentinel:
         with open(self.conf, "w") as f:
             f.write("port %d\nbind 127.0.0.1\ndir %s\n" % (self.port, workdir))
             f.write("sentinel monitor %s 127.0.0.1 %d %d\n" % (MASTER, primary_port, quorum))
-            f.write("sentinel down-after-milliseconds %s 1000\n" % MASTER)
-            f.write("sentinel failover-timeout %s 4000\n" % MASTER)
+            f.write("sentinel down-after-milliseconds %s %d\n" % (MASTER, down_after_ms))
+            f.write("sentinel failover-timeout %s %d\n" % (MASTER, failover_timeout_ms))
             f.write("sentinel parallel-syncs %s 2\n" % MASTER)
         self.proc = None
 
@@ -52,7 +52,7 @@ class Sentinel:
 class SentinelSet:
     """A primary, `replicas` replicas and `sentinels` sentinels (quorum 2)."""
 
-    def __init__(self, workdir, replicas=2, sentinels=3):
+    def __init__(self, workdir, replicas=2, sentinels=3, **sentinel_opts):
         self.workdir = workdir
         self.redis = [harness.RedisServer(workdir).start()]
         for _ in range(replicas):
@@ -60,7 +60,7 @@ class SentinelSet:
             self.redis.append(harness.RedisServer(
                 workdir, extra_args=["--replicaof", "127.0.0.1", str(p)]).start())
         self.wait_replicas(replicas)
-        self.sentinels = [Sentinel(workdir, self.redis[0].port).start() for _ in range(sentinels)]
+        self.sentinels = [Sentinel(workdir, self.redis[0].port, **sentinel_opts).start() for _ in range(sentinels)]
         self.wait_sentinels_know_replicas(replicas)
 
     @property
