@@ -70,12 +70,29 @@ static void on_state(void *ud, int up)
     }
     e->up = 1;
     serving_update(e);
-    /* Redis may have lost its queues: every waiter joins again, in order. */
-    target_kick_all_waiters(e);
+    /* Holds first: a renewal (or re-assertion) of a hold reaches Redis before
+     * this batond's own waiters of the same key attempt it. */
     for (engine_waiter *w = e->all.head; w; w = w->alink.next)
         if (w->state == W_HOLDING)
             hold_renew(w);
+    /* Redis may have lost its queues: every waiter joins again, in order. */
+    target_kick_all_waiters(e);
     cleanup_flush_pending(e);
+}
+
+/*
+ * The store now talks to a Redis it did not write to before (a failover, a
+ * restart, a restored snapshot): a hold granted or renewed in the writes it
+ * lost is missing there although its holder is alive and its stream open.
+ * Such a hold is re-asserted (token-checked, keeping its fencing) instead of
+ * reported lost when its next renewal finds the key free.
+ */
+static void on_new_primary(void *ud)
+{
+    baton_engine *e = ud;
+    for (engine_waiter *w = e->all.head; w; w = w->alink.next)
+        if (w->state == W_HOLDING)
+            w->may_reassert = 1;
 }
 
 /*
@@ -214,6 +231,7 @@ baton_engine *engine_new(struct event_base *base, baton_store *store, const engi
         goto fail;
     store->hooks.on_event = on_event;
     store->hooks.on_state = on_state;
+    store->hooks.on_new_primary = on_new_primary;
     store->hooks.on_missing = on_missing;
     store->hooks.ud = e;
     return e;
@@ -234,6 +252,7 @@ void engine_free(baton_engine *e)
         return;
     e->store->hooks.on_event = noop_event;
     e->store->hooks.on_state = noop_state;
+    e->store->hooks.on_new_primary = NULL;
     e->store->hooks.on_missing = NULL;
     e->store->hooks.ud = NULL;
     /* Replies still due free their call and nothing else. */

@@ -10,6 +10,7 @@
 #include <event2/event.h>
 
 #include "lease_policy.h"
+#include "log.h"
 
 /*
  * Why a margin: a STREAM holder that cannot renew must hear "lost" before
@@ -48,6 +49,7 @@ static void renew_reply_cb(void *ud, int err, const char *emsg, const store_hold
     baton_engine *e = o->call.e;
     engine_waiter *w = o->w;
     int64_t sent = o->sent_ms;
+    int reassert = o->reassert;
     if (e)
         engine__call_unlink(e, &o->call);
     free(o);
@@ -64,6 +66,10 @@ static void renew_reply_cb(void *ud, int err, const char *emsg, const store_hold
         int64_t until = sent + res->ttl_ms;
         if (until > w->expiry_ms)
             w->expiry_ms = until;
+        if (reassert)
+            LOG_INFO("engine: lock '%s' (fencing %" PRIu64 ") re-asserted on the new primary", w->held_key,
+                     w->fencing);
+        w->may_reassert = 0;
     } else if (err == BATON_E_NOT_HOLDER && res) {
         if (res->holder_fencing != 0)
             snprintf(msg, sizeof msg, "lock '%s' lost: now held by '%s' (fencing %" PRIu64 ")", w->held_key,
@@ -82,8 +88,12 @@ static void renew_reply_cb(void *ud, int err, const char *emsg, const store_hold
     engine__maybe_shutdown_done(e);
 }
 
+/* After a change of primary (may_reassert) the renewal is a re-assertion:
+ * it also re-creates the hold if the key is free, and is sent before this
+ * batond's waiters attempt the key (engine.c: on_state). */
 void hold_renew(engine_waiter *w)
 {
+    int reassert = w->may_reassert;
     baton_engine *e = w->e;
     if (w->renew_call)
         return;
@@ -92,7 +102,11 @@ void hold_renew(engine_waiter *w)
         return;
     o->w = w;
     o->sent_ms = clock_mono_ms();
-    if (e->store->ops->renew(e->store, w->held_key, w->token, w->ttl_ms, renew_reply_cb, o) != 0) {
+    o->reassert = reassert;
+    int rc = reassert ? e->store->ops->reassert(e->store, w->held_key, w->token, w->owner, w->fencing, w->ttl_ms,
+                                                renew_reply_cb, o)
+                      : e->store->ops->renew(e->store, w->held_key, w->token, w->ttl_ms, renew_reply_cb, o);
+    if (rc != 0) {
         free(o);
         return;
     }

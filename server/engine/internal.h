@@ -121,6 +121,8 @@ struct engine_waiter {
                         * in Redis unless a renew succeeded since */
     struct event *renew_timer;
     renew_call *renew_call;
+    int may_reassert; /* STREAM: the store changed primary since the last renewal;
+                       * a key found free is re-asserted, not given up */
 };
 
 struct target {
@@ -147,6 +149,7 @@ struct renew_call {
     call call;
     engine_waiter *w; /* NULL once the waiter ended */
     int64_t sent_ms;
+    int reassert; /* a store reassert, not a renew */
 };
 
 typedef struct cleanup {

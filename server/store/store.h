@@ -178,6 +178,14 @@ typedef struct store_ops {
      * round trip; Redis still makes the grant, under acquire's rule. */
     int (*release)(baton_store *s, const char *key, const char *token, const store_acquire_req *next,
                    store_hold_cb cb, void *ud);
+    /* Re-creates a STREAM hold that a change of primary lost (hooks.on_new_primary):
+     * if nobody holds `key`, SET it to `token` with ttl_ms and record owner and
+     * fencing (the grant's own, kept), raising the key's fence counter to at
+     * least `fencing`; if `token` holds it, extend it as renew does; otherwise
+     * BATON_E_NOT_HOLDER naming the holder. Publishes nothing: to watchers the
+     * hold never ended. Results as renew. */
+    int (*reassert)(baton_store *s, const char *key, const char *token, const char *owner, uint64_t fencing,
+                    int64_t ttl_ms, store_hold_cb cb, void *ud);
     /* Delete the lock only if its holder's fencing is `fencing`; PUBLISH FORCE_RELEASED. */
     int (*force_release)(baton_store *s, const char *key, uint64_t fencing, store_hold_cb cb, void *ud);
     int (*describe)(baton_store *s, const char *key, store_describe_cb cb, void *ud);
@@ -205,6 +213,10 @@ typedef struct store_ops {
  *             AND the pub/sub subscription is confirmed; up = 0 when either is
  *             lost (in-flight ops then complete with BATON_E_UNAVAILABLE). After
  *             every up = 1 the engine re-checks all its waiters and holds.
+ *   on_new_primary: called just before an on_state up = 1 when the Redis now
+ *             connected to is not the one written to before (a promoted replica,
+ *             a restart, a restored snapshot): writes since its last copy may be
+ *             lost, holds among them. May be NULL.
  *   on_missing: a refresh found no queue entry for `token` in the queue of t
  *             (purged as dead while this batond stalled past the liveness
  *             window, or lost with Redis' data on a live connection). The
@@ -214,6 +226,7 @@ typedef struct store_ops {
 typedef struct store_hooks {
     void (*on_event)(void *ud, const store_event *ev);
     void (*on_state)(void *ud, int up);
+    void (*on_new_primary)(void *ud);
     void (*on_missing)(void *ud, const store_target *t, const char *token);
     void *ud;
 } store_hooks;

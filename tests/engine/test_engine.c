@@ -734,6 +734,48 @@ static void test_renew_not_holder_lost(void **state)
     assert_int_equal(fen, b.fencing);
 }
 
+/* A failover to a replica that missed the hold: the stream holder is alive,
+ * so its hold is re-asserted with its own fencing, before this batond's
+ * waiter of the key attempts it; it is not reported lost. */
+static void test_hold_reasserted_after_new_primary(void **state)
+{
+    fx *f = *state;
+    tw a = {0}, w = {0};
+    assert_int_equal(acq(f, &a, "k", NULL, 0, "a", 300, 0, ENGINE_MODE_STREAM), 0);
+    run_until(f, tw_granted_p, &a);
+    assert_int_equal(acq(f, &w, "k", NULL, 0, "w", 600000, 60000, ENGINE_MODE_LEASE), 0);
+    run_until(f, tw_queued_p, &w);
+    fake_store_new_primary(f->s, 1); /* the lock, its hold record and the queue are gone */
+    run_for(f, 400);                 /* past the hold's TTL: only a re-assertion keeps it */
+    assert_int_equal(a.finished, 0);
+    assert_int_equal(w.granted + w.finished, 0);
+    uint64_t fen = 0;
+    assert_int_equal(fake_store_holder(f->s, "k", &fen, NULL, 0), 1);
+    assert_int_equal(fen, a.fencing);
+    assert_int_equal(fake_store_calls(f->s, FAKE_REASSERT), 1);
+    assert_true(fake_store_fence(f->s, "k") >= a.fencing);
+    end(&a, 0);
+    run_until(f, tw_granted_p, &w);
+    assert_true(w.fencing > a.fencing);
+    end(&w, 0);
+}
+
+/* Without a change of primary a free key still means the hold is gone. */
+static void test_no_reassert_without_new_primary(void **state)
+{
+    fx *f = *state;
+    tw a = {0};
+    assert_int_equal(acq(f, &a, "k", NULL, 0, "a", 600, 0, ENGINE_MODE_STREAM), 0);
+    run_until(f, tw_granted_p, &a);
+    fake_store_set_down(f->s, 1);
+    run_until(f, store_idle, f);
+    fake_store_lose_data(f->s);
+    fake_store_set_down(f->s, 0);
+    run_until(f, tw_finished_p, &a);
+    assert_int_equal(a.err, BATON_E_LOST);
+    assert_int_equal(fake_store_calls(f->s, FAKE_REASSERT), 0);
+}
+
 static void test_expiry_event_lost(void **state)
 {
     fx *f = *state;
@@ -1544,6 +1586,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_released_on_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stream_renews, setup, teardown),
         cmocka_unit_test_setup_teardown(test_renew_not_holder_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hold_reasserted_after_new_primary, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_reassert_without_new_primary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry_event_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_force_release_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_by_token_finishes_ok, setup, teardown),

@@ -151,3 +151,39 @@ def test_follows_primary_sigkill_and_manual_failover(sentinels, start_batond):
         # A waiter queued now is served promptly (nothing forgotten).
         g = bc.grant(stub, keys[0], "after", wait_ms=10000)
         assert g.fencing > max(f for k, f, _, _ in w.holds if k == keys[0])
+
+
+def test_stream_hold_the_new_primary_lost_is_reasserted(sentinels, start_batond):
+    """A stream hold whose writes never reached the replicas (deleted there
+    by hand, as when the primary dies before replicating them) survives the
+    failover: batond sees a Redis it did not write to before and re-asserts
+    its holds, with their fencing, before its waiters attempt them."""
+    ss = sentinels
+    b = start_on_sentinel(start_batond, ss, "batond-reassert", min_replicas=False)
+    key = bc.uniq("lost-hold")
+    with grpc.insecure_channel(b.target) as ch:
+        stub = lock_pb2_grpc.LockServiceStub(ch)
+        holder = bc.AcquireStream(stub, key, "stream-holder", ttl_ms=20000, wait_ms=0, mode=bc.STREAM,
+                                  timeout=300.0)
+        g = holder.wait_granted(10.0)
+        old = ss.primary()
+        lock = "baton:{%s}:lock" % key
+        for r in ss.redis:
+            if r is not old:
+                assert bc.wait_until(lambda: r.cli("EXISTS", lock) == "1", 5.0)
+                r.cli("CONFIG", "SET", "replica-read-only", "no")
+                r.cli("DEL", lock, "baton:{%s}:hold" % key)
+        waiter = bc.AcquireStream(stub, key, "waiter", ttl_ms=5000, wait_ms=60000, timeout=120.0)
+        waiter.wait_queued()
+        old.kill()
+        new_port = ss.wait_new_primary(old.port)
+        new = ss.by_port(new_port)
+        assert bc.wait_until(lambda: new.cli("GET", lock) == g.token, 20.0), "the hold was not re-asserted"
+        assert new.cli("HGET", "baton:{%s}:hold" % key, "fencing") == str(g.fencing)
+        time.sleep(1.0)
+        assert not holder.ended, holder.summary()
+        assert waiter.granted is None, "the waiter was granted a held key"
+        holder.cancel()
+        w = waiter.wait_granted(10.0)
+        assert w.fencing > g.fencing
+        waiter.cancel()

@@ -623,6 +623,42 @@ static void c_renew(void **state)
     assert_true(none.res.holder_fencing == 0);
 }
 
+static hold reassert(ct *t, const char *key, const char *token, const char *owner, uint64_t fencing)
+{
+    hold h = {0};
+    assert_int_equal(t->st->ops->reassert(t->st, key, token, owner, fencing, LONG_TTL, hold_cb, &h), 0);
+    HOLD_WAIT(t, h);
+    return h;
+}
+
+/* reassert re-creates a hold on a free key with the fencing it is given
+ * (and no event), extends its own token's hold, and refuses a key another
+ * token holds; the key's next grant goes above the re-asserted fencing. */
+static void c_reassert(void **state)
+{
+    ct *t = up(state);
+    uint64_t big = 4000000000000000ull; /* above any clock-seeded counter */
+    hold h = reassert(t, "k", tok(1), "alice", big);
+    assert_int_equal(h.err, BATON_OK);
+    assert_int_equal(h.res.ttl_ms, LONG_TTL);
+    desc d = describe(t, "k");
+    assert_int_equal(d.res.held, 1);
+    assert_string_equal(d.owner, "alice");
+    assert_true(d.res.fencing == big);
+    assert_int_equal(renew(t, "k", tok(1), LONG_TTL).err, BATON_OK);
+    assert_int_equal(reassert(t, "k", tok(1), "alice", big).err, BATON_OK);
+    hold other = reassert(t, "k", tok(2), "bob", big + 5);
+    assert_int_equal(other.err, BATON_E_NOT_HOLDER);
+    assert_string_equal(other.holder, "alice");
+    assert_true(other.res.holder_fencing == big);
+    run_for(t, 20);
+    assert_int_equal(t->nev, 0); /* to watchers the hold never ended */
+    assert_int_equal(release(t, "k", tok(1)).err, BATON_OK);
+    acq b = acquire(t, "k", tok(3), "carol", 0);
+    assert_int_equal(b.res.granted, 1);
+    assert_true(b.res.fencing > big);
+}
+
 /* release frees the key for its holder only; RELEASED is published. */
 static void c_release(void **state)
 {
@@ -788,6 +824,7 @@ int contract_run(const contract_backend *b)
         CASE(c_dead_head_does_not_block),
         CASE(c_refresh),
         CASE(c_renew),
+        CASE(c_reassert),
         CASE(c_release),
         CASE(c_release_handoff),
         CASE(c_force_release),

@@ -35,7 +35,7 @@ typedef struct fqueue {
     int32_t qn; /* a pool's queue: the device count its waiters use (0: unset) */
 } fqueue;
 
-typedef enum item_kind { I_ACQ, I_HOLD, I_DONE, I_DESC, I_STATE, I_EVENT, I_MISSING } item_kind;
+typedef enum item_kind { I_ACQ, I_HOLD, I_DONE, I_DESC, I_STATE, I_EVENT, I_MISSING, I_PRIMARY } item_kind;
 
 typedef struct item {
     struct item *next;
@@ -181,6 +181,10 @@ static void deliver(fake_store *f, item *it)
     case I_STATE:
         if (f->base.hooks.on_state)
             f->base.hooks.on_state(f->base.hooks.ud, it->up);
+        break;
+    case I_PRIMARY:
+        if (f->base.hooks.on_new_primary)
+            f->base.hooks.on_new_primary(f->base.hooks.ud);
         break;
     case I_EVENT:
         if (f->base.hooks.on_event)
@@ -629,6 +633,40 @@ static int f_renew(baton_store *s, const char *key, const char *token, int64_t t
     return 0;
 }
 
+/* As reassert.lua. */
+static int f_reassert(baton_store *s, const char *key, const char *token, const char *owner, uint64_t fencing,
+                      int64_t ttl_ms, store_hold_cb cb, void *ud)
+{
+    fake_store *f = FS(s);
+    if (!key || !key[0] || !token || fencing == 0 || ttl_ms <= 0)
+        return BATON_E_INVALID;
+    if (f->down)
+        return BATON_E_UNAVAILABLE;
+    f->calls[FAKE_REASSERT]++;
+    int64_t now = now_ms();
+    flock *l = lock_get(f, key);
+    item *it = new_item(I_HOLD, (void *)cb, ud);
+    if (live(l, now) && strcmp(l->token, token) != 0) {
+        not_holder(f, it, l, now);
+    } else {
+        if (!live(l, now)) {
+            l->held = 1;
+            l->hold_rec = 1;
+            snprintf(l->token, sizeof l->token, "%s", token);
+            free(l->owner);
+            l->owner = xstrdup(owner);
+            l->fencing = fencing;
+            if (l->fence < fencing)
+                l->fence = fencing;
+        }
+        l->expires = now + ttl_ms;
+        it->hres.ttl_ms = ttl_ms;
+        it->hres.holder_owner = "";
+    }
+    reply(f, it, FAKE_REASSERT);
+    return 0;
+}
+
 static int f_release(baton_store *s, const char *key, const char *token, const store_acquire_req *next,
                      store_hold_cb cb, void *ud)
 {
@@ -816,6 +854,7 @@ static const store_ops fake_ops = {
     .dequeue = f_dequeue,
     .renew = f_renew,
     .release = f_release,
+    .reassert = f_reassert,
     .force_release = f_force_release,
     .describe = f_describe,
     .refresh = f_refresh,
@@ -853,6 +892,17 @@ void fake_store_set_down(baton_store *s, int down)
             item_free(it);
     }
     push_state(f, !down);
+}
+
+void fake_store_new_primary(baton_store *s, int lose_data)
+{
+    fake_store *f = FS(s);
+    fake_store_set_down(s, 1);
+    if (lose_data)
+        fake_store_lose_data(s);
+    f->down = 0;
+    push(&f->replies, new_item(I_PRIMARY, NULL, NULL));
+    push_state(f, 1);
 }
 
 void fake_store_lose_data(baton_store *s)

@@ -32,6 +32,7 @@ typedef enum fake_op {
     FAKE_DESCRIBE,
     FAKE_REFRESH,
     FAKE_REAP,
+    FAKE_REASSERT,
     FAKE_HANDOFF, /* not an op: grants made by a release to its `next` */
     FAKE_NOPS,
 } fake_op;
@@ -46,6 +47,9 @@ void fake_store_set_down(baton_store *s, int down);
 /* Like Redis losing its data: locks, holds and queues vanish (fence
  * counters are kept, as the real store re-seeds them from TIME). */
 void fake_store_lose_data(baton_store *s);
+/* A failover to a Redis not written to before: down, then (lose_data: every
+ * lock and queue gone, as fake_store_lose_data) hooks.on_new_primary and up. */
+void fake_store_new_primary(baton_store *s, int lose_data);
 /* Moves the entry at 1-based position `pos` of the queue of key (pool ==
  * NULL) or of pool to the tail, as Redis does when the entry is purged as
  * dead (its batond stalled past the liveness window) and its waiter's next

@@ -27,6 +27,7 @@ extern const char baton_lua_describe[];
 extern const char baton_lua_refresh[];
 extern const char baton_lua_reap[];
 extern const char baton_lua_epoch[];
+extern const char baton_lua_reassert[];
 
 enum script_id {
     SC_ACQUIRE,
@@ -38,6 +39,7 @@ enum script_id {
     SC_REFRESH,
     SC_REAP,
     SC_EPOCH,
+    SC_REASSERT,
     SC_COUNT
 };
 
@@ -113,6 +115,7 @@ struct redis_store {
     struct sentinel *sentinel; /* sentinel:// only: names host/port (store_redis.c) */
     int primary_known;         /* sentinel:// only: host/port name the primary to try */
     char fence_floor[24];      /* this primary's fencing floor (epoch.lua), sent with grants */
+    int new_primary;           /* the floor moved on a reconnect: hooks.on_new_primary before up */
     int min_replicas;
     int64_t replica_timeout_ms;
     int64_t timeout_ms, reconnect_ms;
@@ -176,6 +179,8 @@ int rstore_renew(baton_store *b, const char *key, const char *token, int64_t ttl
                  void *ud);
 int rstore_release(baton_store *b, const char *key, const char *token, const store_acquire_req *next,
                    store_hold_cb cb, void *ud);
+int rstore_reassert(baton_store *b, const char *key, const char *token, const char *owner, uint64_t fencing,
+                    int64_t ttl_ms, store_hold_cb cb, void *ud);
 int rstore_force_release(baton_store *b, const char *key, uint64_t fencing, store_hold_cb cb, void *ud);
 int rstore_describe(baton_store *b, const char *key, store_describe_cb cb, void *ud);
 int rstore_reap(baton_store *b, const char *key);

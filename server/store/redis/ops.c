@@ -600,6 +600,31 @@ int rstore_release(baton_store *b, const char *key, const char *token, const sto
     return rstore_op_send(o, nkeys);
 }
 
+int rstore_reassert(baton_store *b, const char *key, const char *token, const char *owner, uint64_t fencing,
+                    int64_t ttl_ms, store_hold_cb cb, void *ud)
+{
+    redis_store *s = rs(b);
+    if (!key || !key[0] || !token || fencing == 0 || ttl_ms <= 0)
+        return BATON_E_INVALID;
+    if (!s->up)
+        return BATON_E_UNAVAILABLE;
+    store_op *o = rstore_op_new(s, OP_RENEW, SC_REASSERT, ud);
+    if (!o)
+        return BATON_E_NOMEM;
+    o->cb.hold = cb;
+    rstore_key_arg(o, key, "lock");
+    rstore_key_arg(o, key, "hold");
+    rstore_key_arg(o, key, "fence");
+    rstore_op_str(o, s->channel);
+    rstore_op_str(o, key);
+    rstore_op_str(o, token);
+    rstore_op_str(o, owner ? owner : "");
+    rstore_op_arg(o, "%" PRIu64, fencing);
+    rstore_op_arg(o, "%" PRId64, ttl_ms);
+    o->confirm = s->min_replicas > 0;
+    return rstore_op_send(o, 3);
+}
+
 int rstore_force_release(baton_store *b, const char *key, uint64_t fencing, store_hold_cb cb, void *ud)
 {
     redis_store *s = rs(b);

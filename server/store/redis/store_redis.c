@@ -53,6 +53,7 @@ const struct script_src script_src[SC_COUNT] = {
     [SC_REFRESH] = {"refresh", baton_lua_refresh},
     [SC_REAP] = {"reap", baton_lua_reap},
     [SC_EPOCH] = {"epoch", baton_lua_epoch},
+    [SC_REASSERT] = {"reassert", baton_lua_reassert},
 };
 
 static const store_ops redis_ops;
@@ -74,6 +75,11 @@ void rstore_update_state(redis_store *s)
     LOG_INFO("redis %s: store %s", s->address, up ? "up" : "down");
     if (s->base.hooks.on_state && callbacks_allowed(s)) {
         s->cb_depth++;
+        if (up && s->new_primary) {
+            s->new_primary = 0;
+            if (s->base.hooks.on_new_primary)
+                s->base.hooks.on_new_primary(s->base.hooks.ud);
+        }
         s->base.hooks.on_state(s->base.hooks.ud, up);
         s->cb_depth--;
     }
@@ -434,6 +440,7 @@ static const store_ops redis_ops = {
     .dequeue = rstore_dequeue,
     .renew = rstore_renew,
     .release = rstore_release,
+    .reassert = rstore_reassert,
     .force_release = rstore_force_release,
     .describe = rstore_describe,
     .refresh = rstore_refresh,
