@@ -527,6 +527,7 @@ class Client:
                 pass
         with self._mu:
             self._closed = True
+            self._stub_ = None
             renew, self._renew = self._renew, None
             ch = self._channel if self._pid == os.getpid() else None
         if renew is not None:
