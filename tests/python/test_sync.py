@@ -380,24 +380,6 @@ def test_owner_override(batond, other, key):
             assert other.describe(key).owner == "task-9"
 
 
-def test_forked_child_gets_its_own_connection(batond, other, key):
-    c = baton.Client(batond.target)
-    with c.lock(key):
-        pass
-    pid = os.fork()
-    if pid == 0:
-        try:
-            with c.lock(key + "-child", wait="5s") as lk:
-                os._exit(0 if lk.owner.endswith("/%d" % os.getpid()) else 3)
-        except BaseException:
-            os._exit(4)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
-    with c.lock(key):  # the parent's connection still works
-        pass
-    c.close()
-
-
 class _Recorder(grpc.GenericRpcHandler):
     """A stand-in server that records each call's metadata and answers
     Describe (batond's side of auth is not built yet)."""

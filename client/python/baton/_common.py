@@ -21,9 +21,10 @@ KEEPALIVE_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     # Back at most 1 s after batond restarts, not gRPC's default 120 s.
+    # (Not grpc.min_reconnect_backoff_ms: it is also the connect timeout, and
+    # 100 ms failed connections on a loaded machine, "tcp handshaker shutdown".)
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
 ]
 
 # Unary calls (Release, Renew, Describe, ForceRelease) give up after this

@@ -279,8 +279,9 @@ class _Renewer:
         try:
             r = client._stub().Renew(pb.RenewRequest(key=lock.key, token=lock.token, ttl_ms=int(lock.ttl * 1000)),
                                      timeout=max(0.2, min(c.CALL_TIMEOUT, lock.ttl / 3.0)), metadata=client._md)
-        except grpc.RpcError as e:
-            err = c.error_from_rpc(e, "renew %s" % lock.key)
+        except (grpc.RpcError, ValueError) as e:  # ValueError: the channel was closed
+            err = c.error_from_rpc(e, "renew %s" % lock.key) if isinstance(e, grpc.RpcError) \
+                else Unavailable("renew %s: %s" % (lock.key, e))
             if isinstance(err, LockLost):
                 self._lost(lock, err.args[0])
                 return
@@ -401,9 +402,10 @@ class Client:
             if self._closed:
                 raise BatonError("client is closed")
             if self._stub_ is None or self._pid != os.getpid():
-                # First use, or a forked child: the parent's channel is not
-                # usable here (and is left alone: closing it could disturb
-                # the parent's connection).
+                # First use, or a forked child (the parent's channel is not
+                # usable there). gRPC does not support using it after fork
+                # once it has connected: make a Client in each process
+                # (baton.celery does so for prefork workers).
                 if self._creds is None:
                     self._channel = grpc.insecure_channel(self.target, options=self._options)
                 else:

@@ -556,8 +556,9 @@ class Client:
         await self.wait_idle()
         self._closed = True
         if self._sess is not None:
-            self._sess.close()
-            self._sess = None
+            sess, self._sess = self._sess, None
+            sess.close()
+            await asyncio.gather(sess.reader, sess.writer, return_exceptions=True)
         if self._channel is not None:
             await self._channel.close()
 
