@@ -76,6 +76,59 @@ class _Pool:
 
 _monitors = _Pool("baton-monitor")
 
+# A stream-mode lock gets a monitor thread once it has been held this long
+# (checked every MONITOR_TICK): a lock held for less never wakes a second
+# thread, which on a 2-vCPU machine is a good part of a short hold's cost.
+# Lost-lock reports come at most this much later (still well within 3 s).
+MONITOR_DELAY = 0.1
+MONITOR_TICK = 0.05
+
+
+class _Ticker:
+    """Hands stream-mode locks held longer than MONITOR_DELAY to monitors."""
+
+    def __init__(self):
+        self._mu = threading.Lock()
+        self._pending = {}  # id(lock) -> lock
+        self._running = False
+
+    def add(self, lock):
+        lock._since = time.monotonic()
+        with self._mu:
+            self._pending[id(lock)] = lock
+            if self._running:
+                return
+            self._running = True
+        threading.Thread(target=self._run, name="baton-ticker", daemon=True).start()
+
+    def remove(self, lock):
+        """True if lock had no monitor yet (the caller owns its call)."""
+        with self._mu:
+            return self._pending.pop(id(lock), None) is not None
+
+    def _run(self):
+        idle = 0.0
+        while True:
+            time.sleep(MONITOR_TICK)
+            due = []
+            now = time.monotonic()
+            with self._mu:
+                for k, lock in list(self._pending.items()):
+                    if now - lock._since >= MONITOR_DELAY:
+                        due.append(self._pending.pop(k))
+                if self._pending or due:
+                    idle = 0.0
+                else:
+                    idle += MONITOR_TICK
+                    if idle >= 5.0:  # nothing to watch for 5 s: the thread ends
+                        self._running = False
+                        return
+            for lock in due:
+                _monitors.submit(lock._monitor)
+
+
+_ticker = _Ticker()
+
 
 def _call_on_lost(lock):
     cb = lock._on_lost
@@ -94,7 +147,7 @@ class Lock:
     .lost (bool), .lost_reason. A context manager: leaving releases."""
 
     __slots__ = ("_client", "key", "token", "fencing", "device", "ttl", "mode", "owner", "_call", "_mu",
-                 "_state", "lost_reason", "_on_lost", "_renew_at", "_lost_at", "_env", "__weakref__")
+                 "_state", "lost_reason", "_on_lost", "_renew_at", "_lost_at", "_env", "_since", "__weakref__")
 
     _HELD, _RELEASING, _RELEASED, _LOST = range(4)
 
@@ -177,6 +230,7 @@ class Lock:
             return
         client = self._client
         client._forget(self)
+        unwatched = self._call is not None and _ticker.remove(self)
         try:
             client._stub().Release(pb.ReleaseRequest(key=self.key, token=self.token),
                                    timeout=c.CALL_TIMEOUT, metadata=client._md)
@@ -194,6 +248,17 @@ class Lock:
         finally:
             self._restore_env()
         self._state = Lock._RELEASED
+        if unwatched:
+            self._drain()
+
+    def _drain(self):
+        """Reads the end of a stream no monitor reads (batond ends it when
+        the lock is released); a lost end is for lost locks to report."""
+        try:
+            for _ in self._call:
+                pass
+        except grpc.RpcError:
+            pass
 
     def renew(self, ttl=None):
         """Extends the lock's TTL (default: the TTL it was granted with) and
@@ -451,9 +516,10 @@ class Client:
         with self._mu:
             self._held[id(lock)] = lock
         if stream:
-            _monitors.submit(lock._monitor)
+            _ticker.add(lock)
         else:
-            call.cancel()  # a lease stays once granted; this only frees the call
+            for _ in call:  # the stream's OK end follows the grant at once
+                pass
             self._renewer().schedule(lock, first=True)
         return lock
 
