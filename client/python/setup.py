@@ -1,9 +1,11 @@
 """Builds the `baton` package. The gRPC stubs (baton/v1/lock_pb2*.py) are
 generated here from the repository's proto/ with protoc and the standard
 grpc_python_plugin (Debian: protobuf-compiler, protobuf-compiler-grpc); they
-are never committed. Nothing is downloaded: install with
-
-    pip install --no-index --no-build-isolation ./client/python
+are never committed. Nothing is downloaded: `pip install ./client/python`
+works offline. There is deliberately no pyproject.toml: with one, pip would
+build in an isolated environment and download setuptools into it; without
+one, it builds with the setuptools and wheel already installed (Debian:
+python3-setuptools, python3-wheel). `--no-build-isolation` works as well.
 
 Where proto/ is not at ../../proto (a copied tree), set BATON_PROTO_DIR.
 Other tools: $PROTOC, $GRPC_PYTHON_PLUGIN.
