@@ -310,3 +310,61 @@ def test_cancelled_while_releasing_still_releases(batond, other, key):
             assert not other.describe(key).held, i
         await c.close()
     run(main())
+
+
+def test_stream_lock_released_when_holding_process_is_killed(batond, other, key):
+    import subprocess
+    import sys
+    code = ("import asyncio, sys, baton.aio\n"
+            "async def main():\n"
+            "    c = baton.aio.Client(sys.argv[1], owner='doomed-aio')\n"
+            "    async with c.lock(sys.argv[2]) as l:\n"
+            "        print('GRANTED', l.fencing, flush=True)\n"
+            "        await asyncio.sleep(600)\n"
+            "asyncio.run(main())\n")
+    p = subprocess.Popen([sys.executable, "-c", code, batond.target, key], stdout=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("GRANTED"), line
+        assert other.describe(key).owner == "doomed-aio"
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(10)
+        deadline = time.monotonic() + 3
+        while other.describe(key).held and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert not other.describe(key).held, "the killed process's lock was not released"
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()
+
+
+def test_token_is_sent_on_every_call(key):
+    import grpc
+    from concurrent import futures
+    from baton.v1 import lock_pb2 as pb
+    seen = []
+
+    class H(grpc.GenericRpcHandler):
+        def service(self, details):
+            if details.method != "/baton.v1.LockService/Describe":
+                return None
+
+            def describe(req, ctx):
+                seen.append(dict(ctx.invocation_metadata()).get("authorization"))
+                return pb.DescribeResponse()
+            return grpc.unary_unary_rpc_method_handler(describe, pb.DescribeRequest.FromString,
+                                                       pb.DescribeResponse.SerializeToString)
+
+    server = grpc.server(futures.ThreadPoolExecutor(2), handlers=[H()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+
+    async def main():
+        async with baton.aio.Client("127.0.0.1:%d" % port, token="t0k") as c:
+            await c.describe(key)
+    try:
+        run(main())
+    finally:
+        server.stop(0)
+    assert seen == ["Bearer t0k"]
