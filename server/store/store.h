@@ -34,6 +34,15 @@
  *   P{K}:qs     string  arrival sequence counter
  *   Pools: device i of pool N is the ordinary key "N/i"; the pool's own FIFO
  *   queue is P pool{N}:q / :qt / :qs (note "pool{": no clash with any key).
+ *   P pool{N}:qc  hash  waiter token -> the device count it waits for (only
+ *                       counts above 1; absent = 1)
+ *   A grant of several devices (count > 1) is one hold under one token: each
+ *   device key gets its lock, hold and fencing as a single grant would, and
+ *   each hold's field `grant` lists all the grant's device keys
+ *   ("N/1 N/3"). Renew, release and force_release of any one device act on
+ *   all of them in the same script, so a grant never becomes partial. Those
+ *   scripts reach the other devices' records by name, so pools need a
+ *   standalone (or Sentinel) Redis, not Redis Cluster.
  *   Pub/sub channel P events, one message per event, text:
  *     "<TYPE> <fencing> <at_unix_ms> <key> <owner>"
  *   TYPE is ACQUIRED, RELEASED, EXPIRED, FORCE_RELEASED, WAKE (queue of key
@@ -91,6 +100,8 @@ typedef struct store_acquire_req {
     int64_t ttl_ms;      /* > 0 */
     int enqueue;         /* 1: join (or stay in) the FIFO queue when not granted; 0: try only */
     int64_t liveness_ms; /* queue entry deadline = Redis time + liveness_ms */
+    int32_t count;       /* pool only: devices granted together, all or none;
+                          * 0 or 1 = one device; at most target.devices */
 } store_acquire_req;
 
 /*
@@ -101,9 +112,14 @@ typedef struct store_acquire_req {
  *   - reap: a lock whose TTL ran out but whose P{K}:hold remains is reported
  *     as EXPIRED (published once) and the hold record is deleted;
  *   - grant iff the lock is free and the token is at the head of the queue
- *     (or the queue is empty). A pool grants the lowest-index device that is
- *     free and whose own key queue is empty (direct waiters on a device key go
- *     first). On grant: fencing = INCR fence (seeded if missing), SET lock PX
+ *     (or the queue is empty). A pool grants the `count` lowest-index devices
+ *     that are free and whose own key queue is empty (direct waiters on a
+ *     device key go first), all in one step, or nothing. Strict FIFO per pool:
+ *     a head that needs more devices than are free waits, and everyone behind
+ *     it waits too, even for a single free device. (Backfill that never delays
+ *     the head would be the same thing here: every free device is one the
+ *     head will need, and a hold's end is not known in advance.) On grant, for
+ *     every device: fencing = INCR fence (seeded if missing), SET lock PX
  *     ttl, HSET hold, remove the token from the queue, PUBLISH ACQUIRED; a pool
  *     grant that leaves waiters in the pool queue also publishes WAKE_POOL;
  *   - otherwise, with enqueue=1, add/keep the token in the queue and refresh
@@ -116,6 +132,12 @@ typedef struct store_acquire_res {
     int32_t device;  /* pool device index; -1 for a plain key */
     uint64_t fencing;
     int64_t ttl_ms;
+    /* pool: every device granted, lowest first, with its own fencing
+     * (devices[0] == device, fencings[0] == fencing); ndevices = the
+     * request's count. Plain key: 0 and NULL. */
+    int32_t ndevices;
+    const int32_t *devices;
+    const uint64_t *fencings;
     /* granted == 0 */
     int64_t position;         /* 1-based position in the queue; 0 when not queued */
     int64_t queue_len;        /* entries in the queue (for messages) */
@@ -165,10 +187,13 @@ typedef struct store_ops {
     /* Removes token from the target's queue; publishes WAKE / WAKE_POOL when
      * it was at the head. */
     int (*dequeue)(baton_store *s, const store_target *t, const char *token, store_done_cb cb, void *ud);
-    /* Owner-checked: PEXPIRE only if the lock's token is `token`. ttl_ms > 0. */
+    /* Owner-checked: PEXPIRE only if the lock's token is `token`. ttl_ms > 0.
+     * A device of a multi-device grant renews all of them (one missing: the
+     * rest end EXPIRED and it is BATON_E_NOT_HOLDER). */
     int (*renew)(baton_store *s, const char *key, const char *token, int64_t ttl_ms, store_hold_cb cb,
                  void *ud);
     /* Owner-checked: delete lock + hold only if held by `token`; PUBLISH RELEASED.
+     * A device of a multi-device grant releases all of them (RELEASED each).
      * Direct handoff: `next` (NULL = none) is an acquire request for the same
      * plain key. When the release succeeded and, once dead entries are purged,
      * next->token heads the key's queue, the same script grants it the lock
@@ -186,7 +211,8 @@ typedef struct store_ops {
      * hold never ended. Results as renew. */
     int (*reassert)(baton_store *s, const char *key, const char *token, const char *owner, uint64_t fencing,
                     int64_t ttl_ms, store_hold_cb cb, void *ud);
-    /* Delete the lock only if its holder's fencing is `fencing`; PUBLISH FORCE_RELEASED. */
+    /* Delete the lock only if its holder's fencing is `fencing`; PUBLISH
+     * FORCE_RELEASED (for every device of a multi-device grant). */
     int (*force_release)(baton_store *s, const char *key, uint64_t fencing, store_hold_cb cb, void *ud);
     int (*describe)(baton_store *s, const char *key, store_describe_cb cb, void *ud);
     /* Pushes the liveness deadline of each (targets[i], tokens[i]) queue entry

@@ -92,6 +92,8 @@ typedef struct store_op {
     char *token;  /* acquire with confirm: to undo an unconfirmed grant */
     store_acquire_res held; /* the held-back grant (key: name or keybuf) */
     char keybuf[BATON_KEY_MAX + 16];
+    int32_t *held_devs; /* its device lists (owned), or NULL */
+    uint64_t *held_fencs;
     /* argv[0] ("EVALSHA"/"EVAL") and argv[1] (sha/text) are not owned; the rest are. */
     int argc, cap;
     const char **argv;

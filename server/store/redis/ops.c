@@ -23,6 +23,8 @@ void rstore_op_free(store_op *o)
     free(o->argvlen);
     free(o->name);
     free(o->token);
+    free(o->held_devs);
+    free(o->held_fencs);
     free(o);
 }
 
@@ -243,6 +245,19 @@ static int hold_back(store_op *o, const store_acquire_res *grant, int64_t renew_
         o->held.key = o->keybuf;
         o->held.holder_owner = NULL;
         o->held.head_token = NULL;
+        if (grant->ndevices > 0) {
+            size_t n = (size_t)grant->ndevices;
+            o->held_devs = malloc(n * sizeof *o->held_devs);
+            o->held_fencs = malloc(n * sizeof *o->held_fencs);
+            if (!o->held_devs || !o->held_fencs) {
+                o->held.ndevices = 0; /* the first device still goes out (device / fencing) */
+            } else {
+                memcpy(o->held_devs, grant->devices, n * sizeof *o->held_devs);
+                memcpy(o->held_fencs, grant->fencings, n * sizeof *o->held_fencs);
+            }
+            o->held.devices = o->held_devs;
+            o->held.fencings = o->held_fencs;
+        }
     } else {
         o->held.ttl_ms = renew_ttl;
     }
@@ -459,7 +474,8 @@ int rstore_target_ok(const store_target *t)
 int rstore_acquire(baton_store *b, const store_acquire_req *req, store_acquire_cb cb, void *ud)
 {
     redis_store *s = rs(b);
-    if (!req || !rstore_target_ok(&req->target) || !req->token || req->ttl_ms <= 0)
+    if (!req || !rstore_target_ok(&req->target) || !req->token || req->ttl_ms <= 0 ||
+        (req->target.pool && req->count > req->target.devices))
         return BATON_E_INVALID;
     if (!s->up)
         return BATON_E_UNAVAILABLE;
@@ -487,7 +503,8 @@ int rstore_acquire(baton_store *b, const store_acquire_req *req, store_acquire_c
             for (int i = 0; i < 5; i++)
                 rstore_op_arg(o, "%s{%s/%" PRId32 "}:%s", s->prefix, t->pool, d, recs[i]);
         rstore_pool_arg(o, t->pool, "qn"); /* the device count its waiters use */
-        nkeys = 4 + 5 * t->devices;
+        rstore_pool_arg(o, t->pool, "qc"); /* the count each of them waits for */
+        nkeys = 5 + 5 * t->devices;
     }
     rstore_op_str(o, s->channel);
     rstore_op_str(o, t->key ? t->key : t->pool);
@@ -498,6 +515,8 @@ int rstore_acquire(baton_store *b, const store_acquire_req *req, store_acquire_c
     rstore_op_arg(o, "%" PRId64, req->liveness_ms > 0 ? req->liveness_ms : 0);
     rstore_op_arg(o, "%" PRId32, t->key ? 0 : t->devices);
     rstore_op_str(o, s->fence_floor);
+    if (t->pool && req->count > 1)
+        rstore_op_arg(o, "%" PRId32, req->count);
     if (s->min_replicas > 0) {
         o->confirm = 1;
         if (!(o->token = strdup(req->token)))

@@ -43,6 +43,25 @@ static int el_fencing(const redisReply *r, size_t i, uint64_t *out)
     return 0;
 }
 
+/* The {device, fencing} pairs after a pool grant's first four elements
+ * into out->devs / out->fencs and res (none: a reply from before them). */
+static int decode_grant_devices(const redisReply *r, rstore_acquire_dec *out)
+{
+    size_t n = r->elements > 4 ? (r->elements - 4) / 2 : 0;
+    if (r->elements != 4 + 2 * n || n > RSTORE_MAX_GRANT_DEVICES)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        long long d;
+        if (rstore_el_int(r, 4 + 2 * i, &d) || d < 0 || d > INT32_MAX || el_fencing(r, 5 + 2 * i, &out->fencs[i]))
+            return -1;
+        out->devs[i] = (int32_t)d;
+    }
+    out->res.ndevices = (int32_t)n;
+    out->res.devices = n ? out->devs : NULL;
+    out->res.fencings = n ? out->fencs : NULL;
+    return 0;
+}
+
 int rstore_decode_acquire(const redisReply *r, const char *name, int pool, rstore_acquire_dec *out)
 {
     long long granted, a, b, c, d;
@@ -79,6 +98,8 @@ int rstore_decode_acquire(const redisReply *r, const char *name, int pool, rstor
         if (pool) {
             snprintf(out->buf, sizeof out->buf, "%s/%lld", name ? name : "?", a);
             res->key = out->buf;
+            if (decode_grant_devices(r, out) != 0)
+                goto bad;
         }
     } else if (granted == 0) {
         if (rstore_el_int(r, 1, &a) || rstore_el_int(r, 2, &b) || rstore_el_str(r, 3, &owner) ||

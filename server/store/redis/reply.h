@@ -25,7 +25,11 @@
 int rstore_el_int(const redisReply *r, size_t i, long long *out);
 int rstore_el_str(const redisReply *r, size_t i, const char **out);
 
-/* acquire.lua: {1, device, fencing, ttl} | {0, position, queue_len,
+/* The most devices one grant reports (locks.max_pool_devices' bound). */
+#define RSTORE_MAX_GRANT_DEVICES 4096
+
+/* acquire.lua: {1, device, fencing, ttl[, {device, fencing} of every device
+ * of a pool grant]} | {0, position, queue_len,
  * holder_owner, holder_fencing, retry_ms, head_token} | {2, devices}
  * (a pool whose waiters use another device count: BATON_E_INVALID).
  * name: the key or pool name of the request; pool: 1 for a pool. */
@@ -35,6 +39,8 @@ typedef struct rstore_acquire_dec {
     int64_t devices; /* BATON_E_INVALID: the device count the pool's waiters use */
     store_acquire_res res;
     char buf[BATON_KEY_MAX + 160]; /* the device key "pool/i" or the message */
+    int32_t devs[RSTORE_MAX_GRANT_DEVICES]; /* res.devices of a pool grant */
+    uint64_t fencs[RSTORE_MAX_GRANT_DEVICES];
 } rstore_acquire_dec;
 int rstore_decode_acquire(const redisReply *r, const char *name, int pool, rstore_acquire_dec *out);
 

@@ -1,11 +1,15 @@
 -- One acquire attempt on a key or a pool (semantics: store.h).
 -- ARGV: channel, key or pool name, token, owner, ttl_ms, enqueue ('1'/'0'),
---       liveness_ms, devices ('0' for a plain key), fencing floor (epoch.lua)
+--       liveness_ms, devices ('0' for a plain key), fencing floor (epoch.lua)[,
+--       count (pool: devices granted together, all or nothing; absent = 1)]
 -- KEYS, plain key: lock, hold, fence, q, qt, qs
 -- KEYS, pool of n devices: pool q, pool qt, pool qs, then for device i
 --       (0-based, key "<pool>/<i>") lock, hold, fence, q, qt at 4+5i .. 8+5i,
---       then pool qn (the device count the pool's waiters use) at 4+5n
--- Reply: granted     {1, device (-1 for a plain key), fencing, ttl_ms}
+--       then pool qn (the device count the pool's waiters use) at 4+5n,
+--       then pool qc (hash: waiter token -> its count, when above 1) at 5+5n
+-- Reply: granted     {1, device (-1 for a plain key), fencing, ttl_ms}, for a
+--                    pool followed by {device, fencing} of every device
+--                    granted, lowest first (the first pair repeats the head)
 --        refused     {2, n of the waiters}: a pool request whose device count
 --                    differs from that of the pool's waiters (one queue serves
 --                    them all, and a head that cannot use the free device
@@ -19,6 +23,8 @@ local chan, name, token, owner = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ttl, enqueue, liveness = tonumber(ARGV[5]), ARGV[6] == '1', tonumber(ARGV[7])
 local n = tonumber(ARGV[8])
 local floor = tonumber(ARGV[9] or '0')
+local count = tonumber(ARGV[10] or '1')
+if count < 1 then count = 1 end
 local now, now_us = b_now()
 
 -- The target's queue, and the lockable keys ("devices") it may be granted.
@@ -38,15 +44,34 @@ else
 end
 local wake_type = (n == 0) and 'WAKE' or 'WAKE_POOL'
 local tqn = (n > 0) and KEYS[4 + 5 * n] or nil
+local tqc = (n > 0) and KEYS[5 + 5 * n] or nil
 
--- Idempotent by token: a repeated attempt reports the grant it already has.
+-- The grant reply for the devices `got` (a pool: every device and fencing).
+local function granted(got, ttl_ms)
+  local r = {1, got[1].index, got[1].f, ttl_ms}
+  if n > 0 then
+    for _, d in ipairs(got) do
+      r[#r + 1] = d.index
+      r[#r + 1] = d.f
+    end
+  end
+  return r
+end
+
+-- Idempotent by token: a repeated attempt reports the grant it already has
+-- (all its devices: they were granted in one step).
+local mine = {}
 for _, d in ipairs(devs) do
   d.holder = redis.call('GET', d.lock)
   if d.holder == token then
     local f = redis.call('HGET', d.hold, 'fencing')
-    if f then return {1, d.index, tonumber(f), redis.call('PTTL', d.lock)} end
+    if f then
+      d.f = tonumber(f)
+      mine[#mine + 1] = d
+    end
   end
 end
+if #mine > 0 then return granted(mine, redis.call('PTTL', mine[1].lock)) end
 
 -- Report expired holds; drop dead waiters (a device's own queue too: its
 -- direct waiters go before the pool, but dead ones must not block it).
@@ -72,7 +97,7 @@ if n == 0 and not devs[1].holder and redis.call('EXISTS', tq) == 0 then
 end
 
 local old_head = redis.call('ZRANGE', tq, 0, 0)[1]
-purged = b_purge(tq, tqt, now)
+purged = b_purge(tq, tqt, now, tqc)
 local head = b_head(tq, tqt)
 
 -- A pool's live waiters fix its device count (checked after the purge, so
@@ -80,16 +105,36 @@ local head = b_head(tq, tqt)
 local qn = tqn and head and tonumber(redis.call('GET', tqn))
 if qn and qn ~= n then return {2, qn} end
 
--- Grant iff the token heads the queue (or it is empty): the lowest free
--- device whose own queue is empty.
-if not head or head == token then
-  for _, d in ipairs(devs) do
-    if not d.holder and (not d.q or redis.call('EXISTS', d.q) == 0) then
-      local f = b_grant(d.lock, d.hold, d.fence, tq, tqt, chan, d.key, token, owner, ttl, now, now_us, floor)
-      if n > 0 and redis.call('EXISTS', tq) == 1 then b_publish(chan, 'WAKE_POOL', 0, now, name, '') end
-      return {1, d.index, f, ttl}
+-- The devices a grant may take now: free, and nobody waits on their own key.
+local usable = {}
+for _, d in ipairs(devs) do
+  if not d.holder and (not d.q or redis.call('EXISTS', d.q) == 0) then usable[#usable + 1] = d end
+end
+
+-- Grant iff the token heads the queue (or it is empty) and `count` devices
+-- are usable: the lowest ones, all in this one step or none (strict FIFO: a
+-- head that needs more devices than are free keeps everyone behind it waiting,
+-- so it is never starved by smaller requests; see store.h).
+if (not head or head == token) and #usable >= count then
+  local got, keys = {}, {}
+  for i = 1, count do
+    got[i] = usable[i]
+    keys[i] = usable[i].key
+  end
+  for i, d in ipairs(got) do
+    d.f = b_grant(d.lock, d.hold, d.fence, i == 1 and tq or nil, tqt, chan, d.key, token, owner, ttl, now,
+                  now_us, floor)
+    if count > 1 then redis.call('HSET', d.hold, 'grant', table.concat(keys, ' ')) end
+  end
+  if n > 0 then
+    if redis.call('EXISTS', tq) == 1 then
+      redis.call('HDEL', tqc, token)
+      b_publish(chan, 'WAKE_POOL', 0, now, name, '')
+    else
+      redis.call('DEL', tqc)
     end
   end
+  return granted(got, ttl)
 end
 
 -- Not granted: join or stay in the queue.
@@ -97,6 +142,7 @@ if enqueue then
   if tqn and not qn then redis.call('SET', tqn, n) end -- first waiter (or one from before qn)
   if not redis.call('ZSCORE', tq, token) then
     redis.call('ZADD', tq, 'NX', b_int(redis.call('INCR', tqs)), token)
+    if tqc and count > 1 then redis.call('HSET', tqc, token, count) end
   end
   redis.call('ZADD', tqt, b_int(now + liveness), token)
 end
@@ -111,7 +157,11 @@ local function sooner(ms)
 end
 local holder_owner, holder_fencing, holder_ttl = '', 0, -1
 local any_free = false
-local grantable = false -- the head would be granted if it attempted now
+-- The head would be granted if it attempted now: enough usable devices for
+-- the count it waits for.
+local head_count = 1
+if tqc and head and head ~= token then head_count = tonumber(redis.call('HGET', tqc, head) or '1') end
+local grantable = #usable >= head_count
 for _, d in ipairs(devs) do
   if d.holder then
     local pttl = redis.call('PTTL', d.lock)
@@ -123,11 +173,7 @@ for _, d in ipairs(devs) do
   else
     any_free = true
     local dh = d.q and redis.call('ZRANGE', d.q, 0, 0)[1]
-    if dh then
-      sooner(tonumber(redis.call('ZSCORE', d.qt, dh)) - now)
-    else
-      grantable = true
-    end
+    if dh then sooner(tonumber(redis.call('ZSCORE', d.qt, dh)) - now) end
   end
 end
 if any_free and head and head ~= token then

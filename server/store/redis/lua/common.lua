@@ -42,13 +42,15 @@ local function b_reap(lock, hold, chan, key, now)
   return redis.call('EXISTS', lock) == 0 and b_reap_hold(hold, chan, key, now)
 end
 
--- Drops queue entries whose liveness deadline passed. Returns how many.
-local function b_purge(q, qt, now)
+-- Drops queue entries whose liveness deadline passed (and, for a pool, their
+-- device counts in qc, which may be nil). Returns how many.
+local function b_purge(q, qt, now, qc)
   local dead = redis.call('ZRANGEBYSCORE', qt, '-inf', '(' .. b_int(now))
   for i = 1, #dead, 500 do
     local chunk = {unpack(dead, i, math.min(i + 499, #dead))}
     redis.call('ZREM', q, unpack(chunk))
     redis.call('ZREM', qt, unpack(chunk))
+    if qc then redis.call('HDEL', qc, unpack(chunk)) end
   end
   return #dead
 end
@@ -99,4 +101,44 @@ local function b_grant(lock, hold, fence, q, qt, chan, key, token, owner, ttl, n
   end
   b_publish(chan, 'ACQUIRED', f, now, key, owner)
   return f
+end
+
+-- Multi-device grants. A pool grant of several devices is one hold under one
+-- token: each device key gets its own lock, hold and fencing as a single grant
+-- would, and each hold records the whole grant in its field 'grant' (the
+-- device keys, space-separated). Renew, release and force-release of any one
+-- of them act on all (b_grant_peers), so a grant is never left partial.
+-- The other devices' records are found by name: "<prefix>{<key>}:<rec>", the
+-- prefix taken from the record of the key the script was called for. (Pools
+-- already need a standalone Redis, see store.h.)
+
+-- The Redis key of record `rec` of lock key k, given `lock` = the :lock
+-- record of lock key `key`.
+local function b_rec(lock, key, k, rec)
+  return string.sub(lock, 1, #lock - #key - 7) .. '{' .. k .. '}:' .. rec
+end
+
+-- Calls fn(lock, hold, k) for every other device key of the grant recorded in
+-- `hold` (the hold of lock key `key`, record `lock`); nothing for a
+-- single-device grant. Call before the hold is deleted.
+local function b_grant_peers(lock, hold, key, fn)
+  local g = redis.call('HGET', hold, 'grant')
+  if not g then return end
+  for k in string.gmatch(g, '%S+') do
+    if k ~= key then fn(b_rec(lock, key, k, 'lock'), b_rec(lock, key, k, 'hold'), k) end
+  end
+end
+
+-- Ends token's hold of one peer device with event `typ` (RELEASED,
+-- FORCE_RELEASED, EXPIRED). A peer no longer held by token is left alone
+-- (an expired lock's hold is reaped: EXPIRED, once).
+local function b_end_peer(lock, hold, k, token, chan, typ, now)
+  local cur = redis.call('GET', lock)
+  if cur == token then
+    local owner, fencing = b_holder(hold)
+    redis.call('DEL', lock, hold)
+    b_publish(chan, typ, fencing, now, k, owner)
+  elseif not cur then
+    b_reap_hold(hold, chan, k, now)
+  end
 end

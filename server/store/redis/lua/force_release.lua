@@ -10,6 +10,12 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local owner, fencing = b_holder(KEYS[2])
 if b_int(fencing) ~= ARGV[3] then return {0, owner, fencing} end
+-- One device of a multi-device pool grant: the whole grant goes (each device
+-- FORCE_RELEASED with its own fencing); a grant is never left partial.
+local token = redis.call('GET', KEYS[1])
+b_grant_peers(KEYS[1], KEYS[2], ARGV[2], function(lock, hold, k)
+  b_end_peer(lock, hold, k, token, ARGV[1], 'FORCE_RELEASED', now)
+end)
 redis.call('DEL', KEYS[1], KEYS[2])
 b_publish(ARGV[1], 'FORCE_RELEASED', fencing, now, ARGV[2], owner)
 return {1, owner, fencing}

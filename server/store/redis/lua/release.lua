@@ -9,10 +9,15 @@
 -- next_token is granted under acquire.lua's rule for a plain key: the lock is
 -- free (it was just deleted) and, dead entries purged, the token heads the
 -- queue. It is never enqueued here.
+-- A device of a multi-device pool grant releases the whole grant in this one
+-- step (every device: RELEASED with its own fencing), whichever device is named.
 local now, now_us = b_now()
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[3] then
   local owner, fencing = b_holder(KEYS[2])
+  b_grant_peers(KEYS[1], KEYS[2], ARGV[2], function(lock, hold, k)
+    b_end_peer(lock, hold, k, ARGV[3], ARGV[1], 'RELEASED', now)
+  end)
   redis.call('DEL', KEYS[1], KEYS[2])
   b_publish(ARGV[1], 'RELEASED', fencing, now, ARGV[2], owner)
   local nt = ARGV[4]

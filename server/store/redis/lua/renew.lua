@@ -3,9 +3,27 @@
 -- ARGV: channel, key, token, ttl_ms
 -- Reply: {1, ttl_ms} renewed, or {0, holder_owner, holder_fencing} when the
 -- token does not hold the key ('' and 0 when nobody does).
+-- A device of a multi-device pool grant renews every device of the grant. If
+-- one of them is no longer the token's (its TTL ran out on its own), the
+-- grant is broken: the rest end as EXPIRED too, never left partial, and the
+-- reply is {0, '', 0}.
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[3] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  local locks, broken = {KEYS[1]}, false
+  b_grant_peers(KEYS[1], KEYS[2], ARGV[2], function(lock, hold, k)
+    if redis.call('GET', lock) == ARGV[3] then locks[#locks + 1] = lock else broken = true end
+  end)
+  if broken then
+    local now = b_now()
+    b_grant_peers(KEYS[1], KEYS[2], ARGV[2], function(lock, hold, k)
+      b_end_peer(lock, hold, k, ARGV[3], ARGV[1], 'EXPIRED', now)
+    end)
+    local owner, fencing = b_holder(KEYS[2])
+    redis.call('DEL', KEYS[1], KEYS[2])
+    b_publish(ARGV[1], 'EXPIRED', fencing, now, ARGV[2], owner)
+    return {0, '', 0}
+  end
+  for _, lock in ipairs(locks) do redis.call('PEXPIRE', lock, ARGV[4]) end
   return {1, tonumber(ARGV[4])}
 end
 if not cur then
