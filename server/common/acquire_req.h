@@ -19,6 +19,7 @@ typedef struct engine_acquire_req {
     const char *key;   /* plain key, or NULL */
     const char *pool;  /* pool name, or NULL */
     int32_t devices;   /* pool only */
+    int32_t count;     /* pool only: devices granted together (0 or 1 = one) */
     const char *owner; /* valid UTF-8, may be "" */
     int64_t ttl_ms;    /* > 0 */
     int64_t wait_ms;   /* >= 0; 0 = try once */

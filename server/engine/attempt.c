@@ -4,6 +4,7 @@
  */
 #include "internal.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@ store_acquire_req attempt_request(const engine_waiter *w, int enqueue)
         .ttl_ms = w->ttl_ms,
         .enqueue = enqueue,
         .liveness_ms = w->e->cfg.liveness_ms,
+        .count = w->count,
     };
     return r;
 }
@@ -67,6 +69,43 @@ void attempt_again(engine_waiter *w)
         attempt_send(w, 1);
 }
 
+/* Calls granted(ud, g) with g's device lists filled from a pool grant res
+ * (a store that reports no list granted one device: res->device). */
+static void grant_report(engine_grant *g, const store_acquire_res *res,
+                         void (*granted)(void *ud, const engine_grant *g), void *ud)
+{
+    if (res->device < 0) {
+        granted(ud, g);
+        return;
+    }
+    int32_t n = res->ndevices > 0 ? res->ndevices : 1;
+    const int32_t *devs = res->ndevices > 0 ? res->devices : &res->device;
+    const uint64_t *fencs = res->ndevices > 0 ? res->fencings : &res->fencing;
+    const char *slash = strrchr(g->key, '/');
+    int plen = slash ? (int)(slash - g->key) : 0;
+    char *buf = malloc((size_t)n * (BATON_KEY_MAX + 1));
+    const char **keys = malloc((size_t)n * sizeof *keys);
+    if (!buf || !keys) {
+        /* Without memory the first device still goes out (device / key). */
+        free(buf);
+        free(keys);
+        granted(ud, g);
+        return;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        char *k = buf + (size_t)i * (BATON_KEY_MAX + 1);
+        snprintf(k, BATON_KEY_MAX + 1, "%.*s/%" PRId32, plen, g->key, devs[i]);
+        keys[i] = k;
+    }
+    g->ndevices = n;
+    g->devices = devs;
+    g->keys = keys;
+    g->fencings = fencs;
+    granted(ud, g);
+    free(keys);
+    free(buf);
+}
+
 /* The store granted w (not ended): deliver it. */
 static void deliver_grant(engine_waiter *w, const store_acquire_res *res)
 {
@@ -104,7 +143,7 @@ static void deliver_grant(engine_waiter *w, const store_acquire_res *res)
     engine_acquire_sink sink = w->sink;
     void *ud = w->ud;
     if (sink.granted)
-        sink.granted(ud, &g);
+        grant_report(&g, res, sink.granted, ud);
     return;
 fail:
     cleanup_for(e, w, key, 0);

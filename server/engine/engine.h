@@ -51,6 +51,12 @@ typedef struct engine_grant {
     uint64_t fencing;
     int64_t ttl_ms;
     int32_t device; /* -1 for a plain key */
+    /* Pool: every device granted (the request's count), lowest first, with
+     * its key and fencing; [0] is device / key / fencing above. Plain key: 0. */
+    int32_t ndevices;
+    const int32_t *devices;
+    const char *const *keys;
+    const uint64_t *fencings;
 } engine_grant;
 
 /*

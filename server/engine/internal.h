@@ -92,7 +92,8 @@ struct engine_waiter {
     char *key;  /* plain key, or NULL (owned) */
     char *pool; /* pool name, or NULL (owned) */
     int32_t devices;
-    char *owner; /* owned */
+    int32_t count; /* pool: devices per grant */
+    char *owner;   /* owned */
     int64_t ttl_ms;
     int64_t wait_ms;
     engine_acquire_sink sink;

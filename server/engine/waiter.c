@@ -68,6 +68,9 @@ void waiter_busy_reason(const engine_waiter *w, char *buf, size_t n)
     else if (w->pool && w->holder_fencing == 0 && ahead > 0)
         snprintf(buf, n, "pool '%s' has a free device but %" PRId64 " waiters are queued ahead", w->pool,
                  ahead);
+    else if (w->pool && w->count > 1)
+        snprintf(buf, n, "fewer than %" PRId32 " of the %" PRId32 " devices of pool '%s' are free", w->count,
+                 w->devices, w->pool);
     else if (w->pool)
         snprintf(buf, n, "all %" PRId32 " devices of pool '%s' are busy", w->devices, w->pool);
     else if (w->holder_fencing != 0)
@@ -141,6 +144,7 @@ int waiter_new(baton_engine *e, const engine_acquire_req *req, const engine_acqu
     w->key = dup_or_null(req->key);
     w->pool = dup_or_null(req->pool);
     w->devices = req->pool ? req->devices : 0;
+    w->count = req->pool && req->count > 1 ? req->count : 1;
     w->owner = strdup(req->owner ? req->owner : "");
     w->ttl_ms = req->ttl_ms;
     w->wait_ms = req->wait_ms > 0 ? req->wait_ms : 0;

@@ -267,7 +267,7 @@ void call_on_status_done(tcall *c, int ok);
 extern const rpc_method transport__acquire_rpc, transport__renew_rpc, transport__release_rpc,
     transport__watch_rpc, transport__describe_rpc, transport__force_release_rpc;
 /* The Granted message of an engine grant (pointing into g). */
-void transport__granted_msg(const engine_grant *g, Baton__V1__Granted *gr);
+void transport__granted_msg(const validate_limits *lim, const engine_grant *g, Baton__V1__Granted *gr);
 
 /* rpc_session.c */
 extern const rpc_method transport__session_rpc;

@@ -1,14 +1,17 @@
 /* baton.v1.LockService: Acquire, the unary methods and Watch. */
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "pb_codec.h"
 
 /* ---------------------------------------------------------------- Acquire */
 
-/* The Granted message of an engine grant (pointing into g). */
-void transport__granted_msg(const engine_grant *g, Baton__V1__Granted *gr)
+/* The Granted message of an engine grant (pointing into g and into the
+ * configured pool names of lim; gr->device_names is malloc'ed: free it, or
+ * NULL when the pool has no names or memory ran out). */
+void transport__granted_msg(const validate_limits *lim, const engine_grant *g, Baton__V1__Granted *gr)
 {
     baton__v1__granted__init(gr);
     gr->key = (char *)g->key;
@@ -16,6 +19,19 @@ void transport__granted_msg(const engine_grant *g, Baton__V1__Granted *gr)
     gr->fencing = g->fencing;
     gr->ttl_ms = g->ttl_ms;
     gr->device = g->device;
+    if (g->ndevices > 0) {
+        gr->n_devices = gr->n_keys = gr->n_fencings = (size_t)g->ndevices;
+        gr->devices = (int32_t *)g->devices;
+        gr->keys = (char **)g->keys;
+        gr->fencings = (uint64_t *)g->fencings;
+        const char *const *names = validate_pool_device_names(lim, g->keys[0]);
+        gr->device_names = names ? calloc((size_t)g->ndevices, sizeof *gr->device_names) : NULL;
+        if (gr->device_names) {
+            gr->n_device_names = (size_t)g->ndevices;
+            for (int32_t i = 0; i < g->ndevices; i++)
+                gr->device_names[i] = (char *)names[g->devices[i]];
+        }
+    }
 }
 
 static void acq_queued(void *ud, int64_t position)
@@ -33,7 +49,7 @@ static void acq_granted(void *ud, const engine_grant *g)
 {
     tcall *c = ud;
     Baton__V1__Granted gr;
-    transport__granted_msg(g, &gr);
+    transport__granted_msg(&c->t->limits, g, &gr);
     Baton__V1__AcquireEvent ev = BATON__V1__ACQUIRE_EVENT__INIT;
     ev.event_case = BATON__V1__ACQUIRE_EVENT__EVENT_GRANTED;
     ev.granted = &gr;
@@ -46,10 +62,12 @@ static void acq_granted(void *ud, const engine_grant *g)
          * (call_on_close): a client that cancels meanwhile may never read it. */
         c->lease_ok_sent = 1;
         call_send_status(c, GRPC_STATUS_OK, NULL, pb_encode(&ev.base));
+        free(gr.device_names);
         return;
     }
     /* On OOM the call is cancelled and RECV_CLOSE releases the grant. */
     call_push(c, &ev.base, 0);
+    free(gr.device_names);
 }
 
 static void acq_finished(void *ud, int err, const char *msg)

@@ -190,7 +190,7 @@ static void sop_granted(void *ud, const engine_grant *g)
 {
     session_op *sop = ud;
     Baton__V1__Granted gr;
-    transport__granted_msg(g, &gr);
+    transport__granted_msg(&sop->c->t->limits, g, &gr);
     Baton__V1__SessionResponse r = BATON__V1__SESSION_RESPONSE__INIT;
     r.result_case = BATON__V1__SESSION_RESPONSE__RESULT_GRANTED;
     r.granted = &gr;
@@ -205,6 +205,7 @@ static void sop_granted(void *ud, const engine_grant *g)
         sop->c->nbusy++;
     }
     sop_answer(sop, &r, 0, sop->lease);
+    free(gr.device_names);
     session_settle(sop->c);
 }
 

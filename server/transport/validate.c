@@ -166,6 +166,10 @@ static int validate_pool(const validate_limits *lim, const Baton__V1__Pool *pool
             return fail(err, errlen, "pool.devices: pool '%s' is configured with %" PRId32 " devices",
                         pool->name, lim->pool_devices[i]);
     }
+    if (pool->count < 0 || pool->count > pool->devices)
+        return fail(err, errlen,
+                    "pool.count: must be between 0 and pool.devices (%" PRId32 ") (0 or 1 = one device), got %" PRId32,
+                    pool->devices, pool->count);
     size_t room = keyname_pool_name_max(pool->devices);
     if (strlen(pool->name) > room)
         return fail(err, errlen,
@@ -196,6 +200,7 @@ int validate_acquire(const validate_limits *lim, const Baton__V1__AcquireRequest
             return rc;
         out->pool = req->pool->name;
         out->devices = req->pool->devices;
+        out->count = req->pool->count > 1 ? req->pool->count : 1;
     }
     if ((rc = validate_owner("owner", req->owner, err, errlen)) != 0)
         return rc;
@@ -213,6 +218,18 @@ int validate_acquire(const validate_limits *lim, const Baton__V1__AcquireRequest
                     (int)req->mode);
     }
     return 0;
+}
+
+const char *const *validate_pool_device_names(const validate_limits *lim, const char *device_key)
+{
+    const char *slash = strrchr(device_key, '/');
+    if (!slash || !lim->pool_device_names)
+        return NULL;
+    size_t n = (size_t)(slash - device_key);
+    for (size_t i = 0; i < lim->npools; i++)
+        if (strlen(lim->pool_names[i]) == n && memcmp(lim->pool_names[i], device_key, n) == 0)
+            return lim->pool_device_names[i];
+    return NULL;
 }
 
 int validate_renew(const validate_limits *lim, const Baton__V1__RenewRequest *req, int64_t *ttl_out,

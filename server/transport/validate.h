@@ -34,6 +34,9 @@ typedef struct validate_limits {
     /* Configured pools: a request naming one must use its device count. */
     const char *const *pool_names;
     const int32_t *pool_devices;
+    /* Per configured pool: its device names (pool_devices[i] of them), or
+     * NULL for a pool without names; NULL when no pool has any. */
+    const char *const *const *pool_device_names;
     size_t npools;
 } validate_limits;
 
@@ -42,6 +45,11 @@ int validate_token(const char *field, const char *token, char *err, size_t errle
 int validate_owner(const char *field, const char *owner, char *err, size_t errlen);
 /* ttl_ms: 0 -> default; else must lie in [min, max]. Writes the resolved TTL. */
 int validate_ttl(const validate_limits *lim, int64_t ttl_ms, int64_t *out, char *err, size_t errlen);
+
+/* The configured device names of pool P (all pool_devices of them, indexed
+ * by device) given one of its device keys "P/i"; NULL when P is not a
+ * configured pool or has no names. */
+const char *const *validate_pool_device_names(const validate_limits *lim, const char *device_key);
 
 /* Fills `out` with pointers into `req` (valid while req lives). */
 int validate_acquire(const validate_limits *lim, const Baton__V1__AcquireRequest *req,

@@ -30,11 +30,12 @@ def uniq(name):
     return "it-%s-%s" % (name, uuid.uuid4().hex[:10])
 
 
-def acquire_request(key="", owner="", ttl_ms=0, wait_ms=0, mode=LEASE, pool=None, devices=0):
+def acquire_request(key="", owner="", ttl_ms=0, wait_ms=0, mode=LEASE, pool=None, devices=0, count=0):
     req = pb.AcquireRequest(key=key, owner=owner, ttl_ms=ttl_ms, wait_ms=wait_ms, mode=mode)
     if pool is not None:
         req.pool.name = pool
         req.pool.devices = devices
+        req.pool.count = count
     return req
 
 
@@ -99,10 +100,10 @@ class AcquireStream(_Recorder):
     """One Acquire call read on a background thread."""
 
     def __init__(self, stub, key="", owner="", ttl_ms=0, wait_ms=0, mode=LEASE, pool=None, devices=0,
-                 timeout=60.0, request=None):
+                 timeout=60.0, request=None, count=0):
         super().__init__()
         self.req = request if request is not None else acquire_request(
-            key, owner, ttl_ms, wait_ms, mode, pool, devices)
+            key, owner, ttl_ms, wait_ms, mode, pool, devices, count)
         self.what = "Acquire(%s%s)" % (self.req.key or "pool " + self.req.pool.name, "/" + owner if owner else "")
         self.started_at = time.monotonic()
         self.call = stub.Acquire(self.req, timeout=timeout)
@@ -232,9 +233,10 @@ def fmt_event(ev):
 
 
 def acquire(stub, key="", owner="", ttl_ms=0, wait_ms=0, mode=LEASE, pool=None, devices=0,
-            timeout=30.0, request=None):
+            timeout=30.0, request=None, count=0):
     """A LEASE Acquire run to its end. Returns (events, code, details, seconds)."""
-    req = request if request is not None else acquire_request(key, owner, ttl_ms, wait_ms, mode, pool, devices)
+    req = request if request is not None else acquire_request(key, owner, ttl_ms, wait_ms, mode, pool, devices,
+                                                              count)
     t0 = time.monotonic()
     events = []
     try:
@@ -246,9 +248,9 @@ def acquire(stub, key="", owner="", ttl_ms=0, wait_ms=0, mode=LEASE, pool=None, 
     return events, code, details, time.monotonic() - t0
 
 
-def grant(stub, key="", owner="", ttl_ms=0, wait_ms=0, pool=None, devices=0):
+def grant(stub, key="", owner="", ttl_ms=0, wait_ms=0, pool=None, devices=0, count=0):
     """A LEASE Acquire that must succeed; returns the Granted message."""
-    events, code, details, _ = acquire(stub, key, owner, ttl_ms, wait_ms, LEASE, pool, devices)
+    events, code, details, _ = acquire(stub, key, owner, ttl_ms, wait_ms, LEASE, pool, devices, count=count)
     assert code == OK, "Acquire(%s) -> %s %r" % (key or pool, code, details)
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds and kinds[-1] == "granted" and kinds.count("granted") == 1, kinds

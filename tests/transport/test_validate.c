@@ -463,6 +463,33 @@ static void test_acquire_pool_name(void **state)
     assert_int_equal(validate_acquire(&LIM, &r, &out, err, sizeof(err)), 0);
 }
 
+static void test_acquire_pool_count(void **state)
+{
+    Baton__V1__Pool p;
+    engine_acquire_req out;
+    Baton__V1__AcquireRequest r = acq_pool(&p, "node7", 8);
+    assert_int_equal(validate_acquire(&LIM, &r, &out, err, sizeof(err)), 0);
+    assert_int_equal(out.count, 1); /* unset: one device */
+    p.count = 1;
+    assert_int_equal(validate_acquire(&LIM, &r, &out, err, sizeof(err)), 0);
+    assert_int_equal(out.count, 1);
+    p.count = 8;
+    assert_int_equal(validate_acquire(&LIM, &r, &out, err, sizeof(err)), 0);
+    assert_int_equal(out.count, 8);
+    p.count = 9;
+    assert_invalid(validate_acquire(&LIM, &r, &out, err, sizeof(err)),
+                   "pool.count: must be between 0 and pool.devices (8) (0 or 1 = one device), got 9");
+    p.count = -1;
+    assert_invalid(validate_acquire(&LIM, &r, &out, err, sizeof(err)), "pool.count: must be between 0");
+    /* Ad-hoc pools take a count too, up to their devices. */
+    r = acq_pool(&p, "adhoc", 3);
+    p.count = 3;
+    assert_int_equal(validate_acquire(&LIM, &r, &out, err, sizeof(err)), 0);
+    assert_int_equal(out.count, 3);
+    p.count = 4;
+    assert_invalid(validate_acquire(&LIM, &r, &out, err, sizeof(err)), "pool.devices (3)");
+}
+
 /* ---- renew / release / watch / describe / force release ---- */
 
 static void test_renew(void **state)
@@ -562,6 +589,7 @@ int main(void)
         cmocka_unit_test(test_acquire_pool_ok),
         cmocka_unit_test(test_acquire_pool_devices),
         cmocka_unit_test(test_acquire_pool_name),
+        cmocka_unit_test(test_acquire_pool_count),
         cmocka_unit_test(test_renew),
         cmocka_unit_test(test_release),
         cmocka_unit_test(test_watch),
