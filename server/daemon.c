@@ -26,6 +26,7 @@ struct baton_daemon {
     baton_transport *transport;
     const char **pool_names; /* the transport's limits point here */
     int32_t *pool_devices;
+    const char *const **pool_dev_names;
     int stopping; /* daemon_stop was called */
 };
 
@@ -53,18 +54,20 @@ static engine_config engine_opts_of(const baton_config *cfg)
     return ec;
 }
 
-/* The pools as the transport's two parallel arrays (kept in d). */
+/* The pools as the transport's parallel arrays (kept in d). */
 static int transport_opts_of(baton_daemon *d, transport_opts *to)
 {
     const baton_config *cfg = d->cfg;
     if (cfg->npools) {
         d->pool_names = calloc(cfg->npools, sizeof *d->pool_names);
         d->pool_devices = calloc(cfg->npools, sizeof *d->pool_devices);
-        if (d->pool_names == NULL || d->pool_devices == NULL)
+        d->pool_dev_names = calloc(cfg->npools, sizeof *d->pool_dev_names);
+        if (d->pool_names == NULL || d->pool_devices == NULL || d->pool_dev_names == NULL)
             return -1;
         for (size_t i = 0; i < cfg->npools; i++) {
             d->pool_names[i] = cfg->pools[i].name;
             d->pool_devices[i] = cfg->pools[i].devices;
+            d->pool_dev_names[i] = (const char *const *)cfg->pools[i].device_names;
         }
     }
     *to = (transport_opts){
@@ -78,6 +81,7 @@ static int transport_opts_of(baton_daemon *d, transport_opts *to)
                 .max_pool_devices = cfg->max_pool_devices,
                 .pool_names = d->pool_names,
                 .pool_devices = d->pool_devices,
+                .pool_device_names = d->pool_dev_names,
                 .npools = cfg->npools,
             },
         .max_concurrent_streams = cfg->max_concurrent_streams,
@@ -200,6 +204,7 @@ void daemon_free(baton_daemon *d)
         event_base_free(d->base);
     free(d->pool_names);
     free(d->pool_devices);
+    free(d->pool_dev_names);
     free(d);
     grpc_shutdown();
 }

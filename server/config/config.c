@@ -212,10 +212,19 @@ void config_defaults(baton_config *c)
     c->npools = 0;
 }
 
+static void names_free(char **names, int32_t n)
+{
+    for (int32_t i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
 static void pools_free(config_pool *pools, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         free(pools[i].name);
+        names_free(pools[i].device_names, pools[i].devices);
+    }
     free(pools);
 }
 
@@ -254,8 +263,17 @@ static int config_copy(baton_config *dst, const baton_config *src)
         dst->npools = src->npools;
         for (size_t i = 0; i < src->npools; i++) {
             dst->pools[i].devices = src->pools[i].devices;
+            dst->pools[i].capacity = src->pools[i].capacity;
             if (src->pools[i].name && (dst->pools[i].name = strdup(src->pools[i].name)) == NULL)
                 goto fail;
+            if (src->pools[i].device_names) {
+                int32_t n = src->pools[i].devices;
+                if ((dst->pools[i].device_names = calloc((size_t)n, sizeof(char *))) == NULL)
+                    goto fail;
+                for (int32_t d = 0; d < n; d++)
+                    if ((dst->pools[i].device_names[d] = strdup(src->pools[i].device_names[d])) == NULL)
+                        goto fail;
+            }
         }
     }
     return 0;
@@ -706,11 +724,71 @@ static int load_section(load_ctx *x, const char *section, const yaml_node_t *m)
     return 0;
 }
 
-/* One "- name: N\n  devices: D" entry into *out. */
-static int load_pool(load_ctx *x, size_t i, const yaml_node_t *m, config_pool *out, int *name_line,
-                     int *dev_line)
+/* A device name: it goes into CUDA_VISIBLE_DEVICES (comma-separated) and
+ * BATON_DEVICES, so no separators, spaces or control characters. */
+static int device_name_problem(const char *s, char *problem, size_t n)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > CONFIG_DEVICE_NAME_MAX) {
+        snprintf(problem, n, "must be 1..%d bytes, got %zu", CONFIG_DEVICE_NAME_MAX, len);
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch <= ' ' || ch == ',' || ch == 0x7f) {
+            snprintf(problem, n, "must not contain spaces, commas or control characters, got byte 0x%02x "
+                     "at offset %zu", ch, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* pools[i].device_names: a sequence of distinct names, one per device (the
+ * count is checked by load_pool once devices is known). */
+static int load_device_names(load_ctx *x, const yaml_node_t *s, const char *path, char ***out, int32_t *n)
+{
+    char kpath[128], problem[160];
+    if (s->type != YAML_SEQUENCE_NODE)
+        return report(x->err, x->errlen, x->name, node_line(s), path,
+                      "expected a sequence of names, one per device, got %s", describe(s));
+    size_t len = (size_t)(s->data.sequence.items.top - s->data.sequence.items.start);
+    char **names = calloc(len ? len : 1, sizeof(char *));
+    if (names == NULL)
+        return oom(x), -1;
+    for (size_t i = 0; i < len; i++) {
+        const yaml_node_t *v = yaml_document_get_node(x->doc, s->data.sequence.items.start[i]);
+        snprintf(kpath, sizeof(kpath), "%s[%zu]", path, i);
+        if (load_string(x, v, kpath, &names[i]) != 0)
+            goto fail;
+        if (device_name_problem(names[i], problem, sizeof(problem)) != 0) {
+            report(x->err, x->errlen, x->name, node_line(v), kpath, "%s", problem);
+            goto fail;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(names[j], names[i]) == 0) {
+                report(x->err, x->errlen, x->name, node_line(v), kpath, "'%s' is already the name of device %zu",
+                       names[i], j);
+                goto fail;
+            }
+    }
+    *out = names;
+    *n = (int32_t)len;
+    return 0;
+fail:
+    names_free(names, (int32_t)len);
+    return -1;
+}
+
+/* The keys of one pool entry into *out; *nnames: how many device_names it
+ * read (not yet checked against devices). */
+static int load_pool_keys(load_ctx *x, size_t i, const yaml_node_t *m, config_pool *out, int *name_line,
+                          int *dev_line, int32_t *nnames_out)
 {
     char path[64], kpath[96];
+    int32_t nnames = 0;
+    int names_line = 0;
+    out->capacity = 1;
     snprintf(path, sizeof(path), "pools[%zu]", i);
     if (m->type != YAML_MAPPING_NODE)
         return report(x->err, x->errlen, x->name, node_line(m), path,
@@ -737,15 +815,51 @@ static int load_pool(load_ctx *x, size_t i, const yaml_node_t *m, config_pool *o
                 return report(x->err, x->errlen, x->name, node_line(v), kpath,
                               "must be between 1 and locks.max_pool_devices, got %" PRId64, d);
             out->devices = (int32_t)d;
+        } else if (strcmp(scalar_text(k), "capacity") == 0) {
+            int64_t cap;
+            snprintf(kpath, sizeof(kpath), "%s.capacity", path);
+            if (load_int(x, v, kpath, &cap) != 0)
+                return -1;
+            if (cap < 1 || cap > INT32_MAX)
+                return report(x->err, x->errlen, x->name, node_line(v), kpath,
+                              "must be between 1 and %d, got %" PRId64, INT32_MAX, cap);
+            out->capacity = cap;
+        } else if (strcmp(scalar_text(k), "device_names") == 0) {
+            snprintf(kpath, sizeof(kpath), "%s.device_names", path);
+            names_line = node_line(v);
+            names_free(out->device_names, nnames);
+            out->device_names = NULL;
+            *nnames_out = nnames = 0;
+            if (load_device_names(x, v, kpath, &out->device_names, &nnames) != 0)
+                return -1;
+            *nnames_out = nnames;
         } else {
-            return unknown_key(x, k, path, "name, devices");
+            return unknown_key(x, k, path, "name, devices, capacity, device_names");
         }
     }
     if (out->name == NULL)
         return report(x->err, x->errlen, x->name, node_line(m), path, "missing name");
     if (out->devices == 0)
         return report(x->err, x->errlen, x->name, node_line(m), path, "missing devices");
+    if (out->device_names && nnames != out->devices) {
+        snprintf(kpath, sizeof(kpath), "%s.device_names", path);
+        return report(x->err, x->errlen, x->name, names_line, kpath,
+                      "must list one name per device (%" PRId32 "), got %" PRId32, out->devices, nnames);
+    }
     return 0;
+}
+
+/* One "- name: N\n  devices: D" entry into *out. On error its device names
+ * are freed here (pools_free counts them by devices, which may differ). */
+static int load_pool(load_ctx *x, size_t i, const yaml_node_t *m, config_pool *out, int *name_line,
+                     int *dev_line)
+{
+    int32_t nnames = 0;
+    if (load_pool_keys(x, i, m, out, name_line, dev_line, &nnames) == 0)
+        return 0;
+    names_free(out->device_names, nnames);
+    out->device_names = NULL;
+    return -1;
 }
 
 /* pools: a sequence of pool mappings; replaces any pools already in *c. */
@@ -1019,6 +1133,16 @@ char *config_to_yaml(const baton_config *c)
             fputs("  - name: ", f);
             put_quoted(f, c->pools[i].name);
             fprintf(f, "\n    devices: %" PRId32 "\n", c->pools[i].devices);
+            if (c->pools[i].capacity != 1)
+                fprintf(f, "    capacity: %" PRId64 "\n", c->pools[i].capacity);
+            if (c->pools[i].device_names) {
+                fputs("    device_names: [", f);
+                for (int32_t d = 0; d < c->pools[i].devices; d++) {
+                    fputs(d ? ", " : "", f);
+                    put_quoted(f, c->pools[i].device_names[d]);
+                }
+                fputs("]\n", f);
+            }
         }
     }
     if (ferror(f)) {

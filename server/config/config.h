@@ -36,14 +36,21 @@
  *   pools:
  *     - name: node7
  *       devices: 8
+ *       capacity: 1                  # per device: weights of its holders sum to at most this
+ *       device_names: [GPU-0a1b, ...] # optional, one per device (CUDA_VISIBLE_DEVICES)
  */
 
 #include <stddef.h>
 #include <stdint.h>
 
+/* The longest device name (pools[].device_names). */
+#define CONFIG_DEVICE_NAME_MAX 128
+
 typedef struct config_pool {
     char *name;
     int32_t devices;
+    int64_t capacity;    /* per device; default 1 */
+    char **device_names; /* `devices` names, or NULL */
 } config_pool;
 
 typedef struct baton_config {

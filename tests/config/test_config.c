@@ -337,7 +337,7 @@ static void test_unknown_section_keys(void **state)
 static void test_unknown_pool_key(void **state)
 {
     expect_err("pools:\n  - name: a\n    devices: 2\n  - name: b\n    gpus: 2\n",
-               "t.yaml:5: pools[1].gpus: unknown key (allowed: name, devices)");
+               "t.yaml:5: pools[1].gpus: unknown key (allowed: name, devices, capacity, device_names)");
 }
 
 static void test_duplicate_keys(void **state)
@@ -579,6 +579,49 @@ static void test_pool_errors(void **state)
                "  - name: node7\n"
                "    devices: 4\n",
                "t.yaml:6: pools[2].name: pool 'node7' is already defined at line 2");
+}
+
+static void test_pool_capacity_and_device_names(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    if (load(&c, "pools:\n"
+                 "  - device_names: [GPU-aa, \"MIG-bb/1/0\", GPU-cc]\n"
+                 "    name: node7\n"
+                 "    capacity: 80\n"
+                 "    devices: 3\n"
+                 "  - name: plain\n"
+                 "    devices: 2\n") != 0)
+        fail_msg("%s", err);
+    assert_int_equal(c.pools[0].capacity, 80);
+    assert_non_null(c.pools[0].device_names);
+    assert_string_equal(c.pools[0].device_names[1], "MIG-bb/1/0");
+    assert_int_equal(c.pools[1].capacity, 1); /* default */
+    assert_null(c.pools[1].device_names);
+    char *yaml = config_to_yaml(&c);
+    assert_non_null(yaml);
+    assert_non_null(strstr(yaml, "    capacity: 80\n    device_names: [\"GPU-aa\", \"MIG-bb/1/0\", \"GPU-cc\"]\n"));
+    free(yaml);
+    config_free(&c);
+
+    expect_err("pools:\n  - name: a\n    devices: 2\n    capacity: 0\n",
+               "t.yaml:4: pools[0].capacity: must be between 1 and 2147483647, got 0");
+    expect_err("pools:\n  - name: a\n    devices: 2\n    capacity: \"8\"\n",
+               "t.yaml:4: pools[0].capacity: expected an integer, got a string (remove the quotes)");
+    expect_err("pools:\n  - name: a\n    device_names: [x, y, z]\n    devices: 2\n",
+               "t.yaml:3: pools[0].device_names: must list one name per device (2), got 3");
+    expect_err("pools:\n  - name: a\n    devices: 2\n    device_names: [x, x]\n",
+               "t.yaml:4: pools[0].device_names[1]: 'x' is already the name of device 0");
+    expect_err("pools:\n  - name: a\n    devices: 2\n    device_names: [x, \"y,z\"]\n",
+               "t.yaml:4: pools[0].device_names[1]: must not contain spaces, commas or control characters, "
+               "got byte 0x2c at offset 1");
+    expect_err("pools:\n  - name: a\n    devices: 1\n    device_names: [\"\"]\n",
+               "t.yaml:4: pools[0].device_names[0]: must be 1..128 bytes, got 0");
+    expect_err("pools:\n  - name: a\n    devices: 1\n    device_names: x\n",
+               "t.yaml:4: pools[0].device_names: expected a sequence of names, one per device, got a string");
+    /* Names read before a later error are freed (ASan build). */
+    expect_err("pools:\n  - name: a\n    device_names: [x, y, z]\n    devices: 8\n    gpus: 1\n",
+               "t.yaml:5: pools[0].gpus: unknown key (allowed: name, devices, capacity, device_names)");
 }
 
 static void test_pool_devices_order_independent(void **state)
@@ -922,6 +965,7 @@ int main(void)
         cmocka_unit_test(test_unknown_top_key),
         cmocka_unit_test(test_unknown_section_keys),
         cmocka_unit_test(test_unknown_pool_key),
+        cmocka_unit_test(test_pool_capacity_and_device_names),
         cmocka_unit_test(test_duplicate_keys),
         cmocka_unit_test(test_non_scalar_key),
         cmocka_unit_test(test_wrong_types),

@@ -146,6 +146,9 @@ redis:
 pools:
   - name: node7
     devices: 4
+  - name: mig3
+    devices: 3
+    device_names: [MIG-aaa, MIG-bbb, GPU-ccc]
 """
 
 

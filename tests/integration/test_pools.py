@@ -285,3 +285,15 @@ def test_four_device_waiter_is_not_starved_by_single_device_requests(stub):
     # (a small margin for requests already on their way).
     passed = [(a, t) for a, t in log if a > joined + 0.05 and t < big.granted_at]
     assert not passed, passed
+
+
+def test_device_names_in_granted(stub):
+    """A pool configured with device_names reports them for every device of
+    the grant (mig3: MIG-aaa, MIG-bbb, GPU-ccc)."""
+    one = bc.grant(stub, owner="first", pool="mig3", devices=3)
+    assert list(one.device_names) == ["MIG-aaa"] and list(one.devices) == [0]
+    g = bc.grant(stub, owner="pair", pool="mig3", devices=3, count=2)
+    assert list(g.devices) == [1, 2]
+    assert list(g.device_names) == ["MIG-bbb", "GPU-ccc"]
+    bc.release(stub, one.key, one.token)
+    bc.release(stub, g.key, g.token)
