@@ -43,6 +43,20 @@
  *   all of them in the same script, so a grant never becomes partial. Those
  *   scripts reach the other devices' records by name, so pools need a
  *   standalone (or Sentinel) Redis, not Redis Cluster.
+ *   Shared devices (a request with a weight below the pool's capacity): the
+ *   device's lock is the sentinel "~shared" (never a token) with a TTL at
+ *   least as long as each live share's, so a free lock means no live share
+ *   and every whole-device or plain-key acquire sees the device held; per
+ *   share of token T:
+ *   P{K}:shares     set     tokens of the device's shares
+ *   P{K}:share:T    string  the share's weight, PX = its TTL (exists <=> live)
+ *   P{K}:sh:T       hash    token, owner, fencing, weight[, grant] (the share's
+ *                           hold record; EXPIRED is published when a script
+ *                           next reads the device)
+ *   A device's live shares' weights sum to at most the capacity; each share
+ *   takes the device's next fencing token and has its own ACQUIRED / RELEASED
+ *   / EXPIRED / FORCE_RELEASED events. Renew and release by the share's token
+ *   (any device of its grant), force_release by its fencing, as for a hold.
  *   Pub/sub channel P events, one message per event, text:
  *     "<TYPE> <fencing> <at_unix_ms> <key> <owner>"
  *   TYPE is ACQUIRED, RELEASED, EXPIRED, FORCE_RELEASED, WAKE (queue of key
@@ -102,6 +116,9 @@ typedef struct store_acquire_req {
     int64_t liveness_ms; /* queue entry deadline = Redis time + liveness_ms */
     int32_t count;       /* pool only: devices granted together, all or none;
                           * 0 or 1 = one device; at most target.devices */
+    int64_t weight;      /* pool only: the share of each device taken; 0 (or
+                          * capacity) = the whole device; at most capacity */
+    int64_t capacity;    /* pool only, with a weight: each device's capacity */
 } store_acquire_req;
 
 /*
@@ -114,7 +131,8 @@ typedef struct store_acquire_req {
  *   - grant iff the lock is free and the token is at the head of the queue
  *     (or the queue is empty). A pool grants the `count` lowest-index devices
  *     that are free and whose own key queue is empty (direct waiters on a
- *     device key go first), all in one step, or nothing. Strict FIFO per pool:
+ *     device key go first), all in one step, or nothing; with a weight, devices
+ *     that are free or shared with room for it. Strict FIFO per pool:
  *     a head that needs more devices than are free waits, and everyone behind
  *     it waits too, even for a single free device. (Backfill that never delays
  *     the head would be the same thing here: every free device is one the

@@ -475,7 +475,8 @@ int rstore_acquire(baton_store *b, const store_acquire_req *req, store_acquire_c
 {
     redis_store *s = rs(b);
     if (!req || !rstore_target_ok(&req->target) || !req->token || req->ttl_ms <= 0 ||
-        (req->target.pool && req->count > req->target.devices))
+        (req->target.pool && req->count > req->target.devices) ||
+        (req->weight > 0 && (!req->target.pool || req->weight > req->capacity)))
         return BATON_E_INVALID;
     if (!s->up)
         return BATON_E_UNAVAILABLE;
@@ -515,8 +516,12 @@ int rstore_acquire(baton_store *b, const store_acquire_req *req, store_acquire_c
     rstore_op_arg(o, "%" PRId64, req->liveness_ms > 0 ? req->liveness_ms : 0);
     rstore_op_arg(o, "%" PRId32, t->key ? 0 : t->devices);
     rstore_op_str(o, s->fence_floor);
-    if (t->pool && req->count > 1)
-        rstore_op_arg(o, "%" PRId32, req->count);
+    if (t->pool && (req->count > 1 || req->weight > 0))
+        rstore_op_arg(o, "%" PRId32, req->count > 1 ? req->count : 1);
+    if (t->pool && req->weight > 0) {
+        rstore_op_arg(o, "%" PRId64, req->weight);
+        rstore_op_arg(o, "%" PRId64, req->capacity);
+    }
     if (s->min_replicas > 0) {
         o->confirm = 1;
         if (!(o->token = strdup(req->token)))

@@ -7,6 +7,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <inttypes.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -129,6 +130,16 @@ static int lock_is(fixture *f, const char *key, const char *token)
     return is;
 }
 
+/* 1 if `token` holds a live share of weight w of `key`'s device. */
+static int share_is(fixture *f, const char *key, const char *token, int64_t w)
+{
+    redisReply *r = redisCommand(f->sync, "GET %s{%s}:share:%s", f->prefix, key, token);
+    assert_non_null(r);
+    int is = r->type == REDIS_REPLY_STRING && atoll(r->str) == w;
+    freeReplyObject(r);
+    return is && lock_is(f, key, "~shared");
+}
+
 static baton_store *new_store(fixture *f, const char *addr)
 {
     store_redis_opts o = {.address = addr,
@@ -220,8 +231,8 @@ static void acq_cb(void *ud, int err, const char *msg, const store_acquire_res *
     acq_copy(ud, err, msg, res);
 }
 
-static acq acquire_pool(fixture *f, const char *pool, int devices, int count, const char *token,
-                        const char *owner, int enqueue)
+static acq acquire_share(fixture *f, const char *pool, int devices, int count, int64_t weight,
+                         int64_t capacity, const char *token, const char *owner, int enqueue)
 {
     acq a = {0};
     store_acquire_req req = {.target = {.pool = pool, .devices = devices},
@@ -230,10 +241,18 @@ static acq acquire_pool(fixture *f, const char *pool, int devices, int count, co
                              .ttl_ms = 10000,
                              .enqueue = enqueue,
                              .liveness_ms = 10000,
-                             .count = count};
+                             .count = count,
+                             .weight = weight,
+                             .capacity = capacity};
     assert_int_equal(f->st->ops->acquire(f->st, &req, acq_cb, &a), 0);
     RUN_UNTIL(f, a.done);
     return a;
+}
+
+static acq acquire_pool(fixture *f, const char *pool, int devices, int count, const char *token,
+                        const char *owner, int enqueue)
+{
+    return acquire_share(f, pool, devices, count, 0, 1, token, owner, enqueue);
 }
 
 typedef struct hold {
@@ -454,6 +473,106 @@ static void test_strict_fifo_head_is_not_passed(void **state)
     fx_close(f);
 }
 
+/* Shared devices: holders' weights sum to at most the capacity; each share
+ * takes the device's next fencing; a shared device is held for whole-device
+ * and plain-key acquires; release, renew, force-release and expiry of one
+ * share leave the others. */
+static void test_shares_by_capacity(void **state)
+{
+    (void)state;
+    FX_OPEN(f);
+    char t[6][33];
+    for (int i = 0; i < 6; i++)
+        make_token(t[i], 61u + (unsigned)i);
+    acq a = acquire_share(f, "sh", 2, 1, 3, 4, t[0], "a", 1);
+    assert_int_equal(a.res.granted, 1);
+    assert_int_equal(a.res.device, 0);
+    assert_true(share_is(f, "sh/0", t[0], 3));
+    acq b = acquire_share(f, "sh", 2, 1, 2, 4, t[1], "b", 1); /* 3 + 2 > 4 on sh/0 */
+    assert_int_equal(b.res.device, 1);
+    acq c = acquire_share(f, "sh", 2, 1, 1, 4, t[2], "c", 1); /* 3 + 1 fits sh/0 */
+    assert_int_equal(c.res.device, 0);
+    assert_true(c.res.fencing > a.res.fencing);
+    acq d = acquire_share(f, "sh", 2, 1, 3, 4, t[3], "d", 0); /* 4 + 3, 2 + 3: no room */
+    assert_int_equal(d.res.granted, 0);
+    acq whole = acquire_share(f, "sh", 2, 1, 0, 4, t[4], "whole", 0);
+    assert_int_equal(whole.res.granted, 0);
+    whole = acquire_share(f, "sh", 2, 1, 4, 4, t[4], "whole", 0); /* weight = capacity: whole */
+    assert_int_equal(whole.res.granted, 0);
+    assert_int_equal(acquire_pool(f, "sh", 2, 1, t[4], "whole", 0).res.granted, 0);
+
+    /* B leaves: sh/1 has no share left and is free again. */
+    int from = f->nev;
+    assert_int_equal(release(f, "sh/1", t[1]).err, 0);
+    RUN_UNTIL(f, find_event(f, from, STORE_EV_RELEASED, "sh/1") >= 0);
+    assert_int_equal(f->ev[find_event(f, from, STORE_EV_RELEASED, "sh/1")].fencing, b.res.fencing);
+    assert_int_equal(cmd_int(f, "EXISTS %s{sh/1}:lock", f->prefix), 0);
+    assert_int_equal(acquire_share(f, "sh", 2, 1, 3, 4, t[3], "d", 0).res.device, 1);
+
+    /* Renew one share: its TTL and the device's lock TTL move, not others'. */
+    assert_int_equal(renew(f, "sh/0", t[0], 60000).err, 0);
+    assert_true(cmd_int(f, "PTTL %s{sh/0}:share:%s", f->prefix, t[0]) > 50000);
+    assert_true(cmd_int(f, "PTTL %s{sh/0}:lock", f->prefix) > 50000);
+    assert_true(cmd_int(f, "PTTL %s{sh/0}:share:%s", f->prefix, t[2]) <= 10000);
+    assert_int_equal(renew(f, "sh/0", t[4], 60000).err, BATON_E_NOT_HOLDER);
+    assert_int_equal(release(f, "sh/0", t[4]).err, BATON_E_NOT_HOLDER);
+
+    /* Force-release C by its fencing: A stays. */
+    from = f->nev;
+    assert_int_equal(force_release(f, "sh/0", c.res.fencing).err, 0);
+    RUN_UNTIL(f, find_event(f, from, STORE_EV_FORCE_RELEASED, "sh/0") >= 0);
+    assert_true(share_is(f, "sh/0", t[0], 3));
+    assert_false(share_is(f, "sh/0", t[2], 1));
+    assert_int_equal(force_release(f, "sh/0", c.res.fencing).err, BATON_E_NOT_HOLDER);
+
+    /* A's share runs out (simulated): the next acquire reaps it (EXPIRED)
+     * and the device is free for a whole-device hold. */
+    assert_int_equal(cmd_int(f, "DEL %s{sh/0}:share:%s", f->prefix, t[0]), 1);
+    from = f->nev;
+    acq w = acquire_share(f, "sh", 2, 1, 0, 4, t[5], "whole2", 0);
+    assert_int_equal(w.res.granted, 1);
+    assert_int_equal(w.res.device, 0);
+    assert_true(lock_is(f, "sh/0", t[5]));
+    RUN_UNTIL(f, find_event(f, from, STORE_EV_EXPIRED, "sh/0") >= 0);
+    assert_int_equal(f->ev[find_event(f, from, STORE_EV_EXPIRED, "sh/0")].fencing, a.res.fencing);
+    assert_true(w.res.fencing > c.res.fencing);
+    fx_close(f);
+}
+
+/* count and weight together: a share of each of several devices under one
+ * token, all or nothing, released in one step. */
+static void test_shares_of_several_devices(void **state)
+{
+    (void)state;
+    FX_OPEN(f);
+    char a[33], b[33], c[33];
+    make_token(a, 71);
+    make_token(b, 72);
+    make_token(c, 73);
+    acq ga = acquire_share(f, "sm", 3, 2, 2, 4, a, "a", 1);
+    assert_int_equal(ga.res.ndevices, 2);
+    assert_int_equal(ga.dev[0], 0);
+    assert_int_equal(ga.dev[1], 1);
+    assert_int_equal(acquire_share(f, "sm", 3, 1, 0, 4, b, "whole", 1).res.device, 2);
+    /* 3 on each of 2 devices: only sm/0 and sm/1 are shared, with room 2. */
+    acq gc = acquire_share(f, "sm", 3, 2, 3, 4, c, "c", 0);
+    assert_int_equal(gc.res.granted, 0);
+    assert_false(share_is(f, "sm/0", c, 3));
+    gc = acquire_share(f, "sm", 3, 2, 2, 4, c, "c", 0);
+    assert_int_equal(gc.res.ndevices, 2);
+    /* Renew and release through the second device cover both. */
+    assert_int_equal(renew(f, "sm/1", a, 60000).err, 0);
+    assert_true(cmd_int(f, "PTTL %s{sm/0}:share:%s", f->prefix, a) > 50000);
+    assert_int_equal(release(f, "sm/1", a).err, 0);
+    assert_false(share_is(f, "sm/0", a, 2));
+    assert_false(share_is(f, "sm/1", a, 2));
+    assert_true(share_is(f, "sm/0", c, 2));
+    assert_int_equal(release(f, "sm/0", c).err, 0);
+    assert_int_equal(cmd_int(f, "EXISTS %s{sm/0}:lock", f->prefix), 0);
+    assert_int_equal(cmd_int(f, "EXISTS %s{sm/1}:lock", f->prefix), 0);
+    fx_close(f);
+}
+
 /* ---------------------------------------------------------- hammer */
 
 /*
@@ -463,9 +582,11 @@ static void test_strict_fifo_head_is_not_passed(void **state)
  * devices). The checker's picture of who holds what is conservative: a
  * device counts as held from the grant reply (after Redis made the grant)
  * until the release is sent (before Redis frees it) or, for a crash, until
- * the TTL surely has not run out yet (sent + ttl - margin). Any overlap in
- * that picture is a real double grant. Each grant is also read back from
- * Redis (every device's lock is the token: never partial), and each device's
+ * the TTL surely has not run out yet (sent + ttl - margin). Any device whose
+ * holders' weights in that picture sum above its capacity (a whole-device
+ * hold weighs the capacity; with capacity 1 any overlap) is a real
+ * over-capacity grant. Each grant is also read back from Redis (every
+ * device's lock, or share, is the token's: never partial), and each device's
  * fencing must rise from grant to grant.
  */
 #define HN 8
@@ -479,6 +600,7 @@ typedef struct hclient {
     char token[33];
     unsigned gen;
     int count;
+    int64_t weight; /* 0 = whole devices */
     int ndev;
     int32_t dev[HDEV];
     int64_t sent_ms;
@@ -489,9 +611,20 @@ typedef struct hclient {
 
 struct hammer {
     fixture *f;
-    int64_t held_until[HDEV]; /* 0 = free; INT64_MAX = held until released; else a crash's end */
-    uint64_t last_fencing[HDEV];
-    int grants, attempts, violations, partial, errors, target, crashes, multi;
+    int64_t capacity;
+    /* per device and client: 0 = not held; INT64_MAX = held until released;
+     * else a crash's end; with the weight held */
+    int64_t held_until[HDEV][HN];
+    int64_t held_weight[HDEV][HN];
+    /* the last holds of each device that ended (release sent): a grant that
+     * could not have coexisted with one must have a higher fencing */
+    struct ended {
+        uint64_t fencing;
+        int64_t weight;
+    } ended[HDEV][64];
+    int nended[HDEV];
+    uint64_t held_fencing[HDEV][HN];
+    int grants, attempts, violations, fencing_back, partial, errors, target, crashes, multi, shared;
     unsigned seed;
     hclient c[HN];
 };
@@ -520,13 +653,22 @@ static void h_released(void *ud, int err, const char *msg, const store_hold_res 
     h_attempt(c);
 }
 
+/* Client k's hold of device d ends in the picture. */
+static void h_end(hammer *h, int d, int k)
+{
+    struct ended *e = &h->ended[d][h->nended[d]++ % 64];
+    e->fencing = h->held_fencing[d][k];
+    e->weight = h->held_weight[d][k];
+    h->held_until[d][k] = 0;
+}
+
 static void h_release_now(evutil_socket_t fd, short what, void *arg)
 {
     hclient *c = arg;
     hammer *h = c->h;
     (void)fd, (void)what;
     for (int i = 0; i < c->ndev; i++)
-        h->held_until[c->dev[i]] = 0; /* before Redis can grant anyone else */
+        h_end(h, c->dev[i], (int)(c - h->c)); /* before Redis can grant anyone else */
     const char *key = dkey("hm", c->dev[rand_r(&h->seed) % (unsigned)c->ndev]);
     if (c->st->ops->release(c->st, key, c->token, NULL, h_released, c) != 0)
         h->errors++;
@@ -555,18 +697,34 @@ static void h_acquired(void *ud, int err, const char *msg, const store_acquire_r
     for (int i = 0; i < res->ndevices && i < HDEV; i++) {
         int32_t d = res->devices[i];
         c->dev[i] = d;
-        if (d < 0 || d >= HDEV || !lock_is(h->f, dkey("hm", d), c->token)) {
+        if (d < 0 || d >= HDEV || !(c->weight ? share_is(h->f, dkey("hm", d), c->token, c->weight)
+                                              : lock_is(h->f, dkey("hm", d), c->token))) {
             h->partial++;
             continue;
         }
         /* A crashed holder's devices count as held until its TTL may have run out. */
-        if (h->held_until[d] == INT64_MAX || h->held_until[d] > now)
+        int64_t w = c->weight ? c->weight : h->capacity;
+        int64_t load = w;
+        for (int k = 0; k < HN; k++) {
+            if (h->held_until[d][k] == INT64_MAX || h->held_until[d][k] > now)
+                load += h->held_weight[d][k];
+            else if (h->held_until[d][k] != 0)
+                h_end(h, d, k); /* a crash whose TTL may have run out by now */
+        }
+        if (load > h->capacity)
             h->violations++;
-        if (res->fencings[i] <= h->last_fencing[d])
-            h->violations++;
-        h->last_fencing[d] = res->fencings[i];
-        h->held_until[d] = c->crash ? c->sent_ms + CRASH_TTL - 20 : INT64_MAX;
+        /* Holds that ended and could not have coexisted with this one were
+         * granted before it (replies of the two connections may arrive in
+         * another order, so only those say anything about fencing). */
+        int n = h->nended[d] < 64 ? h->nended[d] : 64;
+        for (int j = 0; j < n; j++)
+            if (h->ended[d][j].weight + w > h->capacity && h->ended[d][j].fencing >= res->fencings[i])
+                h->fencing_back++;
+        h->held_until[d][c - h->c] = c->crash ? c->sent_ms + CRASH_TTL - 20 : INT64_MAX;
+        h->held_weight[d][c - h->c] = w;
+        h->held_fencing[d][c - h->c] = res->fencings[i];
     }
+    h->shared += c->weight > 0;
     h->grants++;
     h->multi += res->ndevices > 1;
     if (c->crash) {
@@ -589,6 +747,8 @@ static void h_attempt(hclient *c)
     if (c->fresh) {
         c->fresh = 0;
         c->count = 1 + (int)(rand_r(&h->seed) % 4);
+        /* capacity 4: weight 0 (whole), 1, 2 or 3 */
+        c->weight = h->capacity > 1 ? (int64_t)(rand_r(&h->seed) % (unsigned)h->capacity) : 0;
         c->crash = rand_r(&h->seed) % 10 == 0;
         c->abandon = rand_r(&h->seed) % 40 == 0;
         make_token(c->token, 1000u + c->gen++ * HN + (unsigned)(c - h->c));
@@ -600,19 +760,21 @@ static void h_attempt(hclient *c)
                              .ttl_ms = c->crash ? CRASH_TTL : 10000,
                              .enqueue = rand_r(&h->seed) % 5 != 0,
                              .liveness_ms = 300,
-                             .count = c->count};
+                             .count = c->count,
+                             .weight = c->weight,
+                             .capacity = h->capacity};
     if (c->st->ops->acquire(c->st, &req, h_acquired, c) != 0)
         h->errors++;
 }
 
-static void test_hammer_no_device_held_twice_no_partial_grant(void **state)
+static void hammer_run(int64_t capacity)
 {
-    (void)state;
     FX_OPEN(f);
     baton_store *st2 = new_store(f, getenv("BATON_TEST_REDIS"));
     RUN_UNTIL(f, store_redis_is_up(st2));
     hammer *h = calloc(1, sizeof(*h));
     h->f = f;
+    h->capacity = capacity;
     h->target = 600;
     h->seed = (unsigned)time(NULL);
     print_message("hammer seed %u\n", h->seed);
@@ -629,17 +791,33 @@ static void test_hammer_no_device_held_twice_no_partial_grant(void **state)
     int64_t end = now_ms() + 300;
     while (now_ms() < end)
         event_base_loop(f->base, EVLOOP_ONCE);
-    print_message("hammer: %d grants (%d multi-device, %d crashed holders), %d attempts; %d double grants "
-                  "or fencing going back, %d partial grants, %d errors\n",
-                  h->grants, h->multi, h->crashes, h->attempts, h->violations, h->partial, h->errors);
+    print_message("hammer (capacity %" PRId64 "): %d grants (%d multi-device, %d shared, %d crashed holders), "
+                  "%d attempts; %d over capacity, %d fencing going back, %d partial grants, %d errors\n",
+                  capacity, h->grants, h->multi, h->shared, h->crashes, h->attempts, h->violations,
+                  h->fencing_back, h->partial, h->errors);
     assert_int_equal(h->violations, 0);
+    assert_int_equal(h->fencing_back, 0);
     assert_int_equal(h->partial, 0);
     assert_int_equal(h->errors, 0);
     assert_true(h->grants >= h->target);
     assert_true(h->multi > 0 && h->crashes > 0);
+    assert_true(capacity == 1 || h->shared > 0);
     st2->ops->free(st2);
     free(h);
     fx_close(f);
+}
+
+static void test_hammer_no_device_held_twice_no_partial_grant(void **state)
+{
+    (void)state;
+    hammer_run(1);
+}
+
+/* The same with capacity 4 and weights 0 (whole), 1, 2, 3 mixed. */
+static void test_hammer_shared_devices_never_over_capacity(void **state)
+{
+    (void)state;
+    hammer_run(4);
 }
 
 int main(void)
@@ -650,6 +828,9 @@ int main(void)
         cmocka_unit_test(test_token_ops_cover_every_device),
         cmocka_unit_test(test_strict_fifo_head_is_not_passed),
         cmocka_unit_test(test_hammer_no_device_held_twice_no_partial_grant),
+        cmocka_unit_test(test_shares_by_capacity),
+        cmocka_unit_test(test_shares_of_several_devices),
+        cmocka_unit_test(test_hammer_shared_devices_never_over_capacity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,9 @@
 -- One acquire attempt on a key or a pool (semantics: store.h).
 -- ARGV: channel, key or pool name, token, owner, ttl_ms, enqueue ('1'/'0'),
 --       liveness_ms, devices ('0' for a plain key), fencing floor (epoch.lua)[,
---       count (pool: devices granted together, all or nothing; absent = 1)]
+--       count (pool: devices granted together, all or nothing; absent = 1)[,
+--       weight (pool: the share of each device's capacity; absent or 0 = the
+--       whole device), capacity (pool: of each device)]]
 -- KEYS, plain key: lock, hold, fence, q, qt, qs
 -- KEYS, pool of n devices: pool q, pool qt, pool qs, then for device i
 --       (0-based, key "<pool>/<i>") lock, hold, fence, q, qt at 4+5i .. 8+5i,
@@ -25,6 +27,8 @@ local n = tonumber(ARGV[8])
 local floor = tonumber(ARGV[9] or '0')
 local count = tonumber(ARGV[10] or '1')
 if count < 1 then count = 1 end
+local weight, capacity = tonumber(ARGV[11] or '0'), tonumber(ARGV[12] or '1')
+if weight >= capacity then weight = 0 end -- the whole device
 local now, now_us = b_now()
 
 -- The target's queue, and the lockable keys ("devices") it may be granted.
@@ -69,15 +73,27 @@ for _, d in ipairs(devs) do
       d.f = tonumber(f)
       mine[#mine + 1] = d
     end
+  elseif d.holder == B_SHARED and weight > 0 and b_has_share(d.lock, d.key, token) then
+    d.f = tonumber(redis.call('HGET', b_share_rec(d.lock, d.key, 'sh', token), 'fencing'))
+    mine[#mine + 1] = d
   end
 end
-if #mine > 0 then return granted(mine, redis.call('PTTL', mine[1].lock)) end
+if #mine > 0 then
+  if weight > 0 then return granted(mine, redis.call('PTTL', b_share_rec(mine[1].lock, mine[1].key, 'share', token))) end
+  return granted(mine, redis.call('PTTL', mine[1].lock))
+end
 
 -- Report expired holds; drop dead waiters (a device's own queue too: its
 -- direct waiters go before the pool, but dead ones must not block it).
 local purged = 0
 for _, d in ipairs(devs) do
   if not d.holder then b_reap_hold(d.hold, chan, d.key, now) end
+  -- Shared devices: the load of live shares; dead ones are reaped (and a
+  -- sentinel without live shares goes: the device is free).
+  if d.holder == B_SHARED or (capacity > 1 and not d.holder) then
+    d.load = b_shares_load(d.lock, d.key, chan, now)
+    if d.holder == B_SHARED and d.load == 0 then d.holder = nil end
+  end
   if d.q then
     local dev_head = b_head(d.q, d.qt)
     if b_purge(d.q, d.qt, now) > 0 and not d.holder then
@@ -105,11 +121,17 @@ local head = b_head(tq, tqt)
 local qn = tqn and head and tonumber(redis.call('GET', tqn))
 if qn and qn ~= n then return {2, qn} end
 
--- The devices a grant may take now: free, and nobody waits on their own key.
-local usable = {}
-for _, d in ipairs(devs) do
-  if not d.holder and (not d.q or redis.call('EXISTS', d.q) == 0) then usable[#usable + 1] = d end
+-- The devices a grant of weight w (0 = whole devices) may take now: free, or
+-- shared with room for w; and nobody waits on their own key.
+local function usable_for(w)
+  local u = {}
+  for _, d in ipairs(devs) do
+    local room = not d.holder or (w > 0 and d.holder == B_SHARED and d.load + w <= capacity)
+    if room and (not d.q or redis.call('EXISTS', d.q) == 0) then u[#u + 1] = d end
+  end
+  return u
 end
+local usable = usable_for(weight)
 
 -- Grant iff the token heads the queue (or it is empty) and `count` devices
 -- are usable: the lowest ones, all in this one step or none (strict FIFO: a
@@ -122,10 +144,16 @@ if (not head or head == token) and #usable >= count then
     keys[i] = usable[i].key
   end
   for i, d in ipairs(got) do
-    d.f = b_grant(d.lock, d.hold, d.fence, i == 1 and tq or nil, tqt, chan, d.key, token, owner, ttl, now,
-                  now_us, floor)
-    if count > 1 then redis.call('HSET', d.hold, 'grant', table.concat(keys, ' ')) end
+    if weight > 0 then
+      d.f = b_grant_share(d.lock, d.fence, d.key, token, owner, weight, ttl, chan, now, now_us, floor)
+      if count > 1 then redis.call('HSET', b_share_rec(d.lock, d.key, 'sh', token), 'grant', table.concat(keys, ' ')) end
+    else
+      d.f = b_grant(d.lock, d.hold, d.fence, nil, nil, chan, d.key, token, owner, ttl, now, now_us, floor)
+      if count > 1 then redis.call('HSET', d.hold, 'grant', table.concat(keys, ' ')) end
+    end
   end
+  redis.call('ZREM', tq, token)
+  redis.call('ZREM', tqt, token)
   if n > 0 then
     if redis.call('EXISTS', tq) == 1 then
       redis.call('HDEL', tqc, token)
@@ -142,7 +170,7 @@ if enqueue then
   if tqn and not qn then redis.call('SET', tqn, n) end -- first waiter (or one from before qn)
   if not redis.call('ZSCORE', tq, token) then
     redis.call('ZADD', tq, 'NX', b_int(redis.call('INCR', tqs)), token)
-    if tqc and count > 1 then redis.call('HSET', tqc, token, count) end
+    if tqc and (count > 1 or weight > 0) then redis.call('HSET', tqc, token, count .. ' ' .. weight) end
   end
   redis.call('ZADD', tqt, b_int(now + liveness), token)
 end
@@ -159,9 +187,11 @@ local holder_owner, holder_fencing, holder_ttl = '', 0, -1
 local any_free = false
 -- The head would be granted if it attempted now: enough usable devices for
 -- the count it waits for.
-local head_count = 1
-if tqc and head and head ~= token then head_count = tonumber(redis.call('HGET', tqc, head) or '1') end
-local grantable = #usable >= head_count
+local grantable = #usable >= count
+if tqc and head and head ~= token then
+  local hc, hw = string.match(redis.call('HGET', tqc, head) or '1 0', '^(%d+) (%d+)$')
+  grantable = #usable_for(tonumber(hw or '0')) >= tonumber(hc or '1')
+end
 for _, d in ipairs(devs) do
   if d.holder then
     local pttl = redis.call('PTTL', d.lock)

@@ -142,3 +142,70 @@ local function b_end_peer(lock, hold, k, token, chan, typ, now)
     b_reap_hold(hold, chan, k, now)
   end
 end
+
+-- Shared devices (a pool with capacity > 1, requests with a weight below it).
+-- A device held by shares has the sentinel B_SHARED as its lock (no token is
+-- ever that), whose TTL is kept at least as long as every live share's, so a
+-- free lock means no live share, and plain-key and whole-device acquires see
+-- the device as held. Per share, records of device key k:
+--   {k}:shares        set     tokens of the device's shares (live or dead)
+--   {k}:share:<token> string  the share's weight, PX = its TTL (exists <=> live)
+--   {k}:sh:<token>    hash    token, owner, fencing, weight[, grant] (as a
+--                             hold: outlives an expired share until reaped)
+local B_SHARED = '~shared'
+
+local function b_share_rec(lock, k, what, token)
+  return b_rec(lock, k, k, token and (what .. ':' .. token) or what)
+end
+
+-- Sum of the weights of device k's live shares (`lock` = its :lock record);
+-- dead shares are reaped (EXPIRED, once). With no live share left, a sentinel
+-- lock is deleted.
+local function b_shares_load(lock, k, chan, now)
+  local set = b_share_rec(lock, k, 'shares')
+  local load = 0
+  for _, t in ipairs(redis.call('SMEMBERS', set)) do
+    local w = redis.call('GET', b_share_rec(lock, k, 'share', t))
+    if w then
+      load = load + tonumber(w)
+    else
+      b_reap_hold(b_share_rec(lock, k, 'sh', t), chan, k, now)
+      redis.call('SREM', set, t)
+    end
+  end
+  if load == 0 and redis.call('GET', lock) == B_SHARED then redis.call('DEL', lock) end
+  return load
+end
+
+-- Grants token a share of weight w of device k for ttl ms; returns the
+-- device's next fencing token (above the primary's floor, as b_grant's).
+local function b_grant_share(lock, fence, k, token, owner, w, ttl, chan, now, now_us, floor)
+  local f = b_next_fencing(fence, now_us, floor)
+  redis.call('SET', b_share_rec(lock, k, 'share', token), b_int(w), 'PX', b_int(ttl))
+  redis.call('SADD', b_share_rec(lock, k, 'shares'), token)
+  redis.call('HSET', b_share_rec(lock, k, 'sh', token), 'token', token, 'owner', owner, 'fencing', b_int(f),
+             'weight', b_int(w))
+  if redis.call('PTTL', lock) < ttl then redis.call('SET', lock, B_SHARED, 'PX', b_int(ttl)) end
+  b_publish(chan, 'ACQUIRED', f, now, k, owner)
+  return f
+end
+
+-- Ends token's share of device k with event `typ` (EXPIRED when it was no
+-- longer live). Returns true when the share was live.
+local function b_end_share(lock, k, token, chan, typ, now)
+  local sk, sh = b_share_rec(lock, k, 'share', token), b_share_rec(lock, k, 'sh', token)
+  local live = redis.call('EXISTS', sk) == 1
+  if redis.call('EXISTS', sh) == 1 then
+    local owner, fencing = b_holder(sh)
+    b_publish(chan, live and typ or 'EXPIRED', fencing, now, k, owner)
+  end
+  redis.call('DEL', sk, sh)
+  redis.call('SREM', b_share_rec(lock, k, 'shares'), token)
+  if redis.call('GET', lock) == B_SHARED then b_shares_load(lock, k, chan, now) end
+  return live
+end
+
+-- 1 when token holds a live share of device k.
+local function b_has_share(lock, k, token)
+  return redis.call('EXISTS', b_share_rec(lock, k, 'share', token)) == 1
+end

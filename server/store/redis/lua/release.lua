@@ -32,6 +32,18 @@ if cur == ARGV[3] then
   end
   return {1, owner, fencing}
 end
+-- A share of a shared device (and of every device of its grant): RELEASED
+-- with the share's fencing; the device stays held while other shares live.
+-- (No handoff: the device may not be free.)
+if cur == B_SHARED and b_has_share(KEYS[1], ARGV[2], ARGV[3]) then
+  local sh = b_share_rec(KEYS[1], ARGV[2], 'sh', ARGV[3])
+  local owner, fencing = b_holder(sh)
+  b_grant_peers(KEYS[1], sh, ARGV[2], function(lock, hold, k)
+    b_end_share(lock, k, ARGV[3], ARGV[1], 'RELEASED', now)
+  end)
+  b_end_share(KEYS[1], ARGV[2], ARGV[3], ARGV[1], 'RELEASED', now)
+  return {1, owner, fencing}
+end
 if not cur then
   b_reap_hold(KEYS[2], ARGV[1], ARGV[2], now)
   return {0, '', 0}

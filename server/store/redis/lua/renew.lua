@@ -26,6 +26,29 @@ if cur == ARGV[3] then
   for _, lock in ipairs(locks) do redis.call('PEXPIRE', lock, ARGV[4]) end
   return {1, tonumber(ARGV[4])}
 end
+-- A share: the same, on the share records; a device's sentinel lock is kept
+-- at least as long as each of its shares.
+if cur == B_SHARED and b_has_share(KEYS[1], ARGV[2], ARGV[3]) then
+  local sh = b_share_rec(KEYS[1], ARGV[2], 'sh', ARGV[3])
+  local devs, broken = {{KEYS[1], ARGV[2]}}, false
+  b_grant_peers(KEYS[1], sh, ARGV[2], function(lock, hold, k)
+    if b_has_share(lock, k, ARGV[3]) then devs[#devs + 1] = {lock, k} else broken = true end
+  end)
+  if broken then
+    local now = b_now()
+    b_grant_peers(KEYS[1], sh, ARGV[2], function(lock, hold, k)
+      b_end_share(lock, k, ARGV[3], ARGV[1], 'EXPIRED', now)
+    end)
+    b_end_share(KEYS[1], ARGV[2], ARGV[3], ARGV[1], 'EXPIRED', now)
+    return {0, '', 0}
+  end
+  local ttl = tonumber(ARGV[4])
+  for _, d in ipairs(devs) do
+    redis.call('PEXPIRE', b_share_rec(d[1], d[2], 'share', ARGV[3]), ARGV[4])
+    if redis.call('PTTL', d[1]) < ttl then redis.call('PEXPIRE', d[1], ARGV[4]) end
+  end
+  return {1, ttl}
+end
 if not cur then
   b_reap_hold(KEYS[2], ARGV[1], ARGV[2], b_now())
   return {0, '', 0}
