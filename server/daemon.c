@@ -27,6 +27,7 @@ struct baton_daemon {
     const char **pool_names; /* the transport's limits point here */
     int32_t *pool_devices;
     const char *const **pool_dev_names;
+    int64_t *pool_capacity;
     int stopping; /* daemon_stop was called */
 };
 
@@ -62,12 +63,15 @@ static int transport_opts_of(baton_daemon *d, transport_opts *to)
         d->pool_names = calloc(cfg->npools, sizeof *d->pool_names);
         d->pool_devices = calloc(cfg->npools, sizeof *d->pool_devices);
         d->pool_dev_names = calloc(cfg->npools, sizeof *d->pool_dev_names);
-        if (d->pool_names == NULL || d->pool_devices == NULL || d->pool_dev_names == NULL)
+        d->pool_capacity = calloc(cfg->npools, sizeof *d->pool_capacity);
+        if (d->pool_names == NULL || d->pool_devices == NULL || d->pool_dev_names == NULL ||
+            d->pool_capacity == NULL)
             return -1;
         for (size_t i = 0; i < cfg->npools; i++) {
             d->pool_names[i] = cfg->pools[i].name;
             d->pool_devices[i] = cfg->pools[i].devices;
             d->pool_dev_names[i] = (const char *const *)cfg->pools[i].device_names;
+            d->pool_capacity[i] = cfg->pools[i].capacity;
         }
     }
     *to = (transport_opts){
@@ -82,6 +86,7 @@ static int transport_opts_of(baton_daemon *d, transport_opts *to)
                 .pool_names = d->pool_names,
                 .pool_devices = d->pool_devices,
                 .pool_device_names = d->pool_dev_names,
+                .pool_capacity = d->pool_capacity,
                 .npools = cfg->npools,
             },
         .max_concurrent_streams = cfg->max_concurrent_streams,
@@ -205,6 +210,7 @@ void daemon_free(baton_daemon *d)
     free(d->pool_names);
     free(d->pool_devices);
     free(d->pool_dev_names);
+    free(d->pool_capacity);
     free(d);
     grpc_shutdown();
 }

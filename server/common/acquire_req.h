@@ -20,6 +20,8 @@ typedef struct engine_acquire_req {
     const char *pool;  /* pool name, or NULL */
     int32_t devices;   /* pool only */
     int32_t count;     /* pool only: devices granted together (0 or 1 = one) */
+    int64_t weight;    /* pool only: share of each device; 0 = the whole device */
+    int64_t capacity;  /* pool only, with a weight: each device's capacity */
     const char *owner; /* valid UTF-8, may be "" */
     int64_t ttl_ms;    /* > 0 */
     int64_t wait_ms;   /* >= 0; 0 = try once */

@@ -25,6 +25,8 @@ store_acquire_req attempt_request(const engine_waiter *w, int enqueue)
         .enqueue = enqueue,
         .liveness_ms = w->e->cfg.liveness_ms,
         .count = w->count,
+        .weight = w->weight,
+        .capacity = w->capacity,
     };
     return r;
 }

@@ -92,7 +92,9 @@ struct engine_waiter {
     char *key;  /* plain key, or NULL (owned) */
     char *pool; /* pool name, or NULL (owned) */
     int32_t devices;
-    int32_t count; /* pool: devices per grant */
+    int32_t count;    /* pool: devices per grant */
+    int64_t weight;   /* pool: share of each device, 0 = whole */
+    int64_t capacity; /* pool, with a weight */
     char *owner;   /* owned */
     int64_t ttl_ms;
     int64_t wait_ms;

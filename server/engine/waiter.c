@@ -68,6 +68,9 @@ void waiter_busy_reason(const engine_waiter *w, char *buf, size_t n)
     else if (w->pool && w->holder_fencing == 0 && ahead > 0)
         snprintf(buf, n, "pool '%s' has a free device but %" PRId64 " waiters are queued ahead", w->pool,
                  ahead);
+    else if (w->pool && w->weight > 0)
+        snprintf(buf, n, "fewer than %" PRId32 " of the %" PRId32 " devices of pool '%s' have %" PRId64
+                 " of %" PRId64 " free", w->count, w->devices, w->pool, w->weight, w->capacity);
     else if (w->pool && w->count > 1)
         snprintf(buf, n, "fewer than %" PRId32 " of the %" PRId32 " devices of pool '%s' are free", w->count,
                  w->devices, w->pool);
@@ -145,6 +148,8 @@ int waiter_new(baton_engine *e, const engine_acquire_req *req, const engine_acqu
     w->pool = dup_or_null(req->pool);
     w->devices = req->pool ? req->devices : 0;
     w->count = req->pool && req->count > 1 ? req->count : 1;
+    w->weight = req->pool && req->weight > 0 && req->weight < req->capacity ? req->weight : 0;
+    w->capacity = w->weight ? req->capacity : 1;
     w->owner = strdup(req->owner ? req->owner : "");
     w->ttl_ms = req->ttl_ms;
     w->wait_ms = req->wait_ms > 0 ? req->wait_ms : 0;

@@ -179,6 +179,41 @@ static int validate_pool(const validate_limits *lim, const Baton__V1__Pool *pool
     return 0;
 }
 
+/*
+ * A weight shares each device with others up to its pool's configured
+ * capacity, so a pool that is not configured takes none (it has no capacity
+ * anyone agreed on). A weight equal to the capacity is the whole device (0).
+ */
+static int validate_weight(const validate_limits *lim, const Baton__V1__Pool *pool, int64_t *weight,
+                           int64_t *capacity, char *err, size_t errlen)
+{
+    *weight = 0;
+    *capacity = 1;
+    if (pool->weight == 0)
+        return 0;
+    if (pool->weight < 0)
+        return fail(err, errlen, "pool.weight: must be 0 (the whole device) or positive, got %" PRId64,
+                    pool->weight);
+    size_t i = 0;
+    while (i < lim->npools && strcmp(lim->pool_names[i], pool->name) != 0)
+        i++;
+    if (i == lim->npools)
+        return fail(err, errlen,
+                    "pool.weight: pool '%s' is not configured in batond; a weight needs the pool's "
+                    "capacity (pools[].capacity), use 0 (the whole device)",
+                    pool->name);
+    int64_t cap = lim->pool_capacity ? lim->pool_capacity[i] : 1;
+    if (pool->weight > cap)
+        return fail(err, errlen,
+                    "pool.weight: must be at most the capacity of pool '%s' (%" PRId64 "), got %" PRId64,
+                    pool->name, cap, pool->weight);
+    if (pool->weight < cap) {
+        *weight = pool->weight;
+        *capacity = cap;
+    }
+    return 0;
+}
+
 int validate_acquire(const validate_limits *lim, const Baton__V1__AcquireRequest *req,
                      engine_acquire_req *out, char *err, size_t errlen)
 {
@@ -201,6 +236,8 @@ int validate_acquire(const validate_limits *lim, const Baton__V1__AcquireRequest
         out->pool = req->pool->name;
         out->devices = req->pool->devices;
         out->count = req->pool->count > 1 ? req->pool->count : 1;
+        if ((rc = validate_weight(lim, req->pool, &out->weight, &out->capacity, err, errlen)) != 0)
+            return rc;
     }
     if ((rc = validate_owner("owner", req->owner, err, errlen)) != 0)
         return rc;

@@ -37,6 +37,9 @@ typedef struct validate_limits {
     /* Per configured pool: its device names (pool_devices[i] of them), or
      * NULL for a pool without names; NULL when no pool has any. */
     const char *const *const *pool_device_names;
+    /* Per configured pool: each device's capacity (pool.weight's bound);
+     * NULL = every pool's is 1. */
+    const int64_t *pool_capacity;
     size_t npools;
 } validate_limits;
 

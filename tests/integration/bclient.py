@@ -30,12 +30,14 @@ def uniq(name):
     return "it-%s-%s" % (name, uuid.uuid4().hex[:10])
 
 
-def acquire_request(key="", owner="", ttl_ms=0, wait_ms=0, mode=LEASE, pool=None, devices=0, count=0):
+def acquire_request(key="", owner="", ttl_ms=0, wait_ms=0, mode=LEASE, pool=None, devices=0, count=0,
+                    weight=0):
     req = pb.AcquireRequest(key=key, owner=owner, ttl_ms=ttl_ms, wait_ms=wait_ms, mode=mode)
     if pool is not None:
         req.pool.name = pool
         req.pool.devices = devices
         req.pool.count = count
+        req.pool.weight = weight
     return req
 
 

@@ -149,6 +149,9 @@ pools:
   - name: mig3
     devices: 3
     device_names: [MIG-aaa, MIG-bbb, GPU-ccc]
+  - name: gpu80
+    devices: 2
+    capacity: 80
 """
 
 

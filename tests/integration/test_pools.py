@@ -297,3 +297,79 @@ def test_device_names_in_granted(stub):
     assert list(g.device_names) == ["MIG-bbb", "GPU-ccc"]
     bc.release(stub, one.key, one.token)
     bc.release(stub, g.key, g.token)
+
+
+def _shared_req(owner, weight, count=0, wait_ms=0, mode=bc.LEASE):
+    return bc.acquire_request(owner=owner, pool="gpu80", devices=2, count=count, weight=weight, wait_ms=wait_ms,
+                              mode=mode)
+
+
+def test_weights_share_devices_up_to_capacity(stub):
+    """gpu80: 2 devices of capacity 80. Holders of 24 each: three fit on one
+    device, the fourth goes to the next; a whole-device request waits until
+    a device has no share left; Describe and Watch see each share."""
+    wp = bc.WatchStream(stub, prefix="gpu80/")
+    wp.sync()
+    grants = []
+    for i in range(4):
+        events, code, details, _ = bc.acquire(stub, request=_shared_req("inf%d" % i, 24))
+        assert code == bc.OK, (code, details)
+        grants.append(events[-1].granted)
+    assert [g.device for g in grants] == [0, 0, 0, 1], [g.device for g in grants]
+    assert grants[0].fencing < grants[1].fencing < grants[2].fencing
+    for g in grants:
+        wp.wait_event(lambda e, g=g: e.type == T.ACQUIRED and e.key == g.key and e.fencing == g.fencing)
+    d = bc.describe(stub, "gpu80/0")
+    assert d.held and d.owner == "inf2" and d.fencing == grants[2].fencing
+    _, code, details, _ = bc.acquire(stub, request=_shared_req("whole", 0))
+    assert code == ABORTED, (code, details)
+    _, code, details, _ = bc.acquire(stub, request=_shared_req("big", 60))
+    assert code == ABORTED and "have 60 of 80 free" in details, (code, details)
+
+    whole = bc.AcquireStream(stub, request=_shared_req("whole", 0, wait_ms=10000))
+    whole.wait_queued()
+    bc.release(stub, grants[3].key, grants[3].token)  # gpu80/1 has no share left
+    g = whole.wait_granted(5.0)
+    assert g.device == 1 and g.fencing > grants[3].fencing
+    # Renew and release one share: the others stay.
+    assert bc.renew(stub, grants[0].key, grants[0].token, 30000).ttl_ms == 30000
+    bc.release(stub, grants[1].key, grants[1].token)
+    wp.wait_event(lambda e: e.type == T.RELEASED and e.fencing == grants[1].fencing)
+    assert bc.describe(stub, "gpu80/0").held
+    for x in (grants[0], grants[2], g):
+        bc.release(stub, x.key, x.token)
+    assert not bc.describe(stub, "gpu80/0").held and not bc.describe(stub, "gpu80/1").held
+    wp.cancel()
+
+
+def test_weight_rules(stub):
+    for req, want in ((_shared_req("x", 81), "pool.weight: must be at most the capacity of pool 'gpu80' (80), got 81"),
+                      (bc.acquire_request(owner="x", pool="node7", devices=4, weight=2),
+                       "pool.weight: must be at most the capacity of pool 'node7' (1), got 2"),
+                      (bc.acquire_request(owner="x", pool=bc.uniq("adhoc-w"), devices=2, weight=1),
+                       "is not configured in batond; a weight needs the pool's capacity")):
+        events, code, details, _ = bc.acquire(stub, request=req)
+        assert code == INVALID and want in details, (code, details)
+        assert not events
+
+
+def test_stream_share_of_two_devices_ends_in_one_step(stub):
+    """count 2, weight 40: one share on each device under one token; the
+    stream's end frees both shares at once."""
+    s = bc.AcquireStream(stub, request=_shared_req("pair", 40, count=2, mode=bc.STREAM))
+    g = s.wait_granted()
+    assert list(g.devices) == [0, 1]
+    events, code, _, _ = bc.acquire(stub, request=_shared_req("fits", 40, count=2))
+    assert code == bc.OK  # 40 + 40 = 80 on each
+    fits = events[-1].granted
+    _, code, _, _ = bc.acquire(stub, request=_shared_req("full", 1))
+    assert code == ABORTED
+    s.cancel()
+    assert s.wait_end()[0] == grpc.StatusCode.CANCELLED
+    assert bc.wait_until(lambda: bc.describe(stub, "gpu80/0").owner == "fits"
+                         and bc.describe(stub, "gpu80/1").owner == "fits", 5.0)
+    events, code, _, _ = bc.acquire(stub, request=_shared_req("again", 40, count=2))
+    assert code == bc.OK, "the stream's shares of both devices were freed"
+    bc.release(stub, fits.key, fits.token)
+    bc.release(stub, events[-1].granted.keys[1], events[-1].granted.token)
+    assert not bc.describe(stub, "gpu80/0").held and not bc.describe(stub, "gpu80/1").held

@@ -14,6 +14,7 @@ static char err[512];
 
 static const char *const pool_names[] = {"node7", "small"};
 static const int32_t pool_devices[] = {8, 2};
+static const int64_t pool_capacity[] = {80, 1};
 
 static const validate_limits LIM = {
     .default_ttl_ms = 600000,
@@ -23,6 +24,7 @@ static const validate_limits LIM = {
     .max_pool_devices = 64,
     .pool_names = pool_names,
     .pool_devices = pool_devices,
+    .pool_capacity = pool_capacity,
     .npools = 2,
 };
 
@@ -490,6 +492,42 @@ static void test_acquire_pool_count(void **state)
     assert_invalid(validate_acquire(&LIM, &r, &out, err, sizeof(err)), "pool.devices (3)");
 }
 
+static void test_acquire_pool_weight(void **state)
+{
+    Baton__V1__Pool p;
+    engine_acquire_req out;
+    Baton__V1__AcquireRequest r = acq_pool(&p, "node7", 8);
+    p.weight = 24;
+    p.count = 2;
+    assert_int_equal(validate_acquire(&LIM, &r, &out, err, sizeof(err)), 0);
+    assert_int_equal(out.weight, 24);
+    assert_int_equal(out.capacity, 80);
+    assert_int_equal(out.count, 2);
+    p.weight = 80; /* the whole device */
+    assert_int_equal(validate_acquire(&LIM, &r, &out, err, sizeof(err)), 0);
+    assert_int_equal(out.weight, 0);
+    p.weight = 81;
+    assert_invalid(validate_acquire(&LIM, &r, &out, err, sizeof(err)),
+                   "pool.weight: must be at most the capacity of pool 'node7' (80), got 81");
+    p.weight = -1;
+    assert_invalid(validate_acquire(&LIM, &r, &out, err, sizeof(err)),
+                   "pool.weight: must be 0 (the whole device) or positive, got -1");
+    /* capacity 1: weight 1 is the whole device, 2 is too much. */
+    r = acq_pool(&p, "small", 2);
+    p.weight = 1;
+    assert_int_equal(validate_acquire(&LIM, &r, &out, err, sizeof(err)), 0);
+    assert_int_equal(out.weight, 0);
+    p.weight = 2;
+    assert_invalid(validate_acquire(&LIM, &r, &out, err, sizeof(err)), "capacity of pool 'small' (1), got 2");
+    /* Ad-hoc pools: count works, a weight needs a configured capacity. */
+    r = acq_pool(&p, "adhoc", 4);
+    p.count = 2;
+    assert_int_equal(validate_acquire(&LIM, &r, &out, err, sizeof(err)), 0);
+    p.weight = 1;
+    assert_invalid(validate_acquire(&LIM, &r, &out, err, sizeof(err)),
+                   "pool.weight: pool 'adhoc' is not configured in batond; a weight needs the pool's capacity");
+}
+
 /* ---- renew / release / watch / describe / force release ---- */
 
 static void test_renew(void **state)
@@ -590,6 +628,7 @@ int main(void)
         cmocka_unit_test(test_acquire_pool_devices),
         cmocka_unit_test(test_acquire_pool_name),
         cmocka_unit_test(test_acquire_pool_count),
+        cmocka_unit_test(test_acquire_pool_weight),
         cmocka_unit_test(test_renew),
         cmocka_unit_test(test_release),
         cmocka_unit_test(test_watch),
