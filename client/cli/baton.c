@@ -2,7 +2,7 @@
  * baton - command-line client of the Baton lock service, built only on
  * libbaton's public API (baton/baton.h).
  *
- *   baton exec [--pool P --devices N | KEY] [--wait D] [--ttl D] -- CMD ARGS...
+ *   baton exec [--pool P --devices N [--count C] [--weight W] | KEY] [--wait D] [--ttl D] -- CMD ARGS...
  *   baton acquire | renew | release | watch | describe | force-release ...
  *
  * Signals: every command that waits for something blocks SIGINT, SIGTERM,
@@ -45,9 +45,10 @@ static const char main_help[] =
     "usage: baton COMMAND [OPTIONS] ...\n"
     "\n"
     "Commands:\n"
-    "  exec [--pool P --devices N | KEY] [options] -- CMD [ARGS...]\n"
+    "  exec [--pool P --devices N [--count C] [--weight W] | KEY] [options] -- CMD [ARGS...]\n"
     "                   hold a lock (stream mode) while CMD runs, like flock(1)\n"
-    "  acquire KEY      take a lease lock; prints its token and fencing number\n"
+    "  acquire KEY | --pool P --devices N [--count C] [--weight W]\n"
+    "                   take a lease lock; prints its token and fencing number\n"
     "  renew --token T KEY     extend a lease lock\n"
     "  release --token T KEY   release a lease lock\n"
     "  watch KEY | --prefix P  print lock events until interrupted\n"
@@ -87,6 +88,8 @@ enum opt_id {
     O_TOKEN,
     O_PREFIX,
     O_FENCING,
+    O_COUNT,
+    O_WEIGHT,
     O_HELP
 };
 
@@ -102,6 +105,8 @@ struct opts {
     int json;
     const char *pool;
     int devices;
+    int count;
+    int64_t weight;
     int conflict_exit;
     const char *token;
     const char *prefix;
@@ -193,6 +198,8 @@ static int parse_opts(const struct command *c, int argc, char **argv, struct opt
                                           {"token", required_argument, NULL, O_TOKEN},
                                           {"prefix", required_argument, NULL, O_PREFIX},
                                           {"fencing", required_argument, NULL, O_FENCING},
+                                          {"count", required_argument, NULL, O_COUNT},
+                                          {"weight", required_argument, NULL, O_WEIGHT},
                                           {"help", no_argument, NULL, O_HELP},
                                           {NULL, 0, NULL, 0}};
     const char *env = getenv("BATON_TARGET");
@@ -235,6 +242,16 @@ static int parse_opts(const struct command *c, int argc, char **argv, struct opt
             if (parse_int(optarg, 1, 1 << 20, &v) != 0)
                 return usage_error(c, "bad --devices: '%s' (a positive integer)", optarg);
             o->devices = (int)v;
+            break;
+        case O_COUNT:
+            if (parse_int(optarg, 1, 1 << 20, &v) != 0)
+                return usage_error(c, "bad --count: '%s' (a positive integer)", optarg);
+            o->count = (int)v;
+            break;
+        case O_WEIGHT:
+            if (parse_int(optarg, 1, INT32_MAX, &v) != 0)
+                return usage_error(c, "bad --weight: '%s' (a positive integer)", optarg);
+            o->weight = v;
             break;
         case O_CONFLICT:
             if (parse_int(optarg, 0, 255, &v) != 0)
@@ -322,31 +339,51 @@ static void on_lost(baton_lock *lock, int err, const char *msg, void *ud)
     wake_main(&wake_lost);
 }
 
+/* A pool lock's device indexes, comma-separated ("1,3"), malloc'ed. */
+static char *device_list(const baton_lock *l)
+{
+    int n = baton_lock_device_count(l);
+    char *s = malloc((size_t)n * 12 + 1);
+    if (s == NULL)
+        return NULL;
+    size_t used = 0;
+    s[0] = '\0';
+    for (int i = 0; i < n; i++)
+        used += (size_t)sprintf(s + used, "%s%d", i ? "," : "", baton_lock_device_at(l, i));
+    return s;
+}
+
 /* environ plus the BATON_* variables (earlier definitions of them dropped).
  * Built before fork: the child only execs. Caller frees the array and strings
  * [0, *n_own). */
 static char **child_env(baton_lock *l, char ***own, size_t *n_own)
 {
-    static const char *names[] = {
-        "BATON_KEY=", "BATON_FENCING=", "BATON_TOKEN=", "BATON_DEVICE=", "CUDA_VISIBLE_DEVICES="};
+    static const char *names[] = {"BATON_KEY=",    "BATON_FENCING=",        "BATON_TOKEN=",
+                                  "BATON_DEVICE=", "CUDA_VISIBLE_DEVICES=", "BATON_DEVICES="};
     size_t n = 0;
     while (environ[n])
         n++;
-    char **env = calloc(n + 6, sizeof *env);
-    char **mine = calloc(5, sizeof *mine);
-    if (env == NULL || mine == NULL)
+    char **env = calloc(n + 7, sizeof *env);
+    char **mine = calloc(6, sizeof *mine);
+    size_t cvd_len = (size_t)baton_lock_device_count(l) * 130 + 1;
+    char *cvd = malloc(cvd_len);
+    char *devs = baton_lock_device_count(l) > 0 ? device_list(l) : NULL;
+    if (env == NULL || mine == NULL || cvd == NULL)
         goto fail;
-    char cvd[32];
-    int pool = baton_lock_cuda_visible_devices(l, cvd, sizeof cvd) == 0;
+    int pool = devs != NULL && baton_lock_cuda_visible_devices(l, cvd, cvd_len) == 0;
     size_t k = 0;
     if (asprintf(&mine[k++], "BATON_KEY=%s", baton_lock_key(l)) < 0 ||
         asprintf(&mine[k++], "BATON_FENCING=%" PRIu64, baton_lock_fencing(l)) < 0 ||
         asprintf(&mine[k++], "BATON_TOKEN=%s", baton_lock_token(l)) < 0 ||
         (pool && asprintf(&mine[k++], "BATON_DEVICE=%d", baton_lock_device(l)) < 0) ||
-        (pool && asprintf(&mine[k++], "CUDA_VISIBLE_DEVICES=%s", cvd) < 0)) {
+        (pool && asprintf(&mine[k++], "CUDA_VISIBLE_DEVICES=%s", cvd) < 0) ||
+        (pool && asprintf(&mine[k++], "BATON_DEVICES=%s", devs) < 0)) {
         mine[k - 1] = NULL;
         goto fail;
     }
+    free(cvd);
+    free(devs);
+    cvd = devs = NULL;
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         int ours = 0;
@@ -362,11 +399,47 @@ static char **child_env(baton_lock *l, char ***own, size_t *n_own)
     *n_own = k;
     return env;
 fail:
-    for (size_t i = 0; mine && i < 5; i++)
+    for (size_t i = 0; mine && i < 6; i++)
         free(mine[i]);
     free(mine);
     free(env);
+    free(cvd);
+    free(devs);
     return NULL;
+}
+
+/* ,"devices":[..],"keys":[..],"fencings":[..],"device_names":[..] of a pool
+ * lock (names only when the pool has them); nothing for a key lock. */
+static void json_devices(const baton_lock *l)
+{
+    int n = baton_lock_device_count(l);
+    if (n == 0)
+        return;
+    const char *key = baton_lock_key(l);
+    const char *slash = strrchr(key, '/');
+    int plen = slash ? (int)(slash - key) : (int)strlen(key);
+    printf(",\"devices\":[");
+    for (int i = 0; i < n; i++)
+        printf("%s%d", i ? "," : "", baton_lock_device_at(l, i));
+    printf("],\"keys\":[");
+    for (int i = 0; i < n; i++) {
+        char k[600];
+        snprintf(k, sizeof k, "%.*s/%d", plen, key, baton_lock_device_at(l, i));
+        printf("%s", i ? "," : "");
+        json_str(stdout, k);
+    }
+    printf("],\"fencings\":[");
+    for (int i = 0; i < n; i++)
+        printf("%s%" PRIu64, i ? "," : "", baton_lock_device_fencing(l, i));
+    printf("]");
+    if (baton_lock_device_name(l, 0)) {
+        printf(",\"device_names\":[");
+        for (int i = 0; i < n; i++) {
+            printf("%s", i ? "," : "");
+            json_str(stdout, baton_lock_device_name(l, i));
+        }
+        printf("]");
+    }
 }
 
 /* Waits (sigwaitinfo) for the async acquire; forwards nothing yet: a signal
@@ -396,7 +469,9 @@ static void exec_json(const baton_lock *l, int lost)
 {
     printf("{\"key\":");
     json_str(stdout, baton_lock_key(l));
-    printf(",\"fencing\":%" PRIu64 ",\"lost\":%s}\n", baton_lock_fencing(l), lost ? "true" : "false");
+    printf(",\"fencing\":%" PRIu64, baton_lock_fencing(l));
+    json_devices(l);
+    printf(",\"lost\":%s}\n", lost ? "true" : "false");
 }
 
 /* Runs CMD while holding `l`; returns baton's exit status. */
@@ -486,6 +561,8 @@ static int cmd_exec(struct opts *o, int argc, char **argv)
     }
     if (o->pool == NULL && o->devices)
         return usage_error(self, "--devices needs --pool");
+    if (o->pool == NULL && (o->count || o->weight))
+        return usage_error(self, "--count and --weight need --pool");
     if (optind < argc && strcmp(argv[optind], "--") == 0)
         optind++;
     if (optind >= argc)
@@ -501,7 +578,9 @@ static int cmd_exec(struct opts *o, int argc, char **argv)
                                 .ttl_ms = o->ttl_ms,
                                 .wait_ms = o->wait_ms,
                                 .mode = BATON_MODE_STREAM,
-                                .on_lost = on_lost};
+                                .on_lost = on_lost,
+                                .count = o->count,
+                                .weight = o->weight};
     baton_async *as = NULL;
     int err = baton_acquire_async(c, key, o->pool, o->devices, &ao, on_acquired, NULL, &as);
     baton_lock *l = NULL;
@@ -561,28 +640,48 @@ static int key_command(struct opts *o, int argc, char **argv, const char *missin
 
 static int cmd_acquire(struct opts *o, int argc, char **argv)
 {
-    const char *key;
+    const char *key = NULL;
     baton_client *c;
-    int rc = key_command(o, argc, argv, NULL, &key, &c);
-    if (rc)
-        return rc;
-    baton_acquire_options ao = {.owner = o->owner, .ttl_ms = o->ttl_ms, .wait_ms = o->wait_ms};
+    int rc;
+    if (o->pool) {
+        /* A pool instead of KEY. */
+        if (optind != argc)
+            return usage_error(cur, "KEY and --pool exclude each other");
+        if (o->devices <= 0)
+            return usage_error(cur, "--pool needs --devices N");
+        if ((rc = new_client(o, &c)) != 0)
+            return rc;
+    } else {
+        if (o->devices || o->count || o->weight)
+            return usage_error(cur, "--devices, --count and --weight need --pool");
+        if ((rc = key_command(o, argc, argv, NULL, &key, &c)) != 0)
+            return rc;
+    }
+    baton_acquire_options ao = {
+        .owner = o->owner, .ttl_ms = o->ttl_ms, .wait_ms = o->wait_ms, .count = o->count, .weight = o->weight};
     baton_lock *l = NULL;
-    int err = baton_acquire(c, key, &ao, &l);
+    int err = o->pool ? baton_acquire_pool(c, o->pool, o->devices, &ao, &l) : baton_acquire(c, key, &ao, &l);
     if (err) {
-        rc = fail(key, err);
+        rc = fail(key ? key : o->pool, err);
     } else {
         if (o->json) {
             printf("{\"key\":");
             json_str(stdout, baton_lock_key(l));
             printf(",\"token\":\"%s\",\"fencing\":%" PRIu64 ",\"ttl_ms\":%" PRId64
-                   ",\"device\":%d,\"owner\":",
+                   ",\"device\":%d",
                    baton_lock_token(l), baton_lock_fencing(l), baton_lock_ttl_ms(l), baton_lock_device(l));
+            json_devices(l);
+            printf(",\"owner\":");
             json_str(stdout, baton_lock_owner(l));
             printf("}\n");
         } else {
-            printf("key=%s token=%s fencing=%" PRIu64 " ttl_ms=%" PRId64 " device=%d\n", baton_lock_key(l),
+            printf("key=%s token=%s fencing=%" PRIu64 " ttl_ms=%" PRId64 " device=%d", baton_lock_key(l),
                    baton_lock_token(l), baton_lock_fencing(l), baton_lock_ttl_ms(l), baton_lock_device(l));
+            char *devs = baton_lock_device_count(l) > 0 ? device_list(l) : NULL;
+            if (devs)
+                printf(" devices=%s", devs);
+            free(devs);
+            printf("\n");
         }
         /* The lease outlives this process: free the handle, keep the lock. */
         baton_lock_detach(l);
@@ -755,22 +854,29 @@ static int cmd_watch(struct opts *o, int argc, char **argv)
 }
 
 #define TTL_WAIT (BIT(O_TTL) | BIT(O_WAIT))
+#define POOL_OPTS (BIT(O_POOL) | BIT(O_DEVICES) | BIT(O_COUNT) | BIT(O_WEIGHT))
 static const struct command commands[] = {
-    {"exec", COMMON | TTL_WAIT | BIT(O_POOL) | BIT(O_DEVICES) | BIT(O_CONFLICT),
-     "exec [--pool P --devices N | KEY] [--wait D] [--ttl D] [--conflict-exit-code N]\n"
-     "           [--owner O] [--target ADDR] [--json] -- CMD [ARGS...]\n"
+    {"exec", COMMON | TTL_WAIT | POOL_OPTS | BIT(O_CONFLICT),
+     "exec [--pool P --devices N [--count C] [--weight W] | KEY] [--wait D] [--ttl D]\n"
+     "           [--conflict-exit-code N] [--owner O] [--target ADDR] [--json] -- CMD [ARGS...]\n"
      "Holds the lock (stream mode) while CMD runs, then releases it. CMD gets BATON_KEY,\n"
-     "BATON_FENCING, BATON_TOKEN and, for pools, BATON_DEVICE and CUDA_VISIBLE_DEVICES.\n"
+     "BATON_FENCING, BATON_TOKEN and, for pools, BATON_DEVICE (the first device),\n"
+     "BATON_DEVICES (all of them, \"1,3\") and CUDA_VISIBLE_DEVICES (the same, or the\n"
+     "devices' configured names). --count C: C devices at once, all or none; --weight W:\n"
+     "a share W of each device's capacity (pools configured with one).\n"
      "SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to baton are forwarded to CMD (a terminal's\n"
      "Ctrl-C already reaches CMD, and is not sent twice). If the lock is lost (or\n"
      "batond stops answering for 3 s), CMD gets SIGTERM and baton exits 70 once it ended;\n"
      "otherwise baton exits with CMD's status (128+N for signal N). Busy (not acquired\n"
      "within --wait): 75 or --conflict-exit-code N. Default --wait: the server's maximum.",
      cmd_exec},
-    {"acquire", COMMON | TTL_WAIT,
-     "acquire [--ttl D] [--wait D] [--owner O] [--target ADDR] [--json] KEY\n"
+    {"acquire", COMMON | TTL_WAIT | POOL_OPTS,
+     "acquire [--ttl D] [--wait D] [--owner O] [--target ADDR] [--json]\n"
+     "           KEY | --pool P --devices N [--count C] [--weight W]\n"
      "Takes a lease lock that lives until 'baton release' or its TTL; prints\n"
-     "key=K token=T fencing=F ttl_ms=N device=-1 (or one JSON object with --json).",
+     "key=K token=T fencing=F ttl_ms=N device=-1 (a pool: device=I devices=I,J; one\n"
+     "JSON object with --json, for a pool with devices, keys, fencings, device_names).\n"
+     "Release or renew a pool grant with any of its keys: that covers every device.",
      cmd_acquire},
     {"renew", COMMON | BIT(O_TTL) | BIT(O_TOKEN),
      "renew --token T [--ttl D] [--target ADDR] [--json] KEY\n"

@@ -26,6 +26,12 @@ struct baton_lock {
     char *owner;
     uint64_t fencing;
     int device;
+    /* a pool grant: every device (Pool.count), its fencing and configured
+     * name (NULL when the pool has none); ndev 0 for a key */
+    int ndev;
+    int *devs;
+    uint64_t *fencs;
+    char **names;
     baton_mode mode;
     int64_t requested_ttl_ms; /* what renewals ask for (0 = server default) */
     baton_lost_cb on_lost;
@@ -52,6 +58,11 @@ static void lock_destroy(baton_lock *l)
     free(l->key);
     free(l->token);
     free(l->owner);
+    for (int i = 0; l->names && i < l->ndev; i++)
+        free(l->names[i]);
+    free(l->names);
+    free(l->devs);
+    free(l->fencs);
     free(l);
 }
 
@@ -73,6 +84,16 @@ static baton_lock *lock_new(baton_client *c, const Baton__V1__Granted *g, const 
     }
     l->fencing = g->fencing;
     l->device = g->device;
+    /* keep_grant's copies of the device lists move into the lock. */
+    Baton__V1__Granted *mg = (Baton__V1__Granted *)g;
+    l->ndev = (int)g->n_devices;
+    l->devs = g->devices;
+    l->fencs = g->fencings;
+    l->names = g->device_names;
+    mg->devices = NULL;
+    mg->fencings = NULL;
+    mg->device_names = NULL;
+    mg->n_devices = mg->n_fencings = mg->n_device_names = 0;
     l->mode = o->mode;
     l->requested_ttl_ms = o->ttl_ms;
     l->on_lost = o->on_lost;
@@ -266,7 +287,57 @@ static void cx_set(baton__canceller *cx, grpc_c_call *call)
     pthread_mutex_unlock(&cx->mu);
 }
 
-/* Keeps the grant's strings (the message holding them is freed next). */
+/* Frees keep_grant's copies of a grant's device lists (lock_new takes them). */
+static void grant_lists_free(Baton__V1__Granted *g)
+{
+    for (size_t i = 0; g->device_names && i < g->n_device_names; i++)
+        free(g->device_names[i]);
+    free(g->device_names);
+    free(g->devices);
+    free(g->fencings);
+    g->device_names = NULL;
+    g->devices = NULL;
+    g->fencings = NULL;
+    g->n_devices = g->n_fencings = g->n_device_names = 0;
+}
+
+/* Copies a grant's device lists into out: devices and fencings (one per
+ * device; a server without lists, or a pool grant of one device from an
+ * older server, gives `device` alone) and names (NULL unless one per
+ * device). Keys are not kept (pool/i). 0 or -1. */
+static int keep_grant_lists(const Baton__V1__Granted *g, Baton__V1__Granted *out)
+{
+    out->devices = NULL;
+    out->fencings = NULL;
+    out->device_names = NULL;
+    out->keys = NULL;
+    out->n_keys = 0;
+    size_t n = g->n_devices ? g->n_devices : (g->device >= 0 ? 1 : 0);
+    out->n_devices = out->n_fencings = n;
+    out->n_device_names = 0;
+    if (n == 0)
+        return 0;
+    out->devices = malloc(n * sizeof *out->devices);
+    out->fencings = malloc(n * sizeof *out->fencings);
+    if (out->devices == NULL || out->fencings == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        out->devices[i] = g->n_devices ? g->devices[i] : g->device;
+        out->fencings[i] = i < g->n_fencings ? g->fencings[i] : g->fencing;
+    }
+    if (g->n_device_names == n) {
+        if ((out->device_names = calloc(n, sizeof *out->device_names)) == NULL)
+            return -1;
+        out->n_device_names = n;
+        for (size_t i = 0; i < n; i++)
+            if ((out->device_names[i] = strdup(g->device_names[i] ? g->device_names[i] : "")) == NULL)
+                return -1;
+    }
+    return 0;
+}
+
+/* Keeps the grant's strings and device lists (the message holding them is
+ * freed next); free them with gkey, gtoken and grant_lists_free(out). */
 static int keep_grant(const Baton__V1__Granted *g, Baton__V1__Granted *out, char **gkey, char **gtoken)
 {
     *out = *g;
@@ -274,7 +345,8 @@ static int keep_grant(const Baton__V1__Granted *g, Baton__V1__Granted *out, char
     *gtoken = strdup(g->token ? g->token : "");
     out->key = *gkey;
     out->token = *gtoken;
-    return *gkey && *gtoken ? 0 : -1;
+    int lists = keep_grant_lists(g, out);
+    return *gkey && *gtoken && lists == 0 ? 0 : -1;
 }
 
 /*
@@ -346,6 +418,7 @@ static int acquire_rpc(baton_client *c, const Baton__V1__AcquireRequest *req, co
         free(*gkey);
         free(*gtoken);
         *gkey = *gtoken = NULL;
+        grant_lists_free(grant);
         return err;
     }
     if (opts->mode == BATON_MODE_LEASE) {
@@ -391,6 +464,7 @@ static int acquire_session(baton_client *c, Baton__V1__AcquireRequest *req, cons
         free(*gkey);
         free(*gtoken);
         *gkey = *gtoken = NULL;
+        grant_lists_free(grant);
     }
     if (err != 0 && *holdp) {
         baton__hold_free(*holdp, 1);
@@ -430,7 +504,11 @@ int baton__acquire(baton_client *c, const char *key, const char *pool, int devic
     if (pool) {
         p.name = (char *)pool;
         p.devices = devices;
+        p.count = opts->count;
+        p.weight = opts->weight;
         req.pool = &p;
+    } else if (opts->count > 1 || opts->weight != 0) {
+        return baton__fail(BATON_ERR_INVALID, "acquire: count and weight apply to pools only");
     }
 
     Baton__V1__Granted grant = BATON__V1__GRANTED__INIT;
@@ -488,6 +566,7 @@ thread_fail:
 done:
     free(gkey);
     free(gtoken);
+    grant_lists_free(&grant);
     return err;
 }
 
@@ -624,13 +703,40 @@ baton_lock_state baton_lock_state_get(const baton_lock *l)
     return s;
 }
 
+int baton_lock_device_count(const baton_lock *l)
+{
+    return l->ndev;
+}
+
+int baton_lock_device_at(const baton_lock *l, int i)
+{
+    return i >= 0 && i < l->ndev ? l->devs[i] : -1;
+}
+
+uint64_t baton_lock_device_fencing(const baton_lock *l, int i)
+{
+    return i >= 0 && i < l->ndev ? l->fencs[i] : 0;
+}
+
+const char *baton_lock_device_name(const baton_lock *l, int i)
+{
+    return i >= 0 && i < l->ndev && l->names ? l->names[i] : NULL;
+}
+
+/* Every granted device, comma-separated: its configured name when the pool
+ * has names, else its index ("1,3"). */
 int baton_lock_cuda_visible_devices(const baton_lock *l, char *buf, size_t len)
 {
-    if (l == NULL || buf == NULL || l->device < 0)
+    if (l == NULL || buf == NULL || l->device < 0 || l->ndev == 0)
         return baton__fail(BATON_ERR_INVALID, "not a pool lock");
-    int n = snprintf(buf, len, "%d", l->device);
-    if (n < 0 || (size_t)n >= len)
-        return baton__fail(BATON_ERR_INVALID, "buffer too small");
+    size_t used = 0;
+    for (int i = 0; i < l->ndev; i++) {
+        int n = l->names ? snprintf(buf + used, len - used, "%s%s", i ? "," : "", l->names[i])
+                         : snprintf(buf + used, len - used, "%s%d", i ? "," : "", l->devs[i]);
+        if (n < 0 || (size_t)n >= len - used)
+            return baton__fail(BATON_ERR_INVALID, "buffer too small");
+        used += (size_t)n;
+    }
     return 0;
 }
 

@@ -190,6 +190,62 @@ class Cli(unittest.TestCase):
         finally:
             self.assertEqual(finish(holder), 0)
 
+    def test_exec_pool_count_exports_every_device(self):
+        r = run("exec", "--pool", "cli-multi", "--devices", "4", "--count", "2", "--wait", "0", "--", "sh", "-c",
+                'echo "$BATON_KEY $BATON_DEVICE $BATON_DEVICES $CUDA_VISIBLE_DEVICES"')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.split(), ["cli-multi/0", "0", "0,1", "0,1"])
+        # Named devices (cli-mig: MIG-a, MIG-b, GPU-c) reach CUDA_VISIBLE_DEVICES.
+        holder = spawn("exec", "--pool", "cli-mig", "--devices", "3", "--", "sh", "-c",
+                       'echo "ready $CUDA_VISIBLE_DEVICES"; read x; exit 0')
+        try:
+            self.assertEqual(wait_line(holder, "ready")[-1].split(), ["ready", "MIG-a"])
+            r = run("exec", "--pool", "cli-mig", "--devices", "3", "--count", "2", "--json", "--wait", "0", "--",
+                    "sh", "-c", 'echo "$BATON_DEVICES $CUDA_VISIBLE_DEVICES"')
+            self.assertEqual(r.returncode, 0, r.stderr)
+            out, js = r.stdout.splitlines()
+            self.assertEqual(out.split(), ["1,2", "MIG-b,GPU-c"])
+            j = json.loads(js)
+            self.assertEqual((j["devices"], j["device_names"], j["lost"]), ([1, 2], ["MIG-b", "GPU-c"], False))
+            # All 3 busy for a request of 2: none is taken.
+            r = run("exec", "--pool", "cli-mig", "--devices", "3", "--count", "3", "--wait", "0", "--", "true")
+            self.assertEqual(r.returncode, 75, r.stderr)
+        finally:
+            self.assertEqual(finish(holder), 0)
+        r = run("exec", "--count", "2", "cli:key", "--", "true")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--count and --weight need --pool", r.stderr)
+
+    def test_acquire_pool_json_lists_devices_and_weights(self):
+        r = run("acquire", "--json", "--pool", "cli-acq", "--devices", "3", "--count", "2")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        j = json.loads(r.stdout)
+        self.assertEqual((j["key"], j["device"], j["devices"], j["keys"]),
+                         ("cli-acq/0", 0, [0, 1], ["cli-acq/0", "cli-acq/1"]))
+        self.assertEqual(len(j["fencings"]), 2)
+        self.assertEqual(j["fencings"][0], j["fencing"])
+        self.assertNotIn("device_names", j)
+        # Releasing by the second key frees both devices.
+        r = run("release", "--token", j["token"], "cli-acq/1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(redis("EXISTS", "baton:{cli-acq/0}:lock"), "0")
+        # Text output names every device.
+        r = run("acquire", "--pool", "cli-acq", "--devices", "3", "--count", "3", "--ttl", "5s")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(" device=0 devices=0,1,2", r.stdout)
+        # Weights: shares of cli-cap's capacity 80.
+        devs = []
+        for _ in range(3):
+            r = run("acquire", "--json", "--pool", "cli-cap", "--devices", "2", "--weight", "30", "--ttl", "5s")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            devs.append(json.loads(r.stdout)["device"])
+        self.assertEqual(devs, [0, 0, 1])
+        r = run("acquire", "--pool", "cli-cap", "--devices", "2", "--weight", "81")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("pool.weight: must be at most the capacity of pool 'cli-cap' (80), got 81", r.stderr)
+        r = run("acquire", "--count", "2", "cli:key")
+        self.assertEqual(r.returncode, 2, r.stderr)
+
     def test_trylock_busy_and_conflict_exit_code_and_tokens(self):
         r = run("acquire", "--json", "--ttl", "30s", "cli:busy")
         self.assertEqual(r.returncode, 0, r.stderr)

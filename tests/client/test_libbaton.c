@@ -437,6 +437,54 @@ static void test_pool_grants_distinct_devices(void **state)
     baton_lock_free(plain);
 }
 
+/* count: several devices under one lock, every one exposed, one release for
+ * all; named devices (cli-mig of with_batond.sh) in CUDA_VISIBLE_DEVICES. */
+static void test_pool_count_grants_every_device(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    baton_lock *one = NULL, *two = NULL, *busy = NULL;
+    baton_acquire_options o = {.mode = BATON_MODE_STREAM};
+    assert_int_equal(baton_acquire_pool(ca, "t-multi", 4, &o, &one), 0);
+    assert_int_equal(baton_lock_device_count(one), 1);
+    o.count = 2;
+    assert_int_equal(baton_acquire_pool(cb, "t-multi", 4, &o, &two), 0);
+    assert_int_equal(baton_lock_device_count(two), 2);
+    assert_int_equal(baton_lock_device_at(two, 0), 1);
+    assert_int_equal(baton_lock_device_at(two, 1), 2);
+    assert_int_equal(baton_lock_device_at(two, 2), -1);
+    assert_int_equal(baton_lock_device(two), 1);
+    assert_true(baton_lock_device_fencing(two, 0) == baton_lock_fencing(two));
+    assert_true(baton_lock_device_fencing(two, 1) > 0);
+    assert_null(baton_lock_device_name(two, 0));
+    char cvd[32];
+    assert_int_equal(baton_lock_cuda_visible_devices(two, cvd, sizeof cvd), 0);
+    assert_string_equal(cvd, "1,2");
+    assert_int_equal(baton_lock_cuda_visible_devices(two, cvd, 3), BATON_ERR_INVALID);
+    o.count = 2;
+    o.wait_ms = 0;
+    assert_int_equal(baton_acquire_pool(ca, "t-multi", 4, &o, &busy), BATON_ERR_BUSY); /* one free */
+    baton_lock_free(two); /* frees both */
+    o.count = 3;
+    assert_int_equal(baton_acquire_pool(ca, "t-multi", 4, &o, &busy), 0);
+    assert_int_equal(baton_lock_device_count(busy), 3);
+    baton_lock_free(busy);
+    baton_lock_free(one);
+
+    baton_lock *named = NULL;
+    o.count = 2;
+    o.mode = BATON_MODE_LEASE;
+    assert_int_equal(baton_acquire_pool(ca, "cli-mig", 3, &o, &named), 0);
+    assert_string_equal(baton_lock_device_name(named, 1), "MIG-b");
+    assert_int_equal(baton_lock_cuda_visible_devices(named, cvd, sizeof cvd), 0);
+    assert_string_equal(cvd, "MIG-a,MIG-b");
+    assert_int_equal(baton_release(named), 0);
+    baton_lock_free(named);
+
+    baton_lock *plain = NULL;
+    assert_int_equal(baton_acquire(ca, "t:key", &o, &plain), BATON_ERR_INVALID); /* count on a key */
+}
+
 /* ---- watch ---- */
 
 #define MAX_EV 64
@@ -1525,6 +1573,7 @@ int main(void)
         cmocka_unit_test(test_stream_free_releases),
         cmocka_unit_test(test_stream_released_by_token_elsewhere),
         cmocka_unit_test(test_pool_grants_distinct_devices),
+        cmocka_unit_test(test_pool_count_grants_every_device),
         cmocka_unit_test(test_watch_events_in_order),
         cmocka_unit_test(test_async_acquire_and_cancel),
         cmocka_unit_test(test_lease_ops_with_and_without_sessions),

@@ -69,6 +69,13 @@ locks:
   min_ttl_ms: 50
   recheck_ms: 2000
   waiter_liveness_ms: 1500
+pools:
+  - name: cli-mig
+    devices: 3
+    device_names: [MIG-a, MIG-b, GPU-c]
+  - name: cli-cap
+    devices: 2
+    capacity: 80
 YAML
 "$BATOND" --config "$dir/batond.yaml" >"$dir/batond.log" 2>&1 &
 batond_pid=$!

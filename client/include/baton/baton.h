@@ -206,6 +206,10 @@ typedef struct baton_acquire_options {
     void *lost_ud;
     baton_queued_cb on_queued; /* optional; see baton_queued_cb */
     void *queued_ud;
+    /* Pools only (BATON_ERR_INVALID with a key): */
+    int count;      /* devices granted together, all or none; 0 or 1 = one */
+    int64_t weight; /* share of each device's capacity (the pool's configured
+                     * capacity); 0 = the whole device */
 } baton_acquire_options;
 
 /* Acquires `key`, waiting at most opts->wait_ms. On success *out is a new
@@ -223,8 +227,12 @@ BATON_API int baton_try_acquire(baton_client *client, const char *key, const bat
                                 baton_lock **out);
 
 /* Acquires any free device of pool `pool` with `devices` devices (device i is
- * the key "pool/i"); see baton_acquire(). baton_lock_device() and
- * baton_lock_cuda_visible_devices() tell which one was granted. */
+ * the key "pool/i"); see baton_acquire(). With opts->count > 1, that many
+ * distinct devices at once (never some of them), under one token: releasing,
+ * renewing or losing the lock covers all of them. With opts->weight, a share
+ * of each device (pools configured with a capacity). baton_lock_device(),
+ * baton_lock_device_at() and baton_lock_cuda_visible_devices() tell which
+ * were granted. */
 BATON_API int baton_acquire_pool(baton_client *client, const char *pool, int devices,
                                  const baton_acquire_options *opts, baton_lock **out);
 
@@ -265,9 +273,20 @@ BATON_API int64_t baton_lock_ttl_ms(const baton_lock *lock); /* TTL of the last 
 BATON_API baton_mode baton_lock_mode(const baton_lock *lock);
 BATON_API baton_lock_state baton_lock_state_get(const baton_lock *lock);
 
-/* Writes the device index of a pool lock as CUDA_VISIBLE_DEVICES wants it
- * ("3") into buf (NUL-terminated). Returns 0, or BATON_ERR_INVALID when the
- * lock is not a pool lock or buf is too small. */
+/* A pool lock's granted devices, lowest first (0 for a key lock): index i
+ * (0 <= i < count; -1 out of range), that device's own fencing token (0 out
+ * of range), and its configured name (pools[].device_names in batond, e.g. a
+ * GPU or MIG UUID; NULL when the pool has none or out of range). Device 0 is
+ * baton_lock_device() / baton_lock_fencing(). */
+BATON_API int baton_lock_device_count(const baton_lock *lock);
+BATON_API int baton_lock_device_at(const baton_lock *lock, int i);
+BATON_API uint64_t baton_lock_device_fencing(const baton_lock *lock, int i);
+BATON_API const char *baton_lock_device_name(const baton_lock *lock, int i);
+
+/* Writes every granted device of a pool lock as CUDA_VISIBLE_DEVICES wants
+ * it into buf (NUL-terminated): comma-separated indexes ("1,3"), or the
+ * devices' configured names when the pool has them. Returns 0, or
+ * BATON_ERR_INVALID when the lock is not a pool lock or buf is too small. */
 BATON_API int baton_lock_cuda_visible_devices(const baton_lock *lock, char *buf, size_t len);
 
 /* Static name of a state ("HELD", "LOST", "RELEASED"). */
