@@ -119,6 +119,10 @@ typedef struct tw {
     char token[BATON_TOKEN_LEN + 1];
     uint64_t fencing;
     int32_t device;
+    int32_t ndevices;
+    int32_t devices[8];
+    char keys[8][BATON_KEY_MAX + 1];
+    uint64_t fencings[8];
     int finished;
     int err;
     char msg[1024];
@@ -150,6 +154,12 @@ static void tw_granted(void *ud, const engine_grant *g)
     assert_int_equal(strlen(g->token), BATON_TOKEN_LEN);
     t->fencing = g->fencing;
     t->device = g->device;
+    t->ndevices = g->ndevices;
+    for (int32_t i = 0; i < g->ndevices && i < 8; i++) {
+        t->devices[i] = g->devices[i];
+        t->fencings[i] = g->fencings[i];
+        snprintf(t->keys[i], sizeof t->keys[i], "%s", g->keys[i]);
+    }
     if (t->on_granted)
         t->on_granted(t);
     if (t->end_in_granted) {
@@ -906,6 +916,42 @@ static void test_pool_three_devices_five_waiters(void **state)
     assert_int_equal(fake_store_queue_len(f->s, NULL, "gpu"), 0);
 }
 
+/* Pool.count through the engine: the grant reports every device with its
+ * key and fencing; a STREAM hold's end releases all of them in one step, and
+ * a 2-device waiter queued behind it is granted both. */
+static void test_pool_count_stream_hold_frees_every_device(void **state)
+{
+    fx *f = *state;
+    tw a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    engine_acquire_req req = {.pool = "gpu", .devices = 3, .count = 2, .owner = "a", .ttl_ms = 600000,
+                              .wait_ms = 60000, .mode = ENGINE_MODE_STREAM};
+    const char *errmsg = NULL;
+    assert_int_equal(engine_acquire(f->e, &req, &SINK, &a, &a.w, &errmsg), 0);
+    run_until(f, tw_granted_p, &a);
+    assert_int_equal(a.ndevices, 2);
+    assert_int_equal(a.devices[0], 0);
+    assert_int_equal(a.devices[1], 1);
+    assert_string_equal(a.keys[1], "gpu/1");
+    assert_true(a.fencings[0] == a.fencing);
+    uint64_t fencing;
+    assert_int_equal(fake_store_holder(f->s, "gpu/1", &fencing, NULL, 0), 1);
+    assert_true(fencing == a.fencings[1]);
+    req.owner = "b";
+    assert_int_equal(engine_acquire(f->e, &req, &SINK, &b, &b.w, &errmsg), 0);
+    run_until(f, tw_queued_p, &b); /* one device free, two wanted */
+    end(&a, 0);                    /* the stream ends: both devices go */
+    run_until(f, tw_granted_p, &b);
+    assert_int_equal(b.ndevices, 2);
+    assert_true(b.fencings[0] > a.fencings[0] && b.fencings[1] > a.fencings[1]);
+    end(&b, 0);
+    run_until(f, store_idle, f);
+    assert_int_equal(fake_store_holder(f->s, "gpu/0", NULL, NULL, 0), 0);
+    assert_int_equal(fake_store_holder(f->s, "gpu/1", NULL, NULL, 0), 0);
+    assert_int_equal(fake_store_violations(f->s), 0);
+}
+
 /*
  * The local order of waiters differs from the Redis queue (here: the first
  * waiter's entry moved to the tail, as when it is purged as dead while the
@@ -1593,6 +1639,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_release_by_token_finishes_ok, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lease_undeliverable_released, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_three_devices_five_waiters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pool_count_stream_hold_frees_every_device, setup, teardown),
         cmocka_unit_test(test_diverged_order_head_attempted),
         cmocka_unit_test(test_diverged_order_pool_head_attempted),
         cmocka_unit_test_setup_teardown(test_down_refuses_acquire, setup, teardown),

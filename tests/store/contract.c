@@ -155,6 +155,8 @@ typedef struct acq {
     char key[BATON_KEY_MAX + 16];
     char holder[BATON_OWNER_MAX + 1];
     char head[BATON_TOKEN_LEN + 2]; /* "" for NULL or "" */
+    int32_t dev[16];                /* res.devices / fencings of a pool grant */
+    uint64_t fenc[16];
 } acq;
 
 static void acq_cb(void *ud, int err, const char *msg, const store_acquire_res *res)
@@ -172,11 +174,18 @@ static void acq_cb(void *ud, int err, const char *msg, const store_acquire_res *
         snprintf(a->holder, sizeof a->holder, "%s", res->holder_owner ? res->holder_owner : "");
         snprintf(a->head, sizeof a->head, "%s", res->head_token ? res->head_token : "");
         a->res.key = a->res.holder_owner = a->res.head_token = NULL;
+        assert_true(res->ndevices >= 0 && res->ndevices <= 16);
+        for (int32_t i = 0; i < res->ndevices; i++) {
+            a->dev[i] = res->devices[i];
+            a->fenc[i] = res->fencings[i];
+        }
+        a->res.devices = NULL;
+        a->res.fencings = NULL;
     }
 }
 
-static acq acquire_full(ct *t, const char *key, const char *pool, int devices, const char *token,
-                        const char *owner, int64_t ttl, int enqueue, int64_t liveness)
+static acq acquire_count(ct *t, const char *key, const char *pool, int devices, int count, const char *token,
+                         const char *owner, int64_t ttl, int enqueue, int64_t liveness)
 {
     acq a = {0};
     store_acquire_req req = {.target = {.key = key, .pool = pool, .devices = devices},
@@ -184,12 +193,19 @@ static acq acquire_full(ct *t, const char *key, const char *pool, int devices, c
                              .owner = owner,
                              .ttl_ms = ttl,
                              .enqueue = enqueue,
-                             .liveness_ms = liveness};
+                             .liveness_ms = liveness,
+                             .count = count};
     assert_int_equal(t->st->ops->acquire(t->st, &req, acq_cb, &a), 0);
     assert_int_equal(a.done, 0); /* never from inside the op */
     RUN_UNTIL(t, a.done);
     assert_int_equal(a.done, 1);
     return a;
+}
+
+static acq acquire_full(ct *t, const char *key, const char *pool, int devices, const char *token,
+                        const char *owner, int64_t ttl, int enqueue, int64_t liveness)
+{
+    return acquire_count(t, key, pool, devices, 0, token, owner, ttl, enqueue, liveness);
 }
 
 static acq acquire(ct *t, const char *key, const char *token, const char *owner, int enqueue)
@@ -526,6 +542,70 @@ static void c_pool(void **state)
     assert_string_equal(other.key, "gpu/2");
 }
 
+/* Pool.count: that many devices in one grant, all or none, one token; a
+ * release, renew or force-release naming any of them covers all; each device
+ * has its own fencing and events. */
+static void c_pool_count(void **state)
+{
+    ct *t = up(state);
+    acq a = acquire_count(t, NULL, "gpu", 4, 2, tok(1), "a", LONG_TTL, 1, LONG_TTL);
+    assert_int_equal(a.res.granted, 1);
+    assert_int_equal(a.res.ndevices, 2);
+    assert_int_equal(a.dev[0], 0);
+    assert_int_equal(a.dev[1], 1);
+    assert_string_equal(a.key, "gpu/0");
+    assert_true(a.fenc[0] == a.res.fencing);
+    RUN_UNTIL(t, find_event(t, 0, STORE_EV_ACQUIRED, "gpu/1") >= 0);
+    assert_true(t->ev[find_event(t, 0, STORE_EV_ACQUIRED, "gpu/1")].fencing == a.fenc[1]);
+    /* idempotent: the whole grant again */
+    acq again = acquire_count(t, NULL, "gpu", 4, 2, tok(1), "a", LONG_TTL, 1, LONG_TTL);
+    assert_int_equal(again.res.ndevices, 2);
+    assert_true(again.fenc[1] == a.fenc[1]);
+    /* 3 wanted, 2 free: nothing taken */
+    acq b = acquire_count(t, NULL, "gpu", 4, 3, tok(2), "b", LONG_TTL, 0, LONG_TTL);
+    assert_int_equal(b.res.granted, 0);
+    assert_int_equal(describe(t, "gpu/2").res.held, 0);
+    /* renew and release by the second device cover both */
+    assert_int_equal(renew(t, "gpu/1", tok(1), LONG_TTL).err, BATON_OK);
+    int from = t->nev;
+    assert_int_equal(release(t, "gpu/1", tok(1)).err, BATON_OK);
+    assert_int_equal(describe(t, "gpu/0").res.held, 0);
+    RUN_UNTIL(t, find_event(t, from, STORE_EV_RELEASED, "gpu/0") >= 0);
+    acq c = acquire_count(t, NULL, "gpu", 4, 4, tok(3), "c", LONG_TTL, 0, LONG_TTL);
+    assert_int_equal(c.res.ndevices, 4);
+    assert_true(c.fenc[0] > a.fenc[0] && c.fenc[1] > a.fenc[1]);
+    /* force-release of one device ends the grant */
+    assert_int_equal(force_release(t, "gpu/3", c.fenc[3]).err, BATON_OK);
+    for (int i = 0; i < 4; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "gpu/%d", i);
+        assert_int_equal(describe(t, k).res.held, 0);
+    }
+}
+
+/* Strict FIFO per pool: a head waiting for 3 devices is not passed by a
+ * later request for 1; the head is named only once it could be granted. */
+static void c_pool_count_fifo(void **state)
+{
+    ct *t = up(state);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(acquire_pool(t, "gpu", 3, tok(10 + i), "h", 1).res.granted, 1);
+    acq big = acquire_count(t, NULL, "gpu", 3, 3, tok(20), "big", LONG_TTL, 1, LONG_TTL);
+    assert_int_equal(big.res.position, 1);
+    assert_int_equal(release(t, "gpu/0", tok(10)).err, BATON_OK);
+    acq small = acquire_pool(t, "gpu", 3, tok(21), "small", 1);
+    assert_int_equal(small.res.granted, 0);
+    assert_int_equal(small.res.position, 2);
+    assert_string_equal(small.head, "");
+    assert_int_equal(release(t, "gpu/1", tok(11)).err, BATON_OK);
+    assert_int_equal(release(t, "gpu/2", tok(12)).err, BATON_OK);
+    small = acquire_pool(t, "gpu", 3, tok(21), "small", 1);
+    assert_int_equal(small.res.granted, 0);
+    assert_string_equal(small.head, tok(20));
+    big = acquire_count(t, NULL, "gpu", 3, 3, tok(20), "big", LONG_TTL, 1, LONG_TTL);
+    assert_int_equal(big.res.ndevices, 3);
+}
+
 /* A waiter on a device's own key goes before the pool's waiters. */
 static void c_pool_direct_waiter_first(void **state)
 {
@@ -820,6 +900,8 @@ int contract_run(const contract_backend *b)
         CASE(c_fencing_rises),
         CASE(c_pool),
         CASE(c_pool_direct_waiter_first),
+        CASE(c_pool_count),
+        CASE(c_pool_count_fifo),
         CASE(c_dead_waiter_purged),
         CASE(c_dead_head_does_not_block),
         CASE(c_refresh),

@@ -19,12 +19,14 @@ typedef struct flock {
     uint64_t fencing;
     uint64_t fence; /* counter; 0 = missing */
     int64_t expires;
+    char *grant; /* a multi-device grant: all its device keys, space-separated (owned); else NULL */
 } flock;
 
 typedef struct fentry {
     char token[BATON_TOKEN_LEN + 1];
     int64_t seq;
     int64_t deadline;
+    int32_t count; /* a pool waiter: the devices it waits for (acquire.lua's qc) */
 } fentry;
 
 typedef struct fqueue {
@@ -51,6 +53,8 @@ typedef struct item {
     char *s1; /* owned strings the result points at */
     char *s2;
     char *s3;
+    int32_t *devs; /* ares.devices / fencings of a pool grant (owned) */
+    uint64_t *fencs;
 } item;
 
 typedef struct ilist {
@@ -150,6 +154,8 @@ static void item_free(item *it)
     free(it->s1);
     free(it->s2);
     free(it->s3);
+    free(it->devs);
+    free(it->fencs);
     free(it);
 }
 
@@ -377,6 +383,57 @@ static int key_queue_empty(fake_store *f, const char *key, int64_t now)
     return q->n == 0;
 }
 
+/* Calls fn on every other device of the multi-device grant that lock `key`
+ * (held by token) belongs to; the peers' keys are copied first, since
+ * lock_get may move the array. */
+static void grant_peers(fake_store *f, const char *key, void (*fn)(fake_store *, flock *, void *), void *arg)
+{
+    const flock *l = lock_find(f, key);
+    if (!l || !l->grant)
+        return;
+    char *g = xstrdup(l->grant);
+    for (char *save = NULL, *k = strtok_r(g, " ", &save); k; k = strtok_r(NULL, " ", &save))
+        if (strcmp(k, key) != 0)
+            fn(f, lock_get(f, k), arg);
+    free(g);
+}
+
+typedef struct peer_end {
+    const char *token;
+    store_event_type type;
+    int64_t now;
+    int broken; /* renew: a peer is no longer the token's */
+    int64_t ttl_ms;
+} peer_end;
+
+/* As b_end_peer: ends the token's hold of one peer with an event. */
+static void end_peer(fake_store *f, flock *l, void *arg)
+{
+    peer_end *p = arg;
+    if (live(l, p->now) && strcmp(l->token, p->token) == 0) {
+        l->held = 0;
+        l->hold_rec = 0;
+        publish(f, p->type, l->key, l->owner, l->fencing);
+    } else if (!live(l, p->now)) {
+        reap(f, l, p->now);
+    }
+}
+
+static void check_peer(fake_store *f, flock *l, void *arg)
+{
+    peer_end *p = arg;
+    (void)f;
+    if (!live(l, p->now) || strcmp(l->token, p->token) != 0)
+        p->broken = 1;
+}
+
+static void renew_peer(fake_store *f, flock *l, void *arg)
+{
+    peer_end *p = arg;
+    (void)f;
+    l->expires = p->now + p->ttl_ms;
+}
+
 static void grant(fake_store *f, flock *l, const store_acquire_req *req, int64_t now, store_acquire_res *res)
 {
     if (live(l, now))
@@ -394,6 +451,8 @@ static void grant(fake_store *f, flock *l, const store_acquire_req *req, int64_t
     l->owner = xstrdup(req->owner);
     l->fencing = l->fence;
     l->expires = now + req->ttl_ms;
+    free(l->grant);
+    l->grant = NULL;
     res->granted = 1;
     res->key = l->key;
     res->fencing = l->fencing;
@@ -424,7 +483,10 @@ static void sooner(int64_t *retry, int64_t ms)
 static int f_acquire(baton_store *s, const store_acquire_req *req, store_acquire_cb cb, void *ud)
 {
     fake_store *f = FS(s);
-    if (!req || !target_ok(&req->target) || !req->token || req->ttl_ms <= 0)
+    /* Shared devices (weights) are not modelled here: the contract suite
+     * covers them against Redis only (tests/store/redis/test_store_pools.c). */
+    if (!req || !target_ok(&req->target) || !req->token || req->ttl_ms <= 0 || req->weight != 0 ||
+        (req->target.pool && req->count > req->target.devices))
         return BATON_E_INVALID;
     if (f->down)
         return BATON_E_UNAVAILABLE;
@@ -436,21 +498,34 @@ static int f_acquire(baton_store *s, const store_acquire_req *req, store_acquire
     res->retry_ms = -1;
     const store_target *t = &req->target;
     int32_t ndev = t->pool ? t->devices : 1;
+    int32_t count = t->pool && req->count > 1 ? req->count : 1;
     char dkey[NAME_MAX_];
+    if (t->pool) {
+        it->devs = xcalloc((size_t)ndev, sizeof *it->devs);
+        it->fencs = xcalloc((size_t)ndev, sizeof *it->fencs);
+    }
 
-    /* Idempotent by token. */
+    /* Idempotent by token: every device it holds (one grant). */
     for (int32_t i = 0; i < ndev; i++) {
         device_key(t, i, dkey, sizeof dkey);
         flock *l = lock_get(f, dkey);
         if (live(l, now) && strcmp(l->token, req->token) == 0) {
-            res->granted = 1;
-            res->key = l->key;
-            res->device = t->pool ? i : -1;
-            res->fencing = l->fencing;
-            res->ttl_ms = l->expires - now;
-            goto done;
+            if (!res->granted) {
+                res->granted = 1;
+                it->s2 = xstrdup(l->key); /* lock_get may move l */
+                res->key = it->s2;
+                res->device = t->pool ? i : -1;
+                res->fencing = l->fencing;
+                res->ttl_ms = l->expires - now;
+            }
+            if (t->pool) {
+                it->devs[res->ndevices] = i;
+                it->fencs[res->ndevices++] = l->fencing;
+            }
         }
     }
+    if (res->granted)
+        goto done;
     /* Report expired holds; drop dead waiters of the devices' own queues. */
     for (int32_t i = 0; i < ndev; i++) {
         device_key(t, i, dkey, sizeof dkey);
@@ -469,24 +544,56 @@ static int f_acquire(baton_store *s, const store_acquire_req *req, store_acquire
         it->err = BATON_E_INVALID;
         goto done;
     }
-    /* Grant iff the token heads the queue (or it is empty): the lowest free
-     * device whose own queue is empty. */
-    if (!had_head || strcmp(q->v[0].token, req->token) == 0) {
-        for (int32_t i = 0; i < ndev; i++) {
-            device_key(t, i, dkey, sizeof dkey);
-            flock *l = lock_get(f, dkey);
-            if (live(l, now) || (t->pool && !key_queue_empty(f, dkey, now)))
-                continue;
-            q = queue_get(f, qname); /* key_queue_empty may have moved the array */
-            long idx = q_index(q, req->token);
-            if (idx >= 0)
-                q_remove_at(q, (size_t)idx);
-            grant(f, l, req, now, res);
-            res->device = t->pool ? i : -1;
-            if (t->pool && q->n > 0)
-                publish(f, STORE_EV_WAKE_POOL, t->pool, "", 0);
-            goto done;
+    /* The devices a grant may take now: free, and their own queue empty. */
+    int32_t *usable = xcalloc((size_t)ndev, sizeof *usable);
+    int32_t nusable = 0;
+    for (int32_t i = 0; i < ndev; i++) {
+        device_key(t, i, dkey, sizeof dkey);
+        if (!live(lock_get(f, dkey), now) && (!t->pool || key_queue_empty(f, dkey, now)))
+            usable[nusable++] = i;
+    }
+    q = queue_get(f, qname); /* key_queue_empty may have moved the array */
+    /* Grant iff the token heads the queue (or it is empty) and `count`
+     * devices are usable: the lowest ones, all at once (strict FIFO). */
+    if ((!had_head || strcmp(q->v[0].token, req->token) == 0) && nusable >= count) {
+        long idx = q_index(q, req->token);
+        if (idx >= 0)
+            q_remove_at(q, (size_t)idx);
+        char *keys = NULL;
+        if (count > 1) {
+            size_t len = 0, cap = (size_t)count * (NAME_MAX_ + 1) + 1;
+            keys = xcalloc(1, cap);
+            for (int32_t j = 0; j < count; j++) {
+                device_key(t, usable[j], dkey, sizeof dkey);
+                len += (size_t)snprintf(keys + len, cap - len, "%s%s", j ? " " : "", dkey);
+            }
         }
+        store_acquire_res one;
+        for (int32_t j = 0; j < count; j++) {
+            device_key(t, usable[j], dkey, sizeof dkey);
+            flock *l = lock_get(f, dkey);
+            one = (store_acquire_res){0};
+            grant(f, l, req, now, &one);
+            if (keys)
+                l->grant = xstrdup(keys);
+            if (j == 0) {
+                *res = one;
+                it->s2 = xstrdup(l->key); /* lock_get may move l */
+                res->key = it->s2;
+                res->device = t->pool ? usable[0] : -1;
+            }
+            if (t->pool) {
+                it->devs[j] = usable[j];
+                it->fencs[j] = one.fencing;
+            }
+        }
+        res->ndevices = t->pool ? count : 0;
+        free(keys);
+        free(usable);
+        q = queue_get(f, qname);
+        if (t->pool && q->n > 0)
+            publish(f, STORE_EV_WAKE_POOL, t->pool, "", 0);
+        goto done;
     }
     /* Not granted: join or stay in the queue. */
     q = queue_get(f, qname);
@@ -505,6 +612,7 @@ static int f_acquire(baton_store *s, const store_acquire_req *req, store_acquire
             snprintf(en->token, sizeof en->token, "%s", req->token);
             en->seq = ++q->seq;
             en->deadline = now + req->liveness_ms;
+            en->count = count;
         } else {
             q->v[idx].deadline = now + req->liveness_ms;
         }
@@ -515,7 +623,7 @@ static int f_acquire(baton_store *s, const store_acquire_req *req, store_acquire
     int64_t retry = -1, holder_ttl = -1;
     const char *holder = "";
     uint64_t holder_f = 0;
-    int any_free = 0, grantable = 0;
+    int any_free = 0;
     for (int32_t i = 0; i < ndev; i++) {
         device_key(t, i, dkey, sizeof dkey);
         flock *l = lock_get(f, dkey);
@@ -535,11 +643,12 @@ static int f_acquire(baton_store *s, const store_acquire_req *req, store_acquire
         fqueue *dq = t->pool ? queue_get(f, kq) : NULL;
         if (dq && dq->n > 0)
             sooner(&retry, dq->v[0].deadline - now);
-        else
-            grantable = 1;
     }
+    free(usable);
     q = queue_get(f, qname);
     int other_head = q->n > 0 && strcmp(q->v[0].token, req->token) != 0;
+    /* The head could be granted now: enough usable devices for its count. */
+    int grantable = other_head && nusable >= (q->v[0].count > 1 ? q->v[0].count : 1);
     if (any_free && other_head)
         sooner(&retry, q->v[0].deadline - now);
     long idx = q_index(q, req->token);
@@ -556,8 +665,8 @@ static int f_acquire(baton_store *s, const store_acquire_req *req, store_acquire
     res->holder_fencing = holder_f;
 done:
     if (res->granted) {
-        it->s2 = xstrdup(res->key);
-        res->key = it->s2;
+        res->devices = res->ndevices ? it->devs : NULL;
+        res->fencings = res->ndevices ? it->fencs : NULL;
     }
     reply(f, it, FAKE_ACQUIRE);
     return 0;
@@ -623,9 +732,25 @@ static int f_renew(baton_store *s, const char *key, const char *token, int64_t t
     flock *l = lock_get(f, key);
     item *it = new_item(I_HOLD, (void *)cb, ud);
     if (live(l, now) && strcmp(l->token, token) == 0) {
-        l->expires = now + ttl_ms;
-        it->hres.ttl_ms = ttl_ms;
-        it->hres.holder_owner = ""; /* as the Redis store */
+        /* As renew.lua: every device of a multi-device grant, or, when one
+         * is no longer the token's, none: the rest end EXPIRED. */
+        peer_end p = {.token = token, .type = STORE_EV_EXPIRED, .now = now, .ttl_ms = ttl_ms};
+        grant_peers(f, key, check_peer, &p);
+        l = lock_get(f, key);
+        if (p.broken) {
+            grant_peers(f, key, end_peer, &p);
+            l = lock_get(f, key);
+            l->held = 0;
+            l->hold_rec = 0;
+            publish(f, STORE_EV_EXPIRED, l->key, l->owner, l->fencing);
+            not_holder(f, it, l, now);
+        } else {
+            grant_peers(f, key, renew_peer, &p);
+            l = lock_get(f, key);
+            l->expires = now + ttl_ms;
+            it->hres.ttl_ms = ttl_ms;
+            it->hres.holder_owner = ""; /* as the Redis store */
+        }
     } else {
         not_holder(f, it, l, now);
     }
@@ -688,6 +813,10 @@ static int f_release(baton_store *s, const char *key, const char *token, const s
         it->hres.next = &it->ares;
     }
     if (live(l, now) && strcmp(l->token, token) == 0) {
+        /* As release.lua: every device of a multi-device grant. */
+        peer_end p = {.token = token, .type = STORE_EV_RELEASED, .now = now};
+        grant_peers(f, key, end_peer, &p);
+        l = lock_get(f, key);
         l->held = 0;
         l->hold_rec = 0;
         publish(f, STORE_EV_RELEASED, l->key, l->owner, l->fencing);
@@ -725,6 +854,12 @@ static int f_force_release(baton_store *s, const char *key, uint64_t fencing, st
     flock *l = lock_get(f, key);
     item *it = new_item(I_HOLD, (void *)cb, ud);
     if (live(l, now) && l->fencing == fencing) {
+        /* As force_release.lua: the whole grant goes. */
+        char token[BATON_TOKEN_LEN + 1];
+        snprintf(token, sizeof token, "%s", l->token);
+        peer_end p = {.token = token, .type = STORE_EV_FORCE_RELEASED, .now = now};
+        grant_peers(f, key, end_peer, &p);
+        l = lock_get(f, key);
         l->held = 0;
         l->hold_rec = 0;
         publish(f, STORE_EV_FORCE_RELEASED, l->key, l->owner, l->fencing);
@@ -840,8 +975,10 @@ static void f_free(baton_store *s)
     f->base.hooks.on_missing = NULL;
     drain_unavailable(f);
     event_free(f->tick);
-    for (size_t i = 0; i < f->nlocks; i++)
+    for (size_t i = 0; i < f->nlocks; i++) {
         free(f->locks[i].owner);
+        free(f->locks[i].grant);
+    }
     free(f->locks);
     for (size_t i = 0; i < f->nqueues; i++)
         free(f->queues[i].v);
