@@ -49,7 +49,8 @@ static void usage(FILE *f)
             "Measures batond against raw Redis (SET NX PX + polling) and etcd v3lock, same machine,\n"
             "same client threads and key sets, one monotonic clock.\n\n"
             "  --backends LIST     redis,etcd,baton-lease,baton-stream (baton = both modes) [all]\n"
-            "  --scenarios LIST    machine,uncontended,handoff,throughput,scale,crash [all]\n"
+            "  --scenarios LIST    machine,uncontended,handoff,throughput,scale,crash,pools [all]\n"
+            "                      (pools: batond only, multi-device handoff and pool grant cost)\n"
             "                      (machine: thread wake round trips, the floor under every backend)\n"
             "  --iters N           uncontended acquire+release cycles [1000]\n"
             "  --rounds R          handoff rounds per (backend, K) [200]\n"
@@ -120,7 +121,8 @@ static int bad_names(const char *list, const char *const *known)
     return 0;
 }
 
-static const char *const SCENARIOS[] = {"machine", "uncontended", "handoff", "throughput", "scale", "crash", NULL};
+static const char *const SCENARIOS[] = {"machine", "uncontended", "handoff", "throughput",
+                                        "scale",   "crash",       "pools",   NULL};
 static const char *const BACKENDS[] = {"redis", "etcd", "baton", "baton-lease", "baton-stream", NULL};
 
 static int parse_args(int argc, char **argv, opts *o)
@@ -379,6 +381,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "baton-bench: scale %d streams\n", o.streams);
         scale_failed = scen_scale(&env, o.streams, o.rounds, jitter_ns) < 0;
     }
+    if (in_list(o.scenarios, "pools") && need_baton) {
+        fprintf(stderr, "baton-bench: pools\n");
+        scale_failed |= scen_pools(&env, o.rounds, o.iters) < 0;
+    }
     if (in_list(o.scenarios, "crash"))
         for (size_t b = 0; b < nsel; b++) {
             fprintf(stderr, "baton-bench: crash %s\n", sel[b]->name);
@@ -400,7 +406,7 @@ int main(int argc, char **argv)
                 rc = 1;
         }
     if (scale_failed) {
-        fprintf(stderr, "baton-bench: scale scenario failed\n");
+        fprintf(stderr, "baton-bench: scale or pools scenario failed\n");
         if (o.smoke)
             rc = 1;
     }

@@ -23,6 +23,9 @@ int scen_hold_helper(const bench_backend *b, const bench_env *env, const char *k
  * thread per stream; reports batond's VmRSS and handoff latency (K=1 on
  * another key, both baton modes) while they wait. */
 int scen_scale(const bench_env *env, int streams, int rounds, int64_t jitter_ns);
+/* Baton only (libbaton lease): a pool grant's handoff, one device beside two
+ * (count=2), and the uncontended grant on pools of 8 and 64 devices (pools.c). */
+int scen_pools(const bench_env *env, int rounds, int iters);
 /* No backend: thread wake round trips on one CPU and across two (machine.c). */
 int scen_machine(int rounds);
 
