@@ -657,8 +657,11 @@ static int cmd_acquire(struct opts *o, int argc, char **argv)
         if ((rc = key_command(o, argc, argv, NULL, &key, &c)) != 0)
             return rc;
     }
-    baton_acquire_options ao = {
-        .owner = o->owner, .ttl_ms = o->ttl_ms, .wait_ms = o->wait_ms, .count = o->count, .weight = o->weight};
+    baton_acquire_options ao = {.owner = o->owner,
+                                .ttl_ms = o->ttl_ms,
+                                .wait_ms = o->wait_ms,
+                                .count = o->count,
+                                .weight = o->weight};
     baton_lock *l = NULL;
     int err = o->pool ? baton_acquire_pool(c, o->pool, o->devices, &ao, &l) : baton_acquire(c, key, &ao, &l);
     if (err) {
@@ -667,8 +670,7 @@ static int cmd_acquire(struct opts *o, int argc, char **argv)
         if (o->json) {
             printf("{\"key\":");
             json_str(stdout, baton_lock_key(l));
-            printf(",\"token\":\"%s\",\"fencing\":%" PRIu64 ",\"ttl_ms\":%" PRId64
-                   ",\"device\":%d",
+            printf(",\"token\":\"%s\",\"fencing\":%" PRIu64 ",\"ttl_ms\":%" PRId64 ",\"device\":%d",
                    baton_lock_token(l), baton_lock_fencing(l), baton_lock_ttl_ms(l), baton_lock_device(l));
             json_devices(l);
             printf(",\"owner\":");

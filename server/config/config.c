@@ -736,8 +736,10 @@ static int device_name_problem(const char *s, char *problem, size_t n)
     for (size_t i = 0; i < len; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (ch <= ' ' || ch == ',' || ch == 0x7f) {
-            snprintf(problem, n, "must not contain spaces, commas or control characters, got byte 0x%02x "
-                     "at offset %zu", ch, i);
+            snprintf(problem, n,
+                     "must not contain spaces, commas or control characters, got byte 0x%02x "
+                     "at offset %zu",
+                     ch, i);
             return -1;
         }
     }
@@ -767,8 +769,8 @@ static int load_device_names(load_ctx *x, const yaml_node_t *s, const char *path
         }
         for (size_t j = 0; j < i; j++)
             if (strcmp(names[j], names[i]) == 0) {
-                report(x->err, x->errlen, x->name, node_line(v), kpath, "'%s' is already the name of device %zu",
-                       names[i], j);
+                report(x->err, x->errlen, x->name, node_line(v), kpath,
+                       "'%s' is already the name of device %zu", names[i], j);
                 goto fail;
             }
     }

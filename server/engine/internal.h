@@ -95,7 +95,7 @@ struct engine_waiter {
     int32_t count;    /* pool: devices per grant */
     int64_t weight;   /* pool: share of each device, 0 = whole */
     int64_t capacity; /* pool, with a weight */
-    char *owner;   /* owned */
+    char *owner;      /* owned */
     int64_t ttl_ms;
     int64_t wait_ms;
     engine_acquire_sink sink;

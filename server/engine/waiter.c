@@ -69,8 +69,10 @@ void waiter_busy_reason(const engine_waiter *w, char *buf, size_t n)
         snprintf(buf, n, "pool '%s' has a free device but %" PRId64 " waiters are queued ahead", w->pool,
                  ahead);
     else if (w->pool && w->weight > 0)
-        snprintf(buf, n, "fewer than %" PRId32 " of the %" PRId32 " devices of pool '%s' have %" PRId64
-                 " of %" PRId64 " free", w->count, w->devices, w->pool, w->weight, w->capacity);
+        snprintf(buf, n,
+                 "fewer than %" PRId32 " of the %" PRId32 " devices of pool '%s' have %" PRId64 " of %" PRId64
+                 " free",
+                 w->count, w->devices, w->pool, w->weight, w->capacity);
     else if (w->pool && w->count > 1)
         snprintf(buf, n, "fewer than %" PRId32 " of the %" PRId32 " devices of pool '%s' are free", w->count,
                  w->devices, w->pool);

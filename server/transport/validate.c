@@ -168,7 +168,8 @@ static int validate_pool(const validate_limits *lim, const Baton__V1__Pool *pool
     }
     if (pool->count < 0 || pool->count > pool->devices)
         return fail(err, errlen,
-                    "pool.count: must be between 0 and pool.devices (%" PRId32 ") (0 or 1 = one device), got %" PRId32,
+                    "pool.count: must be between 0 and pool.devices (%" PRId32
+                    ") (0 or 1 = one device), got %" PRId32,
                     pool->devices, pool->count);
     size_t room = keyname_pool_name_max(pool->devices);
     if (strlen(pool->name) > room)

@@ -111,7 +111,8 @@ out:
         n = rounds;
     char params[64];
     snprintf(params, sizeof params, "handoff devices=%d count=%d", count, count);
-    add_row(params, p.samples, (size_t)n, count > 1 ? "release of 2 -> waiter for 2 granted" : "release -> next grant");
+    add_row(params, p.samples, (size_t)n,
+            count > 1 ? "release of 2 -> waiter for 2 granted" : "release -> next grant");
     return rv == 0 && n > 0 ? 0 : -1;
 }
 

@@ -463,7 +463,8 @@ static void test_pool_count_grants_every_device(void **state)
     assert_int_equal(baton_lock_cuda_visible_devices(two, cvd, 3), BATON_ERR_INVALID);
     o.count = 2;
     o.wait_ms = 0;
-    assert_int_equal(baton_acquire_pool(ca, "t-multi", 4, &o, &busy), BATON_ERR_BUSY); /* one free */
+    /* one device free, two wanted */
+    assert_int_equal(baton_acquire_pool(ca, "t-multi", 4, &o, &busy), BATON_ERR_BUSY);
     baton_lock_free(two); /* frees both */
     o.count = 3;
     assert_int_equal(baton_acquire_pool(ca, "t-multi", 4, &o, &busy), 0);

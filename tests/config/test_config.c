@@ -600,7 +600,8 @@ static void test_pool_capacity_and_device_names(void **state)
     assert_null(c.pools[1].device_names);
     char *yaml = config_to_yaml(&c);
     assert_non_null(yaml);
-    assert_non_null(strstr(yaml, "    capacity: 80\n    device_names: [\"GPU-aa\", \"MIG-bb/1/0\", \"GPU-cc\"]\n"));
+    assert_non_null(
+        strstr(yaml, "    capacity: 80\n    device_names: [\"GPU-aa\", \"MIG-bb/1/0\", \"GPU-cc\"]\n"));
     free(yaml);
     config_free(&c);
 

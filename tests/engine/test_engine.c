@@ -925,8 +925,13 @@ static void test_pool_count_stream_hold_frees_every_device(void **state)
     tw a, b;
     memset(&a, 0, sizeof a);
     memset(&b, 0, sizeof b);
-    engine_acquire_req req = {.pool = "gpu", .devices = 3, .count = 2, .owner = "a", .ttl_ms = 600000,
-                              .wait_ms = 60000, .mode = ENGINE_MODE_STREAM};
+    engine_acquire_req req = {.pool = "gpu",
+                              .devices = 3,
+                              .count = 2,
+                              .owner = "a",
+                              .ttl_ms = 600000,
+                              .wait_ms = 60000,
+                              .mode = ENGINE_MODE_STREAM};
     const char *errmsg = NULL;
     assert_int_equal(engine_acquire(f->e, &req, &SINK, &a, &a.w, &errmsg), 0);
     run_until(f, tw_granted_p, &a);

@@ -524,8 +524,9 @@ static void test_acquire_pool_weight(void **state)
     p.count = 2;
     assert_int_equal(validate_acquire(&LIM, &r, &out, err, sizeof(err)), 0);
     p.weight = 1;
-    assert_invalid(validate_acquire(&LIM, &r, &out, err, sizeof(err)),
-                   "pool.weight: pool 'adhoc' is not configured in batond; a weight needs the pool's capacity");
+    assert_invalid(
+        validate_acquire(&LIM, &r, &out, err, sizeof(err)),
+        "pool.weight: pool 'adhoc' is not configured in batond; a weight needs the pool's capacity");
 }
 
 /* ---- renew / release / watch / describe / force release ---- */

@@ -52,7 +52,8 @@ static int decode_grant_devices(const redisReply *r, rstore_acquire_dec *out)
         return -1;
     for (size_t i = 0; i < n; i++) {
         long long d;
-        if (rstore_el_int(r, 4 + 2 * i, &d) || d < 0 || d > INT32_MAX || el_fencing(r, 5 + 2 * i, &out->fencs[i]))
+        if (rstore_el_int(r, 4 + 2 * i, &d) || d < 0 || d > INT32_MAX ||
+            el_fencing(r, 5 + 2 * i, &out->fencs[i]))
             return -1;
         out->devs[i] = (int32_t)d;
     }

@@ -38,7 +38,7 @@ typedef struct rstore_acquire_dec {
     const char *msg; /* NULL on BATON_OK */
     int64_t devices; /* BATON_E_INVALID: the device count the pool's waiters use */
     store_acquire_res res;
-    char buf[BATON_KEY_MAX + 160]; /* the device key "pool/i" or the message */
+    char buf[BATON_KEY_MAX + 160];          /* the device key "pool/i" or the message */
     int32_t devs[RSTORE_MAX_GRANT_DEVICES]; /* res.devices of a pool grant */
     uint64_t fencs[RSTORE_MAX_GRANT_DEVICES];
 } rstore_acquire_dec;

@@ -697,8 +697,9 @@ static void h_acquired(void *ud, int err, const char *msg, const store_acquire_r
     for (int i = 0; i < res->ndevices && i < HDEV; i++) {
         int32_t d = res->devices[i];
         c->dev[i] = d;
-        if (d < 0 || d >= HDEV || !(c->weight ? share_is(h->f, dkey("hm", d), c->token, c->weight)
-                                              : lock_is(h->f, dkey("hm", d), c->token))) {
+        if (d < 0 || d >= HDEV ||
+            !(c->weight ? share_is(h->f, dkey("hm", d), c->token, c->weight)
+                        : lock_is(h->f, dkey("hm", d), c->token))) {
             h->partial++;
             continue;
         }
@@ -791,7 +792,8 @@ static void hammer_run(int64_t capacity)
     int64_t end = now_ms() + 300;
     while (now_ms() < end)
         event_base_loop(f->base, EVLOOP_ONCE);
-    print_message("hammer (capacity %" PRId64 "): %d grants (%d multi-device, %d shared, %d crashed holders), "
+    print_message("hammer (capacity %" PRId64
+                  "): %d grants (%d multi-device, %d shared, %d crashed holders), "
                   "%d attempts; %d over capacity, %d fencing going back, %d partial grants, %d errors\n",
                   capacity, h->grants, h->multi, h->shared, h->crashes, h->attempts, h->violations,
                   h->fencing_back, h->partial, h->errors);

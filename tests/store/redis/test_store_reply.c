@@ -70,6 +70,33 @@ static void test_acquire_granted_pool(void **state)
     reply_free(r);
 }
 
+/* A multi-device pool grant: {device, fencing} of every device after the
+ * first four; malformed pairs are errors, a reply without pairs (an older
+ * script) is one device with no list. */
+static void test_acquire_granted_pool_devices(void **state)
+{
+    rstore_acquire_dec d;
+    redisReply *r =
+        R_ARR(8, R_INT(1), R_INT(1), R_INT(50), R_INT(100), R_INT(1), R_INT(50), R_INT(3), R_INT(70));
+    assert_int_equal(acquire(r, "gpu", 1, &d), BATON_OK);
+    assert_int_equal(d.res.ndevices, 2);
+    assert_int_equal(d.res.devices[0], 1);
+    assert_int_equal(d.res.devices[1], 3);
+    assert_true(d.res.fencings[0] == 50 && d.res.fencings[1] == 70);
+    assert_string_equal(d.res.key, "gpu/1");
+    reply_free(r);
+    r = R_ARR(4, R_INT(1), R_INT(2), R_INT(9), R_INT(100));
+    assert_int_equal(acquire(r, "gpu", 1, &d), BATON_OK);
+    assert_int_equal(d.res.ndevices, 0);
+    assert_null(d.res.devices);
+    reply_free(r);
+    /* an odd element, a negative device, a negative fencing, a string */
+    acquire_bad(R_ARR(5, R_INT(1), R_INT(1), R_INT(5), R_INT(100), R_INT(1)), 1);
+    acquire_bad(R_ARR(6, R_INT(1), R_INT(1), R_INT(5), R_INT(100), R_INT(-1), R_INT(5)), 1);
+    acquire_bad(R_ARR(6, R_INT(1), R_INT(1), R_INT(5), R_INT(100), R_INT(1), R_INT(-5)), 1);
+    acquire_bad(R_ARR(6, R_INT(1), R_INT(1), R_INT(5), R_INT(100), R_STR("1"), R_INT(5)), 1);
+}
+
 static void test_acquire_queued(void **state)
 {
     rstore_acquire_dec d;
@@ -429,15 +456,25 @@ static void test_el_helpers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_acquire_granted_key),  cmocka_unit_test(test_acquire_granted_pool),
-        cmocka_unit_test(test_acquire_queued),       cmocka_unit_test(test_acquire_pool_count_mismatch),
-        cmocka_unit_test(test_acquire_not_an_array), cmocka_unit_test(test_acquire_short_arrays),
-        cmocka_unit_test(test_acquire_wrong_types),  cmocka_unit_test(test_acquire_out_of_range),
-        cmocka_unit_test(test_acquire_null_slots),   cmocka_unit_test(test_hold_renew),
-        cmocka_unit_test(test_hold_release),         cmocka_unit_test(test_hold_release_handoff),
-        cmocka_unit_test(test_hold_malformed),       cmocka_unit_test(test_describe),
-        cmocka_unit_test(test_describe_malformed),   cmocka_unit_test(test_missing),
-        cmocka_unit_test(test_missing_malformed),    cmocka_unit_test(test_el_helpers),
+        cmocka_unit_test(test_acquire_granted_key),
+        cmocka_unit_test(test_acquire_granted_pool),
+        cmocka_unit_test(test_acquire_granted_pool_devices),
+        cmocka_unit_test(test_acquire_queued),
+        cmocka_unit_test(test_acquire_pool_count_mismatch),
+        cmocka_unit_test(test_acquire_not_an_array),
+        cmocka_unit_test(test_acquire_short_arrays),
+        cmocka_unit_test(test_acquire_wrong_types),
+        cmocka_unit_test(test_acquire_out_of_range),
+        cmocka_unit_test(test_acquire_null_slots),
+        cmocka_unit_test(test_hold_renew),
+        cmocka_unit_test(test_hold_release),
+        cmocka_unit_test(test_hold_release_handoff),
+        cmocka_unit_test(test_hold_malformed),
+        cmocka_unit_test(test_describe),
+        cmocka_unit_test(test_describe_malformed),
+        cmocka_unit_test(test_missing),
+        cmocka_unit_test(test_missing_malformed),
+        cmocka_unit_test(test_el_helpers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

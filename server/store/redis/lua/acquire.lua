@@ -79,8 +79,9 @@ for _, d in ipairs(devs) do
   end
 end
 if #mine > 0 then
-  if weight > 0 then return granted(mine, redis.call('PTTL', b_share_rec(mine[1].lock, mine[1].key, 'share', token))) end
-  return granted(mine, redis.call('PTTL', mine[1].lock))
+  local first = mine[1]
+  local rec = weight > 0 and b_share_rec(first.lock, first.key, 'share', token) or first.lock
+  return granted(mine, redis.call('PTTL', rec))
 end
 
 -- Report expired holds; drop dead waiters (a device's own queue too: its
@@ -146,7 +147,9 @@ if (not head or head == token) and #usable >= count then
   for i, d in ipairs(got) do
     if weight > 0 then
       d.f = b_grant_share(d.lock, d.fence, d.key, token, owner, weight, ttl, chan, now, now_us, floor)
-      if count > 1 then redis.call('HSET', b_share_rec(d.lock, d.key, 'sh', token), 'grant', table.concat(keys, ' ')) end
+      if count > 1 then
+        redis.call('HSET', b_share_rec(d.lock, d.key, 'sh', token), 'grant', table.concat(keys, ' '))
+      end
     else
       d.f = b_grant(d.lock, d.hold, d.fence, nil, nil, chan, d.key, token, owner, ttl, now, now_us, floor)
       if count > 1 then redis.call('HSET', d.hold, 'grant', table.concat(keys, ' ')) end
