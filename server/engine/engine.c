@@ -81,6 +81,20 @@ static void on_state(void *ud, int up)
 }
 
 /*
+ * A pool hold of several devices, or a share of devices, is not re-asserted:
+ * reassert re-creates one key's hold with one fencing, which would bring back
+ * the first device alone (the others, and their fencings, lost with the
+ * writes) or, for a shared device, find the sentinel and call it someone
+ * else's. Its next renewal is an ordinary one instead: renew.lua extends every
+ * device while the grant is intact, and when the failover lost any of it the
+ * hold ends LOST for all of them, never partly kept.
+ */
+static int reassert_would_split(const engine_waiter *w)
+{
+    return w->pool != NULL && (w->count > 1 || w->weight > 0);
+}
+
+/*
  * The store now talks to a Redis it did not write to before (a failover, a
  * restart, a restored snapshot): a hold granted or renewed in the writes it
  * lost is missing there although its holder is alive and its stream open.
@@ -91,7 +105,7 @@ static void on_new_primary(void *ud)
 {
     baton_engine *e = ud;
     for (engine_waiter *w = e->all.head; w; w = w->alink.next)
-        if (w->state == W_HOLDING)
+        if (w->state == W_HOLDING && !reassert_would_split(w))
             w->may_reassert = 1;
 }
 

@@ -770,6 +770,35 @@ static void test_hold_reasserted_after_new_primary(void **state)
     end(&w, 0);
 }
 
+/* A 2-device STREAM hold is not re-asserted after a failover: one key's
+ * re-assertion would bring back the first device alone. Data kept: its next
+ * renewal (an ordinary one) keeps both; data lost: it ends LOST, both free. */
+static void test_multi_device_hold_not_reasserted(void **state)
+{
+    fx *f = *state;
+    tw a = {0}, b = {0};
+    engine_acquire_req req = {.pool = "gpu", .devices = 2, .count = 2, .owner = "a", .ttl_ms = 300,
+                              .wait_ms = 0, .mode = ENGINE_MODE_STREAM};
+    const char *errmsg = NULL;
+    assert_int_equal(engine_acquire(f->e, &req, &SINK, &a, &a.w, &errmsg), 0);
+    run_until(f, tw_granted_p, &a);
+    fake_store_new_primary(f->s, 0);
+    run_for(f, 400); /* past the TTL: kept by ordinary renewals of both devices */
+    assert_int_equal(a.finished, 0);
+    assert_int_equal(fake_store_holder(f->s, "gpu/1", NULL, NULL, 0), 1);
+    fake_store_new_primary(f->s, 1); /* both devices lost with the writes */
+    run_until(f, tw_finished_p, &a);
+    assert_int_equal(a.err, BATON_E_LOST);
+    assert_int_equal(fake_store_calls(f->s, FAKE_REASSERT), 0);
+    assert_int_equal(fake_store_holder(f->s, "gpu/0", NULL, NULL, 0), 0);
+    req.owner = "b";
+    assert_int_equal(engine_acquire(f->e, &req, &SINK, &b, &b.w, &errmsg), 0);
+    run_until(f, tw_granted_p, &b);
+    assert_int_equal(b.ndevices, 2);
+    end(&b, 0);
+    assert_int_equal(fake_store_violations(f->s), 0);
+}
+
 /* Without a change of primary a free key still means the hold is gone. */
 static void test_no_reassert_without_new_primary(void **state)
 {
@@ -1639,6 +1668,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_renew_not_holder_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hold_reasserted_after_new_primary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_reassert_without_new_primary, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_multi_device_hold_not_reasserted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expiry_event_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_force_release_lost, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_by_token_finishes_ok, setup, teardown),
