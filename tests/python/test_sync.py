@@ -430,3 +430,23 @@ def test_tls_parameter(batond, tmp_path):
     with baton.Client(batond.target, tls=creds) as c:
         with pytest.raises(baton.Unavailable):
             c.describe("k")
+
+
+def test_gpu_count_holds_devices_together(client, other):
+    """count=2: two devices in one grant (all or none), every one on the Lock
+    and in CUDA_VISIBLE_DEVICES; leaving the block frees both."""
+    with client.gpu("node7", 4, count=2) as g:
+        assert g.devices == [0, 1] and g.device == 0 and len(g.fencings) == 2
+        assert g.device_names == []
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
+        assert other.describe("node7/1").held
+        assert other.try_lock("node7/1") is None
+        with pytest.raises(baton.Busy):
+            with client.gpu("node7", 4, count=3, wait=0):
+                pass
+        assert not other.describe("node7/2").held  # the refused request took nothing
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    assert not other.describe("node7/0").held and not other.describe("node7/1").held
+    with pytest.raises(baton.InvalidArgument):
+        with client.gpu("node7", 4, count=5):
+            pass

@@ -154,7 +154,7 @@ def default_owner():
     return "%s/%d" % (socket.gethostname(), os.getpid())
 
 
-def acquire_request(key, owner, ttl, wait, mode, pool=None, devices=0):
+def acquire_request(key, owner, ttl, wait, mode, pool=None, devices=0, count=0, weight=0):
     if pool is None:
         if not isinstance(key, str) or not key:
             raise InvalidArgument("key: %r is not a non-empty string" % (key,))
@@ -164,8 +164,29 @@ def acquire_request(key, owner, ttl, wait, mode, pool=None, devices=0):
         raise InvalidArgument("pool: %r is not a non-empty string" % (pool,))
     if isinstance(devices, bool) or not isinstance(devices, int) or devices <= 0:
         raise InvalidArgument("devices: %r is not a positive device count" % (devices,))
-    return pb.AcquireRequest(pool=pb.Pool(name=pool, devices=devices), owner=owner, ttl_ms=ttl_ms(ttl),
-                             wait_ms=wait_ms(wait), mode=hold_mode(mode))
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise InvalidArgument("count: %r is not a device count (0 or 1 = one device)" % (count,))
+    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+        raise InvalidArgument("weight: %r is not a weight (0 = the whole device)" % (weight,))
+    return pb.AcquireRequest(pool=pb.Pool(name=pool, devices=devices, count=count, weight=weight), owner=owner,
+                             ttl_ms=ttl_ms(ttl), wait_ms=wait_ms(wait), mode=hold_mode(mode))
+
+
+def grant_devices(g):
+    """(devices, fencings, names) of a grant: every device of a pool grant
+    (a server from before Pool.count reports one), names [] when the pool has
+    none; ([], [], []) for a key."""
+    if g.devices:
+        return list(g.devices), list(g.fencings), list(g.device_names)
+    if g.device >= 0:
+        return [g.device], [g.fencing], []
+    return [], [], []
+
+
+def cuda_visible_devices(lock):
+    """CUDA_VISIBLE_DEVICES for a pool lock: its devices' names when the
+    pool has them, else their indexes: "1,3"."""
+    return ",".join(lock.device_names or [str(d) for d in lock.devices])
 
 
 def call_metadata(token):

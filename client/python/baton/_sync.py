@@ -143,10 +143,13 @@ def _call_on_lost(lock):
 
 class Lock:
     """A held lock. .key, .token, .fencing (pass it to what you write to),
-    .device (pool device index, else -1), .ttl (seconds), .mode, .owner,
+    .device (pool device index, else -1), .devices, .fencings, .device_names
+    (every device of a pool grant: Pool.count of them; names when the pool has
+    them), .ttl (seconds), .mode, .owner,
     .lost (bool), .lost_reason. A context manager: leaving releases."""
 
-    __slots__ = ("_client", "key", "token", "fencing", "device", "ttl", "mode", "owner", "_call", "_mu",
+    __slots__ = ("_client", "key", "token", "fencing", "device", "devices", "fencings", "device_names", "ttl",
+                 "mode", "owner", "_call", "_mu",
                  "_state", "lost_reason", "_on_lost", "_renew_at", "_lost_at", "_env", "_since", "__weakref__")
 
     _HELD, _RELEASING, _RELEASED, _LOST = range(4)
@@ -157,6 +160,7 @@ class Lock:
         self.token = g.token
         self.fencing = g.fencing
         self.device = g.device
+        self.devices, self.fencings, self.device_names = c.grant_devices(g)
         self.ttl = g.ttl_ms / 1000.0
         self.mode = mode
         self.owner = owner
@@ -386,7 +390,7 @@ class _Holding:
     def __enter__(self):
         lock = self._client._acquire(*self._args)
         if self._cuda:
-            lock._env = (c.swap_env("CUDA_VISIBLE_DEVICES", str(lock.device)),)
+            lock._env = (c.swap_env("CUDA_VISIBLE_DEVICES", c.cuda_visible_devices(lock)),)
         self._lock = lock
         return lock
 
@@ -492,9 +496,9 @@ class Client:
         with self._mu:
             self._held.pop(id(lock), None)
 
-    def _acquire(self, key, ttl, wait, mode, owner, on_lost, pool=None, devices=0):
+    def _acquire(self, key, ttl, wait, mode, owner, on_lost, pool=None, devices=0, count=0, weight=0):
         owner = owner or self.owner or c.default_owner()
-        req = c.acquire_request(key, owner, ttl, wait, mode, pool, devices)
+        req = c.acquire_request(key, owner, ttl, wait, mode, pool, devices, count, weight)
         stub = self._stub()
         stream = req.mode == pb.HOLD_MODE_STREAM
         call = stub.Acquire(req, metadata=self._md)
@@ -547,12 +551,16 @@ class Client:
         except Busy:
             return None
 
-    def gpu(self, pool, devices, *, wait=None, ttl=None, mode="stream", owner=None, on_lost=None):
+    def gpu(self, pool, devices, *, count=1, weight=0, wait=None, ttl=None, mode="stream", owner=None,
+            on_lost=None):
         """A context manager holding one free device of `pool` (of
         `devices`), yielding its Lock (.device is the index), with
         CUDA_VISIBLE_DEVICES set to it for the block (the previous value is
-        restored after; the environment is process-wide)."""
-        return _Holding(self, (None, ttl, wait, mode, owner, on_lost, pool, devices), cuda=True)
+        restored after; the environment is process-wide). count=2: two
+        devices at once, all or none (.devices; CUDA_VISIBLE_DEVICES "1,3", or
+        the devices' configured names). weight=24: a share of each device's
+        capacity (pools configured with one)."""
+        return _Holding(self, (None, ttl, wait, mode, owner, on_lost, pool, devices, count, weight), cuda=True)
 
     def watch(self, key=None, prefix=None):
         """Events (ACQUIRED, RELEASED, EXPIRED, FORCE_RELEASED) for a key or

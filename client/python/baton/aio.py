@@ -170,6 +170,7 @@ class Lock:
         self.token = g.token
         self.fencing = g.fencing
         self.device = g.device
+        self.devices, self.fencings, self.device_names = c.grant_devices(g)
         self.ttl = g.ttl_ms / 1000.0
         self.mode = mode
         self.owner = owner
@@ -333,7 +334,7 @@ class _Holding:
     async def __aenter__(self):
         lock = await self._client._acquire(*self._args)
         if self._cuda:
-            lock._env = (c.swap_env("CUDA_VISIBLE_DEVICES", str(lock.device)),)
+            lock._env = (c.swap_env("CUDA_VISIBLE_DEVICES", c.cuda_visible_devices(lock)),)
         self._lock = lock
         return lock
 
@@ -445,9 +446,9 @@ class Client:
             return _status_error(r.status, what, False)
         return r
 
-    async def _acquire(self, key, ttl, wait, mode, owner, on_lost, pool=None, devices=0):
+    async def _acquire(self, key, ttl, wait, mode, owner, on_lost, pool=None, devices=0, count=0, weight=0):
         owner = owner or self.owner or c.default_owner()
-        req = c.acquire_request(key, owner, ttl, wait, mode, pool, devices)
+        req = c.acquire_request(key, owner, ttl, wait, mode, pool, devices, count, weight)
         what = "acquire %s" % (key if pool is None else "pool " + pool)
         sess = self._session_now()
         op = sess.start(acquire=req)
@@ -512,8 +513,9 @@ class Client:
         except Busy:
             return None
 
-    def gpu(self, pool, devices, *, wait=None, ttl=None, mode="stream", owner=None, on_lost=None):
-        return _Holding(self, (None, ttl, wait, mode, owner, on_lost, pool, devices), cuda=True)
+    def gpu(self, pool, devices, *, count=1, weight=0, wait=None, ttl=None, mode="stream", owner=None,
+            on_lost=None):
+        return _Holding(self, (None, ttl, wait, mode, owner, on_lost, pool, devices, count, weight), cuda=True)
 
     def watch(self, key=None, prefix=None):
         req = c.watch_request(key, prefix)
