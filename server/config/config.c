@@ -98,6 +98,16 @@ _Static_assert(NFIELDS <= 64, "baton_config.from_file has one bit per field");
 static const char *const SECTIONS[] = {"redis", "locks", "grpc"};
 #define NSECTIONS (sizeof(SECTIONS) / sizeof(SECTIONS[0]))
 
+/* The tls, auth and limits sections: config_security.c, included at the end. */
+struct load_ctx;
+static void sec_defaults(config_security *s);
+static void sec_free(config_security *s);
+static int sec_copy(config_security *dst, const config_security *src);
+static int sec_is_section(const char *key);
+static int sec_load_section(struct load_ctx *x, const char *section, const yaml_node_t *m);
+static int sec_check_tls(const config_security *s, const char *name, int line, char *err, size_t errlen);
+static void sec_to_yaml(FILE *f, const config_security *s);
+
 /* Line numbers (1-based, 0 = not in the file) for error messages. */
 typedef struct cfg_lines {
     int field[NFIELDS];
@@ -210,6 +220,7 @@ void config_defaults(baton_config *c)
     c->keepalive_timeout_ms = 5000;
     c->pools = NULL;
     c->npools = 0;
+    sec_defaults(&c->sec);
 }
 
 static void names_free(char **names, int32_t n)
@@ -235,6 +246,7 @@ void config_free(baton_config *c)
             free(*str_at(c, &FIELDS[i]));
     }
     pools_free(c->pools, c->npools);
+    sec_free(&c->sec);
     memset(c, 0, sizeof(*c));
 }
 
@@ -249,6 +261,7 @@ static int config_copy(baton_config *dst, const baton_config *src)
     }
     dst->pools = NULL;
     dst->npools = 0;
+    memset(&dst->sec, 0, sizeof dst->sec);
     for (size_t i = 0; i < NFIELDS; i++) {
         const field *f = &FIELDS[i];
         if (!is_string_type(f->type) || *cstr_at(src, f) == NULL)
@@ -276,6 +289,8 @@ static int config_copy(baton_config *dst, const baton_config *src)
             }
         }
     }
+    if (sec_copy(&dst->sec, &src->sec) != 0)
+        goto fail;
     return 0;
 fail:
     config_free(dst);
@@ -442,7 +457,9 @@ static int check_all(const baton_config *c, const cfg_lines *lines, const char *
                       "locks.default_ttl_ms (%" PRId64 ") must not exceed locks.max_ttl_ms (%" PRId64 ")",
                       c->default_ttl_ms, c->max_ttl_ms);
     }
-    return check_pools(c, lines, name, err, errlen);
+    if (check_pools(c, lines, name, err, errlen) != 0)
+        return -1;
+    return sec_check_tls(&c->sec, name, 0, err, errlen);
 }
 
 int config_check(const baton_config *c, char *err, size_t errlen)
@@ -690,6 +707,9 @@ static void allowed_keys(const char *section, char *buf, size_t n)
         for (size_t i = 0; i < NSECTIONS; i++)
             APPEND(SECTIONS[i]);
         APPEND("pools");
+        APPEND("tls");
+        APPEND("auth");
+        APPEND("limits");
     }
 #undef APPEND
 }
@@ -929,6 +949,8 @@ static int load_root(load_ctx *x, const yaml_node_t *root)
             rc = load_field(x, (size_t)idx, v);
         } else if (strcmp(key, "pools") == 0) {
             rc = load_pools(x, v);
+        } else if (sec_is_section(key)) {
+            rc = sec_load_section(x, key, v);
         } else {
             size_t s;
             for (s = 0; s < NSECTIONS && strcmp(key, SECTIONS[s]) != 0; s++)
@@ -1147,6 +1169,7 @@ char *config_to_yaml(const baton_config *c)
             }
         }
     }
+    sec_to_yaml(f, &c->sec);
     if (ferror(f)) {
         fclose(f);
         free(out);
@@ -1158,3 +1181,5 @@ char *config_to_yaml(const baton_config *c)
     }
     return out;
 }
+
+#include "config_security.c"

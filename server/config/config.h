@@ -45,6 +45,7 @@
 
 /* The longest device name (pools[].device_names). */
 #define CONFIG_DEVICE_NAME_MAX 128
+#include "config_security.h"
 
 typedef struct config_pool {
     char *name;
@@ -84,6 +85,8 @@ typedef struct baton_config {
     /* pools */
     config_pool *pools;
     size_t npools;
+    /* tls, auth, limits (config_security.h) */
+    config_security sec;
     /* where the settings came from (config_to_yaml says it): one bit per
      * setting, in the order config_to_yaml lists them */
     uint64_t from_file;
@@ -121,6 +124,10 @@ int config_set_string(char **field, const char *value);
  * and records that it came from there. Returns 0, BATON_E_INVALID (-1) for
  * a path that names no string setting, or BATON_E_NOMEM. */
 int config_override(baton_config *c, const char *path, const char *value);
+
+/* Sets a string setting of the tls section ("tls.cert_file") from the command
+ * line. Returns 0, BATON_E_INVALID for any other path, or BATON_E_NOMEM. */
+int config_security_override(baton_config *c, const char *path, const char *value);
 
 /*
  * The settings in effect as a YAML document (heap string; NULL on OOM), one

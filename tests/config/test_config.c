@@ -316,7 +316,7 @@ static void test_unknown_top_key(void **state)
 {
     expect_err("log_level: info\nlisten_addr: x\n",
                "t.yaml:2: listen_addr: unknown key (allowed: listen, log_level, redis, locks, grpc, "
-               "pools)");
+               "pools, tls, auth, limits)");
 }
 
 static void test_unknown_section_keys(void **state)
