@@ -93,6 +93,7 @@ static int transport_opts_of(baton_daemon *d, transport_opts *to)
         .max_message_bytes = cfg->max_message_bytes,
         .keepalive_time_ms = cfg->keepalive_time_ms,
         .keepalive_timeout_ms = cfg->keepalive_timeout_ms,
+        .sec = &cfg->sec,
     };
     return 0;
 }
@@ -142,6 +143,9 @@ int daemon_new(const baton_config *cfg, baton_daemon **out)
     d->transport = transport_new(d->base, d->engine, &to, err, sizeof err);
     if (d->transport == NULL) {
         fprintf(stderr, "batond: %s\n", err);
+        /* An unreadable or mismatched TLS file is a configuration error. */
+        if (strncmp(err, "tls.", 4) == 0)
+            status = EXIT_USAGE;
         goto fail;
     }
     *out = d;
@@ -176,10 +180,20 @@ int daemon_run(baton_daemon *d)
 {
     char addr[600];
     bound_address(d->cfg->listen, transport_port(d->transport), addr, sizeof addr);
-    LOG_INFO("batond listening on %s (redis %s)", addr, d->cfg->redis_address);
+    LOG_INFO("batond listening on %s (redis %s)%s%s", addr, d->cfg->redis_address,
+             d->cfg->sec.tls.cert_file[0] ? ", TLS" : "", d->cfg->sec.auth ? ", bearer tokens required" : "");
     event_base_dispatch(d->base);
     LOG_INFO("batond stopped");
     return d->stopping ? 0 : 1;
+}
+
+void daemon_reload_tls(baton_daemon *d)
+{
+    char err[512];
+    if (transport_reload_tls(d->transport, err, sizeof err) == 0)
+        LOG_INFO("SIGHUP: TLS certificate, key and client CA re-read; new connections use them");
+    else
+        LOG_WARN("SIGHUP: TLS not reloaded (%s); the previous files stay in use", err);
 }
 
 void daemon_stop(baton_daemon *d)

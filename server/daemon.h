@@ -33,6 +33,10 @@ int daemon_run(baton_daemon *d);
  * once only, later calls do nothing. Loop thread only. */
 void daemon_stop(baton_daemon *d);
 
+/* SIGHUP: re-reads the TLS files for new connections; logs the outcome.
+ * Loop thread only. */
+void daemon_reload_tls(baton_daemon *d);
+
 /* Frees everything daemon_new built. A transport still serving (a daemon
  * that never ran, or never stopped) is shut down properly first. */
 void daemon_free(baton_daemon *d);

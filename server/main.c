@@ -6,6 +6,7 @@
  * Configuration: defaults, then the YAML file, then the flags, then a
  * consistency check. A bad configuration exits 2 with the reason on stderr.
  * SIGTERM / SIGINT shut down gracefully (exit 0); a second signal exits at once.
+ * SIGHUP re-reads the TLS certificate, key and client CA (open connections stay).
  *
  * This file holds the flags and the signals; daemon.c builds and runs the
  * modules from the configuration.
@@ -38,6 +39,9 @@ static void usage(FILE *f)
                "  --listen ADDR     gRPC listen address, e.g. 127.0.0.1:50051 (port 0: any free port)\n"
                "  --redis ADDR      Redis address: host:port or unix:/path/to/redis.sock\n"
                "  --log-level L     debug | info | warn | error\n"
+               "  --tls-cert FILE   serve TLS with this PEM certificate chain (tls.cert_file)\n"
+               "  --tls-key FILE    ...and this PEM private key (tls.key_file)\n"
+               "  --tls-client-ca FILE  verify client certificates against this CA (tls.client_ca_file)\n"
                "  --check-config    check the configuration, print the settings in effect (with\n"
                "                    where each came from) and exit: 0 if valid, 2 if not\n");
 }
@@ -47,6 +51,7 @@ typedef struct cli_flags {
     const char *listen;
     const char *redis;
     const char *log_level;
+    const char *tls_cert, *tls_key, *tls_client_ca;
     int check_config;
 } cli_flags;
 
@@ -61,18 +66,24 @@ static int parse_flags(int argc, char **argv, cli_flags *f)
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {"check-config", no_argument, NULL, 'C'},
+        {"tls-cert", required_argument, NULL, 'T'},
+        {"tls-key", required_argument, NULL, 'K'},
+        {"tls-client-ca", required_argument, NULL, 'A'},
         {NULL, 0, NULL, 0},
     };
     memset(f, 0, sizeof *f);
     opterr = 0;
     int ch;
-    while ((ch = getopt_long(argc, argv, ":c:l:r:L:hVC", opts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":c:l:r:L:hVCT:K:A:", opts, NULL)) != -1) {
         switch (ch) {
         case 'c': f->config = optarg; break;
         case 'l': f->listen = optarg; break;
         case 'r': f->redis = optarg; break;
         case 'L': f->log_level = optarg; break;
         case 'C': f->check_config = 1; break;
+        case 'T': f->tls_cert = optarg; break;
+        case 'K': f->tls_key = optarg; break;
+        case 'A': f->tls_client_ca = optarg; break;
         case 'h': usage(stdout); return 1;
         case 'V': printf("batond %s (grpc %s)\n", BATON_VERSION, grpc_version_string()); return 1;
         case ':':
@@ -111,11 +122,29 @@ static int load_config(baton_config *cfg, const cli_flags *f)
             return -1;
         }
     }
+    const struct {
+        const char *path, *value;
+    } tls_flags[] = {{"tls.cert_file", f->tls_cert}, {"tls.key_file", f->tls_key},
+                     {"tls.client_ca_file", f->tls_client_ca}};
+    for (size_t i = 0; i < sizeof tls_flags / sizeof tls_flags[0]; i++) {
+        if (tls_flags[i].value && config_security_override(cfg, tls_flags[i].path, tls_flags[i].value) != 0) {
+            fprintf(stderr, "batond: out of memory\n");
+            return -1;
+        }
+    }
     if (config_check(cfg, err, sizeof err) != 0) {
         fprintf(stderr, "batond: %s\n", err);
         return -1;
     }
     return 0;
+}
+
+/* SIGHUP: new TLS files for new connections. */
+static void on_sighup(evutil_socket_t sig, short what, void *ud)
+{
+    (void)sig;
+    (void)what;
+    daemon_reload_tls(ud);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *ud)
@@ -166,8 +195,9 @@ int main(int argc, char **argv)
     struct event_base *base = daemon_base(d);
     struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, d);
     struct event *sigint = evsignal_new(base, SIGINT, on_signal, d);
-    if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) != 0 ||
-        evsignal_add(sigint, NULL) != 0) {
+    struct event *sighup = evsignal_new(base, SIGHUP, on_sighup, d);
+    if (sigterm == NULL || sigint == NULL || sighup == NULL || evsignal_add(sigterm, NULL) != 0 ||
+        evsignal_add(sigint, NULL) != 0 || evsignal_add(sighup, NULL) != 0) {
         LOG_ERROR("cannot install signal handlers");
         status = 1; /* daemon_free stops the serving transport properly */
     } else {
@@ -177,6 +207,8 @@ int main(int argc, char **argv)
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
+    if (sighup)
+        event_free(sighup);
     daemon_free(d);
     config_free(&cfg);
     return status;

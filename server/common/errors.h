@@ -17,6 +17,9 @@ enum baton_err {
     BATON_E_NOMEM = -7,       /* RESOURCE_EXHAUSTED: out of memory or a per-server limit */
     BATON_E_NOT_FOUND = -8,   /* NOT_FOUND */
     BATON_E_CANCELLED = -9,   /* CANCELLED: the client cancelled the operation */
+    BATON_E_UNAUTHENTICATED = -10, /* UNAUTHENTICATED: no or unknown bearer token */
+    BATON_E_DENIED = -11,          /* PERMISSION_DENIED: outside the token's prefixes, or not admin */
+    BATON_E_LIMIT = -12,           /* RESOURCE_EXHAUSTED: a `limits:` setting; the message names it */
 };
 
 /* Static, human-readable name of an error code ("BATON_E_BUSY"). */
@@ -33,6 +36,9 @@ static inline const char *baton_err_name(int err)
     case BATON_E_NOMEM: return "NOMEM";
     case BATON_E_NOT_FOUND: return "NOT_FOUND";
     case BATON_E_CANCELLED: return "CANCELLED";
+    case BATON_E_UNAUTHENTICATED: return "UNAUTHENTICATED";
+    case BATON_E_DENIED: return "DENIED";
+    case BATON_E_LIMIT: return "LIMIT";
     default: return "UNKNOWN";
     }
 }

@@ -20,6 +20,9 @@ grpc_status_code call_status_of(int err)
     case BATON_E_NOMEM: return GRPC_STATUS_RESOURCE_EXHAUSTED;
     case BATON_E_NOT_FOUND: return GRPC_STATUS_NOT_FOUND;
     case BATON_E_CANCELLED: return GRPC_STATUS_CANCELLED;
+    case BATON_E_UNAUTHENTICATED: return GRPC_STATUS_UNAUTHENTICATED;
+    case BATON_E_DENIED: return GRPC_STATUS_PERMISSION_DENIED;
+    case BATON_E_LIMIT: return GRPC_STATUS_RESOURCE_EXHAUSTED;
     case BATON_E_INTERNAL:
     default: return GRPC_STATUS_INTERNAL;
     }
@@ -73,6 +76,7 @@ static void call_free(tcall *c)
         grpc_byte_buffer_destroy(c->recv_buf);
     free(c->pend_msg);
     map_free(&c->sops);
+    guard_call_end(t->guard, &c->who);
     grpc_call_unref(c->call);
     free(c);
     transport__maybe_finish_shutdown(t);

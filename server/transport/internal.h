@@ -16,7 +16,9 @@
 
 #include "baton/v1/lock.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "guard.h"
 #include "map.h"
+#include "tls.h"
 #include "transport.h"
 
 #define WATCH_OUTBOX_MAX 4096   /* queued LockEvents before a watcher is cut off */
@@ -46,6 +48,7 @@ typedef struct rpc_method {
     const ProtobufCServiceDescriptor *service; /* NULL: the generic slot (any unregistered path) */
     const char *name;
     int client_streams; /* requests arrive one by one (RECV_MESSAGE), none with the call */
+    int no_token;        /* needs no bearer token even with auth (Health) */
     /* The call arrived and RECV_CLOSE is armed. req: the decoded request
      * (the caller frees it), NULL for a client-streaming method and the
      * generic slot. */
@@ -129,6 +132,7 @@ struct tcall {
     int cancelled; /* RECV_CLOSE_ON_SERVER result */
     uint32_t nout;
     uint32_t refs;
+    guard_caller who; /* token, tenant and what the call counts against the limits (guard.h) */
     const served_method *method;
     uint8_t phase; /* enum call_phase */
     /* Health Watch: HealthCheckResponse statuses (0 = none yet). */
@@ -192,6 +196,8 @@ struct baton_transport {
     grpc_server *server;
     grpc_completion_queue *cq;
     int port;
+    guard *guard;    /* auth, access and limits */
+    tls_server *tls; /* NULL: plain text */
     served_method methods[NMETHODS];
     req_slot slots[NMETHODS][REQ_SLOTS];
     size_t nposted; /* request slots waiting for a call */

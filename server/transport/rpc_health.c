@@ -88,7 +88,8 @@ static void health_watch_start(tcall *c, ProtobufCMessage *m)
         call_finish(c, BATON_E_UNAVAILABLE, "server shutting down");
 }
 
+/* Health needs no bearer token (no_token): load balancers and probes ask it. */
 const rpc_method transport__health_check_rpc = {&grpc__health__v1__health__descriptor, "Check",
-                                                .start = health_check_start};
+                                                .no_token = 1, .start = health_check_start};
 const rpc_method transport__health_watch_rpc = {&grpc__health__v1__health__descriptor, "Watch",
-                                                .start = health_watch_start};
+                                                .no_token = 1, .start = health_watch_start};

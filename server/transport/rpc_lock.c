@@ -54,6 +54,7 @@ static void acq_granted(void *ud, const engine_grant *g)
     ev.event_case = BATON__V1__ACQUIRE_EVENT__EVENT_GRANTED;
     ev.granted = &gr;
     c->granted = 1;
+    guard_wait_end(c->t->guard, &c->who, &c->who.wait_key);
     if (c->lease && call_can_send(c) && c->sending == NULL && c->head == NULL) {
         /* Nothing else in flight: Granted and the OK status go out in one
          * batch, one write and one completion instead of two round trips
@@ -74,6 +75,7 @@ static void acq_finished(void *ud, int err, const char *msg)
 {
     tcall *c = ud;
     c->eng.w = NULL; /* freed by the engine */
+    guard_wait_end(c->t->guard, &c->who, &c->who.wait_key);
     call_finish(c, err, msg);
     c->engine_ref = 0;
     call_unref(c);
@@ -88,6 +90,12 @@ static void acquire_start(tcall *c, ProtobufCMessage *m)
     engine_acquire_req req;
     if (validate_acquire(&t->limits, (Baton__V1__AcquireRequest *)m, &req, err, sizeof err) != 0) {
         call_finish(c, BATON_E_INVALID, err);
+        return;
+    }
+    char owner[CONFIG_TOKEN_NAME_MAX + BATON_OWNER_MAX + 2];
+    int grc = guard_acquire(t->guard, &c->who, &req, owner, sizeof owner, &c->who.wait_key, err, sizeof err);
+    if (grc != 0) {
+        call_finish(c, grc, err);
         return;
     }
     const char *emsg = NULL;
@@ -225,6 +233,11 @@ static void renew_start(tcall *c, ProtobufCMessage *m)
         call_finish(c, BATON_E_INVALID, err);
         return;
     }
+    int grc = guard_name(&c->who, "key", r->key, err, sizeof err);
+    if (grc != 0) {
+        call_finish(c, grc, err);
+        return;
+    }
     unary_started(c, engine_renew(c->t->engine, r->key, r->token, ttl, renew_done, c, &emsg), emsg);
 }
 
@@ -235,6 +248,11 @@ static void release_start(tcall *c, ProtobufCMessage *m)
     const char *emsg = NULL;
     if (validate_release(r, err, sizeof err) != 0) {
         call_finish(c, BATON_E_INVALID, err);
+        return;
+    }
+    int grc = guard_name(&c->who, "key", r->key, err, sizeof err);
+    if (grc != 0) {
+        call_finish(c, grc, err);
         return;
     }
     unary_started(c, engine_release(c->t->engine, r->key, r->token, release_done, c, &emsg), emsg);
@@ -249,6 +267,13 @@ static void force_release_start(tcall *c, ProtobufCMessage *m)
         call_finish(c, BATON_E_INVALID, err);
         return;
     }
+    int grc = guard_admin(&c->who, "ForceRelease", err, sizeof err);
+    if (grc == 0)
+        grc = guard_name(&c->who, "key", r->key, err, sizeof err);
+    if (grc != 0) {
+        call_finish(c, grc, err);
+        return;
+    }
     unary_started(c, engine_force_release(c->t->engine, r->key, r->fencing, release_done, c, &emsg), emsg);
 }
 
@@ -259,6 +284,11 @@ static void describe_start(tcall *c, ProtobufCMessage *m)
     const char *emsg = NULL;
     if (validate_describe(r, err, sizeof err) != 0) {
         call_finish(c, BATON_E_INVALID, err);
+        return;
+    }
+    int grc = guard_name(&c->who, "key", r->key, err, sizeof err);
+    if (grc != 0) {
+        call_finish(c, grc, err);
         return;
     }
     unary_started(c, engine_describe(c->t->engine, r->key, describe_done, c, &emsg), emsg);
@@ -291,7 +321,7 @@ static void watch_event(void *ud, const store_event *sev)
     if (!call_can_send(c))
         return;
     Baton__V1__LockEvent__Type type = lock_event_type(sev->type);
-    if (type == BATON__V1__LOCK_EVENT__TYPE__TYPE_UNSPECIFIED)
+    if (type == BATON__V1__LOCK_EVENT__TYPE__TYPE_UNSPECIFIED || !guard_watch_sees(&c->who, sev->key))
         return;
     if (c->nout >= WATCH_OUTBOX_MAX) {
         /* Drop what the client has not taken; the watch itself is stopped
@@ -329,6 +359,11 @@ static void watch_start(tcall *c, ProtobufCMessage *m)
     }
     const char *key = r->key && r->key[0] ? r->key : NULL;
     const char *prefix = key == NULL ? r->prefix : NULL;
+    int grc = guard_watch(t->guard, &c->who, key, prefix, err, sizeof err);
+    if (grc != 0) {
+        call_finish(c, grc, err);
+        return;
+    }
     engine_watch *w = engine_watch_start(t->engine, key, prefix, watch_event, watch_ended, c);
     if (w == NULL) {
         call_finish(c, transport__shutting(t) ? BATON_E_UNAVAILABLE : BATON_E_NOMEM,

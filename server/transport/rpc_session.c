@@ -21,6 +21,7 @@ struct session_op {
     tcall *c;
     uint64_t id;
     engine_waiter *w; /* Acquire: until finished / engine_acquire_end */
+    limits_entry *wait_key; /* Acquire: counted as waiting (guard_acquire) until granted or ended */
     uint8_t kind;     /* SOP_* */
     unsigned lease : 1;
     unsigned busy : 1;     /* counted in c->nbusy */
@@ -133,6 +134,7 @@ static void sop_idle(session_op *sop)
         sop->busy = 0;
         sop->c->nbusy--;
     }
+    guard_wait_end(sop->c->t->guard, &sop->c->who, &sop->wait_key);
     if (sop->waiting) {
         sop->waiting = 0;
         sop->c->nwait--;
@@ -331,23 +333,32 @@ static void session_handle(tcall *c, const Baton__V1__SessionRequest *r)
     }
     const char *emsg = err;
     int rc;
+    /* Each operation passes validation, then the guard (access, limits),
+     * then goes to the engine. */
     if (kind == SOP_ACQUIRE) {
         engine_acquire_req req = {0};
         engine_waiter *w = NULL;
+        char owner[CONFIG_TOKEN_NAME_MAX + BATON_OWNER_MAX + 2];
         rc = validate_acquire(&t->limits, r->acquire, &req, err, sizeof err) != 0
                  ? BATON_E_INVALID
-                 : engine_acquire(t->engine, &req, &session_sink, sop, &w, &emsg);
+                 : guard_acquire(t->guard, &c->who, &req, owner, sizeof owner, &sop->wait_key, err, sizeof err);
+        if (rc == 0)
+            rc = engine_acquire(t->engine, &req, &session_sink, sop, &w, &emsg);
         sop->w = w;
         sop->lease = req.mode == ENGINE_MODE_LEASE;
     } else if (kind == SOP_RENEW) {
         int64_t ttl;
         rc = validate_renew(&t->limits, r->renew, &ttl, err, sizeof err) != 0
                  ? BATON_E_INVALID
-                 : engine_renew(t->engine, r->renew->key, r->renew->token, ttl, sop_hold_result, sop, &emsg);
+                 : guard_name(&c->who, "key", r->renew->key, err, sizeof err);
+        if (rc == 0)
+            rc = engine_renew(t->engine, r->renew->key, r->renew->token, ttl, sop_hold_result, sop, &emsg);
     } else {
         rc = validate_release(r->release, err, sizeof err) != 0
                  ? BATON_E_INVALID
-                 : engine_release(t->engine, r->release->key, r->release->token, sop_hold_result, sop, &emsg);
+                 : guard_name(&c->who, "key", r->release->key, err, sizeof err);
+        if (rc == 0)
+            rc = engine_release(t->engine, r->release->key, r->release->token, sop_hold_result, sop, &emsg);
     }
     if (rc != 0)
         sop_fail(sop, rc, emsg);

@@ -101,7 +101,8 @@ static void post_request(baton_transport *t, req_slot *s)
     t->nposted++;
 }
 
-static void dispatch_call(tcall *c, grpc_byte_buffer *payload)
+/* `refused`: the guard's verdict (0, or an error answered with `why`). */
+static void dispatch_call(tcall *c, grpc_byte_buffer *payload, int refused, const char *why)
 {
     grpc_op close_on_server;
     memset(&close_on_server, 0, sizeof close_on_server);
@@ -110,6 +111,10 @@ static void dispatch_call(tcall *c, grpc_byte_buffer *payload)
     if (call_batch(c, &close_on_server, 1, TAG_CLOSE) != 0) {
         c->phase = CALL_GONE;
         grpc_call_cancel(c->call, NULL);
+        return;
+    }
+    if (refused) {
+        call_finish(c, refused, why);
         return;
     }
     const served_method *sm = c->method;
@@ -134,6 +139,11 @@ static void on_request(req_slot *s, int ok)
     grpc_byte_buffer *payload = s->payload;
     s->call = NULL;
     s->payload = NULL;
+    tcall *c = ok && call ? call_new(t, call, s->method) : NULL;
+    char why[ERRBUF];
+    int refused = 0;
+    if (c) /* before the metadata (the bearer token) goes */
+        refused = guard_call_begin(t->guard, call, &s->md, s->method->rpc->no_token, &c->who, why, sizeof why);
     grpc_metadata_array_destroy(&s->md);
     if (s->method->req == NULL)
         grpc_call_details_destroy(&s->details);
@@ -141,15 +151,12 @@ static void on_request(req_slot *s, int ok)
     if (!transport__shutting(t))
         post_request(t, s); /* keep REQ_SLOTS requests posted per method */
 
-    if (ok && call) {
-        tcall *c = call_new(t, call, s->method);
-        if (c == NULL) {
-            grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
-            grpc_call_unref(call);
-        } else {
-            dispatch_call(c, payload);
-            call_unref(c); /* the dispatch reference */
-        }
+    if (c) {
+        dispatch_call(c, payload, refused, why);
+        call_unref(c); /* the dispatch reference */
+    } else if (ok && call) {
+        grpc_call_cancel_with_status(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory", NULL);
+        grpc_call_unref(call);
     } else if (call) {
         grpc_call_unref(call);
     }
@@ -349,6 +356,15 @@ size_t transport_live_calls(const baton_transport *t)
     return t->ncalls;
 }
 
+int transport_reload_tls(baton_transport *t, char *err, size_t errlen)
+{
+    if (t->tls == NULL) {
+        snprintf(err, errlen, "TLS is not configured");
+        return -1;
+    }
+    return tls_server_reload(t->tls, err, errlen);
+}
+
 static int clamp_int(int64_t v)
 {
     return v > INT32_MAX ? INT32_MAX : (int)v;
@@ -391,6 +407,15 @@ baton_transport *transport_new(struct event_base *base, baton_engine *engine, co
     t->efd = -1;
     pthread_mutex_init(&t->mu, NULL);
     if (methods_resolve(t, err, errlen) != 0)
+        goto fail;
+    config_security nosec = {.limits = {INT32_MAX, INT32_MAX, INT32_MAX, INT32_MAX, INT32_MAX, INT32_MAX,
+                                        INT32_MAX, INT32_MAX}};
+    const config_security *sec = opts->sec ? opts->sec : &nosec;
+    if ((t->guard = guard_new(sec)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (sec->tls.cert_file && sec->tls.cert_file[0] && (t->tls = tls_server_new(&sec->tls, err, errlen)) == NULL)
         goto fail;
     t->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (t->efd < 0) {
@@ -463,7 +488,12 @@ baton_transport *transport_new(struct event_base *base, baton_engine *engine, co
             s->method = sm;
         }
     }
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds =
+        t->tls ? tls_server_credentials(t->tls) : grpc_insecure_server_credentials_create();
+    if (creds == NULL) {
+        snprintf(err, errlen, "tls: cannot create the server credentials");
+        goto fail_grpc;
+    }
     t->port = grpc_server_add_http2_port(t->server, opts->listen, creds);
     grpc_server_credentials_release(creds);
     if (t->port == 0) {
@@ -498,6 +528,8 @@ void transport_free(baton_transport *t)
     if (t->efd >= 0)
         close(t->efd);
     pthread_mutex_destroy(&t->mu);
+    guard_free(t->guard);
+    tls_server_free(t->tls);
     free(t->inbox);
     free(t->work);
     free(t);

@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config_security.h"
 #include "engine.h"
 #include "validate.h"
 
@@ -44,6 +45,9 @@ typedef struct transport_opts {
     int32_t max_message_bytes;      /* receive and send limit; <= 0: gRPC default */
     int64_t keepalive_time_ms;      /* server pings an idle connection this often; <= 0: gRPC default */
     int64_t keepalive_timeout_ms;   /* ...and drops it when a ping is not acked in time */
+    /* tls, auth and limits (guard.h, tls.h); read during transport_new only.
+     * NULL: plain text, no auth, no limits. */
+    const config_security *sec;
 } transport_opts;
 
 /*
@@ -59,6 +63,11 @@ int transport_port(const baton_transport *t);
 
 /* Calls currently alive (for logs and tests). */
 size_t transport_live_calls(const baton_transport *t);
+
+/* Re-reads the TLS certificate, key and client CA (SIGHUP): new handshakes
+ * use them, open connections stay. 0, or -1 with the reason in err (the old
+ * files stay in use, or TLS is not configured). */
+int transport_reload_tls(baton_transport *t, char *err, size_t errlen);
 
 /*
  * Graceful shutdown: stop accepting calls, shut the engine down (waiting

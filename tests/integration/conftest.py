@@ -97,9 +97,9 @@ def start_batond(batond_binary, workdir):
     """Factory for a private batond owned by one test (stopped at the end)."""
     started = []
 
-    def make(redis_address, name="batond-private", wait_ready=True, extra_config="", redis_extra=""):
+    def make(redis_address, name="batond-private", wait_ready=True, extra_config="", redis_extra="", **kw):
         b = harness.Batond(batond_binary, workdir, redis_address, name=name, extra_config=extra_config,
-                           redis_extra=redis_extra)
+                           redis_extra=redis_extra, **kw)
         started.append(b)
         return b.start(wait_ready=wait_ready)
 

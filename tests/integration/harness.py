@@ -158,9 +158,15 @@ pools:
 class Batond:
     """One batond process with its own config file and stderr log."""
 
-    def __init__(self, binary, workdir, redis_address, name="batond", extra_config="", redis_extra=""):
+    def __init__(self, binary, workdir, redis_address, name="batond", extra_config="", redis_extra="",
+                 extra_args=(), probe_channel=None, probe_metadata=None):
         self.extra_config = extra_config  # YAML appended to the generated config (new sections only)
         self.redis_extra = redis_extra  # more keys of the redis section, each indented by two spaces
+        self.extra_args = list(extra_args)  # more batond flags (e.g. --tls-cert FILE)
+        # Readiness probe: a channel factory (target -> channel; default plain
+        # text) and the metadata of its Describe (a bearer token with auth).
+        self.probe_channel = probe_channel
+        self.probe_metadata = probe_metadata
         self.binary = binary
         self.workdir = workdir
         self.redis_address = redis_address
@@ -188,7 +194,7 @@ class Batond:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [self.binary, "--config", self.config_path, "--listen", self.target,
-             "--redis", self.redis_address],
+             "--redis", self.redis_address, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
         if not wait_ready:
@@ -208,10 +214,12 @@ class Batond:
                 last = str(e)
                 time.sleep(0.05)
                 continue
-            with grpc.insecure_channel(self.target) as ch:
+            ch = self.probe_channel(self.target) if self.probe_channel else grpc.insecure_channel(self.target)
+            with ch:
                 try:
                     lock_pb2_grpc.LockServiceStub(ch).Describe(
-                        lock_pb2.DescribeRequest(key="it-ready-probe"), timeout=1.0)
+                        lock_pb2.DescribeRequest(key="it-ready-probe"), timeout=1.0,
+                        metadata=self.probe_metadata)
                     return self
                 except grpc.RpcError as e:
                     last = "%s %s" % (e.code(), e.details())
