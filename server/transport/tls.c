@@ -91,7 +91,10 @@ static grpc_ssl_server_certificate_config *load_config(const tls_server *t, char
         ca = read_pem(t->ca_file, "tls.client_ca_file", err, errlen);
     if (key && (t->ca_file == NULL || ca) && check_pems(cert, key, ca, err, errlen) == 0) {
         grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
-        cfg = grpc_ssl_server_certificate_config_create(ca, &pair, 1); /* copies the strings */
+        /* gRPC 1.51 asserts that a fetched config has root certificates
+         * (ssl_security_connector.cc), even when client certificates are
+         * not requested: then the server's own chain stands in, unused. */
+        cfg = grpc_ssl_server_certificate_config_create(ca ? ca : cert, &pair, 1); /* copies the strings */
         if (cfg == NULL)
             snprintf(err, errlen, "tls: gRPC refused the certificate");
     }
