@@ -34,7 +34,8 @@ enum {
     EXIT_USAGE = 2,
     EXIT_UNAVAILABLE = 69, /* EX_UNAVAILABLE */
     EXIT_LOST = 70,
-    EXIT_BUSY = 75 /* EX_TEMPFAIL */
+    EXIT_BUSY = 75, /* EX_TEMPFAIL */
+    EXIT_NOPERM = 77 /* EX_NOPERM: no or unknown token, or not allowed */
 };
 
 #define DEFAULT_TARGET "127.0.0.1:50051"
@@ -60,6 +61,9 @@ static const char main_help[] =
     "  --target ADDR    batond address (default: $BATON_TARGET, else " DEFAULT_TARGET ")\n"
     "  --owner TEXT     owner shown to others (default: <hostname>/<pid>)\n"
     "  --json           machine-readable output (one JSON object per line)\n"
+    "  --tls-ca FILE    talk TLS; trust the server certificate's CA in FILE (PEM)\n"
+    "  --tls-cert FILE, --tls-key FILE   client certificate and key for mTLS (imply TLS)\n"
+    "  --token-file F   bearer token for batond's auth (first line of F; default: $BATON_AUTH_TOKEN)\n"
     "Lock options (exec and acquire; renew takes --ttl):\n"
     "  --ttl D          lock lifetime (default: the server's)\n"
     "  --wait D         longest wait for the lock; 0 = try once (default: the server's maximum)\n"
@@ -72,6 +76,7 @@ static const char main_help[] =
     "  69  batond or its Redis unavailable (EX_UNAVAILABLE)\n"
     "  70  the lock was lost, or the token no longer holds it\n"
     "  75  lock busy: not acquired within --wait (EX_TEMPFAIL; exec: --conflict-exit-code N)\n"
+    "  77  no or unknown token, or the token may not use this key or call (EX_NOPERM)\n"
     "  exec otherwise exits with CMD's status (128+N if CMD died of signal N).\n";
 
 /* ---- options shared by all commands ---- */
@@ -90,12 +95,18 @@ enum opt_id {
     O_FENCING,
     O_COUNT,
     O_WEIGHT,
+    O_TLS_CA,
+    O_TLS_CERT,
+    O_TLS_KEY,
+    O_TOKEN_FILE,
     O_HELP
 };
 
 /* Which options a command accepts (bit per option). */
 #define BIT(o) (1u << ((o)-O_TARGET))
-#define COMMON (BIT(O_TARGET) | BIT(O_OWNER) | BIT(O_JSON) | BIT(O_HELP))
+#define COMMON                                                                                               \
+    (BIT(O_TARGET) | BIT(O_OWNER) | BIT(O_JSON) | BIT(O_HELP) | BIT(O_TLS_CA) | BIT(O_TLS_CERT) |             \
+     BIT(O_TLS_KEY) | BIT(O_TOKEN_FILE))
 
 struct opts {
     const char *target;
@@ -112,6 +123,8 @@ struct opts {
     const char *prefix;
     uint64_t fencing;
     int has_fencing;
+    const char *tls_ca, *tls_cert, *tls_key;
+    const char *token_file;
 };
 
 struct command {
@@ -147,6 +160,8 @@ static int exit_of(int err)
     case BATON_ERR_LOST:
     case BATON_ERR_NOT_HELD: return EXIT_LOST;
     case BATON_ERR_INVALID: return EXIT_USAGE;
+    case BATON_ERR_UNAUTHENTICATED:
+    case BATON_ERR_DENIED: return EXIT_NOPERM;
     default: return EXIT_OTHER;
     }
 }
@@ -200,6 +215,10 @@ static int parse_opts(const struct command *c, int argc, char **argv, struct opt
                                           {"fencing", required_argument, NULL, O_FENCING},
                                           {"count", required_argument, NULL, O_COUNT},
                                           {"weight", required_argument, NULL, O_WEIGHT},
+                                          {"tls-ca", required_argument, NULL, O_TLS_CA},
+                                          {"tls-cert", required_argument, NULL, O_TLS_CERT},
+                                          {"tls-key", required_argument, NULL, O_TLS_KEY},
+                                          {"token-file", required_argument, NULL, O_TOKEN_FILE},
                                           {"help", no_argument, NULL, O_HELP},
                                           {NULL, 0, NULL, 0}};
     const char *env = getenv("BATON_TARGET");
@@ -230,6 +249,10 @@ static int parse_opts(const struct command *c, int argc, char **argv, struct opt
         case O_POOL: o->pool = optarg; break;
         case O_TOKEN: o->token = optarg; break;
         case O_PREFIX: o->prefix = optarg; break;
+        case O_TLS_CA: o->tls_ca = optarg; break;
+        case O_TLS_CERT: o->tls_cert = optarg; break;
+        case O_TLS_KEY: o->tls_key = optarg; break;
+        case O_TOKEN_FILE: o->token_file = optarg; break;
         case O_TTL:
             if (cli_parse_duration(optarg, &o->ttl_ms) != 0)
                 return usage_error(c, "bad duration for --ttl: '%s' (e.g. 500ms, 5s, 2m, 1h)", optarg);
@@ -273,10 +296,46 @@ static int parse_opts(const struct command *c, int argc, char **argv, struct opt
     return -1;
 }
 
+/* The bearer token: the first line of --token-file, else $BATON_AUTH_TOKEN
+ * (not $BATON_TOKEN: exec exports that for the lock's own token), else none.
+ * Returns 0, or the exit status after a message. */
+static int read_auth_token(const struct opts *o, char *buf, size_t n, const char **out)
+{
+    *out = NULL;
+    if (o->token_file) {
+        FILE *f = fopen(o->token_file, "r");
+        if (f == NULL) {
+            fprintf(stderr, "%s: --token-file %s: %s\n", prog, o->token_file, strerror(errno));
+            return EXIT_USAGE;
+        }
+        int ok = fgets(buf, (int)n, f) != NULL;
+        fclose(f);
+        buf[ok ? strcspn(buf, "\r\n") : 0] = '\0';
+        if (buf[0] == '\0') {
+            fprintf(stderr, "%s: --token-file %s: no token on its first line\n", prog, o->token_file);
+            return EXIT_USAGE;
+        }
+        *out = buf;
+        return 0;
+    }
+    const char *env = getenv("BATON_AUTH_TOKEN");
+    if (env && env[0])
+        *out = env;
+    return 0;
+}
+
 static int new_client(const struct opts *o, baton_client **c)
 {
-    baton_client_options co = {.owner = o->owner};
+    char token[4096];
+    baton_client_options co = {.owner = o->owner,
+                               .tls_ca_file = o->tls_ca,
+                               .tls_cert_file = o->tls_cert,
+                               .tls_key_file = o->tls_key};
+    int rc = read_auth_token(o, token, sizeof token, &co.auth_token);
+    if (rc != 0)
+        return rc;
     int err = baton_client_new(o->target, &co, c);
+    memset(token, 0, sizeof token);
     return err ? fail("connect", err) : 0;
 }
 

@@ -108,11 +108,13 @@ void grpc_c_shutdown(void)
     grpc_shutdown();
 }
 
-grpc_channel *grpc_c_channel_create_insecure(const char *target, const grpc_c_channel_options *opts)
+/* A channel with plain text (tls NULL) or TLS. */
+static grpc_channel *channel_create(const char *target, const grpc_c_channel_options *opts,
+                                    const grpc_c_tls_options *tls)
 {
     if (!target)
         return NULL;
-    grpc_arg args[7];
+    grpc_arg args[8];
     size_t n = 0;
     if (opts && opts->keepalive_time_ms > 0) {
         args[n].type = GRPC_ARG_INTEGER;
@@ -151,16 +153,36 @@ grpc_channel *grpc_c_channel_create_insecure(const char *target, const grpc_c_ch
         args[n].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
         args[n++].value.integer = opts->max_reconnect_backoff_ms;
     }
+    if (tls && tls->server_name && tls->server_name[0]) {
+        args[n].type = GRPC_ARG_STRING;
+        args[n].key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+        args[n++].value.string = (char *)tls->server_name;
+    }
     grpc_channel_args cargs = {n, args};
 
     grpc_init();
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = tls ? tls->key_pem : NULL,
+                                       .cert_chain = tls ? tls->cert_pem : NULL};
+    grpc_channel_credentials *creds =
+        tls ? grpc_ssl_credentials_create(tls->root_pem, tls->key_pem && tls->cert_pem ? &pair : NULL, NULL, NULL)
+            : grpc_insecure_credentials_create();
     grpc_channel *ch = creds ? grpc_channel_create(target, creds, n ? &cargs : NULL) : NULL;
     if (creds)
         grpc_channel_credentials_release(creds);
     if (!ch)
         grpc_shutdown();
     return ch;
+}
+
+grpc_channel *grpc_c_channel_create_insecure(const char *target, const grpc_c_channel_options *opts)
+{
+    return channel_create(target, opts, NULL);
+}
+
+grpc_channel *grpc_c_channel_create_tls(const char *target, const grpc_c_tls_options *tls,
+                                        const grpc_c_channel_options *opts)
+{
+    return tls ? channel_create(target, opts, tls) : NULL;
 }
 
 void grpc_c_channel_destroy(grpc_channel *channel)

@@ -209,6 +209,19 @@ typedef struct grpc_c_channel_options {
  * handle on it was destroyed. `opts` may be NULL. */
 grpc_channel *grpc_c_channel_create_insecure(const char *target, const grpc_c_channel_options *opts);
 
+/* TLS settings of a channel; the strings are read during the call only. */
+typedef struct grpc_c_tls_options {
+    const char *root_pem;    /* PEM CA bundle the server must chain to; NULL = gRPC's default roots */
+    const char *key_pem;     /* client certificate's private key (PEM), with cert_pem; NULL = none */
+    const char *cert_pem;    /* client certificate chain (PEM) */
+    const char *server_name; /* name to expect in the server's certificate instead of the target's host */
+} grpc_c_tls_options;
+
+/* As grpc_c_channel_create_insecure, over TLS. NULL on bad arguments or OOM
+ * (a bad certificate shows later, as UNAVAILABLE calls). */
+grpc_channel *grpc_c_channel_create_tls(const char *target, const grpc_c_tls_options *tls,
+                                        const grpc_c_channel_options *opts);
+
 /* Destroys a channel made by grpc_c_channel_create_insecure() and drops the
  * grpc_init reference it took. NULL is ignored. */
 void grpc_c_channel_destroy(grpc_channel *channel);

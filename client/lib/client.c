@@ -32,10 +32,6 @@ int baton_client_new(const char *target, const baton_client_options *opts, baton
     *out = NULL;
     if (opts == NULL)
         opts = &none;
-    if (opts->tls || set(opts->tls_ca_file) || set(opts->tls_cert_file) || set(opts->tls_key_file))
-        return baton__fail(BATON_ERR_NOTSUP, "TLS is not yet supported");
-    if (set(opts->auth_token))
-        return baton__fail(BATON_ERR_NOTSUP, "auth tokens are not yet supported");
     if (opts->call_timeout_ms < 0)
         return baton__fail(BATON_ERR_INVALID, "call_timeout_ms must not be negative");
     if (opts->max_reconnect_backoff_ms < 0 || opts->max_reconnect_backoff_ms > INT32_MAX)
@@ -80,10 +76,14 @@ int baton_client_new(const char *target, const baton_client_options *opts, baton
         copts.keepalive_time_ms = opts->keepalive_ms > 0 ? opts->keepalive_ms : DEFAULT_KEEPALIVE_MS;
         copts.keepalive_timeout_ms = copts.keepalive_time_ms;
     }
-    c->channel = grpc_c_channel_create_insecure(target, &copts);
-    if (c->channel == NULL) {
-        baton__fail(BATON_ERR_NOMEM, "cannot create a channel to %s", target);
-        goto fail;
+    int rc = baton__security_init(c, opts);
+    if (rc == 0)
+        rc = baton__channel_open(c, target, opts, &copts);
+    if (rc != 0) {
+        baton__security_free(c);
+        free(c->owner);
+        free(c);
+        return rc;
     }
     baton__conn_init(c);
     baton__sessions_init(c, opts->disable_sessions);
@@ -104,6 +104,7 @@ void baton_client_free(baton_client *c)
     baton__sessions_free(c);
     baton__conn_free(c);
     grpc_c_channel_destroy(c->channel);
+    baton__security_free(c);
     free(c->owner);
     free(c);
 }

@@ -23,6 +23,8 @@ const char *baton_strerror(int err)
     case BATON_ERR_NOTSUP: return "not supported";
     case BATON_ERR_INTERNAL: return "internal error";
     case BATON_ERR_NOT_FOUND: return "not found";
+    case BATON_ERR_UNAUTHENTICATED: return "not authenticated (no or unknown token)";
+    case BATON_ERR_DENIED: return "permission denied";
     default: return "unknown error";
     }
 }
@@ -42,6 +44,8 @@ const char *baton_error_name(int err)
     case BATON_ERR_NOTSUP: return "NOTSUP";
     case BATON_ERR_INTERNAL: return "INTERNAL";
     case BATON_ERR_NOT_FOUND: return "NOT_FOUND";
+    case BATON_ERR_UNAUTHENTICATED: return "UNAUTHENTICATED";
+    case BATON_ERR_DENIED: return "DENIED";
     default: return "UNKNOWN";
     }
 }
@@ -65,6 +69,8 @@ int baton__err_of_code(int code, enum baton__phase phase)
     case GRPC_C_CODE_RESOURCE_EXHAUSTED: return BATON_ERR_NOMEM;
     case GRPC_C_CODE_UNIMPLEMENTED: return BATON_ERR_NOTSUP;
     case GRPC_C_CODE_NOT_FOUND: return BATON_ERR_NOT_FOUND;
+    case GRPC_C_CODE_UNAUTHENTICATED: return BATON_ERR_UNAUTHENTICATED;
+    case GRPC_C_CODE_PERMISSION_DENIED: return BATON_ERR_DENIED;
     default: return BATON_ERR_INTERNAL;
     }
 }

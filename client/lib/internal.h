@@ -52,6 +52,12 @@ typedef struct baton__holds {
     int nthreads;                /* hold-session threads (readers, notifiers) still running */
 } baton__holds;
 
+/* tls.c: the bearer token sent with every call. */
+typedef struct baton__auth {
+    char *value;         /* "Bearer <token>", or NULL: no token */
+    grpc_c_metadata md;  /* {"authorization", value} */
+} baton__auth;
+
 struct baton_client {
     grpc_channel *channel;
     char *owner;
@@ -59,6 +65,7 @@ struct baton_client {
     baton__conn conn;         /* conn.c */
     baton__sessions sessions; /* session.c */
     baton__holds holds;       /* holds.c */
+    baton__auth auth;         /* tls.c */
 };
 
 /* Unary call options with the client's deadline. */
@@ -66,6 +73,8 @@ static inline grpc_c_call_options baton__unary_opts(const baton_client *c)
 {
     grpc_c_call_options o = {0};
     o.timeout_ms = c->call_timeout_ms;
+    o.metadata = c->auth.value ? &c->auth.md : NULL;
+    o.metadata_count = c->auth.value ? 1 : 0;
     return o;
 }
 
@@ -78,8 +87,17 @@ static inline grpc_c_call_options baton__stream_opts(const baton_client *c)
 {
     grpc_c_call_options o = {0};
     o.start_timeout_ms = c->call_timeout_ms;
+    o.metadata = c->auth.value ? &c->auth.md : NULL;
+    o.metadata_count = c->auth.value ? 1 : 0;
     return o;
 }
+
+/* tls.c: the bearer token (auth_token), then the channel, plain or TLS.
+ * 0, or an error with its message set. */
+int baton__security_init(baton_client *c, const baton_client_options *opts);
+int baton__channel_open(baton_client *c, const char *target, const baton_client_options *opts,
+                        const grpc_c_channel_options *copts);
+void baton__security_free(baton_client *c);
 
 /* What an error means depends on where it happened: ABORTED while acquiring
  * is "busy", on a held stream it is "lost". */

@@ -1516,11 +1516,21 @@ static void test_errors(void **state)
 {
     (void)state;
     baton_client *c = NULL;
-    baton_client_options tls = {.tls = 1}, auth = {.auth_token = "x"};
-    assert_int_equal(baton_client_new("127.0.0.1:1", &tls, &c), BATON_ERR_NOTSUP);
-    assert_non_null(strstr(baton_last_error(), "not yet supported"));
-    assert_int_equal(baton_client_new("127.0.0.1:1", &auth, &c), BATON_ERR_NOTSUP);
+    /* TLS and token options are checked when the client is made. */
+    baton_client_options tls = {.tls_ca_file = "/nonexistent/ca.pem"}, auth = {.auth_token = "two words"};
+    assert_int_equal(baton_client_new("127.0.0.1:1", &tls, &c), BATON_ERR_INVALID);
+    assert_string_equal(baton_last_error(), "tls_ca_file: cannot read /nonexistent/ca.pem: No such file or directory");
+    baton_client_options half = {.tls_cert_file = "/x.pem"};
+    assert_int_equal(baton_client_new("127.0.0.1:1", &half, &c), BATON_ERR_INVALID);
+    assert_non_null(strstr(baton_last_error(), "tls_cert_file and tls_key_file go together"));
+    assert_int_equal(baton_client_new("127.0.0.1:1", &auth, &c), BATON_ERR_INVALID);
     assert_null(c);
+    baton_client_options fine = {.tls = 1, .auth_token = "t0k"};
+    assert_int_equal(baton_client_new("127.0.0.1:1", &fine, &c), 0);
+    baton_client_free(c);
+    c = NULL;
+    assert_string_equal(baton_error_name(BATON_ERR_DENIED), "DENIED");
+    assert_string_equal(baton_error_name(BATON_ERR_UNAUTHENTICATED), "UNAUTHENTICATED");
     assert_int_equal(baton_client_new(NULL, NULL, &c), BATON_ERR_INVALID);
     baton_client_options backoff = {.max_reconnect_backoff_ms = -1};
     assert_int_equal(baton_client_new("127.0.0.1:1", &backoff, &c), BATON_ERR_INVALID);

@@ -6,7 +6,12 @@
 #   BATON_TEST_TARGET=127.0.0.1:PORT       batond's address
 #   BATON_TEST_REDIS_SOCK=/tmp/.../redis.sock  for tests that poke Redis directly
 #   BATON_TEST_PREFIX=baton:               the Redis key prefix
-# exported, then stops batond with SIGTERM and exits with CMD's status, or 1
+# exported (with BATON_TEST_SECURE=1 also: batond serves TLS with certificates
+# made by make_certs.sh, requires mTLS and bearer tokens, and
+#   BATON_TEST_CERTS=DIR  (ca.pem, client.pem/.key, other-*)
+#   BATON_TEST_TOKEN=...  token "cli": prefixes cli/ and admin
+#   BATON_TEST_TOKEN_OTHER=...  token "other": prefix other/),
+# then stops batond with SIGTERM and exits with CMD's status, or 1
 # if batond did not exit 0 or printed a sanitizer report (its leaks and UB
 # count as failures of the test too). batond: $BATOND (ctest sets it).
 set -u
@@ -77,6 +82,26 @@ pools:
     devices: 2
     capacity: 80
 YAML
+if [ "${BATON_TEST_SECURE:-0}" = 1 ]; then
+    certs=$dir/certs
+    "$(dirname "$0")/make_certs.sh" "$certs" || exit 1
+    BATON_TEST_TOKEN=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    BATON_TEST_TOKEN_OTHER=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
+    cat >>"$dir/batond.yaml" <<YAML
+tls:
+  cert_file: "$certs/server.pem"
+  key_file: "$certs/server.key"
+  client_ca_file: "$certs/ca.pem"
+  require_client_cert: true
+auth:
+  tokens:
+    - {name: cli, sha256: "$(sha "$BATON_TEST_TOKEN")", prefixes: ["cli/"], admin: true}
+    - {name: other, sha256: "$(sha "$BATON_TEST_TOKEN_OTHER")", prefixes: ["other/"]}
+YAML
+    BATON_TEST_CERTS=$certs
+    export BATON_TEST_CERTS BATON_TEST_TOKEN BATON_TEST_TOKEN_OTHER
+fi
 "$BATOND" --config "$dir/batond.yaml" >"$dir/batond.log" 2>&1 &
 batond_pid=$!
 # batond logs "batond listening on 127.0.0.1:PORT" once it serves, and

@@ -56,9 +56,11 @@ enum baton_error {
     BATON_ERR_TIMEOUT = -6,     /* the client-side deadline passed (DEADLINE_EXCEEDED) */
     BATON_ERR_CANCELLED = -7,   /* cancelled by the caller (CANCELLED) */
     BATON_ERR_NOMEM = -8,       /* out of memory, locally or at the server (RESOURCE_EXHAUSTED) */
-    BATON_ERR_NOTSUP = -9,      /* not supported (yet), e.g. TLS options (UNIMPLEMENTED) */
+    BATON_ERR_NOTSUP = -9,      /* not supported by this batond (UNIMPLEMENTED) */
     BATON_ERR_INTERNAL = -10,   /* anything else (INTERNAL, UNKNOWN, DATA_LOSS, ...) */
-    BATON_ERR_NOT_FOUND = -11   /* NOT_FOUND */
+    BATON_ERR_NOT_FOUND = -11,  /* NOT_FOUND */
+    BATON_ERR_UNAUTHENTICATED = -12, /* no or unknown auth_token (UNAUTHENTICATED) */
+    BATON_ERR_DENIED = -13           /* the token may not use this key, pool or call (PERMISSION_DENIED) */
 };
 
 /* Static, human-readable description of an error code ("lock busy").
@@ -89,12 +91,19 @@ typedef struct baton_client_options {
      * (a watch, a stream-mode acquire) may take to start, e.g. while the
      * connection to a frozen batond hangs; 0 = 10000 ms. */
     int64_t call_timeout_ms;
-    /* Not yet supported (batond has no TLS or auth yet): setting any of these
-     * makes baton_client_new() fail with BATON_ERR_NOTSUP. */
+    /* TLS: on when `tls` is non-zero or any tls_* field is set. tls_ca_file:
+     * PEM CA bundle the server's certificate must chain to (NULL = gRPC's
+     * default roots); tls_cert_file + tls_key_file: a client certificate for
+     * a batond that asks for one (mTLS), both or neither. The files are read
+     * by baton_client_new (an unreadable one: BATON_ERR_INVALID naming it);
+     * a certificate the server refuses, or a server the CA does not vouch
+     * for, shows as BATON_ERR_UNAVAILABLE calls. */
     int tls;
     const char *tls_ca_file;
     const char *tls_cert_file;
     const char *tls_key_file;
+    /* Bearer token sent as `authorization: Bearer <token>` with every call
+     * (batond's auth.tokens); NULL = none. Copied. Printable ASCII. */
     const char *auth_token;
     /* 0 (default): lease-mode acquires (except cancellable ones, see
      * baton_acquire_async), renewals and releases travel over a few
@@ -130,6 +139,9 @@ typedef struct baton_client_options {
      * a second) and at most INT32_MAX; BATON_KEEPALIVE_OFF: no pings (a
      * silent network then goes unnoticed for as long as TCP takes). */
     int64_t keepalive_ms;
+    /* TLS: the name to expect in the server's certificate instead of the
+     * target's host (e.g. when connecting by address); NULL = the host. */
+    const char *tls_server_name;
 } baton_client_options;
 
 #define BATON_KEEPALIVE_OFF (-1)
