@@ -24,7 +24,7 @@ struct limits {
     size_t total[LIMITS_KINDS];
 };
 
-static const char *const KIND_NAME[LIMITS_KINDS] = {"streams", "waiting", "watches"};
+static const char *const KIND_NAME[LIMITS_KINDS] = {"streams open", "acquires waiting", "Watch streams open"};
 
 limits *limits_new(const config_limits *cfg)
 {
@@ -116,7 +116,7 @@ int limits_take(limits *l, int kind, limits_entry *tenant, limits_entry *conn, c
     static const char *const TENANT_KEY[LIMITS_KINDS] = {"max_streams_per_tenant", "max_waiting_per_tenant",
                                                          "max_watches_per_tenant"};
     if (l->total[kind] >= (size_t)total_max(c, kind)) {
-        snprintf(msg, n, "limits.%s (%d) reached: too many %s open on this server", TOTAL_KEY[kind],
+        snprintf(msg, n, "limits.%s (%d) reached: too many %s on this server", TOTAL_KEY[kind],
                  (int)total_max(c, kind), KIND_NAME[kind]);
         return -1;
     }
