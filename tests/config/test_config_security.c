@@ -200,6 +200,23 @@ static void test_command_line_override(void **state)
     config_free(&c);
 }
 
+/* The documented deploy/batond.yaml states the security defaults too. */
+static void test_deploy_file(void **state)
+{
+    (void)state;
+    baton_config c, d;
+    config_defaults(&c);
+    config_defaults(&d);
+    if (config_load_file(&c, BATON_SOURCE_DIR "/deploy/batond.yaml", err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_memory_equal(&c.sec.limits, &d.sec.limits, sizeof c.sec.limits);
+    assert_string_equal(c.sec.tls.cert_file, "");
+    assert_int_equal(c.sec.auth, 0);
+    assert_string_equal(c.redis_username, "");
+    config_free(&c);
+    config_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -208,6 +225,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_failed_load_leaves_config_unchanged),
         cmocka_unit_test(test_command_line_override),
+        cmocka_unit_test(test_deploy_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
