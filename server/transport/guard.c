@@ -86,10 +86,13 @@ int guard_call_begin(guard *g, grpc_call *call, const grpc_metadata_array *md, i
     char *peer = grpc_call_get_peer(call);
     char host[300];
     peer_host(peer ? peer : "unknown", host, sizeof host);
-    who->conn = limits_conn(g->lim, peer ? peer : "unknown");
+    /* A unix socket peer names no connection ("unix:" for every client):
+     * only TCP connections get a per-connection count. */
+    int tcp = peer && (strncmp(peer, "ipv4:", 5) == 0 || strncmp(peer, "ipv6:", 5) == 0);
+    who->conn = tcp ? limits_conn(g->lim, peer) : NULL;
     who->tenant = limits_tenant(g->lim, who->tok ? auth_token_name(who->tok) : host);
     gpr_free(peer);
-    if (who->conn == NULL || who->tenant == NULL) {
+    if ((tcp && who->conn == NULL) || who->tenant == NULL) {
         guard_call_end(g, who);
         snprintf(msg, n, "out of memory");
         return BATON_E_LIMIT;

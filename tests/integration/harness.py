@@ -280,6 +280,15 @@ class Batond:
         return head + "\n".join(cut)
 
 
+def sanitized(binary):
+    """Whether binary was built with ASan (its memory figures mean little then)."""
+    try:
+        out = subprocess.run(["ldd", binary], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "libasan" in out
+
+
 def python_env(stubs_dir):
     """Environment for a helper Python subprocess that imports the stubs."""
     env = dict(os.environ)

@@ -286,7 +286,9 @@ def test_abuse_probe_watch_flood_stays_bounded(start_redis, start_batond):
     print("abuse probe: %d watch streams opened in %.1f s; %d refused RESOURCE_EXHAUSTED; batond RSS %.1f -> %.1f MiB"
           % (total, time.monotonic() - t0, refused, rss0 / 1024, rss / 1024))
     assert refused >= total - 10000 - 5, refused
-    assert rss < 200 * 1024, "batond RSS %d KiB with %d watches attempted" % (rss, total)
+    import harness
+    if not harness.sanitized(b.binary):  # ASan's shadow memory and quarantine inflate RSS
+        assert rss < 200 * 1024, "batond RSS %d KiB with %d watches attempted" % (rss, total)
     assert max(lat) < 2.0, lat
     for c in calls:
         c.cancel()
