@@ -12,7 +12,7 @@
     {                                                                                                        \
         .max_streams = 20000, .max_streams_per_connection = 15000, .max_streams_per_tenant = 15000,          \
         .max_waiting = 15000, .max_waiting_per_tenant = 12000, .max_waiters_per_key = 12000,                 \
-        .max_watches = 5000, .max_watches_per_tenant = 2500,                                                 \
+        .max_watches = 5000, .max_watches_per_tenant = 2500, .max_watch_backlog = 200000,                    \
     }
 
 typedef struct sec_field {
@@ -36,6 +36,7 @@ static const sec_field SEC_FIELDS[] = {
     {"limits", "max_waiters_per_key", "limits.max_waiters_per_key", 'i', SOFF(limits.max_waiters_per_key)},
     {"limits", "max_watches", "limits.max_watches", 'i', SOFF(limits.max_watches)},
     {"limits", "max_watches_per_tenant", "limits.max_watches_per_tenant", 'i', SOFF(limits.max_watches_per_tenant)},
+    {"limits", "max_watch_backlog", "limits.max_watch_backlog", 'i', SOFF(limits.max_watch_backlog)},
 };
 #undef SOFF
 #define NSEC_FIELDS (sizeof(SEC_FIELDS) / sizeof(SEC_FIELDS[0]))

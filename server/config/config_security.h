@@ -54,6 +54,7 @@ typedef struct config_limits {
     int32_t max_waiters_per_key;        /* acquires waiting on one key or pool */
     int32_t max_watches;                /* Watch streams, in all */
     int32_t max_watches_per_tenant;
+    int32_t max_watch_backlog;          /* events queued for slow Watch readers, in all (split among watches) */
 } config_limits;
 
 typedef struct config_security {

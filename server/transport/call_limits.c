@@ -172,6 +172,15 @@ void limits_key_give(limits *l, limits_entry *key)
     limits_unref(l, key);
 }
 
+size_t limits_watch_backlog(const limits *l)
+{
+    size_t watches = l->total[LIMITS_WATCH] ? l->total[LIMITS_WATCH] : 1;
+    size_t share = (size_t)l->cfg.max_watch_backlog / watches;
+    return share < LIMITS_WATCH_BACKLOG_MIN   ? LIMITS_WATCH_BACKLOG_MIN
+           : share > LIMITS_WATCH_BACKLOG_MAX ? LIMITS_WATCH_BACKLOG_MAX
+                                              : share;
+}
+
 size_t limits_count(const limits *l, int kind)
 {
     return l->total[kind];

@@ -43,6 +43,13 @@ void limits_give(limits *l, int kind, limits_entry *tenant, limits_entry *conn);
 limits_entry *limits_key_take(limits *l, const char *key, char *msg, size_t n);
 void limits_key_give(limits *l, limits_entry *key);
 
+/* How many events one Watch may have queued for its reader now: an equal
+ * share of max_watch_backlog among the open watches, at least
+ * LIMITS_WATCH_BACKLOG_MIN and at most LIMITS_WATCH_BACKLOG_MAX. */
+#define LIMITS_WATCH_BACKLOG_MIN 16
+#define LIMITS_WATCH_BACKLOG_MAX 4096
+size_t limits_watch_backlog(const limits *l);
+
 /* Current totals (tests, logs). */
 size_t limits_count(const limits *l, int kind);
 size_t limits_entries(const limits *l);

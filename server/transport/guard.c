@@ -156,6 +156,11 @@ int guard_watch(guard *g, guard_caller *who, const char *key, const char *prefix
     return BATON_OK;
 }
 
+size_t guard_watch_backlog(const guard *g)
+{
+    return limits_watch_backlog(g->lim);
+}
+
 int guard_watch_sees(const guard_caller *who, const char *key)
 {
     return !who->filter || (key && auth_allows(who->tok, key));

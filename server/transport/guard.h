@@ -55,6 +55,8 @@ int guard_admin(const guard_caller *who, const char *method, char *msg, size_t n
 
 /* Watch of `key` or `prefix`: access, then counting (one per call). */
 int guard_watch(guard *g, guard_caller *who, const char *key, const char *prefix, char *msg, size_t n);
+/* Events a Watch may have queued for a slow reader now (call_limits.h). */
+size_t guard_watch_backlog(const guard *g);
 /* Whether a watch may see an event on `key`. */
 int guard_watch_sees(const guard_caller *who, const char *key);
 

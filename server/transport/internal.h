@@ -21,7 +21,6 @@
 #include "tls.h"
 #include "transport.h"
 
-#define WATCH_OUTBOX_MAX 4096   /* queued LockEvents before a watcher is cut off */
 #define SESSION_BUSY_MAX 64     /* Session renewals, releases and unsent grants before reads pause */
 #define SESSION_WAIT_MAX 1024   /* Session acquires waiting at once; more are refused */
 #define SESSION_OUTBOX_MAX 4096 /* unsent Session responses before the session is cut off */

@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "pb_codec.h"
@@ -323,11 +324,18 @@ static void watch_event(void *ud, const store_event *sev)
     Baton__V1__LockEvent__Type type = lock_event_type(sev->type);
     if (type == BATON__V1__LOCK_EVENT__TYPE__TYPE_UNSPECIFIED || !guard_watch_sees(&c->who, sev->key))
         return;
-    if (c->nout >= WATCH_OUTBOX_MAX) {
+    size_t backlog = guard_watch_backlog(c->t->guard);
+    if (c->nout >= backlog) {
         /* Drop what the client has not taken; the watch itself is stopped
-         * when the stream closes (never from inside the engine's callback). */
+         * when the stream closes (never from inside the engine's callback).
+         * The share shrinks as watches open, so that all slow readers
+         * together hold at most limits.max_watch_backlog events. */
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "watch consumer too slow: %zu events queued (limits.max_watch_backlog shared by the open watches)",
+                 backlog);
         call_outbox_clear(c);
-        call_finish(c, BATON_E_NOMEM, "watch consumer too slow");
+        call_finish(c, BATON_E_LIMIT, msg);
         return;
     }
     Baton__V1__LockEvent ev = BATON__V1__LOCK_EVENT__INIT;

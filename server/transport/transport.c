@@ -409,7 +409,7 @@ baton_transport *transport_new(struct event_base *base, baton_engine *engine, co
     if (methods_resolve(t, err, errlen) != 0)
         goto fail;
     config_security nosec = {.limits = {INT32_MAX, INT32_MAX, INT32_MAX, INT32_MAX, INT32_MAX, INT32_MAX,
-                                        INT32_MAX, INT32_MAX}};
+                                        INT32_MAX, INT32_MAX, INT32_MAX}};
     const config_security *sec = opts->sec ? opts->sec : &nosec;
     if ((t->guard = guard_new(sec)) == NULL) {
         snprintf(err, errlen, "out of memory");

@@ -56,6 +56,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.sec.limits.max_waiters_per_key, 12000);
     assert_int_equal(c.sec.limits.max_watches, 5000);
     assert_int_equal(c.sec.limits.max_watches_per_tenant, 2500);
+    assert_int_equal(c.sec.limits.max_watch_backlog, 200000);
     config_free(&c);
 }
 
@@ -134,7 +135,7 @@ static void test_errors(void **state)
     expect_err("limits:\n  max_stream: 1\n",
                "t.yaml:2: limits.max_stream: unknown key (allowed: max_streams, max_streams_per_connection, "
                "max_streams_per_tenant, max_waiting, max_waiting_per_tenant, max_waiters_per_key, max_watches, "
-               "max_watches_per_tenant)");
+               "max_watches_per_tenant, max_watch_backlog)");
     expect_err("auth:\n  users: []\n", "t.yaml:2: auth.users: unknown key (allowed: tokens)");
     expect_err("auth:\n  tokens: []\n",
                "t.yaml:2: auth.tokens: expected a non-empty sequence of {name, sha256, prefixes, admin}, got a sequence");

@@ -294,3 +294,41 @@ def test_abuse_probe_watch_flood_stays_bounded(start_redis, start_batond):
         c.cancel()
     for c in chans:
         c.close()
+
+
+def test_slow_watch_readers_share_the_backlog(start_redis, start_batond):
+    """limits.max_watch_backlog: watches that do not read are cut off once
+    their share of the backlog (here 40 / 2 = 20 events, beyond what the
+    connection's flow control window holds) is queued, with the limit named;
+    a reading watch is unaffected."""
+    r = start_redis()
+    b = start_batond(r.address, name="batond-backlog", extra_config="limits:\n  max_watch_backlog: 40\n")
+    # No BDP probing: the stalled stream's window stays at 64 KiB.
+    stalled_ch = grpc.insecure_channel(b.target, options=[("grpc.use_local_subchannel_pool", 1),
+                                                          ("grpc.http2.bdp_probe", 0)])
+    stalled = lock_pb2_grpc.LockServiceStub(stalled_ch).Watch(pb.WatchRequest(prefix="bl/"), timeout=60)
+    stalled.initial_metadata()
+    with grpc.insecure_channel(b.target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+        stub = lock_pb2_grpc.LockServiceStub(ch)
+        reader = bc.WatchStream(stub, prefix="bl/")
+        time.sleep(0.3)
+        cycles = 1500  # 3,000 events of ~300 bytes: far beyond the stalled stream's flow control window
+        for n in range(cycles):
+            g = bc.grant(stub, "bl/%d" % (n % 7), "x" * 200)
+            bc.release(stub, g.key, g.token)
+        # Reading now: what gRPC buffered before the window closed, then the
+        # status (a stream cut off keeps nothing more queued at batond).
+        got, status = 0, None
+        try:
+            for _ in stalled:
+                got += 1
+        except grpc.RpcError as e:
+            status = (e.code(), e.details())
+        assert status and status[0] == RE and "limits.max_watch_backlog" in status[1], (got, status)
+        assert got < 2 * cycles, got
+        key = "bl/last"
+        g = bc.grant(stub, key, "last")
+        bc.release(stub, key, g.token)
+        reader.wait_event(lambda e: e.key == key and e.type == pb.LockEvent.RELEASED, timeout=10)
+        reader.cancel()
+    stalled_ch.close()

@@ -14,7 +14,7 @@
 static const config_limits CFG = {
     .max_streams = 5, .max_streams_per_connection = 3, .max_streams_per_tenant = 4,
     .max_waiting = 4, .max_waiting_per_tenant = 3, .max_waiters_per_key = 2,
-    .max_watches = 3, .max_watches_per_tenant = 2,
+    .max_watches = 3, .max_watches_per_tenant = 2, .max_watch_backlog = 100,
 };
 
 static void test_streams(void **state)
@@ -79,11 +79,40 @@ static void test_waiting_and_keys(void **state)
     limits_free(l);
 }
 
+static void test_watch_backlog_share(void **state)
+{
+    (void)state;
+    char msg[256];
+    limits *l = limits_new(&CFG);
+    limits_entry *a = limits_tenant(l, "a"), *b = limits_tenant(l, "b");
+    assert_int_equal(limits_watch_backlog(l), 100); /* no watch yet: all of it */
+    assert_int_equal(limits_take(l, LIMITS_WATCH, a, NULL, msg, sizeof msg), 0);
+    assert_int_equal(limits_take(l, LIMITS_WATCH, b, NULL, msg, sizeof msg), 0);
+    assert_int_equal(limits_watch_backlog(l), 50);
+    assert_int_equal(limits_take(l, LIMITS_WATCH, b, NULL, msg, sizeof msg), 0);
+    assert_int_equal(limits_watch_backlog(l), 33);
+    config_limits big = CFG, tiny = CFG;
+    big.max_watch_backlog = 1 << 30;
+    tiny.max_watch_backlog = 1;
+    limits *lb = limits_new(&big), *lt = limits_new(&tiny);
+    assert_int_equal(limits_watch_backlog(lb), LIMITS_WATCH_BACKLOG_MAX);
+    assert_int_equal(limits_watch_backlog(lt), LIMITS_WATCH_BACKLOG_MIN);
+    limits_free(lb);
+    limits_free(lt);
+    limits_give(l, LIMITS_WATCH, a, NULL);
+    limits_give(l, LIMITS_WATCH, b, NULL);
+    limits_give(l, LIMITS_WATCH, b, NULL);
+    limits_unref(l, a);
+    limits_unref(l, b);
+    limits_free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_streams),
         cmocka_unit_test(test_waiting_and_keys),
+        cmocka_unit_test(test_watch_backlog_share),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
