@@ -9,7 +9,8 @@ build_pkgs=(build-essential cmake pkg-config libgrpc-dev libprotobuf-c-dev proto
             redis-server)
 test_pkgs=(libcmocka-dev python3 python3-grpcio python3-protobuf protobuf-compiler-grpc python3-pytest
            python3-venv python3-pip python3-setuptools python3-wheel python3-celery python3-redis
-           etcd-server gnuplot-nox openssl)
+           etcd-server gnuplot-nox openssl
+           systemd prometheus python3-yaml) # systemd-analyze, promtool, yaml: tests/deploy
 
 want=("${build_pkgs[@]}")
 [ "${1:-build}" = test ] && want+=("${test_pkgs[@]}")
@@ -30,6 +31,10 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # benchmark runs its own private etcd, so stop the system one if it started.
 if printf '%s\n' "${missing[@]}" | grep -qx etcd-server; then
     $SUDO systemctl disable --now etcd >/dev/null 2>&1 || pkill -x etcd 2>/dev/null || true
+fi
+# The prometheus package (for promtool) enables a system Prometheus on :9090.
+if printf '%s\n' "${missing[@]}" | grep -qx prometheus; then
+    $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 if printf '%s\n' "${missing[@]}" | grep -qx redis-server; then
     $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
