@@ -6,7 +6,7 @@ set -euo pipefail
 
 build_pkgs=(build-essential cmake pkg-config libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
             protobuf-compiler libprotobuf-dev libprotoc-dev libhiredis-dev libyaml-dev libevent-dev libssl-dev
-            redis-server)
+            libmicrohttpd-dev redis-server)
 test_pkgs=(libcmocka-dev python3 python3-grpcio python3-protobuf protobuf-compiler-grpc python3-pytest
            python3-venv python3-pip python3-setuptools python3-wheel python3-celery python3-redis
            etcd-server gnuplot-nox openssl

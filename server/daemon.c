@@ -13,10 +13,14 @@
 
 #include "engine.h"
 #include "log.h"
+#include "operate.h"
 #include "store.h"
 #include "transport.h"
 
 #define EXIT_USAGE 2
+#ifndef BATON_VERSION
+#define BATON_VERSION "0.1.0"
+#endif
 
 struct baton_daemon {
     const baton_config *cfg;
@@ -24,6 +28,7 @@ struct baton_daemon {
     baton_store *store;
     baton_engine *engine;
     baton_transport *transport;
+    operate *ops; /* metrics and alerts (issue #18); NULL when neither is configured */
     const char **pool_names; /* the transport's limits point here */
     int32_t *pool_devices;
     const char *const **pool_dev_names;
@@ -148,6 +153,11 @@ int daemon_new(const baton_config *cfg, baton_daemon **out)
             status = EXIT_USAGE;
         goto fail;
     }
+    if (operate_start(d->base, cfg, d->engine, d->store, d->transport, BATON_VERSION, &d->ops, err,
+                      sizeof err) != 0) {
+        fprintf(stderr, "batond: %s\n", err);
+        goto fail;
+    }
     *out = d;
     return 0;
 fail:
@@ -182,6 +192,10 @@ int daemon_run(baton_daemon *d)
     bound_address(d->cfg->listen, transport_port(d->transport), addr, sizeof addr);
     LOG_INFO("batond listening on %s (redis %s)%s%s", addr, d->cfg->redis_address,
              d->cfg->sec.tls.cert_file[0] ? ", TLS" : "", d->cfg->sec.auth ? ", bearer tokens required" : "");
+    if (operate_metrics_port(d->ops)) {
+        bound_address(d->cfg->metrics_listen, operate_metrics_port(d->ops), addr, sizeof addr);
+        LOG_INFO("metrics on http://%s/metrics", addr);
+    }
     event_base_dispatch(d->base);
     LOG_INFO("batond stopped");
     return d->stopping ? 0 : 1;
@@ -214,6 +228,7 @@ void daemon_free(baton_daemon *d)
         transport_shutdown(d->transport, on_transport_done, d);
         event_base_dispatch(d->base);
     }
+    operate_stop(d->ops); /* its timer and lock view go before the loop and the engine */
     transport_free(d->transport);
     if (d->engine)
         engine_free(d->engine);

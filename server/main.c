@@ -34,7 +34,7 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: batond [--config FILE] [--listen ADDR] [--redis ADDR] [--log-level L]\n"
-               "              [--check-config] [--help] [--version]\n"
+               "              [--metrics-listen ADDR] [--check-config] [--help] [--version]\n"
                "  --config FILE     YAML configuration (see deploy/batond.yaml)\n"
                "  --listen ADDR     gRPC listen address, e.g. 127.0.0.1:50051 (port 0: any free port)\n"
                "  --redis ADDR      Redis address: host:port or unix:/path/to/redis.sock\n"
@@ -42,6 +42,7 @@ static void usage(FILE *f)
                "  --tls-cert FILE   serve TLS with this PEM certificate chain (tls.cert_file)\n"
                "  --tls-key FILE    ...and this PEM private key (tls.key_file)\n"
                "  --tls-client-ca FILE  verify client certificates against this CA (tls.client_ca_file)\n"
+               "  --metrics-listen ADDR  serve Prometheus GET /metrics on host:port (\"\": off)\n"
                "  --check-config    check the configuration, print the settings in effect (with\n"
                "                    where each came from) and exit: 0 if valid, 2 if not\n");
 }
@@ -52,6 +53,7 @@ typedef struct cli_flags {
     const char *redis;
     const char *log_level;
     const char *tls_cert, *tls_key, *tls_client_ca;
+    const char *metrics_listen;
     int check_config;
 } cli_flags;
 
@@ -69,6 +71,7 @@ static int parse_flags(int argc, char **argv, cli_flags *f)
         {"tls-cert", required_argument, NULL, 'T'},
         {"tls-key", required_argument, NULL, 'K'},
         {"tls-client-ca", required_argument, NULL, 'A'},
+        {"metrics-listen", required_argument, NULL, 'M'},
         {NULL, 0, NULL, 0},
     };
     memset(f, 0, sizeof *f);
@@ -80,6 +83,7 @@ static int parse_flags(int argc, char **argv, cli_flags *f)
         case 'l': f->listen = optarg; break;
         case 'r': f->redis = optarg; break;
         case 'L': f->log_level = optarg; break;
+        case 'M': f->metrics_listen = optarg; break;
         case 'C': f->check_config = 1; break;
         case 'T': f->tls_cert = optarg; break;
         case 'K': f->tls_key = optarg; break;
@@ -115,7 +119,10 @@ static int load_config(baton_config *cfg, const cli_flags *f)
     }
     const struct {
         const char *path, *value;
-    } flags[] = {{"listen", f->listen}, {"redis.address", f->redis}, {"log_level", f->log_level}};
+    } flags[] = {{"listen", f->listen},
+                 {"redis.address", f->redis},
+                 {"log_level", f->log_level},
+                 {"metrics.listen", f->metrics_listen}};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         if (flags[i].value && config_override(cfg, flags[i].path, flags[i].value) != 0) {
             fprintf(stderr, "batond: out of memory\n");

@@ -21,6 +21,7 @@ const char *baton_event_type_name(baton_event_type t)
     case BATON_EVENT_RELEASED: return "RELEASED";
     case BATON_EVENT_EXPIRED: return "EXPIRED";
     case BATON_EVENT_FORCE_RELEASED: return "FORCE_RELEASED";
+    case BATON_EVENT_LONG_HELD: return "LONG_HELD";
     default: return "UNSPECIFIED";
     }
 }

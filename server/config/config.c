@@ -46,6 +46,7 @@ typedef enum field_type {
     F_I32,          /* int32_t */
     F_I64,          /* int64_t */
     F_BOOL,         /* int, 0 or 1 */
+    F_ADDR_OPT,     /* "" (off) or "host:port" with a port 0..65535 */
 } field_type;
 
 typedef struct field {
@@ -90,12 +91,14 @@ static const field FIELDS[] = {
     {"grpc", "keepalive_time_ms", "grpc.keepalive_time_ms", F_I64, OFF(keepalive_time_ms), 1, INT32_MAX},
     {"grpc", "keepalive_timeout_ms", "grpc.keepalive_timeout_ms", F_I64, OFF(keepalive_timeout_ms), 1,
      INT32_MAX},
+    /* ---- operate (#18): metrics (alerts: load_alerts) ---- */
+    {"metrics", "listen", "metrics.listen", F_ADDR_OPT, OFF(metrics_listen), 0, 0},
 };
 #undef OFF
 #define NFIELDS (sizeof(FIELDS) / sizeof(FIELDS[0]))
 _Static_assert(NFIELDS <= 64, "baton_config.from_file has one bit per field");
 
-static const char *const SECTIONS[] = {"redis", "locks", "grpc"};
+static const char *const SECTIONS[] = {"redis", "locks", "grpc", "metrics"};
 #define NSECTIONS (sizeof(SECTIONS) / sizeof(SECTIONS[0]))
 
 /* The tls, auth and limits sections: config_security.c, included at the end. */
@@ -178,7 +181,7 @@ static void int_set(baton_config *c, const field *f, int64_t v)
 static int is_string_type(field_type t)
 {
     return t == F_SECRET || t == F_STR_NONEMPTY || t == F_STR || t == F_REDIS_ADDR || t == F_LOG_LEVEL ||
-           t == F_KEY_PREFIX;
+           t == F_KEY_PREFIX || t == F_ADDR_OPT;
 }
 
 int config_set_string(char **field, const char *value)
@@ -221,6 +224,14 @@ void config_defaults(baton_config *c)
     c->pools = NULL;
     c->npools = 0;
     sec_defaults(&c->sec);
+    c->metrics_listen = strdup("");
+}
+
+static void long_held_free(config_long_held *rules, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(rules[i].prefix);
+    free(rules);
 }
 
 static void names_free(char **names, int32_t n)
@@ -247,6 +258,7 @@ void config_free(baton_config *c)
     }
     pools_free(c->pools, c->npools);
     sec_free(&c->sec);
+    long_held_free(c->long_held, c->nlong_held);
     memset(c, 0, sizeof(*c));
 }
 
@@ -262,6 +274,8 @@ static int config_copy(baton_config *dst, const baton_config *src)
     dst->pools = NULL;
     dst->npools = 0;
     memset(&dst->sec, 0, sizeof dst->sec);
+    dst->long_held = NULL;
+    dst->nlong_held = 0;
     for (size_t i = 0; i < NFIELDS; i++) {
         const field *f = &FIELDS[i];
         if (!is_string_type(f->type) || *cstr_at(src, f) == NULL)
@@ -291,6 +305,17 @@ static int config_copy(baton_config *dst, const baton_config *src)
     }
     if (sec_copy(&dst->sec, &src->sec) != 0)
         goto fail;
+    if (src->nlong_held > 0) {
+        dst->long_held = calloc(src->nlong_held, sizeof(*dst->long_held));
+        if (dst->long_held == NULL)
+            goto fail;
+        dst->nlong_held = src->nlong_held;
+        for (size_t i = 0; i < src->nlong_held; i++) {
+            dst->long_held[i].after_ms = src->long_held[i].after_ms;
+            if ((dst->long_held[i].prefix = strdup(src->long_held[i].prefix)) == NULL)
+                goto fail;
+        }
+    }
     return 0;
 fail:
     config_free(dst);
@@ -298,6 +323,23 @@ fail:
 }
 
 /* ----------------------------------------------------------- value checks */
+
+/* "" or "host:port" / "[v6]:port" with a decimal port 0..65535. */
+static int addr_check(const char *s, char *problem, size_t n)
+{
+    if (s == NULL || s[0] == '\0')
+        return 0;
+    const char *colon = strrchr(s, ':');
+    const char *p = colon ? colon + 1 : NULL;
+    long port = -1;
+    if (p && *p && strspn(p, "0123456789") == strlen(p) && strlen(p) <= 5)
+        port = strtol(p, NULL, 10);
+    if (colon == NULL || colon == s || port < 0 || port > 65535) {
+        snprintf(problem, n, "expected \"host:port\" (port 0..65535) or \"\" for off, got '%.64s'", s);
+        return -1;
+    }
+    return 0;
+}
 
 /* Single-field check (the loader also enforces types). */
 static int field_check(const baton_config *c, const field *f, char *problem, size_t n)
@@ -342,6 +384,7 @@ static int field_check(const baton_config *c, const field *f, char *problem, siz
         }
         return 0;
     }
+    case F_ADDR_OPT: return addr_check(s, problem, n);
     case F_INT:
     case F_I32:
     case F_I64:
@@ -710,6 +753,7 @@ static void allowed_keys(const char *section, char *buf, size_t n)
         APPEND("tls");
         APPEND("auth");
         APPEND("limits");
+        APPEND("alerts");
     }
 #undef APPEND
 }
@@ -929,6 +973,110 @@ fail:
     return -1;
 }
 
+/* ---- operate (#18): alerts ---- */
+
+/* One "- prefix: P\n  after_ms: N" entry of alerts.long_held into *out. */
+static int load_long_held_rule(load_ctx *x, size_t i, const yaml_node_t *m, config_long_held *out, int *line)
+{
+    char path[64], kpath[96], problem[256];
+    snprintf(path, sizeof(path), "alerts.long_held[%zu]", i);
+    *line = node_line(m);
+    if (m->type != YAML_MAPPING_NODE)
+        return report(x->err, x->errlen, x->name, node_line(m), path,
+                      "expected a mapping with prefix and after_ms, got %s", describe(m));
+    for (const yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+        if (check_map_key(x, m, p, path) != 0)
+            return -1;
+        const yaml_node_t *k = yaml_document_get_node(x->doc, p->key);
+        const yaml_node_t *v = yaml_document_get_node(x->doc, p->value);
+        if (strcmp(scalar_text(k), "prefix") == 0) {
+            snprintf(kpath, sizeof(kpath), "%s.prefix", path);
+            /* "" (quoted) is every key */
+            if (v->type == YAML_SCALAR_NODE && !is_plain(v) && scalar_text(v)[0] == '\0') {
+                free(out->prefix);
+                if ((out->prefix = strdup("")) == NULL)
+                    return oom(x);
+            } else if (load_string(x, v, kpath, &out->prefix) != 0) {
+                return -1;
+            } else if (keyname_check(out->prefix, BATON_KEY_MAX, problem, sizeof(problem)) != 0) {
+                return report(x->err, x->errlen, x->name, node_line(v), kpath, "%s", problem);
+            }
+        } else if (strcmp(scalar_text(k), "after_ms") == 0) {
+            snprintf(kpath, sizeof(kpath), "%s.after_ms", path);
+            if (load_int(x, v, kpath, &out->after_ms) != 0)
+                return -1;
+            if (out->after_ms < 1 || out->after_ms > MS_YEAR)
+                return report(x->err, x->errlen, x->name, node_line(v), kpath,
+                              "must be between 1 and %" PRId64 ", got %" PRId64, MS_YEAR, out->after_ms);
+        } else {
+            return unknown_key(x, k, path, "prefix, after_ms");
+        }
+    }
+    if (out->prefix == NULL)
+        return report(x->err, x->errlen, x->name, node_line(m), path, "missing prefix (\"\" for every key)");
+    if (out->after_ms == 0)
+        return report(x->err, x->errlen, x->name, node_line(m), path, "missing after_ms");
+    return 0;
+}
+
+/* alerts: {long_held: [rules]}; replaces any rules already in *c. */
+static int load_alerts(load_ctx *x, const yaml_node_t *m)
+{
+    if (is_null(m))
+        return 0;
+    if (m->type != YAML_MAPPING_NODE)
+        return report(x->err, x->errlen, x->name, node_line(m), "alerts", "expected a mapping, got %s",
+                      describe(m));
+    for (const yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+        if (check_map_key(x, m, p, "alerts") != 0)
+            return -1;
+        const yaml_node_t *k = yaml_document_get_node(x->doc, p->key);
+        const yaml_node_t *s = yaml_document_get_node(x->doc, p->value);
+        if (strcmp(scalar_text(k), "long_held") != 0)
+            return unknown_key(x, k, "alerts", "long_held");
+        x->c->long_held_from_file = 1;
+        if (is_null(s)) {
+            long_held_free(x->c->long_held, x->c->nlong_held);
+            x->c->long_held = NULL;
+            x->c->nlong_held = 0;
+            continue;
+        }
+        if (s->type != YAML_SEQUENCE_NODE)
+            return report(x->err, x->errlen, x->name, node_line(s), "alerts.long_held",
+                          "expected a sequence of {prefix, after_ms}, got %s", describe(s));
+        size_t n = (size_t)(s->data.sequence.items.top - s->data.sequence.items.start);
+        config_long_held *rules = n ? calloc(n, sizeof(*rules)) : NULL;
+        int *lines = n ? calloc(n, sizeof(int)) : NULL;
+        if (n && (rules == NULL || lines == NULL)) {
+            free(rules);
+            free(lines);
+            return oom(x);
+        }
+        int rc = 0;
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            const yaml_node_t *item = yaml_document_get_node(x->doc, s->data.sequence.items.start[i]);
+            rc = load_long_held_rule(x, i, item, &rules[i], &lines[i]);
+            for (size_t j = 0; rc == 0 && j < i; j++) {
+                if (strcmp(rules[j].prefix, rules[i].prefix) == 0) {
+                    char path[64];
+                    snprintf(path, sizeof(path), "alerts.long_held[%zu].prefix", i);
+                    rc = report(x->err, x->errlen, x->name, lines[i], path,
+                                "prefix '%s' already has a rule at line %d", rules[i].prefix, lines[j]);
+                }
+            }
+        }
+        free(lines);
+        if (rc != 0) {
+            long_held_free(rules, n);
+            return rc;
+        }
+        long_held_free(x->c->long_held, x->c->nlong_held);
+        x->c->long_held = rules;
+        x->c->nlong_held = n;
+    }
+    return 0;
+}
+
 static int load_root(load_ctx *x, const yaml_node_t *root)
 {
     char allowed[512];
@@ -951,6 +1099,8 @@ static int load_root(load_ctx *x, const yaml_node_t *root)
             rc = load_pools(x, v);
         } else if (sec_is_section(key)) {
             rc = sec_load_section(x, key, v);
+        } else if (strcmp(key, "alerts") == 0) {
+            rc = load_alerts(x, v);
         } else {
             size_t s;
             for (s = 0; s < NSECTIONS && strcmp(key, SECTIONS[s]) != 0; s++)
@@ -1170,6 +1320,16 @@ char *config_to_yaml(const baton_config *c)
         }
     }
     sec_to_yaml(f, &c->sec);
+    if (c->nlong_held == 0) {
+        fprintf(f, "alerts:\n  long_held: []  # %s\n", c->long_held_from_file ? "file" : "default");
+    } else {
+        fputs("alerts:\n  long_held:  # file\n", f);
+        for (size_t i = 0; i < c->nlong_held; i++) {
+            fputs("    - prefix: ", f);
+            put_quoted(f, c->long_held[i].prefix);
+            fprintf(f, "\n      after_ms: %" PRId64 "\n", c->long_held[i].after_ms);
+        }
+    }
     if (ferror(f)) {
         fclose(f);
         free(out);

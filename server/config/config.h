@@ -38,6 +38,12 @@
  *       devices: 8
  *       capacity: 1                  # per device: weights of its holders sum to at most this
  *       device_names: [GPU-0a1b, ...] # optional, one per device (CUDA_VISIBLE_DEVICES)
+ *   metrics:
+ *     listen: ""                     # "host:port" serves GET /metrics; "" = off
+ *   alerts:
+ *     long_held:                     # first matching prefix applies
+ *       - prefix: "gpu_lock:"
+ *         after_ms: 3600000
  */
 
 #include <stddef.h>
@@ -53,6 +59,13 @@ typedef struct config_pool {
     int64_t capacity;    /* per device; default 1 */
     char **device_names; /* `devices` names, or NULL */
 } config_pool;
+
+/* alerts.long_held: a hold of a key starting with prefix ("" = every key)
+ * that is older than after_ms. */
+typedef struct config_long_held {
+    char *prefix;
+    int64_t after_ms;
+} config_long_held;
 
 typedef struct baton_config {
     char *listen;
@@ -87,6 +100,11 @@ typedef struct baton_config {
     size_t npools;
     /* tls, auth, limits (config_security.h) */
     config_security sec;
+    /* operate (#18): metrics and alerts */
+    char *metrics_listen; /* "" = no metrics endpoint */
+    config_long_held *long_held;
+    size_t nlong_held;
+    int long_held_from_file;
     /* where the settings came from (config_to_yaml says it): one bit per
      * setting, in the order config_to_yaml lists them */
     uint64_t from_file;

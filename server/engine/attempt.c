@@ -11,7 +11,9 @@
 
 #include <event2/event.h>
 
+#include "lock_view.h"
 #include "log.h"
+#include "metrics.h"
 
 static void reply_cb(void *ud, int err, const char *msg, const store_acquire_res *res);
 
@@ -140,6 +142,9 @@ static void deliver_grant(engine_waiter *w, const store_acquire_res *res)
     }
     if (kick_pool)
         target_kick_name(e, tname);
+    metrics_grant(w->mode == ENGINE_MODE_STREAM, metrics_now_us() - w->created_us);
+    if (w->last_position > 0)
+        lock_view_waiter_granted(key);
     engine_grant g = {
         .key = key, .token = token, .fencing = res->fencing, .ttl_ms = res->ttl_ms, .device = res->device};
     engine_acquire_sink sink = w->sink;

@@ -9,7 +9,9 @@
 
 #include <event2/event.h>
 
+#include "lock_view.h"
 #include "log.h"
+#include "metrics.h"
 
 /* The message for a call the store refused to send (its return code). */
 const char *engine__refusal_msg(int rc)
@@ -22,10 +24,18 @@ const char *engine__refusal_msg(int rc)
     }
 }
 
+/* For the lock view's handoff timing: does a local waiter wait for key? */
+static int key_has_waiters(baton_engine *e, const char *key)
+{
+    target *t = target_of(e, key, NULL);
+    return t != NULL && t->waiters.head != NULL;
+}
+
 static void on_event(void *ud, const store_event *ev)
 {
     baton_engine *e = ud;
     char name[TNAME_MAX];
+    lock_view_event(ev); /* metrics and alerts: holds as the channel tells them */
     if (!ev->key)
         return;
     switch (ev->type) {
@@ -35,6 +45,8 @@ static void on_event(void *ud, const store_event *ev)
     case STORE_EV_FORCE_RELEASED:
         watch_deliver(e, ev);
         hold_event(e, ev);
+        if (lock_view_enabled() && key_has_waiters(e, ev->key))
+            lock_view_key_freed(ev->key);
         /* fall through */
     case STORE_EV_WAKE:
         /* Look targets up again: the callbacks above may have changed them. */
@@ -44,7 +56,14 @@ static void on_event(void *ud, const store_event *ev)
         target_name(NULL, ev->key, name, sizeof name);
         target_kick_name(e, name);
         return;
+    case STORE_EV_LONG_HELD: return; /* batond-local, never from the store */
     }
+}
+
+void engine_watch_notify(baton_engine *e, const store_event *ev)
+{
+    if (ev->key)
+        watch_deliver(e, ev);
 }
 
 /* Reports a change of engine_serving() once, to the serving callback. */
@@ -333,7 +352,10 @@ void engine_acquire_end(engine_waiter *w, int release_lease)
             evtimer_del(w->wait_timer);
         return;
     case W_QUEUED: cleanup_for(e, w, NULL, w->wait_ms > 0); break;
-    case W_HOLDING: cleanup_for(e, w, w->held_key, 0); break;
+    case W_HOLDING:
+        metrics_end_count(METRICS_END_STREAM_END);
+        cleanup_for(e, w, w->held_key, 0);
+        break;
     case W_LEASE_GRANTED:
         if (release_lease)
             cleanup_for(e, w, w->held_key, 0);

@@ -131,6 +131,9 @@ typedef void (*engine_watch_ended_cb)(void *ud, int err, const char *msg);
 engine_watch *engine_watch_start(baton_engine *e, const char *key, const char *prefix, engine_watch_cb cb,
                                  engine_watch_ended_cb ended, void *ud);
 void engine_watch_stop(engine_watch *w);
+/* Delivers a batond-local event (LONG_HELD) to the matching watches, as if
+ * it had come from the store. */
+void engine_watch_notify(baton_engine *e, const store_event *ev);
 
 /*
  * Graceful shutdown: refuse new Acquires (UNAVAILABLE), finish every waiting

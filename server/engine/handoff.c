@@ -9,6 +9,7 @@
 
 #include <event2/event.h>
 
+#include "lock_view.h"
 #include "log.h"
 
 /*
@@ -73,6 +74,7 @@ void handoff_done(attempt_call *o, int err, const char *emsg, const store_hold_r
     baton_engine *e = w->e;
     if (err == BATON_OK && res && res->next && res->next->granted) {
         e->stats.handoffs++;
+        lock_view_key_freed(w->key);
         attempt_handle_result(w, BATON_OK, NULL, res->next);
         return;
     }

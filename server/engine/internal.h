@@ -111,6 +111,7 @@ struct engine_waiter {
     attempt_call *attempt_call;
     int64_t attempt_sent_ms;
     int64_t last_position;
+    int64_t created_us; /* metrics: request to grant */
     /* last not-granted reply, for BUSY messages */
     char *holder_owner; /* owned, may be NULL */
     uint64_t holder_fencing;

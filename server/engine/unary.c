@@ -10,6 +10,8 @@
 
 #include <event2/event.h>
 
+#include "metrics.h"
+
 static unary_call *new_call(baton_engine *e, unary_kind kind, const char *key, void *ud)
 {
     size_t len = strlen(key);
@@ -69,6 +71,8 @@ static void hold_reply(void *ud, int err, const char *emsg, const store_hold_res
     int64_t ttl = 0;
     if (err == BATON_OK) {
         ttl = res ? res->ttl_ms : 0;
+        if (o->kind != UNARY_RENEW)
+            metrics_end_count(o->kind == UNARY_FORCE ? METRICS_END_FORCE : METRICS_END_RELEASE);
     } else if (err == BATON_E_NOT_HOLDER) {
         not_holder_msg(o, res, msg, sizeof msg);
         m = msg;

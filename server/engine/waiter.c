@@ -14,6 +14,8 @@
 
 #include <event2/event.h>
 
+#include "metrics.h"
+
 void waiter_all_push(wlist *l, engine_waiter *w)
 {
     wlist_push(l, w, offsetof(engine_waiter, alink));
@@ -53,6 +55,10 @@ void waiter_finish(engine_waiter *w, int err, const char *msg)
 {
     engine_acquire_sink sink = w->sink;
     void *ud = w->ud;
+    if (err == BATON_E_BUSY && w->wait_ms > 0)
+        metrics_acquire_timeout();
+    else if (err == BATON_E_LOST)
+        metrics_end_count(METRICS_END_LOST);
     waiter_free(w);
     if (sink.finished)
         sink.finished(ud, err, msg);
@@ -158,6 +164,7 @@ int waiter_new(baton_engine *e, const engine_acquire_req *req, const engine_acqu
     w->sink = *sink;
     w->ud = ud;
     w->last_position = -1;
+    w->created_us = metrics_now_us();
     if ((req->key && !w->key) || (req->pool && !w->pool) || !w->owner)
         goto nomem;
     if (make_token(w->token) != 0) {

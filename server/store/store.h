@@ -80,6 +80,7 @@ typedef enum store_event_type {
     STORE_EV_FORCE_RELEASED = 4,
     STORE_EV_WAKE = 5,      /* the queue of `key` changed: its head may be able to take it */
     STORE_EV_WAKE_POOL = 6, /* the queue of pool `key` changed */
+    STORE_EV_LONG_HELD = 7, /* batond-local (alerts.long_held): never on the channel */
 } store_event_type;
 
 typedef struct store_event {

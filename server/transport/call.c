@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "pb_codec.h"
 
 /* The one place where internal errors become gRPC status codes. */
@@ -120,6 +121,7 @@ void call_send_status(tcall *c, grpc_status_code code, const char *msg, grpc_byt
     }
     /* The details slice is not retained past start_batch (grpc_types.h). */
     grpc_slice details = grpc_slice_from_copied_string(msg ? msg : "");
+    metrics_request(c->method->req ? c->method->path : NULL, (int)code);
     batch[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     batch[n].data.send_status_from_server.status = code;
     batch[n].data.send_status_from_server.status_details = msg ? &details : NULL;

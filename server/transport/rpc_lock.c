@@ -312,6 +312,7 @@ static Baton__V1__LockEvent__Type lock_event_type(store_event_type t)
     case STORE_EV_RELEASED: return BATON__V1__LOCK_EVENT__TYPE__RELEASED;
     case STORE_EV_EXPIRED: return BATON__V1__LOCK_EVENT__TYPE__EXPIRED;
     case STORE_EV_FORCE_RELEASED: return BATON__V1__LOCK_EVENT__TYPE__FORCE_RELEASED;
+    case STORE_EV_LONG_HELD: return BATON__V1__LOCK_EVENT__TYPE__LONG_HELD;
     default: return BATON__V1__LOCK_EVENT__TYPE__TYPE_UNSPECIFIED;
     }
 }

@@ -316,7 +316,7 @@ static void test_unknown_top_key(void **state)
 {
     expect_err("log_level: info\nlisten_addr: x\n",
                "t.yaml:2: listen_addr: unknown key (allowed: listen, log_level, redis, locks, grpc, "
-               "pools, tls, auth, limits)");
+               "metrics, pools, tls, auth, limits, alerts)");
 }
 
 static void test_unknown_section_keys(void **state)
@@ -798,6 +798,78 @@ static void test_err_truncation(void **state)
     config_free(&c);
 }
 
+/* ------------------------------------------------- operate (#18): metrics, alerts */
+
+static void test_metrics_listen(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    assert_string_equal(c.metrics_listen, "");
+    assert_int_equal(load(&c, "metrics:\n  listen: \"0.0.0.0:9464\"\n"), 0);
+    assert_string_equal(c.metrics_listen, "0.0.0.0:9464");
+    assert_int_equal(load(&c, "metrics:\n  listen: \"[::1]:0\"\n"), 0);
+    assert_int_equal(load(&c, "metrics:\n  listen: \"\"\n"), 0);
+    assert_string_equal(c.metrics_listen, "");
+    char *yaml = config_to_yaml(&c);
+    assert_non_null(strstr(yaml, "metrics:\n  listen: \"\"  # file\n"));
+    free(yaml);
+    assert_int_equal(config_override(&c, "metrics.listen", "127.0.0.1:9"), 0);
+    assert_int_equal(config_check(&c, err, sizeof(err)), 0);
+    assert_int_equal(config_override(&c, "metrics.listen", "x"), 0);
+    assert_int_equal(config_check(&c, err, sizeof(err)), -1);
+    assert_string_equal(err, "<command line>: metrics.listen: expected \"host:port\" (port 0..65535) or \"\" "
+                             "for off, got 'x'");
+    config_free(&c);
+    expect_err("metrics:\n  listen: nowhere\n",
+               "t.yaml:2: metrics.listen: expected \"host:port\" (port 0..65535) or \"\" for off, got 'nowhere'");
+    expect_err("metrics:\n  listen: \"h:70000\"\n",
+               "t.yaml:2: metrics.listen: expected \"host:port\" (port 0..65535) or \"\" for off, got 'h:70000'");
+    expect_err("metrics:\n  listen: \":9464\"\n",
+               "t.yaml:2: metrics.listen: expected \"host:port\" (port 0..65535) or \"\" for off, got ':9464'");
+    expect_err("metrics:\n  port: 1\n", "t.yaml:2: metrics.port: unknown key (allowed: listen)");
+}
+
+static void test_alerts_long_held(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(c.nlong_held, 0);
+    const char *y = "alerts:\n  long_held:\n    - prefix: \"gpu_lock:\"\n      after_ms: 3600000\n"
+                    "    - prefix: \"\"\n      after_ms: 86400000\n";
+    if (load(&c, y) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(c.nlong_held, 2);
+    assert_string_equal(c.long_held[0].prefix, "gpu_lock:");
+    assert_int_equal(c.long_held[0].after_ms, 3600000);
+    assert_string_equal(c.long_held[1].prefix, "");
+    char *yaml = config_to_yaml(&c);
+    assert_non_null(strstr(yaml, "alerts:\n  long_held:  # file\n    - prefix: \"gpu_lock:\"\n"
+                                 "      after_ms: 3600000\n    - prefix: \"\"\n      after_ms: 86400000\n"));
+    free(yaml);
+    /* a failed load keeps the rules in effect; a null list clears them */
+    assert_int_equal(load(&c, "alerts:\n  long_held: 3\n"), -1);
+    assert_int_equal(c.nlong_held, 2);
+    assert_int_equal(load(&c, "alerts:\n  long_held:\n"), 0);
+    assert_int_equal(c.nlong_held, 0);
+    config_free(&c);
+
+    expect_err("alerts:\n  long_held: 3\n",
+               "t.yaml:2: alerts.long_held: expected a sequence of {prefix, after_ms}, got an integer");
+    expect_err("alerts:\n  long_held:\n    - prefix: a\n", "t.yaml:3: alerts.long_held[0]: missing after_ms");
+    expect_err("alerts:\n  long_held:\n    - after_ms: 5\n",
+               "t.yaml:3: alerts.long_held[0]: missing prefix (\"\" for every key)");
+    expect_err("alerts:\n  long_held:\n    - prefix: a\n      after_ms: 0\n",
+               "t.yaml:4: alerts.long_held[0].after_ms: must be between 1 and 31536000000, got 0");
+    expect_err_prefix("alerts:\n  long_held:\n    - prefix: \"a b\"\n      after_ms: 5\n",
+                      "t.yaml:3: alerts.long_held[0].prefix: ");
+    expect_err("alerts:\n  long_held:\n    - prefix: a\n      after_ms: 5\n      owner: x\n",
+               "t.yaml:5: alerts.long_held[0].owner: unknown key (allowed: prefix, after_ms)");
+    expect_err("alerts:\n  long_held:\n    - {prefix: a, after_ms: 5}\n    - {prefix: a, after_ms: 9}\n",
+               "t.yaml:4: alerts.long_held[1].prefix: prefix 'a' already has a rule at line 3");
+    expect_err("alerts:\n  short_held: []\n", "t.yaml:2: alerts.short_held: unknown key (allowed: long_held)");
+    expect_err("alerts: 1\n", "t.yaml:1: alerts: expected a mapping, got an integer");
+}
+
 /* ------------------------------------------------------------------ files */
 
 static void test_deploy_file(void **state)
@@ -991,6 +1063,8 @@ int main(void)
         cmocka_unit_test(test_set_string),
         cmocka_unit_test(test_err_truncation),
         cmocka_unit_test(test_deploy_file),
+        cmocka_unit_test(test_metrics_listen),
+        cmocka_unit_test(test_alerts_long_held),
         cmocka_unit_test(test_deploy_file_example_pool),
         cmocka_unit_test(test_file_missing),
         cmocka_unit_test(test_file_named_in_errors),

@@ -237,6 +237,12 @@ def test_compose():
                          "--check-config"), "compose batond command")
     flags = b["command"]
     assert flags[flags.index("--redis") + 1] == "redis:6379"
+    # Prometheus scrapes the port batond serves metrics on.
+    mport = flags[flags.index("--metrics-listen") + 1].rsplit(":", 1)[1]
+    assert "%s:%s" % (mport, mport) in b["ports"]
+    prom = yaml.safe_load(open(os.path.join(DEPLOY, "prometheus", "prometheus.yml")))
+    targets = [t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    assert "batond:%s" % mport in targets
     for svc in services.values():
         for v in svc.get("volumes", []):
             src = v.split(":")[0]
@@ -293,6 +299,11 @@ def test_k8s_manifests():
     assert vol["configMap"]["name"] == cm["metadata"]["name"]
     assert c["args"][c["args"].index("--config") + 1] == mount["mountPath"] + "/batond.yaml"
     assert any(p["port"] == port for p in svc["spec"]["ports"])
+    # The metrics port: configured, exposed, annotated for scraping.
+    mport = int(cfg["metrics"]["listen"].rsplit(":", 1)[1])
+    assert {"name": "metrics", "containerPort": mport} in c["ports"]
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(mport)
+    assert any(p.get("name") == "metrics" for p in svc["spec"]["ports"])
 
 
 def test_k8s_sentinel_example():

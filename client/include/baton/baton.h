@@ -369,7 +369,8 @@ typedef enum baton_event_type {
     BATON_EVENT_ACQUIRED = 1,
     BATON_EVENT_RELEASED = 2,
     BATON_EVENT_EXPIRED = 3,
-    BATON_EVENT_FORCE_RELEASED = 4
+    BATON_EVENT_FORCE_RELEASED = 4,
+    BATON_EVENT_LONG_HELD = 5 /* held longer than an alerts.long_held rule; still held */
 } baton_event_type;
 
 typedef struct baton_event {

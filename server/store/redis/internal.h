@@ -72,6 +72,7 @@ typedef struct store_op {
     enum script_id script;
     int retried; /* EVAL fallback after NOSCRIPT used */
     int64_t sent_ms;
+    int64_t sent_us; /* metrics: the script's round trip */
     union {
         store_acquire_cb acquire;
         store_done_cb done;

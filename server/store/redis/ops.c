@@ -12,6 +12,7 @@
 
 #include "internal.h"
 #include "log.h"
+#include "metrics.h"
 
 /* ------------------------------------------------------------------ ops */
 
@@ -192,6 +193,7 @@ int rstore_op_send(store_op *o, int nkeys)
         send_wait(o, s->cmd); /* on failure the connection is going: the script's reply says so */
     event_active(s->flush_ev, 0, 0); /* no-op while already active */
     o->sent_ms = clock_mono_ms();
+    o->sent_us = metrics_now_us();
     o->prev = s->tail;
     if (s->tail)
         s->tail->next = o;
@@ -406,6 +408,7 @@ static int op_reply(redisAsyncContext *ac, void *r, store_op *o)
         rstore_op_unref(o);
         return 1;
     }
+    metrics_redis_script(script_src[o->script].name, o->sent_us);
     if (reply->type == REDIS_REPLY_ERROR) {
         rstore_op_unlink(s, o);
         o->delivered = 1;
