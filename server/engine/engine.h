@@ -119,6 +119,10 @@ int engine_force_release(baton_engine *e, const char *key, uint64_t fencing, eng
                          const char **errmsg);
 typedef void (*engine_describe_cb)(void *ud, int err, const char *msg, const store_describe_res *res);
 int engine_describe(baton_engine *e, const char *key, engine_describe_cb cb, void *ud, const char **errmsg);
+/* List (issue #18): one page of held locks (store.h ops->list); cursor "0" starts. */
+typedef void (*engine_list_cb)(void *ud, int err, const char *msg, const store_list_res *res);
+int engine_list(baton_engine *e, const char *prefix, int32_t limit, const char *cursor, engine_list_cb cb,
+                void *ud, const char **errmsg);
 
 /*
  * Watch: `cb` gets every ACQUIRED / RELEASED / EXPIRED / FORCE_RELEASED event

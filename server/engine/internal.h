@@ -170,13 +170,14 @@ typedef struct cleanup {
     int failed;
 } cleanup;
 
-typedef enum unary_kind { UNARY_RENEW, UNARY_RELEASE, UNARY_FORCE, UNARY_DESCRIBE } unary_kind;
+typedef enum unary_kind { UNARY_RENEW, UNARY_RELEASE, UNARY_FORCE, UNARY_DESCRIBE, UNARY_LIST } unary_kind;
 
 typedef struct unary_call {
     call call;
     unary_kind kind;
     engine_hold_cb hold_cb;
     engine_describe_cb describe_cb;
+    engine_list_cb list_cb;
     void *ud;
     uint64_t fencing;
     attempt_call *next_attempt; /* UNARY_RELEASE: the waiter it hands the key to, in flight */

@@ -175,3 +175,44 @@ int engine_describe(baton_engine *e, const char *key, engine_describe_cb cb, voi
     int rc = e->store->ops->describe(e->store, key, describe_reply, o);
     return sent_or_refused(e, o, rc, errmsg);
 }
+
+/* ---- List (issue #18) ---- */
+
+static void list_reply(void *ud, int err, const char *emsg, const store_list_res *res)
+{
+    unary_call *o = ud;
+    if (!reply_begin(o))
+        return;
+    baton_engine *e = o->call.e;
+    char msg[MSG_MAX];
+    const char *m = NULL;
+    if (err != BATON_OK || !res) {
+        if (err != BATON_E_UNAVAILABLE && err != BATON_E_NOMEM)
+            err = BATON_E_INTERNAL;
+        error_msg(err, emsg, msg, sizeof msg);
+        m = msg;
+        res = NULL;
+    }
+    engine_list_cb cb = o->list_cb;
+    void *cud = o->ud;
+    free(o);
+    cb(cud, err, m, res);
+    engine__maybe_shutdown_done(e);
+}
+
+int engine_list(baton_engine *e, const char *prefix, int32_t limit, const char *cursor, engine_list_cb cb,
+                void *ud, const char **errmsg)
+{
+    if (!e->store->ops->list) {
+        *errmsg = "this store cannot list locks";
+        return BATON_E_INTERNAL;
+    }
+    unary_call *o = new_call(e, UNARY_LIST, prefix, ud);
+    if (!o) {
+        *errmsg = "out of memory";
+        return BATON_E_NOMEM;
+    }
+    o->list_cb = cb;
+    int rc = e->store->ops->list(e->store, prefix, limit, cursor, list_reply, o);
+    return sent_or_refused(e, o, rc, errmsg);
+}

@@ -199,6 +199,21 @@ typedef struct store_describe_res {
 } store_describe_res;
 
 typedef void (*store_describe_cb)(void *ud, int err, const char *msg, const store_describe_res *res);
+
+/* List (issue #18): one page of held locks. */
+typedef struct store_lock_info {
+    const char *key, *owner;
+    uint64_t fencing;
+    int64_t ttl_ms;      /* -1: no TTL */
+    int64_t held_for_ms; /* 0: unknown (granted before holds recorded their time) */
+    int64_t waiters;
+} store_lock_info;
+typedef struct store_list_res {
+    const store_lock_info *locks;
+    size_t n;
+    const char *next_cursor; /* "0": the walk is complete */
+} store_list_res;
+typedef void (*store_list_cb)(void *ud, int err, const char *msg, const store_list_res *res);
 typedef void (*store_done_cb)(void *ud, int err, const char *msg);
 
 typedef struct store_ops {
@@ -247,6 +262,10 @@ typedef struct store_ops {
      * (once, whoever calls first) and delete the hold. Fire and forget. */
     int (*reap)(baton_store *s, const char *key);
     void (*free)(baton_store *s);
+    /* One page of the locks whose key starts with prefix ("" = all), from
+     * `cursor` ("0" = the start): a bounded SCAN walk (about limit locks, at
+     * most 10 x limit keys examined, at least 1000). NULL in stores without it. */
+    int (*list)(baton_store *s, const char *prefix, int32_t limit, const char *cursor, store_list_cb cb, void *ud);
 } store_ops;
 
 /*

@@ -28,7 +28,7 @@
 #define SHUTDOWN_FLUSH_MS 20    /* once every call is over: time for their last statuses to leave */
 #define ERRBUF 512
 
-#define NMETHODS 10 /* the nine served methods and the generic slot */
+#define NMETHODS 11 /* the ten served methods (List: issue #18) and the generic slot */
 
 typedef struct tcall tcall;
 struct session_op;
@@ -276,6 +276,9 @@ void transport__granted_msg(const validate_limits *lim, const engine_grant *g, B
 
 /* rpc_session.c */
 extern const rpc_method transport__session_rpc;
+
+/* rpc_list.c (issue #18) */
+extern const rpc_method transport__list_rpc;
 
 /* rpc_health.c */
 extern const rpc_method transport__health_check_rpc, transport__health_watch_rpc;

@@ -48,7 +48,8 @@ static const rpc_method *const served[NMETHODS] = {
     &transport__release_rpc,      &transport__watch_rpc,
     &transport__describe_rpc,     &transport__force_release_rpc,
     &transport__health_check_rpc, &transport__health_watch_rpc,
-    &transport__session_rpc,      &unknown_rpc,
+    &transport__session_rpc,      &transport__list_rpc,
+    &unknown_rpc,
 };
 
 /* Fills t->methods from served[]. Returns 0, or -1 with the missing method

@@ -314,3 +314,26 @@ int validate_force_release(const Baton__V1__ForceReleaseRequest *req, char *err,
         return fail(err, errlen, "fencing: must be > 0 (the holder's fencing token, see Describe)");
     return 0;
 }
+
+/* ---- List (issue #18) ---- */
+
+int validate_list(const Baton__V1__ListRequest *req, int32_t *limit_out, char *cursor, size_t cursorlen, char *err,
+                  size_t errlen)
+{
+    if (is_set(req->prefix) && validate_key("prefix", req->prefix, err, errlen) != 0)
+        return -1;
+    if (req->limit < 0 || req->limit > LIST_MAX_LIMIT)
+        return fail(err, errlen, "limit: must be between 0 (default %d) and %d, got %" PRId32, LIST_DEFAULT_LIMIT,
+                    LIST_MAX_LIMIT, req->limit);
+    *limit_out = req->limit ? req->limit : LIST_DEFAULT_LIMIT;
+    const char *t = req->page_token ? req->page_token : "";
+    size_t n = strlen(t);
+    if (n == 0) {
+        snprintf(cursor, cursorlen, "0");
+        return 0;
+    }
+    if (n > 20 || strspn(t, "0123456789") != n || (n > 1 && t[0] == '0') || n + 1 > cursorlen)
+        return fail(err, errlen, "page_token: not a next_page_token of List (got %zu bytes)", n);
+    memcpy(cursor, t, n + 1);
+    return 0;
+}

@@ -66,5 +66,13 @@ int validate_watch(const Baton__V1__WatchRequest *req, char *err, size_t errlen)
 int validate_describe(const Baton__V1__DescribeRequest *req, char *err, size_t errlen);
 /* fencing must be > 0. */
 int validate_force_release(const Baton__V1__ForceReleaseRequest *req, char *err, size_t errlen);
+/* List: prefix "" or a key prefix; limit 0 (= LIST_DEFAULT_LIMIT) ..
+ * LIST_MAX_LIMIT; page_token "" or the decimal cursor of a previous page.
+ * Writes the resolved limit and the store cursor ("0" for "") to *limit_out
+ * and cursor (at least 21 bytes). */
+#define LIST_DEFAULT_LIMIT 100
+#define LIST_MAX_LIMIT 1000
+int validate_list(const Baton__V1__ListRequest *req, int32_t *limit_out, char *cursor, size_t cursorlen, char *err,
+                  size_t errlen);
 
 #endif

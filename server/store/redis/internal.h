@@ -28,6 +28,7 @@ extern const char baton_lua_refresh[];
 extern const char baton_lua_reap[];
 extern const char baton_lua_epoch[];
 extern const char baton_lua_reassert[];
+extern const char baton_lua_list[];
 
 enum script_id {
     SC_ACQUIRE,
@@ -40,6 +41,7 @@ enum script_id {
     SC_REAP,
     SC_EPOCH,
     SC_REASSERT,
+    SC_LIST,
     SC_COUNT
 };
 
@@ -60,6 +62,7 @@ typedef enum op_kind {
     OP_RENEW,
     OP_RELEASE, /* release and force_release: {1|0, owner, fencing} */
     OP_DESCRIBE,
+    OP_LIST,
     OP_FIRE, /* refresh, reap: no callback, errors are logged */
 } op_kind;
 
@@ -78,6 +81,7 @@ typedef struct store_op {
         store_done_cb done;
         store_hold_cb hold;
         store_describe_cb describe;
+        store_list_cb list;
     } cb;
     void *ud;
     char *name;  /* acquire: key or pool name, to name the device held;
@@ -186,6 +190,9 @@ int rstore_reassert(baton_store *b, const char *key, const char *token, const ch
                     int64_t ttl_ms, store_hold_cb cb, void *ud);
 int rstore_force_release(baton_store *b, const char *key, uint64_t fencing, store_hold_cb cb, void *ud);
 int rstore_describe(baton_store *b, const char *key, store_describe_cb cb, void *ud);
+/* list.c (issue #18) */
+int rstore_list(baton_store *b, const char *prefix, int32_t limit, const char *cursor, store_list_cb cb, void *ud);
+void rstore_deliver_list(store_op *o, const redisReply *r);
 int rstore_reap(baton_store *b, const char *key);
 
 /* refresh.c */

@@ -228,6 +228,10 @@ void rstore_op_fail(store_op *o, int err, const char *msg)
         if (o->cb.describe)
             o->cb.describe(o->ud, err, msg, NULL);
         break;
+    case OP_LIST:
+        if (o->cb.list)
+            o->cb.list(o->ud, err, msg, NULL);
+        break;
     case OP_FIRE: LOG_WARN("redis: %s failed: %s", script_src[o->script].name, msg); break;
     }
     s->cb_depth--;
@@ -430,6 +434,7 @@ static int op_reply(redisAsyncContext *ac, void *r, store_op *o)
         case OP_RENEW:
         case OP_RELEASE: deliver_hold(o, reply); break;
         case OP_DESCRIBE: deliver_describe(o, reply); break;
+        case OP_LIST: rstore_deliver_list(o, reply); break;
         case OP_DONE:
             if (o->cb.done)
                 o->cb.done(o->ud, BATON_OK, NULL);

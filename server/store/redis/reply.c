@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "reply.h"
@@ -252,4 +253,31 @@ int rstore_parse_u64(const char *s, size_t len, unsigned long long *out)
     }
     *out = v;
     return 0;
+}
+
+int rstore_decode_list(const redisReply *r, store_lock_info *locks, size_t cap, size_t *n, const char **cursor)
+{
+    *n = 0;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || (r->elements - 1) % 6 != 0 ||
+        rstore_el_str(r, 0, cursor) || (r->elements - 1) / 6 > cap)
+        return BATON_E_INTERNAL;
+    size_t count = (r->elements - 1) / 6;
+    for (size_t i = 0; i < count; i++) {
+        size_t b = 1 + 6 * i;
+        const char *fencing;
+        char *end;
+        long long ttl, held, waiters;
+        if (rstore_el_str(r, b, &locks[i].key) || rstore_el_str(r, b + 1, &locks[i].owner) ||
+            rstore_el_str(r, b + 2, &fencing) || rstore_el_int(r, b + 3, &ttl) || rstore_el_int(r, b + 4, &held) ||
+            rstore_el_int(r, b + 5, &waiters))
+            return BATON_E_INTERNAL;
+        locks[i].fencing = strtoull(fencing, &end, 10);
+        if (*end != '\0')
+            return BATON_E_INTERNAL;
+        locks[i].ttl_ms = ttl;
+        locks[i].held_for_ms = held;
+        locks[i].waiters = waiters;
+    }
+    *n = count;
+    return BATON_OK;
 }

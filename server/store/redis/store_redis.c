@@ -54,6 +54,7 @@ const struct script_src script_src[SC_COUNT] = {
     [SC_REAP] = {"reap", baton_lua_reap},
     [SC_EPOCH] = {"epoch", baton_lua_epoch},
     [SC_REASSERT] = {"reassert", baton_lua_reassert},
+    [SC_LIST] = {"list", baton_lua_list},
 };
 
 static const store_ops redis_ops;
@@ -443,6 +444,7 @@ static const store_ops redis_ops = {
     .reassert = rstore_reassert,
     .force_release = rstore_force_release,
     .describe = rstore_describe,
+    .list = rstore_list,
     .refresh = rstore_refresh,
     .reap = rstore_reap,
     .free = st_free,

@@ -94,7 +94,7 @@ end
 local function b_grant(lock, hold, fence, q, qt, chan, key, token, owner, ttl, now, now_us, floor)
   local f = b_next_fencing(fence, now_us, floor)
   redis.call('SET', lock, token, 'PX', b_int(ttl))
-  redis.call('HSET', hold, 'token', token, 'owner', owner, 'fencing', b_int(f))
+  redis.call('HSET', hold, 'token', token, 'owner', owner, 'fencing', b_int(f), 'at', b_int(now))
   if q then
     redis.call('ZREM', q, token)
     redis.call('ZREM', qt, token)

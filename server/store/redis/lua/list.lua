@@ -1,0 +1,41 @@
+-- Held locks: one bounded walk of SCAN (never KEYS) over P{K}:lock keys.
+-- Read-only. The keys are found, not passed in KEYS: standalone Redis only.
+-- KEYS: none
+-- ARGV: channel (unused), key prefix P, key prefix filter, limit, cursor, budget
+-- Reply: {next_cursor, key1, owner1, fencing1, ttl_ms1, held_for_ms1, waiters1, key2, ...}
+-- Stops at the end of the walk, once `limit` locks are found, or once SCAN
+-- has been asked for `budget` keys, whichever comes first; a SCAN call's
+-- matches are all returned (the cursor cannot stop inside one).
+local kp, prefix = ARGV[2], ARGV[3]
+local limit, cursor, budget = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local now = b_now()
+-- Keys and prefixes are [A-Za-z0-9_-.:/@+=]: nothing a glob pattern treats specially.
+local pattern = kp .. '{' .. prefix .. '*}:lock'
+local out = {''}
+local found, asked = 0, 0
+repeat
+  local count = math.max(10, math.min(1000, limit - found))
+  local r = redis.call('SCAN', cursor, 'MATCH', pattern, 'COUNT', count)
+  cursor = r[1]
+  asked = asked + count
+  for _, lk in ipairs(r[2]) do
+    local ttl = redis.call('PTTL', lk)
+    if ttl ~= -2 then
+      local key = string.sub(lk, #kp + 2, #lk - 6)
+      local base = kp .. '{' .. key .. '}'
+      local h = redis.call('HMGET', base .. ':hold', 'owner', 'fencing', 'at')
+      local at = tonumber(h[3] or '0')
+      local held = 0
+      if at > 0 and now > at then held = now - at end
+      out[#out + 1] = key
+      out[#out + 1] = h[1] or ''
+      out[#out + 1] = b_int(tonumber(h[2] or '0'))
+      out[#out + 1] = ttl
+      out[#out + 1] = held
+      out[#out + 1] = redis.call('ZCARD', base .. ':q')
+      found = found + 1
+    end
+  end
+until cursor == '0' or found >= limit or asked >= budget
+out[1] = cursor
+return out
