@@ -25,6 +25,7 @@
 
 #include "baton/baton.h"
 #include "duration.h"
+#include "ls.h"
 
 extern char **environ;
 
@@ -54,6 +55,7 @@ static const char main_help[] =
     "  release --token T KEY   release a lease lock\n"
     "  watch KEY | --prefix P  print lock events until interrupted\n"
     "  describe KEY     show the holder of KEY\n"
+    "  ls [--prefix P] [--older-than D] [--watch]   the locks held now: who holds what, since when\n"
     "  force-release --fencing N KEY   operator release of the holder with that fencing number\n"
     "Run 'baton COMMAND --help' for the options of a command.\n"
     "\n"
@@ -99,6 +101,9 @@ enum opt_id {
     O_TLS_CERT,
     O_TLS_KEY,
     O_TOKEN_FILE,
+    O_OLDER_THAN,
+    O_WATCH,
+    O_INTERVAL,
     O_HELP
 };
 
@@ -125,6 +130,9 @@ struct opts {
     int has_fencing;
     const char *tls_ca, *tls_cert, *tls_key;
     const char *token_file;
+    int64_t older_than_ms; /* ls */
+    int watch;             /* ls */
+    int64_t interval_ms;   /* ls --watch */
 };
 
 struct command {
@@ -219,6 +227,9 @@ static int parse_opts(const struct command *c, int argc, char **argv, struct opt
                                           {"tls-cert", required_argument, NULL, O_TLS_CERT},
                                           {"tls-key", required_argument, NULL, O_TLS_KEY},
                                           {"token-file", required_argument, NULL, O_TOKEN_FILE},
+                                          {"older-than", required_argument, NULL, O_OLDER_THAN},
+                                          {"watch", no_argument, NULL, O_WATCH},
+                                          {"interval", required_argument, NULL, O_INTERVAL},
                                           {"help", no_argument, NULL, O_HELP},
                                           {NULL, 0, NULL, 0}};
     const char *env = getenv("BATON_TARGET");
@@ -257,6 +268,15 @@ static int parse_opts(const struct command *c, int argc, char **argv, struct opt
             if (cli_parse_duration(optarg, &o->ttl_ms) != 0)
                 return usage_error(c, "bad duration for --ttl: '%s' (e.g. 500ms, 5s, 2m, 1h)", optarg);
             break;
+        case O_OLDER_THAN:
+            if (cli_parse_duration(optarg, &o->older_than_ms) != 0)
+                return usage_error(c, "bad duration for --older-than: '%s' (e.g. 30s, 10m, 1h)", optarg);
+            break;
+        case O_INTERVAL:
+            if (cli_parse_duration(optarg, &o->interval_ms) != 0 || o->interval_ms <= 0)
+                return usage_error(c, "bad duration for --interval: '%s' (e.g. 1s, 500ms)", optarg);
+            break;
+        case O_WATCH: o->watch = 1; break;
         case O_WAIT:
             if (cli_parse_duration(optarg, &o->wait_ms) != 0)
                 return usage_error(c, "bad duration for --wait: '%s' (e.g. 0, 500ms, 5s, 2m, 1h)", optarg);
@@ -914,6 +934,24 @@ static int cmd_watch(struct opts *o, int argc, char **argv)
     return watch_end_err ? exit_of(watch_end_err) : EXIT_OK;
 }
 
+static int cmd_ls(struct opts *o, int argc, char **argv)
+{
+    if (optind != argc)
+        return usage_error(cur, "takes no operand (use --prefix P)");
+    baton_client *c = NULL;
+    int rc = new_client(o, &c);
+    if (rc)
+        return rc;
+    cli_ls_opts lo = {.prefix = o->prefix,
+                      .older_than_ms = o->older_than_ms,
+                      .json = o->json,
+                      .watch = o->watch,
+                      .interval_ms = o->interval_ms > 0 ? o->interval_ms : 2000};
+    int err = cli_ls(c, &lo);
+    baton_client_free(c);
+    return err ? fail("ls", err) : EXIT_OK;
+}
+
 #define TTL_WAIT (BIT(O_TTL) | BIT(O_WAIT))
 #define POOL_OPTS (BIT(O_POOL) | BIT(O_DEVICES) | BIT(O_COUNT) | BIT(O_WEIGHT))
 static const struct command commands[] = {
@@ -952,6 +990,12 @@ static const struct command commands[] = {
      "Prints one line per lock event (ACQUIRED, RELEASED, EXPIRED, FORCE_RELEASED)\n"
      "until interrupted: 'AT_MS TYPE KEY fencing=F owner=O', or one JSON object per line.",
      cmd_watch},
+    {"ls", COMMON | BIT(O_PREFIX) | BIT(O_OLDER_THAN) | BIT(O_WATCH) | BIT(O_INTERVAL),
+     "ls [--prefix P] [--older-than D] [--watch [--interval D]] [--target ADDR] [--json]\n"
+     "Lists the locks held now (every page of List): KEY OWNER FENCING HELD TTL WAITERS,\n"
+     "sorted by key, or one JSON object per lock. --older-than D: only locks held at least D.\n"
+     "--watch: refresh every --interval (default 2s) until interrupted, like top(1).",
+     cmd_ls},
     {"describe", COMMON,
      "describe [--target ADDR] [--json] KEY\nShows the holder, fencing number, remaining TTL and waiters of "
      "KEY.",

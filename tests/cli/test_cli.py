@@ -75,7 +75,7 @@ class Cli(unittest.TestCase):
         self.assertEqual(r.returncode, 0)
         for code in ("75", "69", "70", " 2 ", "128+"):
             self.assertIn(code, r.stdout)
-        for cmd in ("exec", "acquire", "renew", "release", "watch", "describe", "force-release"):
+        for cmd in ("exec", "acquire", "renew", "release", "watch", "describe", "force-release", "ls"):
             r = run(cmd, "--help")
             self.assertEqual(r.returncode, 0, cmd)
             self.assertIn("usage: baton " + cmd, r.stdout)
@@ -406,6 +406,50 @@ class Cli(unittest.TestCase):
         self.assertEqual(run("force-release", "--fencing", str(grant["fencing"] + 1), "cli:force").returncode, 70)
         self.assertEqual(run("force-release", "--fencing", str(grant["fencing"]), "cli:force").returncode, 0)
         self.assertFalse(json.loads(run("describe", "--json", "cli:force").stdout)["held"])
+
+    def test_ls_table_json_older_than_and_watch(self):
+        old = json.loads(run("acquire", "--json", "--owner", "ocr-7", "--ttl", "10m", "cli:ls:old").stdout)
+        time.sleep(1.2)
+        new = json.loads(run("acquire", "--json", "--owner", "asr-1", "--ttl", "30s", "cli:ls:new").stdout)
+        try:
+            r = run("ls", "--prefix", "cli:ls:")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            lines = r.stdout.splitlines()
+            self.assertEqual(lines[0].split(), ["KEY", "OWNER", "FENCING", "HELD", "TTL", "WAITERS"])
+            self.assertEqual([l.split()[0] for l in lines[1:]], ["cli:ls:new", "cli:ls:old"], r.stdout)
+            row = lines[2].split()
+            self.assertEqual(row[1:3], ["ocr-7", str(old["fencing"])])
+            self.assertTrue(row[3].endswith("s") and float(row[3][:-1]) >= 1.0, row)
+            self.assertTrue(row[4].startswith("9m") or row[4].startswith("10m"), row)
+            self.assertEqual(row[5], "0")
+            j = [json.loads(l) for l in run("ls", "--json", "--prefix", "cli:ls:").stdout.splitlines()]
+            self.assertEqual([(x["key"], x["owner"], x["fencing"]) for x in j],
+                             [("cli:ls:new", "asr-1", new["fencing"]), ("cli:ls:old", "ocr-7", old["fencing"])])
+            self.assertTrue(all(set(x) == {"key", "owner", "fencing", "held_for_ms", "ttl_ms", "waiters"}
+                                for x in j))
+            j = [json.loads(l) for l in
+                 run("ls", "--json", "--older-than", "1s", "--prefix", "cli:ls:").stdout.splitlines()]
+            self.assertEqual([x["key"] for x in j], ["cli:ls:old"])
+            self.assertGreaterEqual(j[0]["held_for_ms"], 1000)
+            # --watch refreshes until interrupted
+            w = spawn("ls", "--watch", "--interval", "200ms", "--prefix", "cli:ls:")
+            try:
+                wait_line(w, "cli:ls:old")
+                wait_line(w, "cli:ls:old")  # a second refresh
+                w.send_signal(signal.SIGINT)
+                w.wait(HANG)
+                w.stdin.close()
+            finally:
+                finish(w)
+            self.assertEqual(run("ls", "--older-than", "soon").returncode, 2)
+            self.assertEqual(run("ls", "extra").returncode, 2)
+            r = run("ls", "--prefix", "bad key")
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("prefix", r.stderr)
+        finally:
+            run("release", "--token", old["token"], "cli:ls:old")
+            run("release", "--token", new["token"], "cli:ls:new")
+        self.assertEqual(run("ls", "--prefix", "cli:ls:").stdout.splitlines()[1:], [])
 
 
 if __name__ == "__main__":

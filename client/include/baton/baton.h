@@ -362,6 +362,36 @@ typedef struct baton_description {
 /* Fills *out with the current state of `key`. Thread-safe. */
 BATON_API int baton_describe(baton_client *client, const char *key, baton_description *out);
 
+/* ---- List: who holds what ---------------------------------------------- */
+
+#define BATON_KEY_BUF 257 /* keys are at most 256 bytes */
+
+typedef struct baton_lock_info {
+    char key[BATON_KEY_BUF];
+    char owner[BATON_OWNER_BUF];
+    uint64_t fencing;
+    int64_t ttl_ms;      /* remaining lifetime; -1: none */
+    int64_t held_for_ms; /* since the grant (Redis' clock); 0: unknown */
+    int64_t waiters;     /* queued for the key */
+} baton_lock_info;
+
+typedef struct baton_list_page {
+    baton_lock_info *locks; /* n entries, owned by the page */
+    size_t n;
+    char next_page_token[32]; /* "" when the listing is complete */
+} baton_list_page;
+
+/* One page of the locks held now whose key starts with `prefix` (NULL or
+ * "" = all), about `limit` of them (0 = the server's default, at most 1000),
+ * from `page_token` (NULL or "" = the start; else a next_page_token). A page
+ * may be empty while more follow; a key may appear twice in one listing when
+ * Redis shrinks its table meanwhile. Free with baton_list_page_free.
+ * Thread-safe. */
+BATON_API int baton_list(baton_client *client, const char *prefix, int32_t limit, const char *page_token,
+                         baton_list_page *out);
+/* Frees out->locks and zeroes *out. NULL is ignored. */
+BATON_API void baton_list_page_free(baton_list_page *page);
+
 /* ---- Watch ----------------------------------------------------------------- */
 
 typedef enum baton_event_type {
