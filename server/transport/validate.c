@@ -320,8 +320,11 @@ int validate_force_release(const Baton__V1__ForceReleaseRequest *req, char *err,
 int validate_list(const Baton__V1__ListRequest *req, int32_t *limit_out, char *cursor, size_t cursorlen, char *err,
                   size_t errlen)
 {
-    if (is_set(req->prefix) && validate_key("prefix", req->prefix, err, errlen) != 0)
-        return -1;
+    if (is_set(req->prefix)) {
+        int rc = validate_key("prefix", req->prefix, err, errlen);
+        if (rc != 0)
+            return rc;
+    }
     if (req->limit < 0 || req->limit > LIST_MAX_LIMIT)
         return fail(err, errlen, "limit: must be between 0 (default %d) and %d, got %" PRId32, LIST_DEFAULT_LIMIT,
                     LIST_MAX_LIMIT, req->limit);

@@ -88,7 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size--;
     char err[512];
     int64_t ttl;
-    switch (which % 8) {
+    switch (which % 9) {
     case 0: fuzz_acquire(data, size); break;
     case 1: {
         Baton__V1__RenewRequest *r = decode(&baton__v1__renew_request__descriptor, data, size);
@@ -134,6 +134,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     case 6: fuzz_session(data, size); break;
+    case 7: {
+        Baton__V1__ListRequest *r = decode(&baton__v1__list_request__descriptor, data, size);
+        if (r) {
+            int32_t limit;
+            char cursor[24];
+            if (validate_list(r, &limit, cursor, sizeof cursor, err, sizeof err) == 0 &&
+                (limit < 1 || limit > LIST_MAX_LIMIT || strlen(cursor) > 20))
+                abort();
+            baton__v1__list_request__free_unpacked(r, NULL);
+        }
+        break;
+    }
     default: {
         /* store_event_parse modifies its buffer: give it a private copy. */
         char *buf = malloc(size + 1);

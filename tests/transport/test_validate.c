@@ -590,6 +590,37 @@ static void test_describe(void **state)
     assert_int_equal(validate_describe(&r, err, sizeof(err)), 0);
 }
 
+static void test_list(void **state)
+{
+    Baton__V1__ListRequest r = BATON__V1__LIST_REQUEST__INIT;
+    int32_t limit;
+    char cursor[24];
+    assert_int_equal(validate_list(&r, &limit, cursor, sizeof cursor, err, sizeof(err)), 0);
+    assert_int_equal(limit, 100);
+    assert_string_equal(cursor, "0");
+    r.prefix = "gpu_lock:";
+    r.limit = 1000;
+    r.page_token = "18446744073709551615";
+    assert_int_equal(validate_list(&r, &limit, cursor, sizeof cursor, err, sizeof(err)), 0);
+    assert_int_equal(limit, 1000);
+    assert_string_equal(cursor, "18446744073709551615");
+    r.limit = 1001;
+    assert_invalid(validate_list(&r, &limit, cursor, sizeof cursor, err, sizeof(err)),
+                   "limit: must be between 0 (default 100) and 1000, got 1001");
+    r.limit = -1;
+    assert_invalid(validate_list(&r, &limit, cursor, sizeof cursor, err, sizeof(err)), "got -1");
+    r.limit = 5;
+    const char *bad[] = {"x", "-1", "00", "1 ", "123456789012345678901"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r.page_token = (char *)bad[i];
+        assert_invalid(validate_list(&r, &limit, cursor, sizeof cursor, err, sizeof(err)),
+                       "page_token: not a next_page_token of List");
+    }
+    r.page_token = "";
+    r.prefix = "a b";
+    assert_invalid(validate_list(&r, &limit, cursor, sizeof cursor, err, sizeof(err)), "prefix: ");
+}
+
 static void test_force_release(void **state)
 {
     Baton__V1__ForceReleaseRequest r = BATON__V1__FORCE_RELEASE_REQUEST__INIT;
@@ -634,6 +665,7 @@ int main(void)
         cmocka_unit_test(test_release),
         cmocka_unit_test(test_watch),
         cmocka_unit_test(test_describe),
+        cmocka_unit_test(test_list),
         cmocka_unit_test(test_force_release),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
