@@ -34,7 +34,7 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: batond [--config FILE] [--listen ADDR] [--redis ADDR] [--log-level L]\n"
-               "              [--metrics-listen ADDR] [--check-config] [--help] [--version]\n"
+               "              [--metrics-listen ADDR] [--log-format F] [--check-config] [--help] [--version]\n"
                "  --config FILE     YAML configuration (see deploy/batond.yaml)\n"
                "  --listen ADDR     gRPC listen address, e.g. 127.0.0.1:50051 (port 0: any free port)\n"
                "  --redis ADDR      Redis address: host:port or unix:/path/to/redis.sock\n"
@@ -43,6 +43,7 @@ static void usage(FILE *f)
                "  --tls-key FILE    ...and this PEM private key (tls.key_file)\n"
                "  --tls-client-ca FILE  verify client certificates against this CA (tls.client_ca_file)\n"
                "  --metrics-listen ADDR  serve Prometheus GET /metrics on host:port (\"\": off)\n"
+               "  --log-format F    text | json (one JSON object per line)\n"
                "  --check-config    check the configuration, print the settings in effect (with\n"
                "                    where each came from) and exit: 0 if valid, 2 if not\n");
 }
@@ -54,6 +55,7 @@ typedef struct cli_flags {
     const char *log_level;
     const char *tls_cert, *tls_key, *tls_client_ca;
     const char *metrics_listen;
+    const char *log_format;
     int check_config;
 } cli_flags;
 
@@ -72,6 +74,7 @@ static int parse_flags(int argc, char **argv, cli_flags *f)
         {"tls-key", required_argument, NULL, 'K'},
         {"tls-client-ca", required_argument, NULL, 'A'},
         {"metrics-listen", required_argument, NULL, 'M'},
+        {"log-format", required_argument, NULL, 'F'},
         {NULL, 0, NULL, 0},
     };
     memset(f, 0, sizeof *f);
@@ -84,6 +87,7 @@ static int parse_flags(int argc, char **argv, cli_flags *f)
         case 'r': f->redis = optarg; break;
         case 'L': f->log_level = optarg; break;
         case 'M': f->metrics_listen = optarg; break;
+        case 'F': f->log_format = optarg; break;
         case 'C': f->check_config = 1; break;
         case 'T': f->tls_cert = optarg; break;
         case 'K': f->tls_key = optarg; break;
@@ -122,7 +126,8 @@ static int load_config(baton_config *cfg, const cli_flags *f)
     } flags[] = {{"listen", f->listen},
                  {"redis.address", f->redis},
                  {"log_level", f->log_level},
-                 {"metrics.listen", f->metrics_listen}};
+                 {"metrics.listen", f->metrics_listen},
+                 {"log_format", f->log_format}};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
         if (flags[i].value && config_override(cfg, flags[i].path, flags[i].value) != 0) {
             fprintf(stderr, "batond: out of memory\n");
@@ -191,6 +196,8 @@ int main(int argc, char **argv)
         return 0;
     }
     log_set_level((log_level)log_level_parse(cfg.log_level));
+    log_set_format((log_format)log_format_parse(cfg.log_format));
+    log_set_lock_events(cfg.log_lock_events);
     signal(SIGPIPE, SIG_IGN);
 
     baton_daemon *d = NULL;

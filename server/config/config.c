@@ -47,6 +47,7 @@ typedef enum field_type {
     F_I64,          /* int64_t */
     F_BOOL,         /* int, 0 or 1 */
     F_ADDR_OPT,     /* "" (off) or "host:port" with a port 0..65535 */
+    F_LOG_FORMAT,   /* text | json */
 } field_type;
 
 typedef struct field {
@@ -93,6 +94,8 @@ static const field FIELDS[] = {
      INT32_MAX},
     /* ---- operate (#18): metrics (alerts: load_alerts) ---- */
     {"metrics", "listen", "metrics.listen", F_ADDR_OPT, OFF(metrics_listen), 0, 0},
+    {NULL, "log_format", "log_format", F_LOG_FORMAT, OFF(log_format), 0, 0},
+    {NULL, "log_lock_events", "log_lock_events", F_BOOL, OFF(log_lock_events), 0, 1},
 };
 #undef OFF
 #define NFIELDS (sizeof(FIELDS) / sizeof(FIELDS[0]))
@@ -181,7 +184,8 @@ static void int_set(baton_config *c, const field *f, int64_t v)
 static int is_string_type(field_type t)
 {
     return t == F_SECRET || t == F_STR_NONEMPTY || t == F_STR || t == F_REDIS_ADDR || t == F_LOG_LEVEL ||
-           t == F_KEY_PREFIX || t == F_ADDR_OPT;
+           t == F_KEY_PREFIX || t == F_ADDR_OPT ||
+           t == F_LOG_FORMAT;
 }
 
 int config_set_string(char **field, const char *value)
@@ -225,6 +229,7 @@ void config_defaults(baton_config *c)
     c->npools = 0;
     sec_defaults(&c->sec);
     c->metrics_listen = strdup("");
+    c->log_format = strdup("text");
 }
 
 static void long_held_free(config_long_held *rules, size_t n)
@@ -385,6 +390,12 @@ static int field_check(const baton_config *c, const field *f, char *problem, siz
         return 0;
     }
     case F_ADDR_OPT: return addr_check(s, problem, n);
+    case F_LOG_FORMAT:
+        if (s == NULL || log_format_parse(s) < 0) {
+            snprintf(problem, n, "must be text or json, got '%.64s'", s ? s : "");
+            return -1;
+        }
+        return 0;
     case F_INT:
     case F_I32:
     case F_I64:

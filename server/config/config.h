@@ -102,6 +102,8 @@ typedef struct baton_config {
     config_security sec;
     /* operate (#18): metrics and alerts */
     char *metrics_listen; /* "" = no metrics endpoint */
+    char *log_format;     /* text | json */
+    int log_lock_events;  /* log every grant and lock end */
     config_long_held *long_held;
     size_t nlong_held;
     int long_held_from_file;

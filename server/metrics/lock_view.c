@@ -1,4 +1,5 @@
 #include "lock_view.h"
+#include "log.h"
 #include "map.h"
 #include "metrics.h"
 
@@ -146,13 +147,38 @@ static void on_acquired(const store_event *ev)
     V.newest = h;
 }
 
+void lock_view_log_grant(const char *key, const char *owner, uint64_t fencing, int stream_mode, int64_t wait_us)
+{
+    if (!log_lock_events())
+        return;
+    log_field f[] = {LOG_STR("key", key), LOG_STR("owner", owner), LOG_INT("fencing", fencing),
+                     LOG_STR("mode", stream_mode ? "stream" : "lease"), LOG_INT("wait_ms", wait_us / 1000)};
+    log_fields(LOG_LEVEL_INFO, f, sizeof f / sizeof f[0], "lock granted");
+}
+
+static void log_end(const store_event *ev, int64_t hold_ms)
+{
+    if (!log_lock_events())
+        return;
+    const char *what = ev->type == STORE_EV_RELEASED   ? "RELEASED"
+                       : ev->type == STORE_EV_EXPIRED  ? "EXPIRED"
+                                                       : "FORCE_RELEASED";
+    log_field f[] = {LOG_STR("key", ev->key), LOG_STR("owner", ev->owner), LOG_INT("fencing", ev->fencing),
+                     LOG_STR("event", what), LOG_INT("hold_ms", hold_ms)};
+    /* hold_ms -1: the hold started before this batond saw it */
+    log_fields(LOG_LEVEL_INFO, f, sizeof f / sizeof f[0], "lock ended");
+}
+
 static void on_ended(const store_event *ev)
 {
     held *h = held_find(ev->key);
-    if (!h || (ev->fencing && h->fencing && ev->fencing != h->fencing))
-        return; /* a hold we never saw start */
+    if (!h || (ev->fencing && h->fencing && ev->fencing != h->fencing)) {
+        log_end(ev, -1); /* a hold we never saw start */
+        return;
+    }
     int64_t ms = ev->at_unix_ms - h->acquired_ms;
     metrics_observe(METRICS_H_HOLD, (ms > 0 ? ms : 0) * 1000);
+    log_end(ev, ms > 0 ? ms : 0);
     held_unlink(h);
 }
 

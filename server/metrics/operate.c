@@ -32,9 +32,12 @@ static int64_t unix_ms(void)
 static void long_held_fired(void *ud, const lock_view_hold *h)
 {
     operate *o = ud;
-    LOG_WARN("long-held lock: '%s' held by '%s' (fencing %" PRIu64 ") for %" PRId64
-             " ms, longer than alerts.long_held prefix '%s' allows (%" PRId64 " ms)",
-             h->key, h->owner, h->fencing, h->age_ms, h->rule->prefix, h->rule->after_ms);
+    log_field f[] = {LOG_STR("key", h->key), LOG_STR("owner", h->owner), LOG_INT("fencing", h->fencing),
+                     LOG_INT("age_ms", h->age_ms)};
+    log_fields(LOG_LEVEL_WARN, f, sizeof f / sizeof f[0],
+               "long-held lock: '%s' held by '%s' (fencing %" PRIu64 ") for %" PRId64
+               " ms, longer than alerts.long_held prefix '%s' allows (%" PRId64 " ms)",
+               h->key, h->owner, h->fencing, h->age_ms, h->rule->prefix, h->rule->after_ms);
     store_event ev = {.type = STORE_EV_LONG_HELD,
                       .key = h->key,
                       .owner = h->owner,
@@ -69,7 +72,7 @@ int operate_start(struct event_base *base, const baton_config *cfg, baton_engine
 {
     *out = NULL;
     int metrics_on = cfg->metrics_listen && cfg->metrics_listen[0];
-    if (!metrics_on && cfg->nlong_held == 0)
+    if (!metrics_on && cfg->nlong_held == 0 && !cfg->log_lock_events)
         return 0;
     operate *o = calloc(1, sizeof *o);
     if (!o)

@@ -315,8 +315,8 @@ static void test_min_replicas(void **state)
 static void test_unknown_top_key(void **state)
 {
     expect_err("log_level: info\nlisten_addr: x\n",
-               "t.yaml:2: listen_addr: unknown key (allowed: listen, log_level, redis, locks, grpc, "
-               "metrics, pools, tls, auth, limits, alerts)");
+               "t.yaml:2: listen_addr: unknown key (allowed: listen, log_level, log_format, log_lock_events, "
+               "redis, locks, grpc, metrics, pools, tls, auth, limits, alerts)");
 }
 
 static void test_unknown_section_keys(void **state)
@@ -829,6 +829,23 @@ static void test_metrics_listen(void **state)
     expect_err("metrics:\n  port: 1\n", "t.yaml:2: metrics.port: unknown key (allowed: listen)");
 }
 
+static void test_log_format_and_lock_events(void **state)
+{
+    baton_config c;
+    config_defaults(&c);
+    assert_string_equal(c.log_format, "text");
+    assert_int_equal(c.log_lock_events, 0);
+    assert_int_equal(load(&c, "log_format: json\nlog_lock_events: true\n"), 0);
+    assert_string_equal(c.log_format, "json");
+    assert_int_equal(c.log_lock_events, 1);
+    assert_int_equal(config_override(&c, "log_format", "yaml"), 0);
+    assert_int_equal(config_check(&c, err, sizeof(err)), -1);
+    assert_string_equal(err, "<command line>: log_format: must be text or json, got 'yaml'");
+    config_free(&c);
+    expect_err("log_format: xml\n", "t.yaml:1: log_format: must be text or json, got 'xml'");
+    expect_err("log_lock_events: 1\n", "t.yaml:1: log_lock_events: expected a boolean (true/false/yes/no), got an integer");
+}
+
 static void test_alerts_long_held(void **state)
 {
     baton_config c;
@@ -1065,6 +1082,7 @@ int main(void)
         cmocka_unit_test(test_deploy_file),
         cmocka_unit_test(test_metrics_listen),
         cmocka_unit_test(test_alerts_long_held),
+        cmocka_unit_test(test_log_format_and_lock_events),
         cmocka_unit_test(test_deploy_file_example_pool),
         cmocka_unit_test(test_file_missing),
         cmocka_unit_test(test_file_named_in_errors),
