@@ -47,7 +47,16 @@ def wait_value(port, name, want, timeout=5.0, **labels):
 
 
 def test_serves_every_documented_metric_and_promtool_accepts_it(mb, mstub):
-    bc.grant(mstub, pool="node7", devices=4, owner="m")  # a pool device held: the pool gauge has a value
+    # a pool device held: the pool gauge has a value (released at the end:
+    # the session's Redis is shared and other tests want node7 free)
+    pg = bc.grant(mstub, pool="node7", devices=4, owner="m")
+    try:
+        check_exposition(mb)
+    finally:
+        bc.release(mstub, pg.key, pg.token)
+
+
+def check_exposition(mb):
     status, ctype, text = pt.fetch(mb.metrics_port)
     assert status == 200 and ctype.startswith("text/plain; version=0.0.4"), ctype
     assert pt.families(text) >= METRICS, "missing: %s" % (METRICS - pt.families(text))

@@ -837,6 +837,73 @@ static void c_describe(void **state)
     assert_int_equal(d.res.waiters, 2);
 }
 
+/* ---- List (issue #18) ---- */
+
+typedef struct listed {
+    int done, err, n;
+    char keys[8][32], owners[8][32];
+    uint64_t fencing[8];
+    char cursor[24];
+} listed;
+
+static void list_cb(void *ud, int err, const char *msg, const store_list_res *res)
+{
+    listed *l = ud;
+    l->done++;
+    l->err = err;
+    for (size_t i = 0; res && i < res->n && l->n < 8; i++, l->n++) {
+        snprintf(l->keys[l->n], sizeof l->keys[0], "%s", res->locks[i].key);
+        snprintf(l->owners[l->n], sizeof l->owners[0], "%s", res->locks[i].owner);
+        l->fencing[l->n] = res->locks[i].fencing;
+        assert_true(res->locks[i].ttl_ms > 0);
+    }
+    snprintf(l->cursor, sizeof l->cursor, "%s", res ? res->next_cursor : "0");
+}
+
+/* Every page from cursor "0" until the cursor is "0" again. */
+static listed list_all(ct *t, const char *prefix, int32_t limit)
+{
+    listed l = {0};
+    snprintf(l.cursor, sizeof l.cursor, "0");
+    do {
+        int before = l.done;
+        char cursor[24];
+        snprintf(cursor, sizeof cursor, "%s", l.cursor);
+        assert_int_equal(t->st->ops->list(t->st, prefix, limit, cursor, list_cb, &l), 0);
+        RUN_UNTIL(t, l.done > before);
+        assert_int_equal(l.err, BATON_OK);
+    } while (strcmp(l.cursor, "0") != 0);
+    return l;
+}
+
+/* list: the live locks whose key starts with the prefix, each once, over
+ * pages; released ones are gone. */
+static void c_list(void **state)
+{
+    ct *t = up(state);
+    acq a = acquire(t, "ls:a", tok(1), "alice", 0);
+    acq b = acquire(t, "ls:b", tok(2), "bob", 0);
+    acquire(t, "other", tok(3), "carol", 0);
+    release(t, "ls:b", tok(2));
+    listed l = list_all(t, "ls:", 1);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.keys[0], "ls:a");
+    assert_string_equal(l.owners[0], "alice");
+    assert_true(l.fencing[0] == a.res.fencing);
+    (void)b;
+    l = list_all(t, "", 100);
+    assert_int_equal(l.n, 2);
+    int seen_a = 0, seen_other = 0;
+    for (int i = 0; i < l.n; i++) {
+        seen_a += strcmp(l.keys[i], "ls:a") == 0;
+        seen_other += strcmp(l.keys[i], "other") == 0;
+    }
+    assert_int_equal(seen_a, 1);
+    assert_int_equal(seen_other, 1);
+    int d = 0;
+    assert_int_equal(t->st->ops->list(t->st, "", 0, "0", list_cb, &d), BATON_E_INVALID);
+}
+
 /* dequeue removes an entry; removing the head publishes WAKE. */
 static void c_dequeue(void **state)
 {
@@ -911,6 +978,7 @@ int contract_run(const contract_backend *b)
         CASE(c_release_handoff),
         CASE(c_force_release),
         CASE(c_describe),
+        CASE(c_list),
         CASE(c_dequeue),
         CASE(c_invalid),
     };

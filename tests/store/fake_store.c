@@ -37,7 +37,7 @@ typedef struct fqueue {
     int32_t qn; /* a pool's queue: the device count its waiters use (0: unset) */
 } fqueue;
 
-typedef enum item_kind { I_ACQ, I_HOLD, I_DONE, I_DESC, I_STATE, I_EVENT, I_MISSING, I_PRIMARY } item_kind;
+typedef enum item_kind { I_ACQ, I_HOLD, I_DONE, I_DESC, I_STATE, I_EVENT, I_MISSING, I_PRIMARY, I_LIST } item_kind;
 
 typedef struct item {
     struct item *next;
@@ -55,6 +55,9 @@ typedef struct item {
     char *s3;
     int32_t *devs; /* ares.devices / fencings of a pool grant (owned) */
     uint64_t *fencs;
+    store_list_res lres; /* I_LIST: locks (owned, with their strings) */
+    char **lstrs;
+    size_t nlstrs;
 } item;
 
 typedef struct ilist {
@@ -151,6 +154,10 @@ static item *pop(ilist *l)
 
 static void item_free(item *it)
 {
+    for (size_t i = 0; i < it->nlstrs; i++)
+        free(it->lstrs[i]);
+    free(it->lstrs);
+    free((void *)it->lres.locks);
     free(it->s1);
     free(it->s2);
     free(it->s3);
@@ -178,6 +185,10 @@ static void deliver(fake_store *f, item *it)
     case I_DONE:
         if (it->cb)
             ((store_done_cb)it->cb)(it->ud, it->err, it->err ? "fake error" : NULL);
+        break;
+    case I_LIST:
+        if (it->cb)
+            ((store_list_cb)it->cb)(it->ud, it->err, it->err ? "fake error" : NULL, it->err ? NULL : &it->lres);
         break;
     case I_DESC:
         if (it->cb)
@@ -899,6 +910,42 @@ static int f_describe(baton_store *s, const char *key, store_describe_cb cb, voi
     return 0;
 }
 
+/* List: the live locks whose key starts with prefix, in table order; the
+ * cursor is the index to resume at ("0" = start and end, as SCAN's). */
+static int f_list(baton_store *s, const char *prefix, int32_t limit, const char *cursor, store_list_cb cb,
+                  void *ud)
+{
+    fake_store *f = FS(s);
+    if (!prefix || !cursor || limit < 1)
+        return BATON_E_INVALID;
+    if (f->down)
+        return BATON_E_UNAVAILABLE;
+    f->calls[FAKE_LIST]++;
+    int64_t now = now_ms();
+    size_t at = (size_t)strtoull(cursor, NULL, 10), plen = strlen(prefix);
+    item *it = new_item(I_LIST, (void *)cb, ud);
+    store_lock_info *v = xcalloc((size_t)limit, sizeof *v);
+    it->lstrs = xcalloc(2 * (size_t)limit, sizeof *it->lstrs);
+    size_t n = 0;
+    for (; at < f->nlocks && n < (size_t)limit; at++) {
+        const flock *l = &f->locks[at];
+        if (!live(l, now) || strncmp(l->key, prefix, plen) != 0)
+            continue;
+        v[n].key = it->lstrs[it->nlstrs++] = xstrdup(l->key);
+        v[n].owner = it->lstrs[it->nlstrs++] = xstrdup(l->owner);
+        v[n].fencing = l->fencing;
+        v[n].ttl_ms = l->expires - now;
+        v[n].waiters = 0;
+        n++;
+    }
+    char next[24];
+    snprintf(next, sizeof next, "%zu", at < f->nlocks ? at : (size_t)0);
+    it->s1 = xstrdup(next);
+    it->lres = (store_list_res){.locks = v, .n = n, .next_cursor = it->s1};
+    reply(f, it, FAKE_LIST);
+    return 0;
+}
+
 static int f_refresh(baton_store *s, const store_target *targets, const char *const *tokens, size_t n,
                      int64_t liveness_ms)
 {
@@ -994,6 +1041,7 @@ static const store_ops fake_ops = {
     .reassert = f_reassert,
     .force_release = f_force_release,
     .describe = f_describe,
+    .list = f_list,
     .refresh = f_refresh,
     .reap = f_reap,
     .free = f_free,

@@ -34,6 +34,7 @@ typedef enum fake_op {
     FAKE_REAP,
     FAKE_REASSERT,
     FAKE_HANDOFF, /* not an op: grants made by a release to its `next` */
+    FAKE_LIST,
     FAKE_NOPS,
 } fake_op;
 
