@@ -73,7 +73,7 @@ def main():
     import grpc
     from baton.v1 import lock_pb2 as pb, lock_pb2_grpc
     import promtext as pt
-    print("| locks in Redis | listing | pages | locks listed | page p50 / max (ms) | whole walk (s) | script p50 bucket |")
+    print("| locks in Redis | listing | pages | locks listed | page p50 / max (ms) | whole walk (s) | Lua script, mean (batond histogram) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for n in args.locks:
         redis = harness.RedisServer(work).start()
@@ -96,7 +96,7 @@ def main():
                     pt.value(before, "baton_redis_script_seconds_count", script="list")
                 ssum = pt.value(after, "baton_redis_script_seconds_sum", script="list") - \
                     pt.value(before, "baton_redis_script_seconds_sum", script="list")
-                print("| %d | prefix %r, limit %d | %d | %d | %.2f / %.2f | %.1f | script mean %.2f ms |" % (
+                print("| %d | prefix %r, limit %d | %d | %d | %.2f / %.2f | %.1f | %.2f ms |" % (
                     n, prefix, limit, pages, listed, statistics.median(times) * 1000, max(times) * 1000, total,
                     ssum / cnt * 1000 if cnt else 0), flush=True)
             print("(filled %d locks in %.1f s)" % (n, fill), file=sys.stderr)
