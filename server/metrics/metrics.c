@@ -27,7 +27,8 @@ _Static_assert(sizeof method_paths / sizeof method_paths[0] + 1 ==
                "one path per method label, then unknown");
 
 const char *const metrics_script_names[] = {
-    "acquire", "dequeue", "renew", "release", "force_release", "describe", "refresh", "reap", "epoch", "list",
+    "acquire", "dequeue", "renew",   "release", "force_release", "describe",
+    "refresh", "reap",    "epoch",   "reassert", "list",
     "other",
 };
 const size_t metrics_nscripts = sizeof metrics_script_names / sizeof metrics_script_names[0];
