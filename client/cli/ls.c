@@ -110,8 +110,8 @@ static void print(const lock_set *s, const cli_ls_opts *o)
             char held[32], ttl[32];
             human(held, sizeof held, l->held_for_ms > 0 ? l->held_for_ms : -1);
             human(ttl, sizeof ttl, l->ttl_ms);
-            printf("%-40s %-24s %20" PRIu64 " %10s %10s %7" PRId64 "\n", l->key, l->owner, l->fencing, held, ttl,
-                   l->waiters);
+            printf("%-40s %-24s %20" PRIu64 " %10s %10s %7" PRId64 "\n", l->key, l->owner, l->fencing, held,
+                   ttl, l->waiters);
         }
     }
     fflush(stdout);

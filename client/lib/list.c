@@ -5,7 +5,8 @@
 
 #include "internal.h"
 
-int baton_list(baton_client *c, const char *prefix, int32_t limit, const char *page_token, baton_list_page *out)
+int baton_list(baton_client *c, const char *prefix, int32_t limit, const char *page_token,
+               baton_list_page *out)
 {
     if (c == NULL || out == NULL)
         return baton__fail(BATON_ERR_INVALID, "baton_list: client and out are required");

@@ -147,7 +147,8 @@ static void on_acquired(const store_event *ev)
     V.newest = h;
 }
 
-void lock_view_log_grant(const char *key, const char *owner, uint64_t fencing, int stream_mode, int64_t wait_us)
+void lock_view_log_grant(const char *key, const char *owner, uint64_t fencing, int stream_mode,
+                         int64_t wait_us)
 {
     if (!log_lock_events())
         return;
@@ -160,9 +161,9 @@ static void log_end(const store_event *ev, int64_t hold_ms)
 {
     if (!log_lock_events())
         return;
-    const char *what = ev->type == STORE_EV_RELEASED   ? "RELEASED"
-                       : ev->type == STORE_EV_EXPIRED  ? "EXPIRED"
-                                                       : "FORCE_RELEASED";
+    const char *what = ev->type == STORE_EV_RELEASED  ? "RELEASED"
+                       : ev->type == STORE_EV_EXPIRED ? "EXPIRED"
+                                                      : "FORCE_RELEASED";
     log_field f[] = {LOG_STR("key", ev->key), LOG_STR("owner", ev->owner), LOG_INT("fencing", ev->fencing),
                      LOG_STR("event", what), LOG_INT("hold_ms", hold_ms)};
     /* hold_ms -1: the hold started before this batond saw it */
@@ -277,8 +278,12 @@ size_t lock_view_sweep(const lock_view_rule *rules, size_t nrules, int64_t now_u
             continue;
         h->long_held = 1;
         V.long_held++;
-        lock_view_hold lh = {.key = h->key, .owner = h->owner, .fencing = h->fencing,
-                             .acquired_unix_ms = h->acquired_ms, .age_ms = age, .rule = r};
+        lock_view_hold lh = {.key = h->key,
+                             .owner = h->owner,
+                             .fencing = h->fencing,
+                             .acquired_unix_ms = h->acquired_ms,
+                             .age_ms = age,
+                             .rule = r};
         if (fired)
             fired(ud, &lh);
     }

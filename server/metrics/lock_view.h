@@ -42,7 +42,8 @@ size_t lock_view_held(void);
 /* log_lock_events (log.h): a grant this batond made, logged at info with
  * key, owner, fencing, mode and wait_ms (engine). Ends are logged from the
  * events channel with hold_ms, by lock_view_event. */
-void lock_view_log_grant(const char *key, const char *owner, uint64_t fencing, int stream_mode, int64_t wait_us);
+void lock_view_log_grant(const char *key, const char *owner, uint64_t fencing, int stream_mode,
+                         int64_t wait_us);
 
 /* Long-held rules: a hold whose key starts with `prefix` and whose age
  * exceeds after_ms. */

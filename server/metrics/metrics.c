@@ -12,14 +12,14 @@
 #include <time.h>
 
 const char *const metrics_method_names[] = {
-    "Acquire", "Renew", "Release", "Watch", "Describe", "ForceRelease", "Session", "List",
-    "Health/Check", "Health/Watch", "unknown",
+    "Acquire", "Renew", "Release",      "Watch",        "Describe", "ForceRelease",
+    "Session", "List",  "Health/Check", "Health/Watch", "unknown",
 };
 const size_t metrics_nmethods = sizeof metrics_method_names / sizeof metrics_method_names[0];
 static const char *const method_paths[] = {
-    "/baton.v1.LockService/Acquire", "/baton.v1.LockService/Renew", "/baton.v1.LockService/Release",
-    "/baton.v1.LockService/Watch", "/baton.v1.LockService/Describe", "/baton.v1.LockService/ForceRelease",
-    "/baton.v1.LockService/Session", "/baton.v1.LockService/List", "/grpc.health.v1.Health/Check",
+    "/baton.v1.LockService/Acquire", "/baton.v1.LockService/Renew",    "/baton.v1.LockService/Release",
+    "/baton.v1.LockService/Watch",   "/baton.v1.LockService/Describe", "/baton.v1.LockService/ForceRelease",
+    "/baton.v1.LockService/Session", "/baton.v1.LockService/List",     "/grpc.health.v1.Health/Check",
     "/grpc.health.v1.Health/Watch",
 };
 _Static_assert(sizeof method_paths / sizeof method_paths[0] + 1 ==
@@ -27,9 +27,8 @@ _Static_assert(sizeof method_paths / sizeof method_paths[0] + 1 ==
                "one path per method label, then unknown");
 
 const char *const metrics_script_names[] = {
-    "acquire", "dequeue", "renew",   "release", "force_release", "describe",
-    "refresh", "reap",    "epoch",   "reassert", "list",
-    "other",
+    "acquire", "dequeue", "renew", "release",  "force_release", "describe",
+    "refresh", "reap",    "epoch", "reassert", "list",          "other",
 };
 const size_t metrics_nscripts = sizeof metrics_script_names / sizeof metrics_script_names[0];
 
@@ -38,7 +37,7 @@ const char *const metrics_end_names[METRICS_END_COUNT] = {"release", "expired", 
 
 /* 1 ms .. 1 h: waits and handoffs are milliseconds, holds minutes to hours. */
 const uint64_t metrics_lat_bounds_us[METRICS_LAT_BUCKETS] = {
-    1000,     2500,     5000,      10000,     25000,     50000,      100000,     250000,    500000,
+    1000,    2500,    5000,    10000,    25000,    50000,    100000,    250000,     500000,
     1000000, 2500000, 5000000, 10000000, 30000000, 60000000, 300000000, 1800000000, 3600000000,
 };
 /* 50 us .. 1 s: a script is a fraction of a millisecond unless Redis is slow. */

@@ -10,9 +10,9 @@
 #include <stdlib.h>
 
 static const char *const code_names[METRICS_NCODES] = {
-    "OK",        "CANCELLED",         "UNKNOWN",        "INVALID_ARGUMENT",    "DEADLINE_EXCEEDED",
-    "NOT_FOUND", "ALREADY_EXISTS",    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED",   "OUT_OF_RANGE",      "UNIMPLEMENTED",  "INTERNAL",            "UNAVAILABLE",
+    "OK",        "CANCELLED",       "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS",  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",    "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
     "DATA_LOSS", "UNAUTHENTICATED",
 };
 
@@ -93,7 +93,8 @@ char *metrics_render(const metrics_snapshot *s, size_t *len)
     for (int i = 0; i < METRICS_END_COUNT; i++)
         fprintf(f, "baton_releases_total{reason=\"%s\"} %" PRIu64 "\n", metrics_end_names[i], s->ends[i]);
 
-    head(f, "baton_acquire_timeouts_total", "counter", "Acquires that waited and were not granted within wait_ms.");
+    head(f, "baton_acquire_timeouts_total", "counter",
+         "Acquires that waited and were not granted within wait_ms.");
     fprintf(f, "baton_acquire_timeouts_total %" PRIu64 "\n", s->acquire_timeouts);
 
     head(f, "baton_requests_total", "counter", "RPCs answered, by method and gRPC status code.");

@@ -16,7 +16,8 @@ static void list_done(void *ud, int err, const char *msg, const store_list_res *
         call_finish(c, err != BATON_OK ? err : BATON_E_INTERNAL, msg);
         goto out;
     }
-    if (res->n && ((infos = calloc(res->n, sizeof *infos)) == NULL || (ptrs = calloc(res->n, sizeof *ptrs)) == NULL)) {
+    if (res->n &&
+        ((infos = calloc(res->n, sizeof *infos)) == NULL || (ptrs = calloc(res->n, sizeof *ptrs)) == NULL)) {
         call_finish(c, BATON_E_NOMEM, "out of memory");
         goto out;
     }

@@ -18,8 +18,9 @@ static void test_json_line(void **state)
     log_field f[] = {LOG_STR("key", "gpu:1"), LOG_STR("owner", "ocr \"7\"\n\x01"), LOG_INT("fencing", 42),
                      LOG_INT("wait_ms", -3)};
     char *s = log_format_line(LOG_FORMAT_JSON, &T, LOG_LEVEL_WARN, "held \\ long", f, 4);
-    assert_string_equal(s, "{\"time\":\"2026-12-03T18:00:00.123Z\",\"level\":\"warn\",\"message\":\"held \\\\ long\","
-                           "\"key\":\"gpu:1\",\"owner\":\"ocr \\\"7\\\"\\n\\u0001\",\"fencing\":42,\"wait_ms\":-3}");
+    assert_string_equal(
+        s, "{\"time\":\"2026-12-03T18:00:00.123Z\",\"level\":\"warn\",\"message\":\"held \\\\ long\","
+           "\"key\":\"gpu:1\",\"owner\":\"ocr \\\"7\\\"\\n\\u0001\",\"fencing\":42,\"wait_ms\":-3}");
     free(s);
     s = log_format_line(LOG_FORMAT_JSON, &T, LOG_LEVEL_DEBUG, "x", NULL, 0);
     assert_string_equal(s, "{\"time\":\"2026-12-03T18:00:00.123Z\",\"level\":\"debug\",\"message\":\"x\"}");
@@ -31,8 +32,9 @@ static void test_text_line(void **state)
     log_field f[] = {LOG_STR("key", "gpu:1"), LOG_STR("owner", "ocr 7"), LOG_STR("empty", ""),
                      LOG_INT("fencing", 7)};
     char *s = log_format_line(LOG_FORMAT_TEXT, &T, LOG_LEVEL_INFO, "lock granted", f, 4);
-    assert_string_equal(s, "2026-12-03T18:00:00.123Z batond INFO lock granted key=gpu:1 owner=\"ocr 7\" empty=\"\" "
-                           "fencing=7");
+    assert_string_equal(
+        s, "2026-12-03T18:00:00.123Z batond INFO lock granted key=gpu:1 owner=\"ocr 7\" empty=\"\" "
+           "fencing=7");
     free(s);
     s = log_format_line(LOG_FORMAT_TEXT, &T, LOG_LEVEL_ERROR, "plain", NULL, 0);
     assert_string_equal(s, "2026-12-03T18:00:00.123Z batond ERROR plain");

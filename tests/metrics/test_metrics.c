@@ -52,8 +52,8 @@ static void test_render_plain_values(void **state)
     s.locks_held = 5;
     s.waiters = 9;
     s.redis_up = 1;
-    s.hist[METRICS_H_ACQUIRE_WAIT].buckets[0] = 2;  /* <= 1 ms */
-    s.hist[METRICS_H_ACQUIRE_WAIT].buckets[3] = 1;  /* <= 10 ms */
+    s.hist[METRICS_H_ACQUIRE_WAIT].buckets[0] = 2;                   /* <= 1 ms */
+    s.hist[METRICS_H_ACQUIRE_WAIT].buckets[3] = 1;                   /* <= 10 ms */
     s.hist[METRICS_H_ACQUIRE_WAIT].buckets[METRICS_LAT_BUCKETS] = 1; /* > 1 h */
     s.hist[METRICS_H_ACQUIRE_WAIT].sum_us = 4000000001;
     s.scripts[0].buckets[1] = 6; /* acquire <= 100 us */
@@ -136,9 +136,9 @@ static void test_hooks_and_buckets(void **state)
     metrics_reset();
     const char *pools[] = {"node7", "gpu"};
     metrics_enable(pools, 2);
-    metrics_grant(0, 1000);    /* exactly 1 ms: the le="0.001" bucket */
-    metrics_grant(1, 1001);    /* just above: le="0.0025" */
-    metrics_grant(1, -5);      /* a negative duration counts as 0 */
+    metrics_grant(0, 1000);                               /* exactly 1 ms: the le="0.001" bucket */
+    metrics_grant(1, 1001);                               /* just above: le="0.0025" */
+    metrics_grant(1, -5);                                 /* a negative duration counts as 0 */
     metrics_observe(METRICS_H_HOLD, INT64_C(7200000000)); /* 2 h: +Inf */
     metrics_end_count(METRICS_END_LOST);
     metrics_end_count(METRICS_END_COUNT); /* ignored */

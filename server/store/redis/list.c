@@ -8,7 +8,8 @@
 
 #include <stdlib.h>
 
-int rstore_list(baton_store *b, const char *prefix, int32_t limit, const char *cursor, store_list_cb cb, void *ud)
+int rstore_list(baton_store *b, const char *prefix, int32_t limit, const char *cursor, store_list_cb cb,
+                void *ud)
 {
     redis_store *s = (redis_store *)b;
     if (!prefix || !cursor || limit < 1)
