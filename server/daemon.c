@@ -28,7 +28,7 @@ struct baton_daemon {
     baton_store *store;
     baton_engine *engine;
     baton_transport *transport;
-    operate *ops; /* metrics and alerts (issue #18); NULL when neither is configured */
+    operate *ops;            /* metrics and alerts (issue #18); NULL when neither is configured */
     const char **pool_names; /* the transport's limits point here */
     int32_t *pool_devices;
     const char *const **pool_dev_names;

@@ -34,10 +34,11 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: batond [--config FILE] [--listen ADDR] [--redis ADDR] [--log-level L]\n"
+               "              [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]\n"
                "              [--metrics-listen ADDR] [--log-format F] [--check-config] [--help] [--version]\n"
                "  --config FILE     YAML configuration (see deploy/batond.yaml)\n"
                "  --listen ADDR     gRPC listen address, e.g. 127.0.0.1:50051 (port 0: any free port)\n"
-               "  --redis ADDR      Redis address: host:port or unix:/path/to/redis.sock\n"
+               "  --redis ADDR      Redis address: host:port, redis://, unix:/path, sentinel://H:P,.../NAME\n"
                "  --log-level L     debug | info | warn | error\n"
                "  --tls-cert FILE   serve TLS with this PEM certificate chain (tls.cert_file)\n"
                "  --tls-key FILE    ...and this PEM private key (tls.key_file)\n"

@@ -184,8 +184,7 @@ static void int_set(baton_config *c, const field *f, int64_t v)
 static int is_string_type(field_type t)
 {
     return t == F_SECRET || t == F_STR_NONEMPTY || t == F_STR || t == F_REDIS_ADDR || t == F_LOG_LEVEL ||
-           t == F_KEY_PREFIX || t == F_ADDR_OPT ||
-           t == F_LOG_FORMAT;
+           t == F_KEY_PREFIX || t == F_ADDR_OPT || t == F_LOG_FORMAT;
 }
 
 int config_set_string(char **field, const char *value)

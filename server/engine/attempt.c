@@ -143,7 +143,8 @@ static void deliver_grant(engine_waiter *w, const store_acquire_res *res)
     if (kick_pool)
         target_kick_name(e, tname);
     metrics_grant(w->mode == ENGINE_MODE_STREAM, metrics_now_us() - w->created_us);
-    lock_view_log_grant(key, w->owner, res->fencing, w->mode == ENGINE_MODE_STREAM, metrics_now_us() - w->created_us);
+    lock_view_log_grant(key, w->owner, res->fencing, w->mode == ENGINE_MODE_STREAM,
+                        metrics_now_us() - w->created_us);
     if (w->last_position > 0)
         lock_view_waiter_granted(key);
     engine_grant g = {

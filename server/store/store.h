@@ -265,7 +265,8 @@ typedef struct store_ops {
     /* One page of the locks whose key starts with prefix ("" = all), from
      * `cursor` ("0" = the start): a bounded SCAN walk (about limit locks, at
      * most 10 x limit keys examined, at least 1000). NULL in stores without it. */
-    int (*list)(baton_store *s, const char *prefix, int32_t limit, const char *cursor, store_list_cb cb, void *ud);
+    int (*list)(baton_store *s, const char *prefix, int32_t limit, const char *cursor, store_list_cb cb,
+                void *ud);
 } store_ops;
 
 /*

@@ -317,8 +317,8 @@ int validate_force_release(const Baton__V1__ForceReleaseRequest *req, char *err,
 
 /* ---- List (issue #18) ---- */
 
-int validate_list(const Baton__V1__ListRequest *req, int32_t *limit_out, char *cursor, size_t cursorlen, char *err,
-                  size_t errlen)
+int validate_list(const Baton__V1__ListRequest *req, int32_t *limit_out, char *cursor, size_t cursorlen,
+                  char *err, size_t errlen)
 {
     if (is_set(req->prefix)) {
         int rc = validate_key("prefix", req->prefix, err, errlen);
@@ -326,8 +326,8 @@ int validate_list(const Baton__V1__ListRequest *req, int32_t *limit_out, char *c
             return rc;
     }
     if (req->limit < 0 || req->limit > LIST_MAX_LIMIT)
-        return fail(err, errlen, "limit: must be between 0 (default %d) and %d, got %" PRId32, LIST_DEFAULT_LIMIT,
-                    LIST_MAX_LIMIT, req->limit);
+        return fail(err, errlen, "limit: must be between 0 (default %d) and %d, got %" PRId32,
+                    LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT, req->limit);
     *limit_out = req->limit ? req->limit : LIST_DEFAULT_LIMIT;
     const char *t = req->page_token ? req->page_token : "";
     size_t n = strlen(t);

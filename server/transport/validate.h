@@ -72,7 +72,7 @@ int validate_force_release(const Baton__V1__ForceReleaseRequest *req, char *err,
  * and cursor (at least 21 bytes). */
 #define LIST_DEFAULT_LIMIT 100
 #define LIST_MAX_LIMIT 1000
-int validate_list(const Baton__V1__ListRequest *req, int32_t *limit_out, char *cursor, size_t cursorlen, char *err,
-                  size_t errlen);
+int validate_list(const Baton__V1__ListRequest *req, int32_t *limit_out, char *cursor, size_t cursorlen,
+                  char *err, size_t errlen);
 
 #endif

@@ -820,12 +820,15 @@ static void test_metrics_listen(void **state)
     assert_string_equal(err, "<command line>: metrics.listen: expected \"host:port\" (port 0..65535) or \"\" "
                              "for off, got 'x'");
     config_free(&c);
-    expect_err("metrics:\n  listen: nowhere\n",
-               "t.yaml:2: metrics.listen: expected \"host:port\" (port 0..65535) or \"\" for off, got 'nowhere'");
-    expect_err("metrics:\n  listen: \"h:70000\"\n",
-               "t.yaml:2: metrics.listen: expected \"host:port\" (port 0..65535) or \"\" for off, got 'h:70000'");
-    expect_err("metrics:\n  listen: \":9464\"\n",
-               "t.yaml:2: metrics.listen: expected \"host:port\" (port 0..65535) or \"\" for off, got ':9464'");
+    expect_err(
+        "metrics:\n  listen: nowhere\n",
+        "t.yaml:2: metrics.listen: expected \"host:port\" (port 0..65535) or \"\" for off, got 'nowhere'");
+    expect_err(
+        "metrics:\n  listen: \"h:70000\"\n",
+        "t.yaml:2: metrics.listen: expected \"host:port\" (port 0..65535) or \"\" for off, got 'h:70000'");
+    expect_err(
+        "metrics:\n  listen: \":9464\"\n",
+        "t.yaml:2: metrics.listen: expected \"host:port\" (port 0..65535) or \"\" for off, got ':9464'");
     expect_err("metrics:\n  port: 1\n", "t.yaml:2: metrics.port: unknown key (allowed: listen)");
 }
 
@@ -843,7 +846,8 @@ static void test_log_format_and_lock_events(void **state)
     assert_string_equal(err, "<command line>: log_format: must be text or json, got 'yaml'");
     config_free(&c);
     expect_err("log_format: xml\n", "t.yaml:1: log_format: must be text or json, got 'xml'");
-    expect_err("log_lock_events: 1\n", "t.yaml:1: log_lock_events: expected a boolean (true/false/yes/no), got an integer");
+    expect_err("log_lock_events: 1\n",
+               "t.yaml:1: log_lock_events: expected a boolean (true/false/yes/no), got an integer");
 }
 
 static void test_alerts_long_held(void **state)
@@ -883,7 +887,8 @@ static void test_alerts_long_held(void **state)
                "t.yaml:5: alerts.long_held[0].owner: unknown key (allowed: prefix, after_ms)");
     expect_err("alerts:\n  long_held:\n    - {prefix: a, after_ms: 5}\n    - {prefix: a, after_ms: 9}\n",
                "t.yaml:4: alerts.long_held[1].prefix: prefix 'a' already has a rule at line 3");
-    expect_err("alerts:\n  short_held: []\n", "t.yaml:2: alerts.short_held: unknown key (allowed: long_held)");
+    expect_err("alerts:\n  short_held: []\n",
+               "t.yaml:2: alerts.short_held: unknown key (allowed: long_held)");
     expect_err("alerts: 1\n", "t.yaml:1: alerts: expected a mapping, got an integer");
 }
 

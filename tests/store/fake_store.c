@@ -37,7 +37,17 @@ typedef struct fqueue {
     int32_t qn; /* a pool's queue: the device count its waiters use (0: unset) */
 } fqueue;
 
-typedef enum item_kind { I_ACQ, I_HOLD, I_DONE, I_DESC, I_STATE, I_EVENT, I_MISSING, I_PRIMARY, I_LIST } item_kind;
+typedef enum item_kind {
+    I_ACQ,
+    I_HOLD,
+    I_DONE,
+    I_DESC,
+    I_STATE,
+    I_EVENT,
+    I_MISSING,
+    I_PRIMARY,
+    I_LIST
+} item_kind;
 
 typedef struct item {
     struct item *next;
@@ -188,7 +198,8 @@ static void deliver(fake_store *f, item *it)
         break;
     case I_LIST:
         if (it->cb)
-            ((store_list_cb)it->cb)(it->ud, it->err, it->err ? "fake error" : NULL, it->err ? NULL : &it->lres);
+            ((store_list_cb)it->cb)(it->ud, it->err, it->err ? "fake error" : NULL,
+                                    it->err ? NULL : &it->lres);
         break;
     case I_DESC:
         if (it->cb)

@@ -191,7 +191,8 @@ int rstore_reassert(baton_store *b, const char *key, const char *token, const ch
 int rstore_force_release(baton_store *b, const char *key, uint64_t fencing, store_hold_cb cb, void *ud);
 int rstore_describe(baton_store *b, const char *key, store_describe_cb cb, void *ud);
 /* list.c (issue #18) */
-int rstore_list(baton_store *b, const char *prefix, int32_t limit, const char *cursor, store_list_cb cb, void *ud);
+int rstore_list(baton_store *b, const char *prefix, int32_t limit, const char *cursor, store_list_cb cb,
+                void *ud);
 void rstore_deliver_list(store_op *o, const redisReply *r);
 int rstore_reap(baton_store *b, const char *key);
 

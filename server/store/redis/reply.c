@@ -255,7 +255,8 @@ int rstore_parse_u64(const char *s, size_t len, unsigned long long *out)
     return 0;
 }
 
-int rstore_decode_list(const redisReply *r, store_lock_info *locks, size_t cap, size_t *n, const char **cursor)
+int rstore_decode_list(const redisReply *r, store_lock_info *locks, size_t cap, size_t *n,
+                       const char **cursor)
 {
     *n = 0;
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 || (r->elements - 1) % 6 != 0 ||
@@ -268,8 +269,8 @@ int rstore_decode_list(const redisReply *r, store_lock_info *locks, size_t cap, 
         char *end;
         long long ttl, held, waiters;
         if (rstore_el_str(r, b, &locks[i].key) || rstore_el_str(r, b + 1, &locks[i].owner) ||
-            rstore_el_str(r, b + 2, &fencing) || rstore_el_int(r, b + 3, &ttl) || rstore_el_int(r, b + 4, &held) ||
-            rstore_el_int(r, b + 5, &waiters))
+            rstore_el_str(r, b + 2, &fencing) || rstore_el_int(r, b + 3, &ttl) ||
+            rstore_el_int(r, b + 4, &held) || rstore_el_int(r, b + 5, &waiters))
             return BATON_E_INTERNAL;
         locks[i].fencing = strtoull(fencing, &end, 10);
         if (*end != '\0')

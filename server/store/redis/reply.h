@@ -69,7 +69,8 @@ int rstore_decode_describe(const redisReply *r, rstore_describe_dec *out);
 /* list.lua: {cursor, key, owner, fencing, ttl, held_for, waiters, ...}.
  * Fills locks[0..cap) (pointers into r) and *n, *cursor. Returns BATON_OK,
  * or BATON_E_INTERNAL for a malformed reply or more than cap locks. */
-int rstore_decode_list(const redisReply *r, store_lock_info *locks, size_t cap, size_t *n, const char **cursor);
+int rstore_decode_list(const redisReply *r, store_lock_info *locks, size_t cap, size_t *n,
+                       const char **cursor);
 
 /* refresh.lua: the array of tokens that had no queue entry. Elements that
  * are not strings are skipped. At most `cap` tokens (a batch never sends
