@@ -55,7 +55,17 @@ static void list_start(tcall *c, ProtobufCMessage *m)
         call_finish(c, BATON_E_INVALID, err);
         return;
     }
-    int rc = engine_list(c->t->engine, r->prefix ? r->prefix : "", limit, cursor, list_done, c, &emsg);
+    /* With auth: an admin token lists anything; another lists only within
+     * its own prefixes (so it never sees another tenant's holders). */
+    const char *prefix = r->prefix ? r->prefix : "";
+    if (guard_admin(&c->who, "List", err, sizeof err) != BATON_OK) {
+        int grc = guard_name(&c->who, "list prefix", prefix, err, sizeof err);
+        if (grc != BATON_OK) {
+            call_finish(c, grc, err);
+            return;
+        }
+    }
+    int rc = engine_list(c->t->engine, prefix, limit, cursor, list_done, c, &emsg);
     if (rc != 0) {
         call_finish(c, rc, emsg);
         return;

@@ -113,7 +113,7 @@ def code_of(fn, *a, **kw):
     try:
         r = fn(*a, timeout=5, **kw)
         if hasattr(r, "__iter__") and not isinstance(r, (pb.RenewResponse, pb.ReleaseResponse,
-                                                          pb.DescribeResponse)):
+                                                          pb.DescribeResponse, pb.ListResponse)):
             for _ in r:
                 pass
         return grpc.StatusCode.OK, ""
@@ -133,6 +133,7 @@ def unary_calls(key, token="0" * 32, fencing=1):
         ("ForceRelease", lambda s: code_of(s.ForceRelease, pb.ForceReleaseRequest(key=key, fencing=fencing))),
         ("Watch(key)", lambda s: watch_code(s, key=key)),
         ("Watch(prefix)", lambda s: watch_code(s, prefix=key)),
+        ("List", lambda s: code_of(s.List, pb.ListRequest(prefix=key))),
     ]
 
 
@@ -191,6 +192,28 @@ def test_allowed_prefix_works_and_owner_carries_token_name(stubs):
     bc.release(stubs["team-b"], key_b, gb.token)
     # A second prefix of the same token is allowed too.
     assert bc.describe(stubs["team-b"], "shared/" + bc.uniq("z")).held is False
+
+
+def test_list_within_own_prefixes_or_admin(stubs):
+    """List shows holders, so a token lists only under its own prefixes; an
+    admin token lists anything."""
+    key = "team-a/" + bc.uniq("ls")
+    g = bc.grant(stubs["team-a"], key, "lister")
+    mine = stubs["team-a"].List(pb.ListRequest(prefix=key), timeout=5)
+    assert [(l.key, l.owner) for l in mine.locks] == [(key, "team-a/lister")]
+    code, msg = code_of(stubs["team-a"].List, pb.ListRequest(prefix=""))
+    assert code == DENIED and 'outside the prefixes of token "team-a"' in msg, (code, msg)
+    code, msg = code_of(stubs["team-b"].List, pb.ListRequest(prefix="team-a/"))
+    assert code == DENIED, (code, msg)
+    seen, page = [], ""
+    while True:
+        r = stubs["ops"].List(pb.ListRequest(prefix="", page_token=page), timeout=5)
+        seen += [l.key for l in r.locks]
+        page = r.next_page_token
+        if not page:
+            break
+    assert key in seen
+    bc.release(stubs["team-a"], key, g.token)
 
 
 def test_force_release_needs_admin(stubs):
