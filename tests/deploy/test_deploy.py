@@ -327,20 +327,21 @@ def test_k8s_manifests():
 
 
 def test_k8s_sentinel_example():
-    docs = load_docs("sentinel/configmap.yaml", "sentinel/redis.yaml", "sentinel/haproxy.yaml")
+    docs = load_docs("sentinel/configmap.yaml", "sentinel/redis.yaml")
     cm = by_kind(docs, "ConfigMap", "batond")
     assert_config_ok(check_config(cm["data"]["batond.yaml"]), "sentinel ConfigMap batond.yaml")
-    host = yaml.safe_load(cm["data"]["batond.yaml"])["redis"]["address"].split(":")[0]
-    by_kind(docs, "Service", host)  # batond points at the HAProxy Service
     sts = by_kind(docs, "StatefulSet")
     names = [c["name"] for c in sts["spec"]["template"]["spec"]["containers"]]
     assert names == ["redis", "sentinel"]
     sentinel_conf = by_kind(docs, "ConfigMap", "redis-sentinel")["data"]["sentinel.conf"]
     assert re.search(r"^sentinel monitor \S+ redis-0\.%s 6379 2$" % sts["spec"]["serviceName"],
                      sentinel_conf, re.M)
-    haproxy = by_kind(docs, "ConfigMap", "redis-master-haproxy")["data"]["haproxy.cfg"]
-    assert "role:master" in haproxy
-    assert haproxy.count("server redis-") == sts["spec"]["replicas"]
+    # batond names every sentinel of the StatefulSet and the monitored master.
+    conf = yaml.safe_load(cm["data"]["batond.yaml"])
+    master = re.search(r"^sentinel monitor (\S+) ", sentinel_conf, re.M).group(1)
+    want = "sentinel://%s/%s" % (",".join("redis-%d.%s:26379" % (i, sts["spec"]["serviceName"])
+                                           for i in range(sts["spec"]["replicas"])), master)
+    assert conf["redis"]["address"] == want
 
 
 # ---------------------------------------------------------------- prometheus
