@@ -224,21 +224,25 @@ static void describe_done(void *ud, int err, const char *msg, const store_descri
     unary_done(c);
 }
 
+/* A unary request on one key: validation's verdict (invalid != 0: err says
+ * why), then the caller's access to the key. Finishes c with the first
+ * refusal; returns 1 when the request may go on. */
+static int admitted(tcall *c, int invalid, const char *key, char *err, size_t n)
+{
+    int rc = invalid ? BATON_E_INVALID : guard_name(&c->who, "key", key, err, n);
+    if (rc != 0)
+        call_finish(c, rc, err);
+    return rc == 0;
+}
+
 static void renew_start(tcall *c, ProtobufCMessage *m)
 {
     Baton__V1__RenewRequest *r = (Baton__V1__RenewRequest *)m;
     char err[ERRBUF];
     const char *emsg = NULL;
     int64_t ttl;
-    if (validate_renew(&c->t->limits, r, &ttl, err, sizeof err) != 0) {
-        call_finish(c, BATON_E_INVALID, err);
+    if (!admitted(c, validate_renew(&c->t->limits, r, &ttl, err, sizeof err), r->key, err, sizeof err))
         return;
-    }
-    int grc = guard_name(&c->who, "key", r->key, err, sizeof err);
-    if (grc != 0) {
-        call_finish(c, grc, err);
-        return;
-    }
     unary_started(c, engine_renew(c->t->engine, r->key, r->token, ttl, renew_done, c, &emsg), emsg);
 }
 
@@ -247,15 +251,8 @@ static void release_start(tcall *c, ProtobufCMessage *m)
     Baton__V1__ReleaseRequest *r = (Baton__V1__ReleaseRequest *)m;
     char err[ERRBUF];
     const char *emsg = NULL;
-    if (validate_release(r, err, sizeof err) != 0) {
-        call_finish(c, BATON_E_INVALID, err);
+    if (!admitted(c, validate_release(r, err, sizeof err), r->key, err, sizeof err))
         return;
-    }
-    int grc = guard_name(&c->who, "key", r->key, err, sizeof err);
-    if (grc != 0) {
-        call_finish(c, grc, err);
-        return;
-    }
     unary_started(c, engine_release(c->t->engine, r->key, r->token, release_done, c, &emsg), emsg);
 }
 
@@ -283,15 +280,8 @@ static void describe_start(tcall *c, ProtobufCMessage *m)
     Baton__V1__DescribeRequest *r = (Baton__V1__DescribeRequest *)m;
     char err[ERRBUF];
     const char *emsg = NULL;
-    if (validate_describe(r, err, sizeof err) != 0) {
-        call_finish(c, BATON_E_INVALID, err);
+    if (!admitted(c, validate_describe(r, err, sizeof err), r->key, err, sizeof err))
         return;
-    }
-    int grc = guard_name(&c->who, "key", r->key, err, sizeof err);
-    if (grc != 0) {
-        call_finish(c, grc, err);
-        return;
-    }
     unary_started(c, engine_describe(c->t->engine, r->key, describe_done, c, &emsg), emsg);
 }
 
