@@ -22,10 +22,20 @@ from test_deploy import METRICS  # noqa: E402  (the names README documents)
 
 
 @pytest.fixture(scope="module")
-def mb(batond_binary, workdir, redis_server):
-    """A batond with metrics on, on the session's Redis."""
+def mredis(workdir):
+    """The metrics batond's own Redis: holds that other tests leave on the
+    session's Redis expire while this module runs, and their events would move
+    the gauges it checks (locks_held went 1 - 1 = 0 in one full run)."""
+    r = harness.RedisServer(workdir).start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def mb(batond_binary, workdir, mredis):
+    """A batond with metrics on, on a Redis of its own."""
     port = harness.free_port()
-    b = harness.Batond(batond_binary, workdir, redis_server.address, name="batond-metrics",
+    b = harness.Batond(batond_binary, workdir, mredis.address, name="batond-metrics",
                        extra_config='metrics:\n  listen: "127.0.0.1:%d"\n' % port)
     b.metrics_port = port
     b.start()
