@@ -86,6 +86,9 @@ def check_exposition(mb):
 
 def test_scenario_moves_each_metric(mb, mstub):
     p = mb.metrics_port
+    # Gauges are published every 250 ms: wait until the last test's release
+    # shows, so that `before` is a settled baseline.
+    wait_value(p, "baton_locks_held", 0)
     before = pt.sample(p)
 
     def delta(name, **labels):
