@@ -111,6 +111,13 @@ static void describe_reply(void *ud, int err, const char *emsg, const store_desc
     engine__maybe_shutdown_done(e);
 }
 
+/* The unary calls' answer when their call record cannot be allocated. */
+static int out_of_memory(const char **errmsg)
+{
+    *errmsg = "out of memory";
+    return BATON_E_NOMEM;
+}
+
 /* Common tail of the unary calls: link o if the store took it. */
 static int sent_or_refused(baton_engine *e, unary_call *o, int rc, const char **errmsg)
 {
@@ -128,10 +135,8 @@ int engine_renew(baton_engine *e, const char *key, const char *token, int64_t tt
                  void *ud, const char **errmsg)
 {
     unary_call *o = new_call(e, UNARY_RENEW, key, ud);
-    if (!o) {
-        *errmsg = "out of memory";
-        return BATON_E_NOMEM;
-    }
+    if (!o)
+        return out_of_memory(errmsg);
     o->hold_cb = cb;
     int rc = e->store->ops->renew(e->store, key, token, ttl_ms, hold_reply, o);
     return sent_or_refused(e, o, rc, errmsg);
@@ -141,10 +146,8 @@ int engine_release(baton_engine *e, const char *key, const char *token, engine_h
                    const char **errmsg)
 {
     unary_call *o = new_call(e, UNARY_RELEASE, key, ud);
-    if (!o) {
-        *errmsg = "out of memory";
-        return BATON_E_NOMEM;
-    }
+    if (!o)
+        return out_of_memory(errmsg);
     o->hold_cb = cb;
     int rc = handoff_send_release(e, key, token, 1, hold_reply, o, &o->next_attempt);
     return sent_or_refused(e, o, rc, errmsg);
@@ -154,10 +157,8 @@ int engine_force_release(baton_engine *e, const char *key, uint64_t fencing, eng
                          const char **errmsg)
 {
     unary_call *o = new_call(e, UNARY_FORCE, key, ud);
-    if (!o) {
-        *errmsg = "out of memory";
-        return BATON_E_NOMEM;
-    }
+    if (!o)
+        return out_of_memory(errmsg);
     o->hold_cb = cb;
     o->fencing = fencing;
     int rc = e->store->ops->force_release(e->store, key, fencing, hold_reply, o);
@@ -167,10 +168,8 @@ int engine_force_release(baton_engine *e, const char *key, uint64_t fencing, eng
 int engine_describe(baton_engine *e, const char *key, engine_describe_cb cb, void *ud, const char **errmsg)
 {
     unary_call *o = new_call(e, UNARY_DESCRIBE, key, ud);
-    if (!o) {
-        *errmsg = "out of memory";
-        return BATON_E_NOMEM;
-    }
+    if (!o)
+        return out_of_memory(errmsg);
     o->describe_cb = cb;
     int rc = e->store->ops->describe(e->store, key, describe_reply, o);
     return sent_or_refused(e, o, rc, errmsg);
@@ -208,10 +207,8 @@ int engine_list(baton_engine *e, const char *prefix, int32_t limit, const char *
         return BATON_E_INTERNAL;
     }
     unary_call *o = new_call(e, UNARY_LIST, prefix, ud);
-    if (!o) {
-        *errmsg = "out of memory";
-        return BATON_E_NOMEM;
-    }
+    if (!o)
+        return out_of_memory(errmsg);
     o->list_cb = cb;
     int rc = e->store->ops->list(e->store, prefix, limit, cursor, list_reply, o);
     return sent_or_refused(e, o, rc, errmsg);
