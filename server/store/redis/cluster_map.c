@@ -62,8 +62,8 @@ int cluster_record_name(char *out, size_t outlen, const char *prefix, const char
     size_t tag = cluster_name_tag_len(name);
     if (tag > (size_t)0x7fffffff)
         return -1;
-    int n = snprintf(out, outlen, "%s%s{%.*s}%s:%s", prefix, kind ? kind : "", (int)tag, name, name + tag,
-                     rec);
+    int n =
+        snprintf(out, outlen, "%s%s{%.*s}%s:%s", prefix, kind ? kind : "", (int)tag, name, name + tag, rec);
     if (n < 0 || (size_t)n >= outlen)
         return -1;
     return n;
@@ -179,8 +179,8 @@ static int is_map(const redisReply *r)
 
 /* Checks node element `node` ({host, port[, id[, metadata]]}) and gives its
  * host (from_host for "" or "?") and port; -1 with a reason otherwise. */
-static int node_of(const redisReply *node, const char *from_host, const char **host, size_t *hostlen, int *port,
-                   size_t entry, char *err, size_t errlen)
+static int node_of(const redisReply *node, const char *from_host, const char **host, size_t *hostlen,
+                   int *port, size_t entry, char *err, size_t errlen)
 {
     if (!node || node->type != REDIS_REPLY_ARRAY || node->elements < 2 || !node->element)
         return fail(err, errlen, entry, "a node is not an array of at least host and port");
@@ -233,7 +233,8 @@ int cluster_map_parse_slots(const redisReply *r, const char *from_host, cluster_
             map_reset(out);
             return fail(err, errlen, e, "start or end slot is not an integer");
         }
-        if (a->integer < 0 || a->integer >= CLUSTER_NSLOTS || b->integer < 0 || b->integer >= CLUSTER_NSLOTS) {
+        if (a->integer < 0 || a->integer >= CLUSTER_NSLOTS || b->integer < 0 ||
+            b->integer >= CLUSTER_NSLOTS) {
             map_reset(out);
             return fail(err, errlen, e, "slot range %lld-%lld out of 0..16383", a->integer, b->integer);
         }

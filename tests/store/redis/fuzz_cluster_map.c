@@ -90,6 +90,68 @@ static redisReply *node(input *in, int depth)
     }
 }
 
+/* A CLUSTER SLOTS reply in its real shape ({start, end, node, ...} entries,
+ * nodes {host, port, id[, metadata]}), with any element swapped for a random
+ * one where the input says so: reaches the parser's success paths. */
+static redisReply *el(input *in, uint8_t *bad, redisReply *good, int depth)
+{
+    if (*bad & 1) {
+        reply_free(good);
+        good = node(in, depth);
+    }
+    *bad >>= 1;
+    return good;
+}
+
+static redisReply *slots_reply(input *in)
+{
+    size_t n = byte(in) % 70;
+    redisReply *r = reply_arr(0);
+    r->element = n ? calloc(n, sizeof(*r->element)) : NULL;
+    if (n && !r->element)
+        abort();
+    r->elements = n;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t bad = byte(in) & byte(in) & byte(in); /* mostly well-formed */
+        size_t nn = 1 + byte(in) % 3;
+        redisReply *e = reply_arr(0);
+        e->elements = 2 + nn;
+        e->element = calloc(e->elements, sizeof(*e->element));
+        if (!e->element)
+            abort();
+        int start = (byte(in) << 8 | byte(in)) % 16500;
+        e->element[0] = el(in, &bad, reply_int(start), 2);
+        e->element[1] = el(in, &bad, reply_int(start + byte(in) % 200 - 2), 2);
+        for (size_t k = 0; k < nn; k++) {
+            static const char *const hosts[] = {"10.0.0.1", "10.0.0.2", "", "?", "::1", "h"};
+            uint8_t b = byte(in);
+            const char *h;
+            size_t hl;
+            if (b < 6 * 40) {
+                h = hosts[b % 6];
+                hl = strlen(h);
+            } else {
+                hl = chunk(in, 300, &h);
+            }
+            size_t nf = 2 + byte(in) % 3;
+            redisReply *nd = reply_arr(0);
+            nd->elements = nf;
+            nd->element = calloc(nf, sizeof(*nd->element));
+            if (!nd->element)
+                abort();
+            nd->element[0] = el(in, &bad, reply_strn(REDIS_REPLY_STRING, h, hl), 3);
+            nd->element[1] = el(in, &bad, reply_int(7000 + byte(in) % 80 - 8), 3);
+            if (nf > 2)
+                nd->element[2] = R_STR("0123abcd");
+            if (nf > 3)
+                nd->element[3] = node(in, 3);
+            e->element[2 + k] = el(in, &bad, nd, 2);
+        }
+        r->element[i] = el(in, &bad, e, 1);
+    }
+    return r;
+}
+
 static void check_redirect(const char *err, size_t len)
 {
     cluster_redirect rd;
@@ -108,8 +170,8 @@ static void check_redirect(const char *err, size_t len)
         if (n < 0 || (size_t)n >= sizeof again)
             abort();
         cluster_redirect rd2;
-        if (cluster_redirect_parse(again, (size_t)n, &rd2) != k || rd2.slot != rd.slot || rd2.port != rd.port ||
-            strcmp(rd2.host, rd.host) != 0)
+        if (cluster_redirect_parse(again, (size_t)n, &rd2) != k || rd2.slot != rd.slot ||
+            rd2.port != rd.port || strcmp(rd2.host, rd.host) != 0)
             abort();
     } else if (rd.slot != -1 || rd.host[0] || rd.port != 0) {
         abort();
@@ -171,11 +233,31 @@ static void check_map(const redisReply *r, const char *from)
         abort();
     for (int i = 0; i < m.nnodes; i++) {
         size_t hl = strnlen(m.nodes[i].host, sizeof m.nodes[i].host);
-        if (!used[i] || hl == 0 || hl >= sizeof m.nodes[i].host || m.nodes[i].port < 1 || m.nodes[i].port > 65535)
+        if (!used[i] || hl == 0 || hl >= sizeof m.nodes[i].host || m.nodes[i].port < 1 ||
+            m.nodes[i].port > 65535)
             abort();
         if (cluster_map_find(&m, m.nodes[i].host, m.nodes[i].port) != i) /* one node per host:port */
             abort();
     }
+}
+
+/* Text from the input, often in the shape wanted: pieces[i] first when bit i
+ * of a selector byte is set, then input bytes. */
+static size_t shaped(input *in, char *buf, size_t cap, const char *const *pieces, size_t npieces)
+{
+    uint8_t sel = byte(in);
+    size_t n = 0;
+    for (size_t i = 0; i < npieces; i++) {
+        const char *s;
+        size_t len = (sel >> i & 1) ? strlen(pieces[i]) : chunk(in, 24, &s);
+        if (sel >> i & 1)
+            s = pieces[i];
+        if (len > cap - n)
+            len = cap - n;
+        memcpy(buf + n, s, len);
+        n += len;
+    }
+    return n;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -183,7 +265,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     input in = {data, size};
     uint8_t mode = byte(&in);
     const char *s;
-    size_t len = chunk(&in, 300, &s);
+    char buf[400];
+    size_t len;
+    if (mode & 2) {
+        static const char *const words[] = {"MOVED", " ", "12", " ", "h", ":", "6379"};
+        static const char *const other[] = {"ASK", " ", "16383", " ", "::1", ":", "1"};
+        len = shaped(&in, buf, sizeof buf, (mode & 4) ? other : words, 7);
+        s = buf;
+    } else {
+        len = chunk(&in, 300, &s);
+    }
     check_redirect(s, len);
     /* every slot computation is in range and agrees with the hash-tag rule */
     int slot = cluster_key_slot(s, len);
@@ -193,10 +284,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!tag || strlen(tag) >= CLUSTER_TAG_MAX || cluster_key_slot(tag, strlen(tag)) != slot)
         abort();
 
-    len = chunk(&in, 120, &s);
-    check_lock_key(s, len, (mode & 1) ? "baton:" : "", 1 + (mode >> 1) % 70);
+    const char *prefix = (mode & 1) ? "baton:" : "";
+    if (mode & 8) {
+        const char *const pieces[] = {prefix, "{", "gpu", "}", "/3", ":lock"};
+        len = shaped(&in, buf, sizeof buf, pieces, 6);
+        s = buf;
+    } else {
+        len = chunk(&in, 120, &s);
+    }
+    check_lock_key(s, len, prefix, 1 + (mode >> 4) % 16 * 5);
 
-    redisReply *r = node(&in, 0);
+    redisReply *r = (mode & 0x40) ? slots_reply(&in) : node(&in, 0);
     check_map(r, (mode & 0x80) ? NULL : "from.host");
     reply_free(r);
     return 0;

@@ -92,8 +92,8 @@ static void record_names(void **state)
  * its devices: what a multi-key script on a Cluster needs. */
 static void records_hash_to_name_slot(void **state)
 {
-    static const char *names[] = {"gpu",  "gpu/0", "gpu/15",    "a/b/c", "k",  "/x",  "/p",
-                                  "/p/0", "//0",   "rack/gpus", "x:y",   "a-b.c@d+e=f_g", "gpu/", "/"};
+    static const char *names[] = {"gpu", "gpu/0",     "gpu/15", "a/b/c",         "k",    "/x", "/p", "/p/0",
+                                  "//0", "rack/gpus", "x:y",    "a-b.c@d+e=f_g", "gpu/", "/"};
     static const char *kinds[] = {"", "pool"};
     static const char *recs[] = {"lock", "q", "tokens", "owner"};
     static const char *prefixes[] = {"baton:", "", "t1:"};
@@ -147,17 +147,17 @@ static void lock_key_of(void **state)
     assert_int_equal(cluster_lock_key_of("baton:{k}:lockXX", 14, "baton:", key, sizeof key), 0);
     assert_string_equal(key, "k");
     /* rejections */
-    assert_int_equal(lock_key("other:{k}:lock", "baton:", key, sizeof key), -1);   /* wrong prefix */
-    assert_int_equal(lock_key("baton:{k}:q", "baton:", key, sizeof key), -1);      /* not :lock */
+    assert_int_equal(lock_key("other:{k}:lock", "baton:", key, sizeof key), -1); /* wrong prefix */
+    assert_int_equal(lock_key("baton:{k}:q", "baton:", key, sizeof key), -1);    /* not :lock */
     assert_int_equal(lock_key("baton:{k}:locks", "baton:", key, sizeof key), -1);
     assert_int_equal(lock_key("baton:{k}lock", "baton:", key, sizeof key), -1);
-    assert_int_equal(lock_key("baton:k:lock", "baton:", key, sizeof key), -1);     /* no braces */
-    assert_int_equal(lock_key("baton:{k:lock", "baton:", key, sizeof key), -1);    /* no '}' */
+    assert_int_equal(lock_key("baton:k:lock", "baton:", key, sizeof key), -1);  /* no braces */
+    assert_int_equal(lock_key("baton:{k:lock", "baton:", key, sizeof key), -1); /* no '}' */
     assert_int_equal(lock_key("baton:k}:lock", "baton:", key, sizeof key), -1);
-    assert_int_equal(lock_key("baton:{}:lock", "baton:", key, sizeof key), -1);    /* empty */
+    assert_int_equal(lock_key("baton:{}:lock", "baton:", key, sizeof key), -1); /* empty */
     assert_int_equal(lock_key("baton:{}/x:lock", "baton:", key, sizeof key), -1);
     assert_int_equal(lock_key("baton:pool{gpu}:lock", "baton:", key, sizeof key), -1); /* a pool */
-    assert_int_equal(lock_key("baton:{a/b}/c:lock", "baton:", key, sizeof key), -1);  /* no layout */
+    assert_int_equal(lock_key("baton:{a/b}/c:lock", "baton:", key, sizeof key), -1);   /* no layout */
     assert_int_equal(lock_key("baton:{a}b:lock", "baton:", key, sizeof key), -1);
     assert_int_equal(lock_key("baton:{a}/b}:lock", "baton:", key, sizeof key), -1);
     assert_int_equal(lock_key("baton:{a{b}:lock", "baton:", key, sizeof key), -1);
@@ -233,13 +233,14 @@ static void slots_three_primaries(void **state)
 {
     /* the entry for the last range comes first: nodes are numbered in order
      * of first appearance */
-    parse_ok(R_ARR(3,
-                   R_ARR(4, R_INT(10923), R_INT(16383), node3("10.0.0.3", 7002, "c"),
-                         node3("10.0.0.6", 7005, "f")),
-                   R_ARR(4, R_INT(0), R_INT(5460), node3("10.0.0.1", 7000, "a"), node3("10.0.0.4", 7003, "d")),
-                   R_ARR(5, R_INT(5461), R_INT(10922), node3("10.0.0.2", 7001, "b"),
-                         node3("10.0.0.5", 7004, "e"), node3("10.0.0.7", 7006, "g"))),
-             "10.0.0.9");
+    parse_ok(
+        R_ARR(
+            3,
+            R_ARR(4, R_INT(10923), R_INT(16383), node3("10.0.0.3", 7002, "c"), node3("10.0.0.6", 7005, "f")),
+            R_ARR(4, R_INT(0), R_INT(5460), node3("10.0.0.1", 7000, "a"), node3("10.0.0.4", 7003, "d")),
+            R_ARR(5, R_INT(5461), R_INT(10922), node3("10.0.0.2", 7001, "b"), node3("10.0.0.5", 7004, "e"),
+                  node3("10.0.0.7", 7006, "g"))),
+        "10.0.0.9");
     assert_int_equal(map.nnodes, 3);
     assert_string_equal(map.nodes[0].host, "10.0.0.3");
     assert_int_equal(map.nodes[0].port, 7002);
@@ -287,14 +288,14 @@ static void slots_empty_host_and_metadata(void **state)
     /* Redis 7: "" or "?" for the node that answered; a metadata map (here
      * the RESP2 form, a flat array) after the id; nodes without an id (old
      * Redis) */
-    parse_ok(R_ARR(3,
-                   R_ARR(3, R_INT(0), R_INT(8191),
-                         R_ARR(4, R_STR(""), R_INT(7000), R_STR("a"),
-                               R_ARR(2, R_STR("hostname"), R_STR("n1.example")))),
-                   R_ARR(3, R_INT(8192), R_INT(16000),
-                         R_ARR(4, R_STR("?"), R_INT(7001), R_STR("b"), R_ARR(0))),
-                   R_ARR(3, R_INT(16001), R_INT(16383), R_ARR(2, R_STR("::1"), R_INT(7002)))),
-             "192.168.1.5");
+    parse_ok(
+        R_ARR(3,
+              R_ARR(3, R_INT(0), R_INT(8191),
+                    R_ARR(4, R_STR(""), R_INT(7000), R_STR("a"),
+                          R_ARR(2, R_STR("hostname"), R_STR("n1.example")))),
+              R_ARR(3, R_INT(8192), R_INT(16000), R_ARR(4, R_STR("?"), R_INT(7001), R_STR("b"), R_ARR(0))),
+              R_ARR(3, R_INT(16001), R_INT(16383), R_ARR(2, R_STR("::1"), R_INT(7002)))),
+        "192.168.1.5");
     assert_int_equal(map.nnodes, 3);
     assert_string_equal(map.nodes[0].host, "192.168.1.5");
     assert_int_equal(map.nodes[0].port, 7000);
@@ -333,7 +334,8 @@ static void slots_malformed(void **state)
     parse_bad(R_ARR(1, R_ARR(3, R_INT(-1), R_INT(3), node3("h", 1, "a"))), "x", "out of 0..16383");
     parse_bad(R_ARR(1, R_ARR(3, R_INT(0), R_INT(1LL << 40), node3("h", 1, "a"))), "x", "out of 0..16383");
     /* nodes */
-    parse_bad(R_ARR(1, R_ARR(3, R_INT(0), R_INT(1), R_STR("h:1"))), "x", "not an array of at least host and port");
+    parse_bad(R_ARR(1, R_ARR(3, R_INT(0), R_INT(1), R_STR("h:1"))), "x",
+              "not an array of at least host and port");
     parse_bad(R_ARR(1, R_ARR(3, R_INT(0), R_INT(1), R_ARR(1, R_STR("h")))), "x", "at least host and port");
     parse_bad(R_ARR(1, R_ARR(3, R_INT(0), R_INT(1), R_ARR(3, R_INT(1), R_INT(1), R_STR("a")))), "x",
               "host is not a string");
@@ -343,15 +345,16 @@ static void slots_malformed(void **state)
     parse_bad(R_ARR(1, R_ARR(3, R_INT(0), R_INT(1), node3("h", 65536, "a"))), "x", "port 65536 out of range");
     parse_bad(R_ARR(1, R_ARR(3, R_INT(0), R_INT(1), R_ARR(3, R_STR("h"), R_INT(1), R_INT(5)))), "x",
               "id is not a string");
-    parse_bad(R_ARR(1, R_ARR(3, R_INT(0), R_INT(1), R_ARR(4, R_STR("h"), R_INT(1), R_STR("a"), R_STR("m")))), "x",
-              "metadata is not a map");
-    parse_bad(R_ARR(1, R_ARR(3, R_INT(0), R_INT(1), R_ARR(4, R_STR("h"), R_INT(1), R_STR("a"),
-                                                          R_ARR(1, R_STR("hostname"))))),
+    parse_bad(R_ARR(1, R_ARR(3, R_INT(0), R_INT(1), R_ARR(4, R_STR("h"), R_INT(1), R_STR("a"), R_STR("m")))),
+              "x", "metadata is not a map");
+    parse_bad(R_ARR(1, R_ARR(3, R_INT(0), R_INT(1),
+                             R_ARR(4, R_STR("h"), R_INT(1), R_STR("a"), R_ARR(1, R_STR("hostname"))))),
               "x", "metadata is not a map");
     /* a malformed replica fails the reply too */
     parse_bad(R_ARR(1, R_ARR(4, R_INT(0), R_INT(1), node3("h", 1, "a"), node3("r", -3, "b"))), "x",
               "port -3 out of range");
-    parse_bad(R_ARR(1, R_ARR(4, R_INT(0), R_INT(1), node3("h", 1, "a"), R_NIL())), "x", "at least host and port");
+    parse_bad(R_ARR(1, R_ARR(4, R_INT(0), R_INT(1), node3("h", 1, "a"), R_NIL())), "x",
+              "at least host and port");
     /* unknown host and nothing to stand for it */
     parse_bad(R_ARR(1, R_ARR(3, R_INT(0), R_INT(1), node3("", 1, "a"))), NULL, "host is unknown");
     parse_bad(R_ARR(1, R_ARR(3, R_INT(0), R_INT(1), node3("?", 1, "a"))), "", "host is unknown");
@@ -468,9 +471,9 @@ static void not_redirects(void **state)
     redirect_none("MOVED ");
     redirect_none("MOVED 3999");
     redirect_none("MOVED 3999 ");
-    redirect_none("MOVED 3999 127.0.0.1");       /* no port */
-    redirect_none("MOVED 3999 127.0.0.1:");      /* empty port */
-    redirect_none("MOVED 3999 127.0.0.1:0");     /* port out of range */
+    redirect_none("MOVED 3999 127.0.0.1");   /* no port */
+    redirect_none("MOVED 3999 127.0.0.1:");  /* empty port */
+    redirect_none("MOVED 3999 127.0.0.1:0"); /* port out of range */
     redirect_none("MOVED 3999 127.0.0.1:65536");
     redirect_none("MOVED 3999 127.0.0.1:99999999999");
     redirect_none("MOVED 3999 127.0.0.1:-1");
