@@ -82,7 +82,8 @@ int rconn_command_argv(rconn *c, int argc, const char **argv, const size_t *argv
 
 /* Sets the priority of the read event (see rstore_prioritise: with a base
  * made with several priorities, 0 runs replies before other work of the same
- * turn). 0 on success, -1 when prio is out of range for the base. */
+ * turn). 0 on success; -1 when prio is out of range for the base, or when
+ * the rconn failed at once (closed() is coming) and has no read event. */
 int rconn_set_priority(rconn *c, int prio);
 
 /* Lowers (or raises) the per-reply bound; for tests and tight callers. */
