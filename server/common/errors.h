@@ -20,6 +20,8 @@ enum baton_err {
     BATON_E_UNAUTHENTICATED = -10, /* UNAUTHENTICATED: no or unknown bearer token */
     BATON_E_DENIED = -11,          /* PERMISSION_DENIED: outside the token's prefixes, or not admin */
     BATON_E_LIMIT = -12,           /* RESOURCE_EXHAUSTED: a `limits:` setting; the message names it */
+    BATON_E_REDIRECT = -13,        /* store-internal: a Redis Cluster routing error (MOVED, ASK, ...);
+                                    * the cluster store retries, it never reaches the engine */
 };
 
 /* Static, human-readable name of an error code ("BATON_E_BUSY"). */
@@ -39,6 +41,7 @@ static inline const char *baton_err_name(int err)
     case BATON_E_UNAUTHENTICATED: return "UNAUTHENTICATED";
     case BATON_E_DENIED: return "DENIED";
     case BATON_E_LIMIT: return "LIMIT";
+    case BATON_E_REDIRECT: return "REDIRECT";
     default: return "UNKNOWN";
     }
 }

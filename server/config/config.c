@@ -381,11 +381,6 @@ static int field_check(const baton_config *c, const field *f, char *problem, siz
             snprintf(problem, n, "%s", why);
             return -1;
         }
-        if (a.kind == REDIS_ADDR_CLUSTER) {
-            snprintf(problem, n, "cluster:// is not supported by this batond yet (README: Redis Sentinel and "
-                                 "Cluster)");
-            return -1;
-        }
         return 0;
     }
     case F_ADDR_OPT: return addr_check(s, problem, n);
@@ -503,6 +498,13 @@ static int check_all(const baton_config *c, const cfg_lines *lines, const char *
                       "redis.replica_timeout_ms (%" PRId64 ") must be below redis.command_timeout_ms (%" PRId64
                       ") when redis.min_replicas is set",
                       c->redis_replica_timeout_ms, c->redis_command_timeout_ms);
+    }
+    if (c->redis_database != 0 && c->redis_address && strncmp(c->redis_address, "cluster://", 10) == 0) {
+        size_t db = (size_t)find_field("redis", "database");
+        size_t ad = (size_t)find_field("redis", "address");
+        size_t b = blame(lines, db, ad);
+        return report(err, errlen, name, line_of(lines, b), FIELDS[b].path,
+                      "redis.database must be 0 with a cluster:// address (Redis Cluster has one database)");
     }
     if (c->default_ttl_ms > c->max_ttl_ms) {
         size_t b = blame(lines, def, max);

@@ -99,6 +99,27 @@ static void on_epoch(redisAsyncContext *ac, void *r, void *privdata)
     cmd_init_step_done(s);
 }
 
+/* TIME (a cluster node without slots): its clock in microseconds is a safe
+ * floor, above every token given out before. */
+static void on_time(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redis_store *s = privdata;
+    redisReply *reply = r;
+    if (!reply || ac != s->cmd)
+        return;
+    unsigned long long sec = 0, usec = 0;
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 || reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_STRING ||
+        rstore_parse_u64(reply->element[0]->str, reply->element[0]->len, &sec) != 0 ||
+        rstore_parse_u64(reply->element[1]->str, reply->element[1]->len, &usec) != 0) {
+        LOG_ERROR("redis %s: TIME failed", s->address);
+        rstore_request_drop(s, 1, 0);
+        return;
+    }
+    snprintf(s->fence_floor, sizeof s->fence_floor, "%llu", sec * 1000000ULL + usec);
+    cmd_init_step_done(s);
+}
+
 /* INFO server: this Redis' run_id, which tells epoch.lua whether batond saw
  * this Redis before. Without it (INFO refused by an ACL), every connection
  * counts as a new Redis: the floor moves up each time, which is safe. */
@@ -114,8 +135,23 @@ static void on_info(redisAsyncContext *ac, void *r, void *privdata)
                  s->address, reply->type == REDIS_REPLY_ERROR ? reply->str : "no run_id");
         snprintf(run_id, sizeof run_id, "unknown-%lld", (long long)clock_mono_ms());
     }
+    /* A cluster node keeps its floor record in a slot it serves; one that
+     * serves none yet (only asked to, by an ASK) takes its clock as floor. */
+    char key[160];
+    const char *epoch_key = s->epoch_key;
+    if (s->cl) {
+        int slot = 0;
+        while (slot < CLUSTER_NSLOTS && !cl_bit(s->cl_owned, slot))
+            slot++;
+        if (slot == CLUSTER_NSLOTS) {
+            redisAsyncCommand(ac, on_time, s, "TIME");
+            return;
+        }
+        snprintf(key, sizeof key, "%s{%s}", s->epoch_key, cluster_slot_tag(slot));
+        epoch_key = key;
+    }
     /* SCRIPT LOAD replies came first (one connection, in order). */
-    redisAsyncCommand(ac, on_epoch, s, "EVALSHA %s 1 %s %s", s->sha[SC_EPOCH], s->epoch_key, run_id);
+    redisAsyncCommand(ac, on_epoch, s, "EVALSHA %s 1 %s %s", s->sha[SC_EPOCH], epoch_key, run_id);
 }
 
 void rstore_on_best_effort(redisAsyncContext *ac, void *r, void *privdata)

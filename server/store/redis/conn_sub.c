@@ -13,25 +13,17 @@
 
 /* ------------------------------------------------------ pub/sub connection */
 
-/* "<prefix>{K}:lock" expired: report it (reap publishes EXPIRED). */
-static void on_expired_key(redis_store *s, const char *name, size_t len)
+/* "<prefix>{K}:lock" (a Cluster's "<prefix>{T}R:lock") expired: report it
+ * (reap publishes EXPIRED). */
+void rstore_sub_expired(redis_store *s, const char *name, size_t len)
 {
-    size_t plen = strlen(s->prefix);
-    static const char tail[] = "}:lock";
-    size_t tlen = sizeof(tail) - 1;
-    if (len <= plen + 1 + tlen || memcmp(name, s->prefix, plen) != 0 || name[plen] != '{' ||
-        memcmp(name + len - tlen, tail, tlen) != 0)
-        return;
-    size_t klen = len - plen - 1 - tlen;
     char key[BATON_KEY_MAX + 1];
-    if (klen == 0 || klen > BATON_KEY_MAX)
+    if (cluster_lock_key_of(name, len, s->prefix, key, sizeof key) != 0 || !key[0])
         return;
-    memcpy(key, name + plen + 1, klen);
-    key[klen] = '\0';
     rstore_reap(&s->base, key);
 }
 
-static void on_event_payload(redis_store *s, const char *payload, size_t len)
+void rstore_sub_payload(redis_store *s, const char *payload, size_t len)
 {
     char buf[BATON_KEY_MAX + BATON_OWNER_MAX + 96];
     store_event ev;
@@ -72,10 +64,10 @@ static void on_sub_message(redisAsyncContext *ac, void *r, void *privdata)
     if (ac != s->sub || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
         return;
     if (el_is(reply, 0, "message") && reply->element[2]->type == REDIS_REPLY_STRING) {
-        on_event_payload(s, reply->element[2]->str, reply->element[2]->len);
+        rstore_sub_payload(s, reply->element[2]->str, reply->element[2]->len);
     } else if (el_is(reply, 0, "pmessage") && reply->elements >= 4 &&
                reply->element[3]->type == REDIS_REPLY_STRING) {
-        on_expired_key(s, reply->element[3]->str, reply->element[3]->len);
+        rstore_sub_expired(s, reply->element[3]->str, reply->element[3]->len);
     } else if (el_is(reply, 0, "subscribe") && el_is(reply, 1, s->channel)) {
         LOG_INFO("redis %s: subscribed to %s", s->address, s->channel);
         s->sub_ready = 1;

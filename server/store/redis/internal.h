@@ -14,6 +14,7 @@
 
 #include "address.h"
 #include "clock.h"
+#include "cluster_map.h"
 #include "reply.h"
 #include "store.h"
 
@@ -51,6 +52,8 @@ extern const struct script_src {
 } script_src[SC_COUNT];
 
 typedef struct redis_store redis_store;
+struct cluster_store;
+struct rconn;
 
 /* Most tokens in one refresh script (refresh.c says why). */
 #define RSTORE_REFRESH_BATCH 200
@@ -143,6 +146,14 @@ struct redis_store {
 
     struct event *reconnect_ev, *check_ev, *drop_ev, *free_ev;
     struct event *flush_ev; /* writes queued commands at once (see rstore_on_flush) */
+    /* A node of a cluster:// store (cluster.c): names hash by tag, events go
+     * over sharded pub/sub (conn_ssub.c), routing errors go to cluster.c. */
+    struct cluster_store *cl; /* NULL for a standalone or Sentinel store */
+    uint8_t *cl_owned;        /* cluster: bitmap of the slots this node serves (cluster.c keeps it) */
+    uint8_t *cl_subscribed;   /* cluster: bitmap of the slots whose channel sub asked for */
+    struct rconn *ssub;       /* cluster: the sharded pub/sub connection (instead of sub) */
+    int ssub_pending;         /* cluster: replies still due to ssub's setup commands */
+    int ask_next;             /* cluster: send the next op after ASKING (an ASK redirect) */
     int cb_depth;           /* > 0 while a user callback or hook runs */
     int free_requested;     /* free() deferred: call no more callbacks */
     int freeing;            /* tearing down: callbacks are dropped */
@@ -158,7 +169,30 @@ static inline redis_store *rs(baton_store *b)
     return (redis_store *)b;
 }
 
+static inline int cl_bit(const uint8_t *map, int slot)
+{
+    return (map[slot >> 3] >> (slot & 7)) & 1;
+}
+
+static inline void cl_set_bit(uint8_t *map, int slot, int on)
+{
+    if (on)
+        map[slot >> 3] |= (uint8_t)(1u << (slot & 7));
+    else
+        map[slot >> 3] &= (uint8_t) ~(1u << (slot & 7));
+}
+
 /* store_redis.c */
+/* Creates a store on opts->address (not cluster://); cl != NULL makes it a
+ * node of that cluster store. */
+redis_store *rstore_create(struct event_base *base, const store_redis_opts *opts, struct cluster_store *cl);
+/* Drops both connections now: ops in flight complete BATON_E_UNAVAILABLE.
+ * Not from inside one of s's own callbacks. */
+void rstore_disconnect(redis_store *s);
+/* Connects a store made by rstore_create (a cluster node waits for this). */
+void rstore_start(redis_store *s);
+/* The events channel of name's slot (cluster) or the one channel; into buf. */
+const char *rstore_channel_of(redis_store *s, const char *name, char *buf, size_t buflen);
 void rstore_update_state(redis_store *s);
 void rstore_arm_reconnect(redis_store *s);
 void rstore_request_drop(redis_store *s, int cmd, int sub);
@@ -176,6 +210,7 @@ void rstore_op_arg(store_op *o, const char *fmt, ...) __attribute__((format(prin
 void rstore_op_str(store_op *o, const char *str);
 void rstore_key_arg(store_op *o, const char *key, const char *rec);
 void rstore_pool_arg(store_op *o, const char *pool, const char *rec);
+void rstore_chan_arg(store_op *o, const char *name);
 void rstore_op_unlink(redis_store *s, store_op *o);
 int rstore_op_send(store_op *o, int nkeys);
 void rstore_op_fail(store_op *o, int err, const char *msg);
@@ -209,5 +244,24 @@ void rstore_on_best_effort(redisAsyncContext *ac, void *r, void *privdata);
 
 /* conn_sub.c */
 void rstore_sub_open(redis_store *s);
+/* One events-channel message; one expiration of a key's record. */
+void rstore_sub_payload(redis_store *s, const char *payload, size_t len);
+void rstore_sub_expired(redis_store *s, const char *name, size_t len);
+
+/* conn_ssub.c (cluster nodes) */
+void rstore_ssub_open(redis_store *s);
+/* Subscribes to the channels of slots newly in cl_owned. */
+void rstore_ssub_update(redis_store *s);
+void rstore_ssub_close(redis_store *s);
+
+/* cluster.c: a node's op met a routing error (MOVED, ASK, TRYAGAIN,
+ * CLUSTERDOWN); err is Redis' text. */
+void cluster__routing_error(struct cluster_store *c, redis_store *node, const char *err);
+/* cluster.c: is b a cluster store, and is it up. */
+int cluster__is(const baton_store *b);
+/* cluster.c: a node says its slots changed (a sharded channel was dropped). */
+void cluster__slots_changed(struct cluster_store *c);
+int cluster__is_up(const baton_store *b);
+baton_store *cluster__new(struct event_base *base, const store_redis_opts *opts);
 
 #endif

@@ -118,14 +118,36 @@ void rstore_op_str(store_op *o, const char *str)
     op_take(o, copy, n);
 }
 
+/* Record `rec` of a key or a pool, in the layout of this store (store.h;
+ * a Cluster's in cluster_map.h). */
+static void name_arg(store_op *o, const char *kind, const char *name, const char *rec)
+{
+    if (!o->s->cl) {
+        rstore_op_arg(o, "%s%s{%s}:%s", o->s->prefix, kind, name, rec);
+        return;
+    }
+    char buf[BATON_KEY_MAX + 128];
+    if (cluster_record_name(buf, sizeof buf, o->s->prefix, kind, name, rec) < 0)
+        o->oom = 1; /* cannot happen: prefix and name are bounded */
+    else
+        rstore_op_str(o, buf);
+}
+
 void rstore_key_arg(store_op *o, const char *key, const char *rec)
 {
-    rstore_op_arg(o, "%s{%s}:%s", o->s->prefix, key, rec);
+    name_arg(o, "", key, rec);
 }
 
 void rstore_pool_arg(store_op *o, const char *pool, const char *rec)
 {
-    rstore_op_arg(o, "%spool{%s}:%s", o->s->prefix, pool, rec);
+    name_arg(o, "pool", pool, rec);
+}
+
+/* The events channel a script about `name` publishes on (ARGV[1]). */
+void rstore_chan_arg(store_op *o, const char *name)
+{
+    char buf[160];
+    rstore_op_str(o, rstore_channel_of(o->s, name, buf, sizeof buf));
 }
 
 void rstore_op_unlink(redis_store *s, store_op *o)
@@ -185,6 +207,13 @@ int rstore_op_send(store_op *o, int nkeys)
     o->argvlen[0] = 7;
     o->argv[1] = s->sha[o->script];
     o->argvlen[1] = strlen(s->sha[o->script]);
+    /* ASK redirect (cluster.c): this one command, on this node, after ASKING. */
+    if (s->ask_next && redisAsyncCommand(s->cmd, NULL, NULL, "ASKING") != REDIS_OK) {
+        s->ask_next = 0;
+        rstore_op_free(o);
+        return BATON_E_UNAVAILABLE;
+    }
+    s->ask_next = 0;
     if (redisAsyncCommandArgv(s->cmd, on_reply, o, o->argc, o->argv, o->argvlen) != REDIS_OK) {
         rstore_op_free(o);
         return BATON_E_UNAVAILABLE;
@@ -303,7 +332,7 @@ static void undo_grant(store_op *o)
         return;
     rstore_key_arg(u, o->held.key, "lock");
     rstore_key_arg(u, o->held.key, "hold");
-    rstore_op_str(u, s->channel);
+    rstore_chan_arg(u, o->held.key);
     rstore_op_str(u, o->held.key);
     rstore_op_str(u, o->token ? o->token : "");
     if (rstore_op_send(u, 2) != 0)
@@ -416,7 +445,12 @@ static int op_reply(redisAsyncContext *ac, void *r, store_op *o)
     if (reply->type == REDIS_REPLY_ERROR) {
         rstore_op_unlink(s, o);
         o->delivered = 1;
-        if (strncmp(reply->str, "READONLY", 8) == 0 || strncmp(reply->str, "MASTERDOWN", 10) == 0) {
+        cluster_redirect rd;
+        if (s->cl && cluster_redirect_parse(reply->str, reply->len, &rd) != CLUSTER_REDIRECT_NONE) {
+            /* Not run: cluster.c sends it again where the slot lives. */
+            cluster__routing_error(s->cl, s, reply->str);
+            rstore_op_fail(o, BATON_E_REDIRECT, reply->str);
+        } else if (strncmp(reply->str, "READONLY", 8) == 0 || strncmp(reply->str, "MASTERDOWN", 10) == 0) {
             /* A replica now (failover), or a primary without its replicas. */
             rstore_not_primary(s, reply->str);
             rstore_op_fail(o, BATON_E_UNAVAILABLE, "redis is failing over; try again");
@@ -508,14 +542,17 @@ int rstore_acquire(baton_store *b, const store_acquire_req *req, store_acquire_c
         rstore_pool_arg(o, t->pool, "qt");
         rstore_pool_arg(o, t->pool, "qs");
         static const char *recs[] = {"lock", "hold", "fence", "q", "qt"};
-        for (int32_t d = 0; d < t->devices; d++)
+        char dev[BATON_KEY_MAX + 16];
+        for (int32_t d = 0; d < t->devices; d++) {
+            snprintf(dev, sizeof dev, "%s/%" PRId32, t->pool, d);
             for (int i = 0; i < 5; i++)
-                rstore_op_arg(o, "%s{%s/%" PRId32 "}:%s", s->prefix, t->pool, d, recs[i]);
+                rstore_key_arg(o, dev, recs[i]);
+        }
         rstore_pool_arg(o, t->pool, "qn"); /* the device count its waiters use */
         rstore_pool_arg(o, t->pool, "qc"); /* the count each of them waits for */
         nkeys = 5 + 5 * t->devices;
     }
-    rstore_op_str(o, s->channel);
+    rstore_chan_arg(o, t->key ? t->key : t->pool);
     rstore_op_str(o, t->key ? t->key : t->pool);
     rstore_op_str(o, req->token);
     rstore_op_str(o, req->owner ? req->owner : "");
@@ -556,7 +593,7 @@ int rstore_dequeue(baton_store *b, const store_target *t, const char *token, sto
         rstore_pool_arg(o, t->pool, "q");
         rstore_pool_arg(o, t->pool, "qt");
     }
-    rstore_op_str(o, s->channel);
+    rstore_chan_arg(o, t->key ? t->key : t->pool);
     rstore_op_str(o, t->key ? t->key : t->pool);
     rstore_op_str(o, t->key ? "WAKE" : "WAKE_POOL");
     rstore_op_str(o, token);
@@ -571,7 +608,7 @@ static store_op *lock_op(redis_store *s, op_kind kind, enum script_id script, co
         return NULL;
     rstore_key_arg(o, key, "lock");
     rstore_key_arg(o, key, "hold");
-    rstore_op_str(o, s->channel);
+    rstore_chan_arg(o, key);
     rstore_op_str(o, key);
     return o;
 }
@@ -616,7 +653,7 @@ int rstore_release(baton_store *b, const char *key, const char *token, const sto
     int nkeys = next ? 5 : 2;
     for (int i = 0; i < nkeys; i++)
         rstore_key_arg(o, key, recs[i]);
-    rstore_op_str(o, s->channel);
+    rstore_chan_arg(o, key);
     rstore_op_str(o, key);
     rstore_op_str(o, token);
     if (next) {
@@ -647,7 +684,7 @@ int rstore_reassert(baton_store *b, const char *key, const char *token, const ch
     rstore_key_arg(o, key, "lock");
     rstore_key_arg(o, key, "hold");
     rstore_key_arg(o, key, "fence");
-    rstore_op_str(o, s->channel);
+    rstore_chan_arg(o, key);
     rstore_op_str(o, key);
     rstore_op_str(o, token);
     rstore_op_str(o, owner ? owner : "");
@@ -686,7 +723,7 @@ int rstore_describe(baton_store *b, const char *key, store_describe_cb cb, void 
     rstore_key_arg(o, key, "lock");
     rstore_key_arg(o, key, "hold");
     rstore_key_arg(o, key, "q");
-    rstore_op_str(o, s->channel);
+    rstore_chan_arg(o, key);
     rstore_op_str(o, key);
     return rstore_op_send(o, 3);
 }

@@ -80,7 +80,7 @@ static store_op *round_next_op(redis_store *s, refresh_round *r)
             rstore_pool_arg(o, run->name, "qt");
         else
             rstore_key_arg(o, run->name, "qt");
-        rstore_op_str(o, s->channel);
+        rstore_chan_arg(o, run->name);
         rstore_op_arg(o, "%" PRId64, r->liveness_ms);
         o->pool = run->pool;
         o->name = strdup(run->name);

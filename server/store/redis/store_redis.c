@@ -41,6 +41,7 @@
 
 #include "internal.h"
 #include "log.h"
+#include "rconn.h"
 #include "sentinel.h"
 
 const struct script_src script_src[SC_COUNT] = {
@@ -110,6 +111,13 @@ static void drop_cmd(redis_store *s)
 
 static void drop_sub(redis_store *s)
 {
+    if (s->ssub) {
+        rstore_ssub_close(s);
+        s->sub_ready = 0;
+        rstore_update_state(s);
+        rstore_arm_reconnect(s);
+        return;
+    }
     redisAsyncContext *ac = s->sub;
     if (!ac)
         return;
@@ -118,6 +126,12 @@ static void drop_sub(redis_store *s)
     rstore_update_state(s);
     redisAsyncFree(ac);
     rstore_arm_reconnect(s);
+}
+
+void rstore_disconnect(redis_store *s)
+{
+    drop_cmd(s);
+    drop_sub(s);
 }
 
 /* From inside a hiredis callback: drop a connection on the next loop turn. */
@@ -173,14 +187,28 @@ void rstore_prioritise(struct event_base *base, struct event *ev)
 
 /* ---------------------------------------------------------------- timers */
 
+static int has_sub(const redis_store *s)
+{
+    return s->sub != NULL || s->ssub != NULL;
+}
+
 static void open_missing(redis_store *s)
 {
     if (!s->cmd)
         rstore_cmd_open(s);
-    if (!s->sub)
-        rstore_sub_open(s);
-    if (!s->cmd || !s->sub)
+    if (!has_sub(s)) {
+        if (s->cl)
+            rstore_ssub_open(s);
+        else
+            rstore_sub_open(s);
+    }
+    if (!s->cmd || !has_sub(s))
         rstore_arm_reconnect(s);
+}
+
+void rstore_start(redis_store *s)
+{
+    open_missing(s);
 }
 
 static void on_reconnect(evutil_socket_t fd, short what, void *arg)
@@ -188,7 +216,7 @@ static void on_reconnect(evutil_socket_t fd, short what, void *arg)
     redis_store *s = arg;
     /* Under Sentinel, both connections lost means the primary may have
      * changed: ask the sentinels again before connecting. */
-    if (s->sentinel && !s->cmd && !s->sub)
+    if (s->sentinel && !s->cmd && !has_sub(s))
         s->primary_known = 0;
     if (s->sentinel && !s->primary_known) {
         sentinel_discover(s->sentinel);
@@ -257,7 +285,7 @@ static void on_check(evutil_socket_t fd, short what, void *arg)
         why = "a command timed out";
     else if (s->cmd && !s->cmd_ready && now - s->cmd_started_ms > s->timeout_ms)
         why = "connection setup timed out";
-    else if (s->sub && !s->sub_ready && now - s->sub_started_ms > s->timeout_ms)
+    else if (has_sub(s) && !s->sub_ready && now - s->sub_started_ms > s->timeout_ms)
         why = "subscription timed out";
     if (!why)
         return;
@@ -277,6 +305,7 @@ static void store_destroy(redis_store *s)
         redisAsyncFree(cmd); /* in-flight ops are freed, their callbacks dropped */
     if (sub)
         redisAsyncFree(sub);
+    rstore_ssub_close(s);
     rstore_refresh_drop(s);
     while (s->head) { /* none expected: every op lives on the cmd connection */
         store_op *o = s->head;
@@ -305,6 +334,8 @@ static void store_destroy(redis_store *s)
     free(s->prefix);
     free(s->channel);
     free(s->pattern);
+    free(s->cl_owned);
+    free(s->cl_subscribed);
     free(s);
 }
 
@@ -330,7 +361,17 @@ static void st_free(baton_store *b)
 
 int store_redis_is_up(const baton_store *b)
 {
+    if (b && cluster__is(b))
+        return cluster__is_up(b);
     return b && ((const redis_store *)b)->up;
+}
+
+const char *rstore_channel_of(redis_store *s, const char *name, char *buf, size_t buflen)
+{
+    if (!s->cl)
+        return s->channel;
+    snprintf(buf, buflen, "%sevents{%s}", s->prefix, cluster_slot_tag(cluster_name_slot(name)));
+    return buf;
 }
 
 /* The address forms of redis/address.h; cluster:// is not served yet. */
@@ -350,19 +391,37 @@ static int parse_address(redis_store *s, const char *addr)
         s->port = s->addr.nodes[0].port;
         return s->host ? 0 : -1;
     case REDIS_ADDR_SENTINEL: return 0; /* host and port come from the sentinels */
-    case REDIS_ADDR_CLUSTER: LOG_ERROR("redis.address: cluster:// is not supported yet"); return -1;
+    case REDIS_ADDR_CLUSTER: LOG_ERROR("redis.address: cluster:// names a cluster, not a node"); return -1;
     }
     return -1;
 }
 
 baton_store *store_redis_new(struct event_base *base, const store_redis_opts *opts)
 {
+    redis_addr a;
+    char why[320];
+    if (opts && opts->address && redis_addr_parse(opts->address, &a, why, sizeof why) == 0 &&
+        a.kind == REDIS_ADDR_CLUSTER)
+        return cluster__new(base, opts);
+    redis_store *s = rstore_create(base, opts, NULL);
+    return s ? &s->base : NULL;
+}
+
+redis_store *rstore_create(struct event_base *base, const store_redis_opts *opts, struct cluster_store *cl)
+{
     if (!base || !opts || !opts->address || !opts->address[0] || opts->database < 0 ||
-        opts->command_timeout_ms <= 0 || opts->reconnect_ms <= 0)
+        opts->command_timeout_ms <= 0 || opts->reconnect_ms <= 0 || (cl && opts->database != 0))
         return NULL;
     redis_store *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
+    s->cl = cl;
+    if (cl && (!(s->cl_owned = calloc(CLUSTER_NSLOTS / 8, 1)) ||
+               !(s->cl_subscribed = calloc(CLUSTER_NSLOTS / 8, 1)))) {
+        free(s->cl_owned);
+        free(s);
+        return NULL;
+    }
     s->base.ops = &redis_ops;
     s->evb = base;
     s->db = opts->database;
@@ -394,7 +453,10 @@ baton_store *store_redis_new(struct event_base *base, const store_redis_opts *op
         goto fail;
     }
     for (int i = 0; i < SC_COUNT; i++) {
-        if (asprintf(&s->text[i], "%s\n%s", baton_lua_common, script_src[i].body) < 0) {
+        /* On a Cluster, List reads keys of every slot of its node (list.lua). */
+        const char *shebang = cl && i == SC_LIST ? "#!lua flags=allow-cross-slot-keys,no-writes\n" : "";
+        if (asprintf(&s->text[i], "%slocal B_CLUSTER = %s\n%s\n%s", shebang, cl ? "true" : "false",
+                     baton_lua_common, script_src[i].body) < 0) {
             s->text[i] = NULL;
             goto fail;
         }
@@ -427,10 +489,11 @@ baton_store *store_redis_new(struct event_base *base, const store_redis_opts *op
         if (!s->sentinel)
             goto fail;
         sentinel_discover(s->sentinel);
-        return &s->base;
+        return s;
     }
-    open_missing(s);
-    return &s->base;
+    if (!cl) /* a cluster node connects once cluster.c has told it its slots */
+        open_missing(s);
+    return s;
 fail:
     store_destroy(s);
     return NULL;

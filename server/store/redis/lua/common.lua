@@ -1,7 +1,10 @@
 -- Prelude of every Baton script: store_redis.c prepends this file to each
 -- script before SCRIPT LOAD / EVAL. Local helpers only, no side effects.
 -- Every Redis key a script touches arrives in KEYS; ARGV[1] is always the
--- events channel where a script publishes. Integers are formatted with %d:
+-- events channel where a script publishes. B_CLUSTER (set by the store in a
+-- line before this file) is true on a Redis Cluster: events go out with
+-- SPUBLISH on the channel of the keys' slot, and names hash by their tag
+-- (cluster_map.h has the layout). Integers are formatted with %d:
 -- Lua's own tostring would print 16-digit fencing tokens as 1.7e+15.
 
 -- Redis time as (milliseconds, microseconds).
@@ -18,7 +21,7 @@ end
 
 -- "<TYPE> <fencing> <at_unix_ms> <key> <owner>" (see store.h)
 local function b_publish(chan, typ, fencing, at, key, owner)
-  redis.call('PUBLISH', chan, typ .. ' ' .. b_int(fencing) .. ' ' .. b_int(at) .. ' ' .. key .. ' ' .. (owner or ''))
+  redis.call(B_CLUSTER and 'SPUBLISH' or 'PUBLISH', chan, typ .. ' ' .. b_int(fencing) .. ' ' .. b_int(at) .. ' ' .. key .. ' ' .. (owner or ''))
 end
 
 -- Owner and fencing recorded in a hold hash ('' and 0 when there is none).
@@ -114,8 +117,14 @@ end
 
 -- The Redis key of record `rec` of lock key k, given `lock` = the :lock
 -- record of lock key `key`.
+-- (Both layouts put 7 bytes around a key: '{', '}' and ':lock'.)
 local function b_rec(lock, key, k, rec)
-  return string.sub(lock, 1, #lock - #key - 7) .. '{' .. k .. '}:' .. rec
+  local prefix = string.sub(lock, 1, #lock - #key - 7)
+  local slash = B_CLUSTER and string.find(k, '/', 1, true)
+  if slash then
+    return prefix .. '{' .. string.sub(k, 1, slash - 1) .. '}' .. string.sub(k, slash) .. ':' .. rec
+  end
+  return prefix .. '{' .. k .. '}:' .. rec
 end
 
 -- Calls fn(lock, hold, k) for every other device key of the grant recorded in

@@ -1,5 +1,6 @@
 -- Held locks: one bounded walk of SCAN (never KEYS) over P{K}:lock keys.
--- Read-only. The keys are found, not passed in KEYS: standalone Redis only.
+-- Read-only. The keys are found, not passed in KEYS: on a Redis Cluster the
+-- store runs it on every primary in turn, with the flag allow-cross-slot-keys.
 -- KEYS: none
 -- ARGV: channel (unused), key prefix P, key prefix filter, limit, cursor, budget
 -- Reply: {next_cursor, key1, owner1, fencing1, ttl_ms1, held_for_ms1, waiters1, key2, ...}
@@ -10,7 +11,17 @@ local kp, prefix = ARGV[2], ARGV[3]
 local limit, cursor, budget = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 local now = b_now()
 -- Keys and prefixes are [A-Za-z0-9_-.:/@+=]: nothing a glob pattern treats specially.
+-- On a Cluster a key "T/R" is P{T}/R:lock (b_rec), so a prefix with a '/'
+-- puts its brace there.
 local pattern = kp .. '{' .. prefix .. '*}:lock'
+if B_CLUSTER then
+  local slash = string.find(prefix, '/', 1, true)
+  if slash then
+    pattern = kp .. '{' .. string.sub(prefix, 1, slash - 1) .. '}' .. string.sub(prefix, slash) .. '*:lock'
+  else
+    pattern = kp .. '{' .. prefix .. '*:lock'
+  end
+end
 local out = {''}
 local found, asked = 0, 0
 repeat
@@ -21,9 +32,9 @@ repeat
   for _, lk in ipairs(r[2]) do
     local ttl = redis.call('PTTL', lk)
     if ttl ~= -2 then
-      local key = string.sub(lk, #kp + 2, #lk - 6)
-      local base = kp .. '{' .. key .. '}'
-      local h = redis.call('HMGET', base .. ':hold', 'owner', 'fencing', 'at')
+      -- P{T}R:lock -> the key T R (no key has a brace).
+      local key = string.gsub(string.sub(lk, #kp + 2, #lk - 5), '}', '', 1)
+      local h = redis.call('HMGET', b_rec(lk, key, key, 'hold'), 'owner', 'fencing', 'at')
       local at = tonumber(h[3] or '0')
       local held = 0
       if at > 0 and now > at then held = now - at end
@@ -32,7 +43,7 @@ repeat
       out[#out + 1] = b_int(tonumber(h[2] or '0'))
       out[#out + 1] = ttl
       out[#out + 1] = held
-      out[#out + 1] = redis.call('ZCARD', base .. ':q')
+      out[#out + 1] = redis.call('ZCARD', b_rec(lk, key, key, 'q'))
       found = found + 1
     end
   end
