@@ -26,8 +26,11 @@ done
 
 tmp=$(mktemp -d /tmp/baton-test.XXXXXX)
 redis_pid=""
+cluster_pids=()
 cleanup() {
     [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+    for p in "${cluster_pids[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${cluster_pids[@]}"; do wait "$p" 2>/dev/null; done
     rm -rf "$tmp"
     return 0
 }
@@ -41,6 +44,46 @@ redis_pid=$!
 for _ in $(seq 100); do [ -S "$tmp/redis.sock" ] && break; sleep 0.05; done
 [ -S "$tmp/redis.sock" ] || { echo "test.sh: redis-server did not start" >&2; cat "$tmp/redis.log" >&2; exit 1; }
 export BATON_TEST_REDIS="unix:$tmp/redis.sock"
+
+# A Redis Cluster of three primaries for the store's cluster tests
+# (BATON_TEST_REDIS_CLUSTER). A cluster needs TCP ports, each with its bus
+# port (+10000) free too: try random bases until three nodes start.
+start_cluster() {
+    local base port i ports=()
+    for _ in $(seq 20); do
+        base=$((20000 + RANDOM % 20000))
+        ports=()
+        cluster_pids=()
+        for i in 0 1 2; do
+            port=$((base + i))
+            redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+                --cluster-config-file "$tmp/nodes-$port.conf" --cluster-node-timeout 2000 --save '' \
+                --appendonly no --dir "$tmp" --logfile "$tmp/cluster-$port.log" &
+            cluster_pids+=($!)
+            ports+=("$port")
+        done
+        sleep 0.3
+        local up=1
+        for port in "${ports[@]}"; do redis-cli -p "$port" PING >/dev/null 2>&1 || up=0; done
+        if [ "$up" = 1 ] && redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-yes >/dev/null 2>&1; then
+            for _ in $(seq 100); do
+                local ok=1
+                for port in "${ports[@]}"; do
+                    redis-cli -p "$port" CLUSTER INFO | grep -q cluster_state:ok || ok=0
+                done
+                [ "$ok" = 1 ] && break
+                sleep 0.1
+            done
+            export BATON_TEST_REDIS_CLUSTER="cluster://127.0.0.1:${ports[0]},127.0.0.1:${ports[1]}"
+            return 0
+        fi
+        for p in "${cluster_pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+        rm -f "$tmp"/nodes-*.conf
+    done
+    echo "test.sh: could not start a Redis Cluster" >&2
+    return 1
+}
+start_cluster
 
 run_suite() { # <build dir> <cmake args...>
     local dir=$1; shift

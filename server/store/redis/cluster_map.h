@@ -9,7 +9,8 @@
  *
  * Layout on a Cluster (store.h has the standalone layout; P = key prefix):
  *   A Baton name N (a key or a pool) hashes by its TAG: N up to its first
- *   '/', or all of N. So a pool "gpu" and its devices "gpu/0", "gpu/1" share
+ *   '/' after its first byte, or all of N (a name "/x" has the tag "/x", not
+ *   an empty one, which Redis would ignore). So a pool "gpu" and its devices "gpu/0", "gpu/1" share
  *   one slot (a pool grant touches them all in one script), while different
  *   pools and plain keys spread across the shards.
  *   Record `rec` of key N:    P{TAG}REST:rec   (REST = N after TAG: "" or "/...")
@@ -36,7 +37,8 @@ uint16_t cluster_crc16(const char *buf, size_t len);
  * first '{' and the next '}', when not empty, else the whole key). */
 int cluster_key_slot(const char *key, size_t len);
 
-/* Length of the TAG of Baton name `name` (see above): up to its first '/'. */
+/* Length of the TAG of Baton name `name` (see above): up to its first '/'
+ * after the first byte. */
 size_t cluster_name_tag_len(const char *name);
 
 /* Slot of a Baton key or pool name: CRC16 of its TAG, mod 16384. */

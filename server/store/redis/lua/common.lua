@@ -120,7 +120,7 @@ end
 -- (Both layouts put 7 bytes around a key: '{', '}' and ':lock'.)
 local function b_rec(lock, key, k, rec)
   local prefix = string.sub(lock, 1, #lock - #key - 7)
-  local slash = B_CLUSTER and string.find(k, '/', 1, true)
+  local slash = B_CLUSTER and string.find(k, '/', 2, true)
   if slash then
     return prefix .. '{' .. string.sub(k, 1, slash - 1) .. '}' .. string.sub(k, slash) .. ':' .. rec
   end

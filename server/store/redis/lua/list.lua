@@ -15,7 +15,7 @@ local now = b_now()
 -- puts its brace there.
 local pattern = kp .. '{' .. prefix .. '*}:lock'
 if B_CLUSTER then
-  local slash = string.find(prefix, '/', 1, true)
+  local slash = string.find(prefix, '/', 2, true)
   if slash then
     pattern = kp .. '{' .. string.sub(prefix, 1, slash - 1) .. '}' .. string.sub(prefix, slash) .. '*:lock'
   else
