@@ -284,8 +284,13 @@ static void test_redis_address_forms(void **state)
                "sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME (at most 16)");
     expect_err("redis:\n  address: localhost\n",
                "t.yaml:2: redis.address: localhost: expected host:port, [v6]:port, redis://host:port or unix:/path");
-    expect_err_prefix("redis:\n  address: cluster://h:1,h:2\n",
-                      "t.yaml:2: redis.address: cluster:// is not supported by this batond yet");
+    config_defaults(&c);
+    assert_int_equal(load(&c, "redis:\n  address: cluster://h:1,h:2\n"), 0);
+    config_free(&c);
+    /* Redis Cluster has one database. */
+    expect_err("redis:\n  address: cluster://h:1,h:2\n  database: 3\n",
+               "t.yaml:3: redis.database: redis.database must be 0 with a cluster:// address (Redis Cluster has "
+               "one database)");
 }
 
 /* WAIT blocks the command connection, so its timeout must stay below the
