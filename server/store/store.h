@@ -321,6 +321,14 @@ typedef struct store_redis_opts {
                                  * carry no direct handoff (a handoff grant could not be undone
                                  * without losing its waiter's place). */
     int64_t replica_timeout_ms; /* WAIT's timeout; below command_timeout_ms */
+    int64_t failover_grace_ms;  /* > 0: lock-delay. For this long after the store reaches a Redis
+                                 * it did not write to before (as hooks.on_new_primary; never on
+                                 * the first connection), no acquire takes a free key or device:
+                                 * the request is queued as usual and answered "not granted" with
+                                 * retry_ms at most the grace left, so that holds lost with the
+                                 * old primary are re-asserted (reassert) by their batonds first.
+                                 * A token's existing grant is still reported, and releases carry
+                                 * no direct handoff meanwhile. 0 = off. */
 } store_redis_opts;
 
 /* Creates the Redis store on `base` and starts connecting (it keeps

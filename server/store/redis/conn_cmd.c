@@ -94,6 +94,7 @@ static void on_epoch(redisAsyncContext *ac, void *r, void *privdata)
         LOG_WARN("redis %s: a Redis not seen before (fencing floor %s): holds re-assert themselves", s->address,
                  s->fence_floor);
         s->new_primary = 1;
+        rstore_grace_open(s);
     }
     LOG_DEBUG("redis %s: fencing floor %s", s->address, s->fence_floor);
     cmd_init_step_done(s);

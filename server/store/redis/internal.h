@@ -128,6 +128,9 @@ struct redis_store {
     int new_primary;           /* the floor moved on a reconnect: hooks.on_new_primary before up */
     int min_replicas;
     int64_t replica_timeout_ms;
+    int64_t grace_ms;       /* failover_grace_ms (0 = off) */
+    int64_t grace_until;    /* clock_mono_ms at which the open grace window ends; 0 = never opened */
+    struct event *grace_ev; /* logs the window's end */
     int64_t timeout_ms, reconnect_ms;
 
     char *text[SC_COUNT]; /* common prelude + script */
@@ -201,6 +204,10 @@ redisAsyncContext *rstore_conn_open(redis_store *s, redisConnectCallback *on_con
 void rstore_prioritise(struct event_base *base, struct event *ev);
 /* A reply says this Redis is not (or no longer) the primary: find it again. */
 void rstore_not_primary(redis_store *s, const char *why);
+/* Lock-delay (failover_grace_ms): opens the window (a new primary was seen);
+ * the ms left of it (0: closed or off). */
+void rstore_grace_open(redis_store *s);
+int64_t rstore_grace_left(const redis_store *s);
 
 /* ops.c */
 void rstore_op_free(store_op *o);

@@ -572,6 +572,14 @@ int rstore_acquire(baton_store *b, const store_acquire_req *req, store_acquire_c
         if (!(o->token = strdup(req->token)))
             o->oom = 1;
     }
+    /* Failover grace: ARGV[13] = the ms left (ARGV 10-12 at their defaults if absent). */
+    int64_t grace = rstore_grace_left(s);
+    if (grace > 0 && !o->oom) {
+        static const char *const absent[] = {"1", "0", "1"}; /* count, weight, capacity */
+        for (int i = o->argc - 3 - nkeys; i >= 9 && i < 12; i++)
+            rstore_op_str(o, absent[i - 9]);
+        rstore_op_arg(o, "%" PRId64, grace);
+    }
     return rstore_op_send(o, nkeys);
 }
 
@@ -642,8 +650,8 @@ int rstore_release(baton_store *b, const char *key, const char *token, const sto
         return BATON_E_INVALID;
     if (!s->up)
         return BATON_E_UNAVAILABLE;
-    if (s->min_replicas > 0)
-        next = NULL; /* a handoff grant could not be confirmed (store.h) */
+    if (s->min_replicas > 0 || rstore_grace_left(s) > 0)
+        next = NULL; /* a handoff grant could not be confirmed, or would grant in the grace (store.h) */
     store_op *o = rstore_op_new(s, OP_RELEASE, SC_RELEASE, ud);
     if (!o)
         return BATON_E_NOMEM;

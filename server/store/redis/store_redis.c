@@ -274,6 +274,42 @@ void rstore_not_primary(redis_store *s, const char *why)
     rstore_request_drop(s, 1, 1);
 }
 
+/* ------------------------------------------------------ failover grace */
+
+/*
+ * Why (redis.failover_grace_ms, Consul's lock-delay): a new primary may lack
+ * holds granted in the old one's last writes. Their batonds re-assert them
+ * once they reconnect, but another batond's waiter could take such a key
+ * first. This batond cannot tell which free keys were held, so for the
+ * window it grants no free key at all (acquire.lua); holds that exist, their
+ * renewals and re-assertions go on as before.
+ */
+static void on_grace_end(evutil_socket_t fd, short what, void *arg)
+{
+    redis_store *s = arg;
+    LOG_INFO("redis %s: failover grace over: free keys are granted again", s->address);
+}
+
+void rstore_grace_open(redis_store *s)
+{
+    if (s->grace_ms <= 0)
+        return;
+    s->grace_until = clock_add_ms(clock_mono_ms(), s->grace_ms);
+    struct timeval tv = tv_of_ms(s->grace_ms);
+    evtimer_add(s->grace_ev, &tv); /* a window still open is extended */
+    LOG_WARN("redis %s: failover grace: no free key is granted for %" PRId64
+             " ms (redis.failover_grace_ms), so that holds lost with the old primary are re-asserted first",
+             s->address, s->grace_ms);
+}
+
+int64_t rstore_grace_left(const redis_store *s)
+{
+    if (s->grace_until == 0)
+        return 0;
+    int64_t left = s->grace_until - clock_mono_ms();
+    return left > 0 ? left : 0;
+}
+
 /* Why both connections go: a Redis that stopped answering one will not be
  * answering the other, and dropping is the only way to fail ops in flight. */
 static void on_check(evutil_socket_t fd, short what, void *arg)
@@ -322,6 +358,8 @@ static void store_destroy(redis_store *s)
         event_free(s->free_ev);
     if (s->flush_ev)
         event_free(s->flush_ev);
+    if (s->grace_ev)
+        event_free(s->grace_ev);
     sentinel_free(s->sentinel);
     for (int i = 0; i < SC_COUNT; i++)
         free(s->text[i]);
@@ -439,6 +477,7 @@ redis_store *rstore_create(struct event_base *base, const store_redis_opts *opts
         goto fail;
     s->min_replicas = opts->min_replicas > 0 ? opts->min_replicas : 0;
     s->replica_timeout_ms = opts->replica_timeout_ms > 0 ? opts->replica_timeout_ms : 500;
+    s->grace_ms = opts->failover_grace_ms > 0 ? opts->failover_grace_ms : 0;
     strcpy(s->fence_floor, "0");
     if (asprintf(&s->epoch_key, "%sepoch", prefix) < 0) {
         s->epoch_key = NULL;
@@ -468,7 +507,8 @@ redis_store *rstore_create(struct event_base *base, const store_redis_opts *opts
     s->drop_ev = event_new(base, -1, 0, on_drop, s);
     s->free_ev = event_new(base, -1, 0, on_deferred_free, s);
     s->flush_ev = event_new(base, -1, 0, rstore_on_flush, s);
-    if (!s->reconnect_ev || !s->check_ev || !s->drop_ev || !s->free_ev || !s->flush_ev)
+    s->grace_ev = evtimer_new(base, on_grace_end, s);
+    if (!s->reconnect_ev || !s->check_ev || !s->drop_ev || !s->free_ev || !s->flush_ev || !s->grace_ev)
         goto fail;
     if (event_base_get_npriorities(base) < 2)
         LOG_INFO("redis %s: the event loop has one priority: Redis replies and wake-ups wait their turn "

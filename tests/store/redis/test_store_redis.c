@@ -41,6 +41,7 @@ typedef struct fixture {
     rec_event ev[512];
     int nev;
     int nmissing; /* on_missing calls */
+    int new_primaries; /* on_new_primary calls */
     char missing_target[BATON_KEY_MAX + 8];
     char missing_token[BATON_TOKEN_LEN + 1];
 } fixture;
@@ -96,6 +97,12 @@ static void on_event(void *ud, const store_event *ev)
     r->fencing = ev->fencing;
     snprintf(r->key, sizeof(r->key), "%s", ev->key);
     snprintf(r->owner, sizeof(r->owner), "%s", ev->owner);
+}
+
+static void on_new_primary(void *ud)
+{
+    fixture *f = ud;
+    f->new_primaries++;
 }
 
 static void on_missing(void *ud, const store_target *t, const char *token)
@@ -177,6 +184,7 @@ static long long cmd_int(fixture *f, const char *fmt, ...)
 }
 
 static int next_min_replicas; /* min_replicas of the next store made */
+static int64_t next_grace_ms; /* failover_grace_ms of the next store made */
 
 static baton_store *new_store(fixture *f, const char *addr, int keyspace, int64_t timeout_ms)
 {
@@ -188,12 +196,14 @@ static baton_store *new_store(fixture *f, const char *addr, int keyspace, int64_
                           .reconnect_ms = 50,
                           .keyspace_events = keyspace,
                           .min_replicas = next_min_replicas,
-                          .replica_timeout_ms = 100};
+                          .replica_timeout_ms = 100,
+                          .failover_grace_ms = next_grace_ms};
     baton_store *s = store_redis_new(f->base, &o);
     assert_non_null(s);
     s->hooks.on_event = on_event;
     s->hooks.on_state = on_state;
     s->hooks.on_missing = on_missing;
+    s->hooks.on_new_primary = on_new_primary;
     s->hooks.ud = f;
     return s;
 }
@@ -812,6 +822,109 @@ static void test_min_replicas_unconfirmed(void **state)
     hold r = renew(f, "held", t2, 5000);
     assert_int_equal(r.err, BATON_E_UNAVAILABLE);
     assert_string_equal(r.msg, "renewal not confirmed by 1 replica within 100 ms (0 did)");
+    fx_close(f);
+}
+
+/* CLIENT KILL ID of every connection named `name`; returns how many. */
+static int kill_by_name(fixture *f, const char *name);
+
+/* The same store reaches a Redis it did not write to before: the epoch
+ * record names another run_id (as on a promoted replica) and the command
+ * connection is dropped, so the reconnect's epoch.lua moves the floor. */
+static void see_new_primary(fixture *f)
+{
+    char name[64];
+    int ups = f->ups;
+    freeReplyObject(cmd(f, "HSET %sepoch run_id other-primary", f->prefix));
+    snprintf(name, sizeof(name), "baton-cmd-%ld", (long)getpid());
+    assert_true(kill_by_name(f, name) >= 1);
+    RUN_UNTIL(f, f->ups == ups + 1);
+}
+
+static hold reassert(fixture *f, const char *key, const char *token, const char *owner, uint64_t fencing)
+{
+    hold h = {0};
+    assert_int_equal(f->st->ops->reassert(f->st, key, token, owner, fencing, 10000, hold_cb, &h), 0);
+    RUN_UNTIL(f, h.done);
+    return h;
+}
+
+/* redis.failover_grace_ms (lock-delay): after a change of primary nothing
+ * free is granted for the grace, so a hold the new primary lost can be
+ * re-asserted by its batond before anyone else takes the key. A waiter keeps
+ * its place and is told to try again within the grace; after it, the same
+ * waiter is granted above the new floor. The first connection opens no
+ * window. (Grace 3 s: the steps inside the window take milliseconds.) */
+static void test_failover_grace(void **state)
+{
+    (void)state;
+    next_grace_ms = 3000;
+    fixture *f = fx_open_opts(0, 0, 5000);
+    next_grace_ms = 0;
+    if (!f)
+        skip();
+    char t1[33], t2[33], t3[33], t4[33];
+    make_token(t1, 1);
+    make_token(t2, 2);
+    make_token(t3, 3);
+    make_token(t4, 4);
+    acq held = acquire(f, "gh", t1, "holder", 1); /* first connection: no grace */
+    assert_int_equal(held.res.granted, 1);
+    assert_int_equal(acquire(f, "gp", t4, "other", 1).res.granted, 1);
+    /* The promoted replica lacks gh's hold (its grant was among the last writes). */
+    freeReplyObject(cmd(f, "DEL %s %s", rec(f, "gh", "lock"), rec(f, "gh", "hold")));
+    see_new_primary(f);
+    assert_int_equal(f->new_primaries, 1);
+    long long floor = cmd_int(f, "HGET %sepoch floor", f->prefix);
+    assert_true(floor > (long long)held.res.fencing);
+
+    /* In the window: a free key is not granted; the waiter is queued. */
+    acq a = acquire(f, "gk", t2, "waiter", 1);
+    assert_int_equal(a.err, BATON_OK);
+    assert_int_equal(a.res.granted, 0);
+    assert_int_equal(a.res.position, 1);
+    assert_true(a.res.retry_ms >= 0 && a.res.retry_ms <= 3000);
+    assert_string_equal(a.head, "");
+    assert_int_equal(cmd_int(f, "EXISTS %s", rec(f, "gk", "lock")), 0);
+    /* Nor is the lost hold's key; a try-only attempt is not queued. */
+    acq lost = acquire(f, "gh", t3, "thief", 1);
+    assert_int_equal(lost.res.granted, 0);
+    assert_true(lost.res.retry_ms >= 0 && lost.res.retry_ms <= 3000);
+    assert_int_equal(acquire(f, "gt", t3, "try", 0).res.granted, 0);
+    assert_int_equal(acquire_pool(f, "gpool", 3, t3, "pool", 1).res.granted, 0);
+    assert_int_equal(cmd_int(f, "EXISTS %s", rec(f, "gt", "q")), 0);
+    /* The holder's batond re-asserts it, with its fencing; its own attempt
+     * reports the grant again; a hold that survived renews as before. */
+    hold r = reassert(f, "gh", t1, "holder", held.res.fencing);
+    assert_int_equal(r.err, BATON_OK);
+    acq again = acquire(f, "gh", t1, "holder", 1);
+    assert_int_equal(again.res.granted, 1);
+    assert_int_equal(again.res.fencing, held.res.fencing);
+    assert_int_equal(renew(f, "gp", t4, 10000).err, BATON_OK);
+    /* A release hands nothing over in the window: t3 heads gh's queue. */
+    hold rel = {0};
+    store_acquire_req next = {.target = {.key = "gh"}, .token = t3, .owner = "thief", .ttl_ms = 5000};
+    assert_int_equal(f->st->ops->release(f->st, "gh", t1, &next, hold_cb, &rel), 0);
+    RUN_UNTIL(f, rel.done);
+    assert_int_equal(rel.err, BATON_OK);
+    assert_int_equal(rel.has_next, 0);
+    assert_int_equal(cmd_int(f, "EXISTS %s", rec(f, "gh", "lock")), 0);
+    assert_int_equal(cmd_int(f, "ZCARD %s", rec(f, "gh", "q")), 1);
+
+    /* After the window, as retry_ms says: the same waiters are granted,
+     * above the floor. */
+    int tries = 0;
+    while (!a.res.granted) {
+        assert_true(++tries < 10);
+        assert_true(a.res.retry_ms >= 0 && a.res.retry_ms <= 3000);
+        run_for(f, a.res.retry_ms + 1);
+        a = acquire(f, "gk", t2, "waiter", 1);
+    }
+    assert_true(a.res.fencing > (unsigned long long)floor);
+    acq b = acquire(f, "gh", t3, "thief", 1);
+    assert_int_equal(b.res.granted, 1);
+    assert_true(b.res.fencing > (unsigned long long)floor);
+    assert_int_equal(acquire_pool(f, "gpool", 3, t3, "pool", 1).res.granted, 1);
     fx_close(f);
 }
 
@@ -1659,6 +1772,7 @@ int main(void)
         cmocka_unit_test(test_fencing_survives_flush),
         cmocka_unit_test(test_fencing_floor_after_primary_change),
         cmocka_unit_test(test_min_replicas_unconfirmed),
+        cmocka_unit_test(test_failover_grace),
         cmocka_unit_test(test_pool),
         cmocka_unit_test(test_direct_waiter_beats_pool),
         cmocka_unit_test(test_pool_device_count_fixed_by_waiters),

@@ -3,7 +3,11 @@
 --       liveness_ms, devices ('0' for a plain key), fencing floor (epoch.lua)[,
 --       count (pool: devices granted together, all or nothing; absent = 1)[,
 --       weight (pool: the share of each device's capacity; absent or 0 = the
---       whole device), capacity (pool: of each device)]]
+--       whole device), capacity (pool: of each device)[, grace_ms]]]
+--       grace_ms > 0: batond's failover grace (redis.failover_grace_ms) has
+--       that long to run: nothing free is granted (a token's existing grant is
+--       still reported); the request queues as usual and retry_ms is at most
+--       grace_ms. ARGV 10-12 come at their defaults (1, 0, 1) then.
 -- KEYS, plain key: lock, hold, fence, q, qt, qs
 -- KEYS, pool of n devices: pool q, pool qt, pool qs, then for device i
 --       (0-based, key "<pool>/<i>") lock, hold, fence, q, qt at 4+5i .. 8+5i,
@@ -29,6 +33,7 @@ local count = tonumber(ARGV[10] or '1')
 if count < 1 then count = 1 end
 local weight, capacity = tonumber(ARGV[11] or '0'), tonumber(ARGV[12] or '1')
 if weight >= capacity then weight = 0 end -- the whole device
+local grace = tonumber(ARGV[13] or '0')
 local now, now_us = b_now()
 
 -- The target's queue, and the lockable keys ("devices") it may be granted.
@@ -108,7 +113,7 @@ end
 -- (EXISTS rather than the ZRANGE below moved up: with its array reply an
 -- uncontended cycle cost Redis 5k instructions more, in callgrind, than the
 -- EXISTS costs a contended acquire.)
-if n == 0 and not devs[1].holder and redis.call('EXISTS', tq) == 0 then
+if n == 0 and grace == 0 and not devs[1].holder and redis.call('EXISTS', tq) == 0 then
   local d = devs[1]
   return {1, -1, b_grant(d.lock, d.hold, d.fence, nil, nil, chan, d.key, token, owner, ttl, now, now_us, floor), ttl}
 end
@@ -138,7 +143,7 @@ local usable = usable_for(weight)
 -- are usable: the lowest ones, all in this one step or none (strict FIFO: a
 -- head that needs more devices than are free keeps everyone behind it waiting,
 -- so it is never starved by smaller requests; see store.h).
-if (not head or head == token) and #usable >= count then
+if grace == 0 and (not head or head == token) and #usable >= count then
   local got, keys = {}, {}
   for i = 1, count do
     got[i] = usable[i]
@@ -186,6 +191,7 @@ local function sooner(ms)
   if ms < 0 then ms = 0 end
   if retry < 0 or ms < retry then retry = ms end
 end
+if grace > 0 then sooner(grace) end -- the head is granted when the grace is over
 local holder_owner, holder_fencing, holder_ttl = '', 0, -1
 local any_free = false
 -- The head would be granted if it attempted now: enough usable devices for
@@ -219,7 +225,7 @@ end
 -- waiters differently from this queue (entries purged and re-added at the
 -- tail, Redis data lost) and would otherwise only try the wrong one.
 local head_token = ''
-if grantable and head and head ~= token then head_token = head end
+if grace == 0 and grantable and head and head ~= token then head_token = head end
 
 local rank = redis.call('ZRANK', tq, token)
 local position = rank and (rank + 1) or 0
