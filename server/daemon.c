@@ -50,6 +50,7 @@ static store_redis_opts store_opts_of(const baton_config *cfg)
         .keyspace_events = cfg->redis_keyspace_events,
         .min_replicas = cfg->redis_min_replicas,
         .replica_timeout_ms = cfg->redis_replica_timeout_ms,
+        .failover_grace_ms = cfg->redis_failover_grace_ms,
     };
     return so;
 }

@@ -76,6 +76,9 @@ static const field FIELDS[] = {
     {"redis", "min_replicas", "redis.min_replicas", F_INT, OFF(redis_min_replicas), 0, 64},
     {"redis", "replica_timeout_ms", "redis.replica_timeout_ms", F_I64, OFF(redis_replica_timeout_ms), 1,
      MS_HOUR},
+    /* a lock-delay of minutes would be an outage of its own */
+    {"redis", "failover_grace_ms", "redis.failover_grace_ms", F_I64, OFF(redis_failover_grace_ms), 0,
+     600000},
     {"locks", "default_ttl_ms", "locks.default_ttl_ms", F_I64, OFF(default_ttl_ms), 1, MS_YEAR},
     {"locks", "min_ttl_ms", "locks.min_ttl_ms", F_I64, OFF(min_ttl_ms), 1, MS_YEAR},
     {"locks", "max_ttl_ms", "locks.max_ttl_ms", F_I64, OFF(max_ttl_ms), 1, MS_YEAR},
@@ -208,6 +211,7 @@ void config_defaults(baton_config *c)
     c->redis_password = strdup("");
     c->redis_sentinel_password = strdup("");
     c->redis_replica_timeout_ms = 500;
+    c->redis_failover_grace_ms = 0;
     c->redis_database = 0;
     c->key_prefix = strdup("baton:");
     c->redis_command_timeout_ms = 5000;

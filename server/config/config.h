@@ -20,6 +20,7 @@
  *     keyspace_events: true
  *     min_replicas: 0                # > 0: grants confirmed with WAIT
  *     replica_timeout_ms: 500
+ *     failover_grace_ms: 0           # > 0: lock-delay after a new primary
  *   locks:
  *     default_ttl_ms: 600000
  *     min_ttl_ms: 100
@@ -82,6 +83,7 @@ typedef struct baton_config {
     int redis_keyspace_events;
     int redis_min_replicas;
     int64_t redis_replica_timeout_ms;
+    int64_t redis_failover_grace_ms; /* 0 = off */
     /* locks */
     int64_t default_ttl_ms;
     int64_t min_ttl_ms;

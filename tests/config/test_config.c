@@ -315,6 +315,33 @@ static void test_min_replicas(void **state)
     config_free(&c);
 }
 
+static const char *line_of_yaml(const char *yaml, const char *prefix);
+
+/* redis.failover_grace_ms: off by default, 0..600000 ms, shown by --check-config. */
+static void test_failover_grace(void **state)
+{
+    (void)state;
+    baton_config c;
+    config_defaults(&c);
+    assert_int_equal(c.redis_failover_grace_ms, 0);
+    char *y = config_to_yaml(&c);
+    assert_non_null(y);
+    assert_string_equal(line_of_yaml(y, "  failover_grace_ms:"), "  failover_grace_ms: 0  # default");
+    free(y);
+    assert_int_equal(load(&c, "redis:\n  failover_grace_ms: 3000\n"), 0);
+    assert_int_equal(c.redis_failover_grace_ms, 3000);
+    y = config_to_yaml(&c);
+    assert_string_equal(line_of_yaml(y, "  failover_grace_ms:"), "  failover_grace_ms: 3000  # file");
+    free(y);
+    assert_int_equal(load(&c, "redis:\n  failover_grace_ms: 600000\n"), 0);
+    config_free(&c);
+    expect_err("redis:\n  failover_grace_ms: 600001\n",
+               "t.yaml:2: redis.failover_grace_ms: must be between 0 and 600000, got 600001");
+    expect_err("redis:\n  failover_grace_ms: -1\n",
+               "t.yaml:2: redis.failover_grace_ms: must be between 0 and 600000, got -1");
+    expect_err_prefix("redis:\n  failover_grace_ms: 3s\n", "t.yaml:2: redis.failover_grace_ms: ");
+}
+
 /* ---------------------------------------------------------- unknown keys */
 
 static void test_unknown_top_key(void **state)
@@ -329,7 +356,7 @@ static void test_unknown_section_keys(void **state)
     expect_err("redis:\n  adress: x\n",
                "t.yaml:2: redis.adress: unknown key (allowed: address, username, password, "
                "sentinel_password, database, key_prefix, command_timeout_ms, reconnect_ms, keyspace_events, "
-               "min_replicas, replica_timeout_ms)");
+               "min_replicas, replica_timeout_ms, failover_grace_ms)");
     expect_err("locks:\n  default_ttl_ms: 1000\n\n  ttl: 5\n",
                "t.yaml:4: locks.ttl: unknown key (allowed: default_ttl_ms, min_ttl_ms, max_ttl_ms, "
                "max_wait_ms, recheck_ms, waiter_liveness_ms, max_pool_devices)");
@@ -1062,6 +1089,7 @@ int main(void)
         cmocka_unit_test(test_string_allows_any_text),
         cmocka_unit_test(test_redis_address_forms),
         cmocka_unit_test(test_min_replicas),
+        cmocka_unit_test(test_failover_grace),
         cmocka_unit_test(test_unknown_top_key),
         cmocka_unit_test(test_unknown_section_keys),
         cmocka_unit_test(test_unknown_pool_key),
