@@ -6,6 +6,7 @@ redis.min_replicas: 1 no two holds of a key overlap (client-side intervals:
 from the grant's arrival to the release's send, which lie inside the real
 hold), and fencing rises in hold order across every failover."""
 import random
+import signal
 import threading
 import time
 
@@ -181,6 +182,65 @@ def test_stream_hold_the_new_primary_lost_is_reasserted(sentinels, start_batond)
         assert bc.wait_until(lambda: new.cli("GET", lock) == g.token, 20.0), "the hold was not re-asserted"
         assert new.cli("HGET", "baton:{%s}:hold" % key, "fencing") == str(g.fencing)
         time.sleep(1.0)
+        assert not holder.ended, holder.summary()
+        assert waiter.granted is None, "the waiter was granted a held key"
+        holder.cancel()
+        w = waiter.wait_granted(10.0)
+        assert w.fencing > g.fencing
+        waiter.cancel()
+
+
+def test_failover_grace_keeps_a_lost_hold_for_its_batond(sentinels, start_batond):
+    """redis.failover_grace_ms (lock-delay), without min_replicas: a stream
+    hold on batond A that the new primary lost (deleted on the replicas by
+    hand) is not granted to batond B's waiter while A reconnects and
+    re-asserts it. A is SIGSTOPped across the failover so that B reaches the
+    new primary first (without the grace, B's waiter takes the key then and A's
+    holder is told "lost"); B's waiter is granted after A's holder releases."""
+    ss = sentinels
+    grace = "  failover_grace_ms: 3000\n"
+    a = start_batond(ss.address, name="batond-grace-a", redis_extra=grace)
+    b = start_batond(ss.address, name="batond-grace-b", redis_extra=grace)
+    key = bc.uniq("grace")
+    lock, hold = "baton:{%s}:lock" % key, "baton:{%s}:hold" % key
+    with grpc.insecure_channel(a.target) as cha, grpc.insecure_channel(b.target) as chb:
+        sa, sb = lock_pb2_grpc.LockServiceStub(cha), lock_pb2_grpc.LockServiceStub(chb)
+        holder = bc.AcquireStream(sa, key, "holder", ttl_ms=20000, wait_ms=0, mode=bc.STREAM, timeout=300.0)
+        g = holder.wait_granted(10.0)
+        old = ss.primary()
+        for r in ss.redis:
+            if r is not old:
+                assert bc.wait_until(lambda: r.cli("EXISTS", lock) == "1", 5.0)
+                r.cli("CONFIG", "SET", "replica-read-only", "no")
+                r.cli("DEL", lock, hold)
+        waiter = bc.AcquireStream(sb, key, "waiter", ttl_ms=5000, wait_ms=60000, timeout=120.0)
+        waiter.wait_queued()
+        mark = b.log_size()
+        a.signal(signal.SIGSTOP)
+        try:
+            old.kill()
+            new = ss.by_port(ss.wait_new_primary(old.port))
+            assert bc.wait_until(lambda: "failover grace: no free key" in b.log_text(mark), 20.0), b.log_tail(40)
+            # B is up on the new primary once it answers (its waiter attempted first):
+            # the key is free there, yet B grants it to nobody.
+            tries = []
+
+            def try_lock():
+                tries.append(bc.acquire(sb, key, "try", wait_ms=0, timeout=10.0))
+                return tries[-1][1] != grpc.StatusCode.UNAVAILABLE
+            assert bc.wait_until(try_lock, 20.0, 0.05), tries[-1]
+            _, code, details, _ = tries[-1]
+            assert code == grpc.StatusCode.ABORTED, (code, details)
+            assert new.cli("EXISTS", lock) == "0"
+            assert waiter.granted is None, "B granted the lost hold's key in the grace"
+        finally:
+            a.signal(signal.SIGCONT)
+        t0 = time.monotonic()
+        assert bc.wait_until(lambda: new.cli("GET", lock) == g.token, 20.0), "the hold was not re-asserted"
+        bc.record_timing("SIGCONT -> hold re-asserted by batond A", time.monotonic() - t0)
+        assert new.cli("HGET", hold, "fencing") == str(g.fencing)
+        # B's window ends; the key is held now, so its waiter still waits.
+        assert bc.wait_until(lambda: "failover grace over" in b.log_text(mark), 20.0), b.log_tail(40)
         assert not holder.ended, holder.summary()
         assert waiter.granted is None, "the waiter was granted a held key"
         holder.cancel()
