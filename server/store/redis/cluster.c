@@ -198,6 +198,7 @@ static cl_node *node_get(cluster_store *c, const char *host, int port)
     snprintf(n->host, sizeof n->host, "%s", host);
     n->port = port;
     n->fresh = c->have_map;
+    st->cl_fresh = n->fresh; /* new primary on its first connection: re-assert, grace */
     return n;
 }
 

@@ -89,8 +89,9 @@ static void on_epoch(redisAsyncContext *ac, void *r, void *privdata)
     char was[sizeof s->fence_floor];
     snprintf(was, sizeof was, "%s", s->fence_floor);
     snprintf(s->fence_floor, sizeof s->fence_floor, "%llu", floor);
-    /* Not the Redis written to before (the first connection has nothing to lose). */
-    if (strcmp(was, "0") != 0 && strcmp(was, s->fence_floor) != 0) {
+    /* Not the Redis written to before (the first connection has nothing to
+     * lose, unless it is a cluster node that took over slots: cl_fresh). */
+    if ((strcmp(was, "0") != 0 && strcmp(was, s->fence_floor) != 0) || (s->cl_fresh && strcmp(was, "0") == 0)) {
         LOG_WARN("redis %s: a Redis not seen before (fencing floor %s): holds re-assert themselves", s->address,
                  s->fence_floor);
         s->new_primary = 1;

@@ -157,6 +157,8 @@ struct redis_store {
     struct rconn *ssub;       /* cluster: the sharded pub/sub connection (instead of sub) */
     int ssub_pending;         /* cluster: replies still due to ssub's setup commands */
     int ask_next;             /* cluster: send the next op after ASKING (an ASK redirect) */
+    int cl_fresh;             /* cluster: appeared after the first slot map (a promoted replica): its
+                               * first connection counts as a new primary (conn_cmd.c on_epoch) */
     int cb_depth;           /* > 0 while a user callback or hook runs */
     int free_requested;     /* free() deferred: call no more callbacks */
     int freeing;            /* tearing down: callbacks are dropped */
