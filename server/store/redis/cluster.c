@@ -13,10 +13,11 @@
  *     share one slot); its request is copied so that it can be sent again:
  *       MOVED       the slot lives elsewhere now: send it there (and read the map)
  *       ASK         the slot is moving: send it there once, after ASKING
- *       TRYAGAIN    a multi-key script on a slot half moved: again in 10-200 ms
+ *       TRYAGAIN    a multi-key script on a slot half moved: again in 5-50 ms
  *       CLUSTERDOWN again in 100 ms, with the map read again
  *     A routing error means the script did not run, so sending it again is
- *     safe; after 16 redirects or past the deadline the op fails UNAVAILABLE.
+ *     safe; after 16 MOVED or past the deadline (twice the command timeout,
+ *     at least 3 s) the op fails UNAVAILABLE.
  *     Any other outcome (including UNAVAILABLE: the outcome is unknown) goes
  *     to the engine as it is;
  *   - the store is up while the map covers every slot and every node serving
@@ -648,7 +649,9 @@ static void call_redirected(cl_call *k, const char *msg)
     cluster_store *c = k->c;
     cluster_redirect rd;
     cluster_redirect_kind kind = cluster_redirect_parse(msg, strlen(msg), &rd);
-    if (++k->redirects > CL_MAX_REDIRECTS) {
+    /* MOVED again and again is a map that does not settle; ASK and
+     * TRYAGAIN last while a slot moves and are bounded by the deadline. */
+    if (kind == CLUSTER_REDIRECT_MOVED && ++k->redirects > CL_MAX_REDIRECTS) {
         LOG_WARN("redis %s: %s: too many redirects, the last: %s", c->address, k->name ? k->name : "list", msg);
         call_fail(k, BATON_E_UNAVAILABLE, "redis cluster: too many redirects; try again");
         return;
@@ -672,7 +675,7 @@ static void call_redirected(cl_call *k, const char *msg)
         call_retry(k);
         return;
     }
-    case CLUSTER_REDIRECT_TRYAGAIN: call_later(k, 10 << (k->redirects < 4 ? k->redirects : 4)); return;
+    case CLUSTER_REDIRECT_TRYAGAIN: call_later(k, k->tries < 4 ? 5 << k->tries : 50); return;
     case CLUSTER_REDIRECT_DOWN:
     case CLUSTER_REDIRECT_NONE: call_later(k, 100); return;
     }

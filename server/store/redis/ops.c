@@ -261,7 +261,13 @@ void rstore_op_fail(store_op *o, int err, const char *msg)
         if (o->cb.list)
             o->cb.list(o->ud, err, msg, NULL);
         break;
-    case OP_FIRE: LOG_WARN("redis: %s failed: %s", script_src[o->script].name, msg); break;
+    case OP_FIRE:
+        /* A cluster's routing error: the next round goes where the slot is. */
+        if (err == BATON_E_REDIRECT)
+            LOG_DEBUG("redis: %s not run: %s", script_src[o->script].name, msg);
+        else
+            LOG_WARN("redis: %s failed: %s", script_src[o->script].name, msg);
+        break;
     }
     s->cb_depth--;
 }
@@ -600,12 +606,13 @@ int rstore_dequeue(baton_store *b, const store_target *t, const char *token, sto
     } else {
         rstore_pool_arg(o, t->pool, "q");
         rstore_pool_arg(o, t->pool, "qt");
+        rstore_pool_arg(o, t->pool, "qc"); /* declared: a Cluster checks every key a script touches */
     }
     rstore_chan_arg(o, t->key ? t->key : t->pool);
     rstore_op_str(o, t->key ? t->key : t->pool);
     rstore_op_str(o, t->key ? "WAKE" : "WAKE_POOL");
     rstore_op_str(o, token);
-    return rstore_op_send(o, 2);
+    return rstore_op_send(o, t->key ? 2 : 3);
 }
 
 /* An op on one key's lock + hold records: KEYS lock, hold; ARGV channel, key. */
