@@ -17,6 +17,8 @@
  *   Record `rec` of pool N:   P pool{TAG}REST:rec
  *   Events of slot s:         P events{T(s)}   (SPUBLISH; T(s) hashes to s)
  *   The fencing floor record of a node: P epoch{T(s)} for a slot s it serves.
+ *   Every script also declares P{TAG}:~guard (or P pool{TAG}:~guard), a key
+ *   that never exists, so that no script runs while its slot moves (ops.c).
  */
 
 #include <stddef.h>

@@ -180,6 +180,38 @@ static int send_wait(store_op *o, redisAsyncContext *ac)
 }
 
 /*
+ * Why (Redis Cluster): while a slot moves, Redis runs a script only where
+ * every key it declares exists, and then fails any command inside it that
+ * touches a key missing there (one it deleted itself, or an undeclared peer)
+ * with "non local key", leaving the script half done (a release without its
+ * handoff grant). A declared key that never exists, "<prefix>...{TAG}:~guard",
+ * in the slot of the op's first key, makes Redis answer ASK, then TRYAGAIN,
+ * until the move completes, so that no script runs on a moving slot; a
+ * stable slot ignores missing keys. Inserted after the op's own KEYS (scripts
+ * ignore a KEYS entry past the ones they use).
+ */
+static int add_guard_key(store_op *o, int nkeys)
+{
+    const char *first = o->argv[3];
+    const char *close = strchr(first, '}');
+    if (!close || op_room(o) != 0)
+        return -1;
+    size_t head = (size_t)(close - first) + 1;
+    char *guard = malloc(head + sizeof ":~guard");
+    if (!guard)
+        return -1;
+    memcpy(guard, first, head);
+    memcpy(guard + head, ":~guard", sizeof ":~guard");
+    int at = 3 + nkeys;
+    memmove(&o->argv[at + 1], &o->argv[at], (size_t)(o->argc - at) * sizeof *o->argv);
+    memmove(&o->argvlen[at + 1], &o->argvlen[at], (size_t)(o->argc - at) * sizeof *o->argvlen);
+    o->argv[at] = guard;
+    o->argvlen[at] = strlen(guard);
+    o->argc++;
+    return 0;
+}
+
+/*
  * Sends an op whose KEYS (the first nkeys arguments added) and ARGV are
  * built. Takes ownership of o. Returns 0, or BATON_E_UNAVAILABLE (store down)
  * / BATON_E_NOMEM with o freed and no callback to come.
@@ -194,6 +226,13 @@ int rstore_op_send(store_op *o, int nkeys)
     if (!s->up || !s->cmd) {
         rstore_op_free(o);
         return BATON_E_UNAVAILABLE;
+    }
+    if (s->cl && nkeys > 0) {
+        if (add_guard_key(o, nkeys) != 0) {
+            rstore_op_free(o);
+            return BATON_E_NOMEM;
+        }
+        nkeys++;
     }
     char numkeys[16];
     snprintf(numkeys, sizeof(numkeys), "%d", nkeys);

@@ -8,7 +8,7 @@ local head = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
 local removed = redis.call('ZREM', KEYS[1], ARGV[4])
 redis.call('ZREM', KEYS[2], ARGV[4])
 -- A pool waiter's device count (acquire.lua's qc).
-if KEYS[3] then redis.call('HDEL', KEYS[3], ARGV[4]) end
+if ARGV[3] == 'WAKE_POOL' then redis.call('HDEL', KEYS[3], ARGV[4]) end
 if removed == 1 and head == ARGV[4] and redis.call('EXISTS', KEYS[1]) == 1 then
   b_publish(ARGV[1], ARGV[3], 0, b_now(), ARGV[2], '')
 end

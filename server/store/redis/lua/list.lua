@@ -30,21 +30,26 @@ repeat
   cursor = r[1]
   asked = asked + count
   for _, lk in ipairs(r[2]) do
-    local ttl = redis.call('PTTL', lk)
-    if ttl ~= -2 then
+    -- pcall: on a Cluster a key of a slot moving away may be gone by now
+    -- ("non local key"); it is skipped, as a lock released meanwhile.
+    local ttl = redis.pcall('PTTL', lk)
+    if type(ttl) == 'number' and ttl ~= -2 then
       -- P{T}R:lock -> the key T R (no key has a brace).
       local key = string.gsub(string.sub(lk, #kp + 2, #lk - 5), '}', '', 1)
-      local h = redis.call('HMGET', b_rec(lk, key, key, 'hold'), 'owner', 'fencing', 'at')
-      local at = tonumber(h[3] or '0')
-      local held = 0
-      if at > 0 and now > at then held = now - at end
-      out[#out + 1] = key
-      out[#out + 1] = h[1] or ''
-      out[#out + 1] = b_int(tonumber(h[2] or '0'))
-      out[#out + 1] = ttl
-      out[#out + 1] = held
-      out[#out + 1] = redis.call('ZCARD', b_rec(lk, key, key, 'q'))
-      found = found + 1
+      local h = redis.pcall('HMGET', b_rec(lk, key, key, 'hold'), 'owner', 'fencing', 'at')
+      local waiters = redis.pcall('ZCARD', b_rec(lk, key, key, 'q'))
+      if type(waiters) == 'number' and not h.err then
+        local at = tonumber(h[3] or '0')
+        local held = 0
+        if at > 0 and now > at then held = now - at end
+        out[#out + 1] = key
+        out[#out + 1] = h[1] or ''
+        out[#out + 1] = b_int(tonumber(h[2] or '0'))
+        out[#out + 1] = ttl
+        out[#out + 1] = held
+        out[#out + 1] = waiters
+        found = found + 1
+      end
     end
   end
 until cursor == '0' or found >= limit or asked >= budget
