@@ -472,20 +472,25 @@ def test_reshard_under_load(rcl, cbatond, cstub):
     hg = holder.wait_granted(20.0)
     waiter = bc.AcquireStream(cstub, held, "waiter", ttl_ms=30000, wait_ms=120000, timeout=180.0)
     waiter.wait_queued(10.0)
-    w = Workload(cbatond.target, keys, workers=8)
+    # The key of the moving slot has workers of its own: while its slot is
+    # half moved its scripts (several keys each) get ASK then TRYAGAIN until
+    # the move completes, so they wait, and would hold up every shared worker.
+    w = Workload(cbatond.target, bulk + steady, workers=6)
+    wm = Workload(cbatond.target, by_hand, workers=2, seed=7)
     try:
         w.wait_grants(30, timeout=60.0)
+        wm.wait_grants(5, timeout=60.0)
 
         def during(moved):
-            # Traffic runs while the slot is half moved (ASK / TRYAGAIN): a
-            # few grants anywhere before the next batch.
+            # Traffic elsewhere runs while the slot is half moved: a few
+            # grants before the next batch.
             w.wait_grants(3, timeout=60.0)
 
         moved = rcl.move_slot(moving_slot, b, batch=1, pause=0.2, on_batch=during)
         print("slot %d moved by hand: %d Redis keys" % (moving_slot, moved))
         assert moved >= 1
         t_moved = time.monotonic()
-        w.wait_grants(10, timeout=60.0, key=by_hand[0], after=t_moved)
+        wm.wait_grants(10, timeout=60.0, key=by_hand[0], after=t_moved)
 
         rcl.reshard(c, a, 300)
         t_resharded = time.monotonic()
@@ -495,13 +500,15 @@ def test_reshard_under_load(rcl, cbatond, cstub):
         w.wait_grants(5, timeout=60.0, key=steady[0], after=t_resharded)
     finally:
         w.finish()
+        wm.finish()
     w.check(min_holds_per_key=5)
+    wm.check(min_holds_per_key=5)
     _stream_hold_kept_or_reported(cstub, held, holder, hg, [waiter])
     _waiters_complete(cstub, held, [waiter], hg.fencing)
     # The records live where the slots went.
     g = bc.grant(cstub, by_hand[0], "after-move", wait_ms=30000)
     assert rc.command(b, "GET", record(by_hand[0])) == g.token
-    assert g.fencing > w.max_fencing()[by_hand[0]]
+    assert g.fencing > wm.max_fencing()[by_hand[0]]
     bc.release(cstub, by_hand[0], g.token)
     g = bc.grant(cstub, bulk[0], "after-reshard", wait_ms=30000)
     assert rc.command(a, "GET", record(bulk[0])) == g.token
