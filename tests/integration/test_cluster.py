@@ -515,6 +515,19 @@ def test_reshard_under_load(rcl, cbatond, cstub):
     bc.release(cstub, bulk[0], g.token)
 
 
+def grant_retrying(stub, key, owner, wait_ms, within=60.0):
+    """bc.grant, as a client does it: UNAVAILABLE (batond has not yet read
+    the new slot map: it refuses new acquires meanwhile) is tried again."""
+    deadline = time.monotonic() + within
+    while True:
+        events, code, details, _ = bc.acquire(stub, key, owner, wait_ms=wait_ms)
+        if code != UNAVAILABLE or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert code == OK and events and events[-1].WhichOneof("event") == "granted", (key, code, details)
+    return events[-1].granted
+
+
 def _stream_hold_kept_or_reported(stub, key, holder, hg, waiters):
     """After a failover: the stream hold is still held by its holder (same
     fencing) while its call is open, or its call ended ABORTED/UNAVAILABLE;
@@ -618,7 +631,7 @@ def test_sigkill_of_a_primary_with_a_stream_hold(rcl, cbatond, cstub):
         t1 = time.monotonic()
         bc.record_timing("cluster: primary SIGKILL -> replica promoted (all nodes agree)", t1 - t0)
         before = w.max_fencing(before=t0)
-        g = bc.grant(cstub, probe, "probe-after", wait_ms=60000)
+        g = grant_retrying(cstub, probe, "probe-after", wait_ms=60000)
         assert g.fencing > max(probe_before), (g.fencing, probe_before)
         bc.release(cstub, probe, g.token)
         w.wait_grants(30, timeout=60.0, after=t1)
