@@ -86,9 +86,18 @@ def private_batond(batond_binary, workdir):
         r.stop()
 
 
-@pytest.fixture
-def client(batond):
-    c = baton.Client(batond.target)
+@pytest.fixture(params=["session", "per-call"])
+def client(batond, request):
+    """The client under test, once per path: "session" (stream-mode locks
+    through the client's Session stream, the default) and "per-call" (an
+    Acquire stream per lock: what a grpcio that cannot drive a Session on
+    the caller's thread gets)."""
+    from baton import _lane
+    _lane.ENABLED = request.param == "session"
+    try:
+        c = baton.Client(batond.target)
+    finally:
+        _lane.ENABLED = True
     yield c
     c.close()
 

@@ -450,3 +450,90 @@ def test_gpu_count_holds_devices_together(client, other):
     with pytest.raises(baton.InvalidArgument):
         with client.gpu("node7", 4, count=5):
             pass
+
+
+# -- the Session lane (baton/_lane.py): stream-mode locks of a Client ride one
+# Session stream driven on the caller's thread ---------------------------------
+
+def test_stream_locks_ride_the_clients_session(batond, other, key):
+    """The fast path is in use: a grpcio whose internals changed would make
+    every lock fall back to a call of its own (slower, still correct)."""
+    with baton.Client(batond.target) as c:
+        a = c.acquire(key)
+        b = c.acquire(key + "-2")
+        assert a._session is not None and a._session is b._session, \
+            "stream locks are not held on the client's Session (grpcio internals changed?)"
+        assert a._call is None
+        a.release()
+        b.release()
+        assert other.try_lock(key) is not None
+
+
+def test_long_hold_on_one_thread_while_another_cycles(batond, other, key):
+    """A lock held past the monitor delay makes a monitor drive the Session;
+    meanwhile other threads' locks take their own calls, and the held lock's
+    loss is still reported; once it is gone the Session is the fast path again."""
+    with baton.Client(batond.target) as c:
+        lost = threading.Event()
+        long = c.acquire(key, on_lost=lambda lk: lost.set())
+        assert long._session is not None
+        time.sleep(0.3)  # handed to a monitor, which now polls the Session
+        s = long._session
+        assert wait_for(lambda: s.lane.locked(), 2), "no monitor drives the Session"
+        for i in range(20):
+            with c.lock(key + "-short") as lk:
+                assert lk._session is None  # the lane is the monitor's: a call of its own
+                assert other.try_lock(key + "-short") is None
+        free = other.try_lock(key + "-short")
+        assert free is not None
+        free.release()
+        assert other.force_release(key, long.fencing)
+        assert lost.wait(3), "the force-released lock held on the Session was not reported lost"
+        assert long.lost and "lost" in long.lost_reason
+        with pytest.raises(baton.LockLost):
+            long.release()
+        assert wait_for(lambda: not s.lane.locked(), 2), "the monitor did not let go of the Session"
+        with c.lock(key + "-3") as lk:
+            assert lk._session is s
+
+
+def test_long_held_lock_released_while_a_monitor_drives(batond, other, key):
+    with baton.Client(batond.target) as c:
+        lk = c.acquire(key)
+        time.sleep(0.3)
+        assert wait_for(lambda: lk._session.lane.locked(), 2)
+        lk.release()  # a unary Release: the monitor has the lane
+        assert other.try_lock(key) is not None
+        assert not lk.lost
+        assert wait_for(lambda: not lk._session.lane.locked(), 2)
+
+
+def test_an_exception_inside_the_session_abandons_it(batond, other, key, monkeypatch):
+    """If the thread driving the Session is interrupted (a signal handler's
+    KeyboardInterrupt, say), the Session is cancelled: batond releases what it
+    held, its locks are reported lost, and the next lock opens a new one."""
+    from baton import _lane
+    with baton.Client(batond.target) as c:
+        lost = threading.Event()
+        held = c.acquire(key + "-held", on_lost=lambda lk: lost.set())
+        s = held._session
+        assert s is not None
+        real = _lane.Session._dispatch
+        calls = []
+
+        def interrupted(self, r):
+            calls.append(r.id)
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(_lane.Session, "_dispatch", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            c.try_lock(key)
+        monkeypatch.setattr(_lane.Session, "_dispatch", real)
+        assert calls and not s.alive
+        assert lost.wait(3) and held.lost
+        got = wait_for(lambda: other.try_lock(key + "-held"), 3)
+        assert got is not None, "batond kept the abandoned Session's lock"
+        got.release()
+        assert wait_for(lambda: not other.describe(key).held, 3), "the interrupted try-lock left a lock behind"
+        with c.lock(key) as lk:
+            assert lk._session is not None and lk._session is not s
