@@ -13,6 +13,9 @@ Rows (one client, one thread, own key):
                redis-py `Lock.acquire()` + `release()`; etcd Lock + Unlock)
   busy try     a try-lock of a key someone else holds (`client.try_lock`;
                redis-py `acquire(blocking=False)`); etcd's v3lock has none
+"per-call path": the sync client with its Session lane turned off (an
+Acquire stream per lock: what it does where grpcio cannot drive a Session
+on the caller's thread), for the before/after in one run.
 The backends take turns: --rounds rounds of --cycles cycles each, so drift
 of a noisy VM reaches every backend alike. p50/p90/p99 are over all
 samples; "round p50s" shows the spread of the per-round medians.
@@ -105,9 +108,16 @@ def etcd_stubs(out):
 
 
 # -- one cycle per backend: setup() returns (cycle, teardown) --------------------
-def baton_sync(srv, mode):
+def baton_sync(srv, mode, session=True):
+    """session=False: the public per-call path only (an Acquire stream per
+    lock, as before the Session lane; what a grpcio without it gets)."""
     import baton
-    c = baton.Client("127.0.0.1:%d" % srv.batond_port)
+    from baton import _lane
+    _lane.ENABLED = session
+    try:
+        c = baton.Client("127.0.0.1:%d" % srv.batond_port)
+    finally:
+        _lane.ENABLED = True
     key = "pyb-%s-%d" % (mode, os.getpid())
 
     def cycle():
@@ -116,9 +126,14 @@ def baton_sync(srv, mode):
     return cycle, c.close
 
 
-def baton_busy(srv):
+def baton_busy(srv, session=True):
     import baton
-    c = baton.Client("127.0.0.1:%d" % srv.batond_port)
+    from baton import _lane
+    _lane.ENABLED = session
+    try:
+        c = baton.Client("127.0.0.1:%d" % srv.batond_port)
+    finally:
+        _lane.ENABLED = True
     holder = baton.Client("127.0.0.1:%d" % srv.batond_port)
     key = "pyb-busy-%d" % os.getpid()
     held = holder.acquire(key)
@@ -205,11 +220,13 @@ async def _aio_client(srv):
 ROWS = [
     # (row, backend, setup)
     ("uncontended acquire+release", "baton stream (sync)", lambda s: baton_sync(s, "stream")),
+    ("uncontended acquire+release", "baton stream (sync, per-call path)", lambda s: baton_sync(s, "stream", False)),
     ("uncontended acquire+release", "baton lease (sync)", lambda s: baton_sync(s, "lease")),
     ("uncontended acquire+release", "baton stream (asyncio)", baton_aio),
     ("uncontended acquire+release", "redis-py Lock", redis_lock),
     ("uncontended acquire+release", "etcd v3lock", etcd_lock),
     ("busy try-lock", "baton try_lock (sync)", baton_busy),
+    ("busy try-lock", "baton try_lock (sync, per-call path)", lambda s: baton_busy(s, False)),
     ("busy try-lock", "redis-py acquire(blocking=False)", redis_busy),
 ]
 
