@@ -21,8 +21,10 @@
  *   Pointers inside results are valid only during the callback.
  *   `cb` may be NULL for fire-and-forget ops.
  *
- * Redis layout (P = configured key prefix, default "baton:"; K = a key; each
- * key's records share the hash tag {K} and so one Redis Cluster slot):
+ * Redis layout of a standalone (or Sentinel) Redis (P = configured key prefix,
+ * default "baton:"; K = a key; each key's records share the hash tag {K}). On
+ * a Redis Cluster names hash by their tag instead, so that a pool and its
+ * devices share a slot: redis/cluster_map.h has that layout.
  *   P{K}:lock   string  holder token, PX = TTL            (exists <=> held)
  *   P{K}:hold   hash    token, owner, fencing             (no TTL; outlives an
  *                       expired lock until reaped, so EXPIRED can name the holder)

@@ -1,7 +1,8 @@
 /*
  * list.c - List (issue #18): one page of held locks from list.lua, a bounded
  * SCAN walk over P{K}:lock keys (never KEYS). The keys are found by the
- * script, not passed in KEYS, so List needs a standalone (or Sentinel) Redis.
+ * script, not passed in KEYS; on a Redis Cluster it runs on each primary in
+ * turn (cluster_calls.c), flagged allow-cross-slot-keys.
  */
 #include "internal.h"
 #include "reply.h"
