@@ -22,6 +22,14 @@ def transcribe(hold=0.0):
 
 
 @app.task
+@gpu("node8", devices=4, count=2)
+def train(hold=0.0):
+    time.sleep(hold)
+    lk = current_lock()
+    return {"devices": list(lk.devices), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+@app.task
 @lock("video:{video_id}", if_busy="skip")
 def transcode(video_id, hold=0.0, fail=False, pidfile=None):
     if pidfile:

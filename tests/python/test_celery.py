@@ -64,6 +64,14 @@ def test_gpu_task_holds_a_device_with_cuda_visible_devices(worker, other):
     assert not any(other.describe("node7/%d" % d).held for d in range(4))
 
 
+def test_gpu_task_holds_two_devices(worker, other):
+    res = [worker.train.delay(0.3) for _ in range(2)]
+    out = [r.get(timeout=30) for r in res]
+    for o in out:
+        assert len(set(o["devices"])) == 2 and o["cuda"] == ",".join(str(d) for d in o["devices"]), o
+    assert not any(other.describe("node8/%d" % d).held for d in range(4))
+
+
 def test_busy_key_is_skipped_then_runs_when_free(worker, other):
     vid = uuid.uuid4().hex[:8]
     with other.lock("video:" + vid):

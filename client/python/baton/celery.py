@@ -142,11 +142,14 @@ def lock(key, *, wait=0, ttl=None, if_busy="retry", countdown=5, target=None, mo
     return _hold(acquire, if_busy, countdown, target)
 
 
-def gpu(pool, devices, *, wait=None, ttl=None, if_busy="retry", countdown=5, target=None, mode="stream"):
+def gpu(pool, devices, *, count=1, weight=0, wait=None, ttl=None, if_busy="retry", countdown=5, target=None,
+        mode="stream"):
     """Holds one free device of `pool` for the task's run, with
-    CUDA_VISIBLE_DEVICES set to it (restored after). wait: None (default) =
-    up to the server's maximum; 0 = do not wait."""
+    CUDA_VISIBLE_DEVICES set to it (restored after). count=2: two devices at
+    once, all or none ("1,3"); weight=24: a share of each device's capacity
+    (pools configured with one), as Client.gpu. wait: None (default) = up to
+    the server's maximum; 0 = do not wait."""
     def acquire(cl, sig, args, kwargs, owner):
-        return cl.gpu(pool, devices, wait=wait, ttl=ttl, mode=mode, owner=owner)
+        return cl.gpu(pool, devices, count=count, weight=weight, wait=wait, ttl=ttl, mode=mode, owner=owner)
 
     return _hold(acquire, if_busy, countdown, target)
