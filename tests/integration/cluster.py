@@ -202,7 +202,9 @@ class RedisCluster:
     and address() is known, so a batond can be pointed at a cluster that is
     not up yet; start() brings it up)."""
 
-    def __init__(self, workdir, primaries=3, replicas_per_primary=1, node_timeout_ms=1000, start=True):
+    def __init__(self, workdir, primaries=3, replicas_per_primary=1, node_timeout_ms=1000, start=True,
+                 extra_args=()):
+        self.extra_args = list(extra_args)  # more redis-server arguments for every node
         self.nprimaries = primaries
         self.replicas_per_primary = replicas_per_primary
         self.node_timeout_ms = node_timeout_ms
@@ -229,7 +231,7 @@ class RedisCluster:
              "--cluster-allow-replica-migration", "no",
              # Replicas sync at once (Redis 7 waits 5 s for more replicas by default).
              "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
-             "--repl-ping-replica-period", "1"],
+             "--repl-ping-replica-period", "1"] + self.extra_args,
             stdout=log, stderr=subprocess.STDOUT)
         log.close()
 

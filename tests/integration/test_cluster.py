@@ -648,6 +648,45 @@ def test_sigkill_of_a_primary_with_a_stream_hold(rcl, cbatond, cstub):
     _waiters_complete(cstub, held, waiters, hg.fencing)
 
 
+def test_one_shard_down_the_others_serve(workdir, start_batond):
+    """A primary with no replica dies, on a cluster that serves the slots it
+    still has (cluster-require-full-coverage no): batond answers UNAVAILABLE
+    for that shard's keys only; the other shards' keys are granted meanwhile;
+    when the node is back, its keys are granted again."""
+    part = rc.RedisCluster(workdir, replicas_per_primary=0,
+                           extra_args=["--cluster-require-full-coverage", "no"])
+    try:
+        b = start_batond(part.address(), name="batond-cluster-part")
+        with grpc.insecure_channel(b.target) as ch:
+            stub = lock_pb2_grpc.LockServiceStub(ch)
+            names = pick_names(part, "part")
+            dead = part.primaries()[1]
+            part.procs[dead].kill()
+            part.procs[dead].wait()
+            dead_key = names[dead][0]
+
+            def dead_refused():
+                events, code, _, _ = bc.acquire(stub, dead_key, "x", wait_ms=0, timeout=10.0)
+                if code == OK and events and events[-1].WhichOneof("event") == "granted":
+                    bc.release(stub, dead_key, events[-1].granted.token)
+                return code == UNAVAILABLE
+
+            assert bc.wait_until(dead_refused, 30.0, 0.1), b.log_tail(40)
+            for port, ks in names.items():
+                if port != dead:
+                    g = bc.grant(stub, ks[0], "alive", wait_ms=10000)
+                    assert lock_record_value(part, ks[0]) == g.token
+                    bc.release(stub, ks[0], g.token)
+            events, code, details, _ = bc.acquire(stub, dead_key, "x", wait_ms=0, timeout=10.0)
+            assert code == UNAVAILABLE and "redis" in details.lower(), (code, details)
+            part.restart(dead)
+            g = grant_retrying(stub, dead_key, "back", wait_ms=10000)
+            assert lock_record_value(part, dead_key) == g.token
+            bc.release(stub, dead_key, g.token)
+    finally:
+        part.stop()
+
+
 def test_seeds_down_then_cluster_comes_up(workdir, start_batond):
     later = rc.RedisCluster(workdir, start=False)
     try:

@@ -20,9 +20,9 @@
  *     at least 3 s) the op fails UNAVAILABLE.
  *     Any other outcome (including UNAVAILABLE: the outcome is unknown) goes
  *     to the engine as it is;
- *   - the store is up while the map covers every slot and every node serving
- *     a slot is up: as Redis Cluster itself (cluster-require-full-coverage)
- *     refuses writes while a slot has no primary;
+ *   - the store is up (update_state) once every primary of a full map is
+ *     up, and then while any is: a shard that is down fails only its own
+ *     keys' ops, UNAVAILABLE;
  *   - a node that appears after the first map (a promoted replica, or slots
  *     moved to a new primary) may lack writes: hooks.on_new_primary runs
  *     before the next up, so stream holds re-assert themselves there. Each
@@ -155,22 +155,44 @@ static void node_retire(cluster_store *c, int i)
 
 /* ---------------------------------------------------------------- state */
 
+/*
+ * Up: the first time, once the map covers every slot and every primary in it
+ * is up; from then on while the map is there and at least one primary is up.
+ * A shard that is down (its primary unreachable, or failing over) fails its
+ * own keys' ops UNAVAILABLE while the others go on, so one shard's failover
+ * does not stop the locks of the rest. When a primary comes (back) up while
+ * the store is up, the engine re-checks every hold and waiter, as after any
+ * reconnection (its events may have been missed), and hears on_new_primary
+ * first when that primary may lack writes.
+ */
 static void update_state(cluster_store *c)
 {
-    int up = c->have_map && c->full && cl_alive(c);
-    for (int i = 0; up && i < c->nnodes; i++)
-        if (c->nodes[i].serving && !c->nodes[i].st->up)
-            up = 0;
+    int serving = 0, reachable = 0, back = 0;
     for (int i = 0; i < c->nnodes; i++) {
         cl_node *n = &c->nodes[i];
-        if (n->st->up && !n->was_up && n->fresh)
-            c->new_primary = 1; /* a node not written to before */
+        if (n->serving) {
+            serving++;
+            reachable += n->st->up;
+        }
+        if (n->st->up && !n->was_up) {
+            back = 1;
+            if (n->fresh)
+                c->new_primary = 1; /* a node not written to before */
+        }
+        if (!n->st->up && n->was_up && c->up)
+            LOG_WARN("redis %s: primary %s:%d is down: its keys are unavailable until it (or its replica) "
+                     "is back",
+                     c->address, n->host, n->port);
         n->was_up = n->st->up;
     }
-    if (up == c->up)
+    int up = c->have_map && cl_alive(c) &&
+             (c->was_up ? reachable > 0 : c->full && serving > 0 && reachable == serving);
+    if (up == c->up && !(up && back))
         return;
+    if (up != c->up)
+        LOG_INFO("redis %s: store %s (%d of %d primaries up)", c->address, up ? "up" : "down", reachable, serving);
     c->up = up;
-    LOG_INFO("redis %s: store %s", c->address, up ? "up" : "down");
+    c->was_up |= up;
     if (!cl_alive(c) || !c->base.hooks.on_state)
         return;
     c->cb_depth++;

@@ -66,7 +66,7 @@ typedef struct cluster_store {
     cl_node nodes[CL_MAX_KNOWN];
     int nnodes;
     cl_node *slot_node[CLUSTER_NSLOTS];
-    int have_map, up, new_primary, full;
+    int have_map, up, was_up, new_primary, full;
     redisAsyncContext *ctl;
     int ctl_busy, ctl_next, refresh_wanted;
     int64_t ctl_sent_ms, last_refresh_ms;
