@@ -46,17 +46,18 @@ for _ in $(seq 100); do [ -S "$tmp/redis.sock" ] && break; sleep 0.05; done
 export BATON_TEST_REDIS="unix:$tmp/redis.sock"
 
 # A Redis Cluster of three primaries for the store's cluster tests
-# (BATON_TEST_REDIS_CLUSTER). A cluster needs TCP ports, each with its bus
-# port (+10000) free too: try random bases until three nodes start.
+# (BATON_TEST_REDIS_CLUSTER), with a password (every connection batond makes
+# to a node logs in). A cluster needs TCP ports, each with its bus port
+# (+10000) free too: try random bases until three nodes start.
 start_cluster() {
-    local base port i ports=()
+    local base port i ports=() cpw=baton-test-cluster
     for _ in $(seq 20); do
         base=$((20000 + RANDOM % 20000))
         ports=()
         cluster_pids=()
         for i in 0 1 2; do
             port=$((base + i))
-            redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+            redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes --requirepass "$cpw" \
                 --cluster-config-file "$tmp/nodes-$port.conf" --cluster-node-timeout 2000 --save '' \
                 --appendonly no --dir "$tmp" --logfile "$tmp/cluster-$port.log" &
             cluster_pids+=($!)
@@ -64,17 +65,18 @@ start_cluster() {
         done
         sleep 0.3
         local up=1
-        for port in "${ports[@]}"; do redis-cli -p "$port" PING >/dev/null 2>&1 || up=0; done
-        if [ "$up" = 1 ] && redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-yes >/dev/null 2>&1; then
+        for port in "${ports[@]}"; do redis-cli -a "$cpw" --no-auth-warning -p "$port" PING >/dev/null 2>&1 || up=0; done
+        if [ "$up" = 1 ] && redis-cli -a "$cpw" --no-auth-warning --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-yes >/dev/null 2>&1; then
             for _ in $(seq 100); do
                 local ok=1
                 for port in "${ports[@]}"; do
-                    redis-cli -p "$port" CLUSTER INFO | grep -q cluster_state:ok || ok=0
+                    redis-cli -a "$cpw" --no-auth-warning -p "$port" CLUSTER INFO | grep -q cluster_state:ok || ok=0
                 done
                 [ "$ok" = 1 ] && break
                 sleep 0.1
             done
             export BATON_TEST_REDIS_CLUSTER="cluster://127.0.0.1:${ports[0]},127.0.0.1:${ports[1]}"
+            export BATON_TEST_REDIS_CLUSTER_PASSWORD="$cpw"
             return 0
         fi
         for p in "${cluster_pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done

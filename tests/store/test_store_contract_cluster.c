@@ -1,7 +1,8 @@
 /* The store contract (contract.c) against the Redis store on a Redis Cluster
  * (cluster.c: routing by slot, sharded pub/sub, a floor per node), named by
  * BATON_TEST_REDIS_CLUSTER (cluster://H:P,...; deploy/test.sh starts three
- * primaries); every case is skipped when it is unset. */
+ * primaries, with BATON_TEST_REDIS_CLUSTER_PASSWORD); every case is skipped
+ * when it is unset. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -18,6 +19,7 @@ static baton_store *open_cluster(struct event_base *base)
     snprintf(prefix, sizeof prefix, "cc%ld.%d:", (long)getpid(), ++n);
     store_redis_opts o = {.address = addr,
                           .key_prefix = prefix,
+                          .password = getenv("BATON_TEST_REDIS_CLUSTER_PASSWORD"),
                           .command_timeout_ms = 5000,
                           .reconnect_ms = 50,
                           .keyspace_events = 0};
