@@ -31,6 +31,8 @@
 #include <sys/stat.h>
 
 #include <cmocka.h>
+
+#include "redis_sync.h"
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
@@ -484,24 +486,6 @@ static const char *redis_addr(void)
 {
     const char *a = getenv("BATON_TEST_REDIS");
     return a && a[0] ? a : NULL;
-}
-
-static redisContext *sync_connect(const char *addr)
-{
-    redisContext *c;
-    if (strncmp(addr, "unix:", 5) == 0) {
-        c = redisConnectUnix(addr + 5);
-    } else {
-        char host[256];
-        const char *colon = strrchr(addr, ':');
-        assert_non_null(colon);
-        snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
-        c = redisConnect(host, atoi(colon + 1));
-    }
-    assert_non_null(c);
-    if (c->err)
-        fail_msg("cannot connect to %s: %s", addr, c->errstr);
-    return c;
 }
 
 static void fx_open_redis(fixture *f, const char *addr)

@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "redis_sync.h"
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
@@ -86,24 +88,6 @@ static int find_event(const fixture *f, int from, store_event_type type, const c
         if (f->ev[i].type == type && strcmp(f->ev[i].key, key) == 0)
             return i;
     return -1;
-}
-
-static redisContext *sync_connect(const char *addr)
-{
-    redisContext *c;
-    if (strncmp(addr, "unix:", 5) == 0) {
-        c = redisConnectUnix(addr + 5);
-    } else {
-        char host[256];
-        const char *colon = strrchr(addr, ':');
-        assert_non_null(colon);
-        snprintf(host, sizeof(host), "%.*s", (int)(colon - addr), addr);
-        c = redisConnect(host, atoi(colon + 1));
-    }
-    assert_non_null(c);
-    if (c->err)
-        fail_msg("cannot connect to %s: %s", addr, c->errstr);
-    return c;
 }
 
 static long long cmd_int(fixture *f, const char *fmt, ...)
