@@ -50,21 +50,188 @@ static redisContext *connect_addr(const char *addr)
     return redisConnect(host, port);
 }
 
-double bench_redis_cpu_sec(const bench_env *env)
+/* A connected context or NULL (freed). */
+static redisContext *connect_ok(const char *addr)
 {
-    redisContext *rc = connect_addr(env->redis_addr);
-    double sec = -1;
-    redisReply *r = rc && !rc->err ? redisCommand(rc, "INFO cpu") : NULL;
+    redisContext *rc = connect_addr(addr);
+    if (rc && rc->err) {
+        redisFree(rc);
+        rc = NULL;
+    }
+    return rc;
+}
+
+/* The numbers after `field` in `cmd`'s reply (an INFO section); -1 if absent. */
+static double info_num(redisContext *rc, const char *cmd, const char *field)
+{
+    double v = -1;
+    redisReply *r = redisCommand(rc, cmd);
     if (r && r->type == REDIS_REPLY_STRING) {
-        const char *u = strstr(r->str, "used_cpu_user:"), *s = strstr(r->str, "used_cpu_sys:");
-        if (u && s)
-            sec = atof(u + strlen("used_cpu_user:")) + atof(s + strlen("used_cpu_sys:"));
+        const char *p = strstr(r->str, field);
+        if (p)
+            v = atof(p + strlen(field));
     }
     if (r)
         freeReplyObject(r);
-    if (rc)
+    return v;
+}
+
+/* used_cpu_user + used_cpu_sys of one node in seconds, -1 if unknown. */
+static double node_cpu_sec(redisContext *rc)
+{
+    double u = info_num(rc, "INFO cpu", "used_cpu_user:"), s = info_num(rc, "INFO cpu", "used_cpu_sys:");
+    return u >= 0 && s >= 0 ? u + s : -1;
+}
+
+static int cmp_node(const void *a, const void *b)
+{
+    return strcmp(((const bench_redis_node *)a)->addr, ((const bench_redis_node *)b)->addr);
+}
+
+/* The nodes of env->redis_addr, sorted by address: that one Redis, or for
+ * "cluster://SEED[,SEED...]" every node CLUSTER NODES lists on the first seed
+ * that answers (failed or address-less nodes left out). Returns the count, or
+ * -1 when no node answers. */
+static int list_nodes(const bench_env *env, bench_redis_node *out, int max)
+{
+    if (strncmp(env->redis_addr, "cluster://", 10)) {
+        if (max < 1)
+            return -1;
+        memset(out, 0, sizeof *out);
+        snprintf(out->addr, sizeof out->addr, "%s", env->redis_addr);
+        out->primary = 1;
+        return 1;
+    }
+    char seeds[256];
+    snprintf(seeds, sizeof seeds, "%s", env->redis_addr + 10);
+    redisReply *r = NULL;
+    for (char *save = NULL, *t = strtok_r(seeds, ",", &save); t && !r; t = strtok_r(NULL, ",", &save)) {
+        redisContext *rc = connect_ok(t);
+        if (!rc)
+            continue;
+        r = redisCommand(rc, "CLUSTER NODES");
         redisFree(rc);
+        if (r && r->type != REDIS_REPLY_STRING) {
+            freeReplyObject(r);
+            r = NULL;
+        }
+    }
+    if (!r)
+        return -1;
+    int n = 0;
+    /* <id> <ip:port@cport[,hostname]> <flags> <primary> <ping> <pong> <epoch> <link> <slots...> */
+    for (char *save = NULL, *line = strtok_r(r->str, "\n", &save); line && n < max;
+         line = strtok_r(NULL, "\n", &save)) {
+        char addr[128], flags[128];
+        if (sscanf(line, "%*s %127s %127s", addr, flags) != 2 || strstr(flags, "fail") ||
+            strstr(flags, "noaddr") || strstr(flags, "handshake"))
+            continue;
+        addr[strcspn(addr, "@,")] = 0;
+        memset(&out[n], 0, sizeof out[n]);
+        snprintf(out[n].addr, sizeof out[n].addr, "%s", addr);
+        out[n].primary = strstr(flags, "master") != NULL;
+        n++;
+    }
+    freeReplyObject(r);
+    qsort(out, (size_t)n, sizeof *out, cmp_node);
+    return n;
+}
+
+int bench_redis_nodes(const bench_env *env, bench_redis_node *out, int max)
+{
+    int n = list_nodes(env, out, max);
+    for (int i = 0; i < n; i++) {
+        out[i].cpu_sec = out[i].evalsha_calls = -1;
+        redisContext *rc = connect_ok(out[i].addr);
+        if (!rc)
+            continue;
+        out[i].cpu_sec = node_cpu_sec(rc);
+        out[i].evalsha_calls = info_num(rc, "INFO commandstats", "cmdstat_evalsha:calls=");
+        if (out[i].evalsha_calls < 0)
+            out[i].evalsha_calls = 0; /* no EVALSHA yet on this node */
+        redisFree(rc);
+    }
+    return n;
+}
+
+double bench_redis_cpu_sec(const bench_env *env)
+{
+    bench_redis_node nodes[BENCH_MAX_NODES];
+    int n = bench_redis_nodes(env, nodes, BENCH_MAX_NODES);
+    double sec = n > 0 ? 0 : -1;
+    for (int i = 0; i < n && sec >= 0; i++)
+        sec = nodes[i].cpu_sec >= 0 ? sec + nodes[i].cpu_sec : -1;
     return sec;
+}
+
+int bench_redis_cluster_create(const int *ports, const int *bus_ports, int n, char *err, size_t errlen)
+{
+    redisContext *rc[BENCH_MAX_NODES] = {0};
+    int rv = -1;
+    if (n < 1 || n > BENCH_MAX_NODES) {
+        snprintf(err, errlen, "cluster of %d nodes", n);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        char addr[64];
+        snprintf(addr, sizeof addr, "127.0.0.1:%d", ports[i]);
+        if (!(rc[i] = connect_ok(addr))) {
+            snprintf(err, errlen, "connect %s", addr);
+            goto out;
+        }
+    }
+    /* Slots split evenly, as redis-cli --cluster create does; then every
+     * node meets the first one and gossip does the rest. */
+    for (int i = 0; i < n; i++) {
+        int lo = CLUSTER_SLOTS_N * i / n, hi = CLUSTER_SLOTS_N * (i + 1) / n - 1;
+        redisReply *r = redisCommand(rc[i], "CLUSTER ADDSLOTSRANGE %d %d", lo, hi);
+        int ok = r && r->type == REDIS_REPLY_STATUS;
+        if (!ok)
+            snprintf(err, errlen, "CLUSTER ADDSLOTSRANGE on %d: %s", ports[i],
+                     r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
+        if (r)
+            freeReplyObject(r);
+        if (!ok)
+            goto out;
+        if (i == 0)
+            continue;
+        r = redisCommand(rc[i], "CLUSTER MEET 127.0.0.1 %d %d", ports[0], bus_ports[0]);
+        ok = r && r->type == REDIS_REPLY_STATUS;
+        if (!ok)
+            snprintf(err, errlen, "CLUSTER MEET from %d: %s", ports[i],
+                     r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
+        if (r)
+            freeReplyObject(r);
+        if (!ok)
+            goto out;
+    }
+    /* Ready when every node sees all slots served and all n nodes known. */
+    int64_t deadline = bench_now_ns() + 20000000000LL;
+    for (;;) {
+        int ready = 1;
+        for (int i = 0; i < n && ready; i++) {
+            redisReply *r = redisCommand(rc[i], "CLUSTER INFO");
+            char want[32];
+            snprintf(want, sizeof want, "cluster_known_nodes:%d\r", n);
+            ready = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok") &&
+                    strstr(r->str, want);
+            if (r)
+                freeReplyObject(r);
+        }
+        if (ready)
+            break;
+        if (bench_now_ns() > deadline) {
+            snprintf(err, errlen, "cluster_state not ok on every node after 20 s");
+            goto out;
+        }
+        bench_sleep_ns(50000000);
+    }
+    rv = 0;
+out:
+    for (int i = 0; i < n; i++)
+        if (rc[i])
+            redisFree(rc[i]);
+    return rv;
 }
 
 /* Caller frees with client_free. */

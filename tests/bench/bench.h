@@ -23,7 +23,7 @@ void bench_sleep_ns(int64_t ns);
 
 /* ---- where the servers are ---- */
 typedef struct bench_env {
-    char redis_addr[256];  /* "unix:/path" or "host:port" */
+    char redis_addr[256];  /* "unix:/path", "host:port" or "cluster://HOST:PORT,..." */
     char etcd_target[128]; /* "127.0.0.1:P" (gRPC target) */
     char baton_target[128];
     int64_t poll_ms; /* raw-Redis waiter poll interval (redis-py Lock: 100 ms) */
@@ -80,9 +80,29 @@ int procs_free_port(void);
 long procs_rss_kib(int pid);
 /* CPU time (user + system) pid has used, in seconds; -1 if unknown. */
 double procs_cpu_sec(int pid);
-/* CPU time the Redis at env->redis_addr has used (INFO cpu), in seconds; -1
- * if unknown (backend_redis.c). */
+/* Starts an N-primary Redis Cluster (no replicas) on 127.0.0.1 and sets
+ * env->redis_addr to cluster://... listing every node. 0 or -1. */
+int procs_start_cluster(bench_env *env, int nodes);
+
+/* ---- Redis nodes (backend_redis.c) ---- */
+#define BENCH_MAX_NODES 8
+#define CLUSTER_SLOTS_N 16384
+typedef struct bench_redis_node {
+    char addr[256]; /* "host:port" or "unix:/path" */
+    int primary;
+    double cpu_sec;       /* INFO cpu: used_cpu_user + used_cpu_sys; -1 unknown */
+    double evalsha_calls; /* INFO commandstats: cmdstat_evalsha calls; -1 unknown */
+} bench_redis_node;
+/* The Redis nodes behind env->redis_addr, sorted by address, with their CPU
+ * and EVALSHA counts so far: the one Redis, or every node a seed of a
+ * cluster:// address lists in CLUSTER NODES. Count, or -1 if none answers. */
+int bench_redis_nodes(const bench_env *env, bench_redis_node *out, int max);
+/* CPU time all those nodes have used, in seconds; -1 if unknown. */
 double bench_redis_cpu_sec(const bench_env *env);
+/* Makes the cluster-enabled redis-servers on 127.0.0.1:ports[0..n) (cluster
+ * bus on bus_ports) one cluster, the slots split evenly; waits until every
+ * node says ok. 0 or -1. */
+int bench_redis_cluster_create(const int *ports, const int *bus_ports, int n, char *err, size_t errlen);
 
 /* ---- results (report.c) ---- */
 

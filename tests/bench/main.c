@@ -24,6 +24,7 @@ typedef struct opts {
     char backends[256];
     char scenarios[256];
     int iters, rounds, streams, crash_rounds;
+    int cluster; /* > 0: start a private Redis Cluster of that many primaries */
     int_list k, c, m;
     double duration;
     int64_t crash_ttl_ms;
@@ -63,7 +64,11 @@ static void usage(FILE *f)
             "  --crash-ttl-ms MS   TTL of the crashing holder (lease/TTL backends) [1000]\n"
             "  --poll-ms MS        raw-Redis waiter poll interval (redis-py default) [100]\n"
             "  --jitter-ms MS      handoff: random hold time added to 5 ms before release [= poll-ms]\n"
-            "  --redis ADDR        use this Redis (host:port or unix:/path) instead of a private one\n"
+            "  --redis ADDR        use this Redis (host:port, unix:/path or cluster://HOST:PORT,...)\n"
+            "                      instead of a private one\n"
+            "  --cluster N         start a private Redis Cluster of N primaries (1-%d, no replicas) on\n"
+            "                      127.0.0.1 instead of one Redis (batond backends only); throughput rows\n"
+            "                      then show each primary's share of EVALSHA calls and of Redis CPU\n"
             "  --etcd HOST:PORT    use this etcd instead of a private one\n"
             "  --baton HOST:PORT   use this batond instead of a private one (no RSS then)\n"
             "  --batond PATH       batond binary to start [%s]\n"
@@ -74,7 +79,7 @@ static void usage(FILE *f)
             "  --json FILE         write all results and samples as JSON\n"
             "  --plot DIR          write PNG charts with gnuplot\n"
             "  --smoke             tiny run of everything; exit 1 unless every backend produced samples\n",
-            BATON_BENCH_DEFAULT_BATOND);
+            BENCH_MAX_NODES, BATON_BENCH_DEFAULT_BATOND);
 }
 
 static int parse_list(const char *s, int_list *l)
@@ -153,6 +158,7 @@ static int parse_args(int argc, char **argv, opts *o)
         O_HOLD_KEY,
         O_HOLD_TTL,
         O_BATON_CLIENT,
+        O_CLUSTER,
         O_HELP
     };
     static const struct option lo[] = {{"backends", 1, 0, O_BACKENDS},
@@ -180,6 +186,7 @@ static int parse_args(int argc, char **argv, opts *o)
                                        {"hold-key", 1, 0, O_HOLD_KEY},
                                        {"hold-ttl-ms", 1, 0, O_HOLD_TTL},
                                        {"baton-client", 1, 0, O_BATON_CLIENT},
+                                       {"cluster", 1, 0, O_CLUSTER},
                                        {"help", 0, 0, O_HELP},
                                        {0, 0, 0, 0}};
     int ch;
@@ -225,6 +232,7 @@ static int parse_args(int argc, char **argv, opts *o)
             bench_baton_use_stubs = !strcmp(optarg, "stubs");
             bench_baton_no_sessions = !strcmp(optarg, "libbaton-rpc");
             break;
+        case O_CLUSTER: bad = (o->cluster = atoi(optarg)) < 1 || o->cluster > BENCH_MAX_NODES; break;
         case O_HELP:
         case 'h': usage(stdout); exit(0);
         default: return -1;
@@ -326,11 +334,23 @@ int main(int argc, char **argv)
         need_etcd |= !strcmp(sel[i]->family, "etcd");
         need_baton |= !strcmp(sel[i]->family, "baton");
     }
+    /* The raw-Redis backend speaks to one Redis: no MOVED handling. */
+    int cluster = o.cluster || (o.redis && !strncmp(o.redis, "cluster://", 10));
+    if (cluster && (o.redis && o.cluster)) {
+        fprintf(stderr, "baton-bench: --cluster and --redis exclude each other\n");
+        return 2;
+    }
+    for (size_t i = 0; cluster && i < nsel; i++)
+        if (!strcmp(sel[i]->family, "redis")) {
+            fprintf(stderr, "baton-bench: the redis backend does not speak Redis Cluster: pick --backends "
+                            "baton (or etcd) with a cluster\n");
+            return 2;
+        }
     if (procs_init() < 0)
         return 2;
     if (o.redis)
         copy_addr(env.redis_addr, sizeof env.redis_addr, o.redis);
-    else if (need_redis && procs_start_redis(&env) < 0)
+    else if (need_redis && (o.cluster ? procs_start_cluster(&env, o.cluster) : procs_start_redis(&env)) < 0)
         return 2;
     if (o.etcd)
         copy_addr(env.etcd_target, sizeof env.etcd_target, o.etcd);

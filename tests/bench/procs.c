@@ -17,7 +17,7 @@
 
 #include "bench.h"
 
-#define MAX_CHILDREN 8
+#define MAX_CHILDREN (8 + BENCH_MAX_NODES)
 
 static char g_dir[128];
 static pid_t g_children[MAX_CHILDREN];
@@ -298,6 +298,48 @@ int procs_start_redis(bench_env *env)
     if (pid < 0 || wait_ready("redis", pid, ready_unix, sock) < 0)
         return -1;
     snprintf(env->redis_addr, sizeof env->redis_addr, "unix:%s", sock);
+    return 0;
+}
+
+int procs_start_cluster(bench_env *env, int nodes)
+{
+    static const char *const names[BENCH_MAX_NODES] = {"redis-c0", "redis-c1", "redis-c2", "redis-c3",
+                                                       "redis-c4", "redis-c5", "redis-c6", "redis-c7"};
+    int ports[BENCH_MAX_NODES], buses[BENCH_MAX_NODES];
+    pid_t pids[BENCH_MAX_NODES];
+    if (nodes < 1 || nodes > BENCH_MAX_NODES)
+        return -1;
+    size_t len = (size_t)snprintf(env->redis_addr, sizeof env->redis_addr, "cluster://");
+    for (int i = 0; i < nodes; i++) {
+        /* The cluster bus gets a free port of its own (cluster-port), not +10000. */
+        int bus = buses[i] = procs_free_port();
+        ports[i] = procs_free_port();
+        if (!ports[i] || !bus || bus == ports[i])
+            return -1;
+        char port[16], busport[16], conf[300], dir[200];
+        snprintf(port, sizeof port, "%d", ports[i]);
+        snprintf(busport, sizeof busport, "%d", bus);
+        snprintf(conf, sizeof conf, "%s/nodes-%d.conf", g_dir, ports[i]);
+        snprintf(dir, sizeof dir, "%s", g_dir);
+        char *argv[] = {"redis-server", "--port", port, "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                        "--cluster-port", busport, "--cluster-config-file", conf, "--cluster-node-timeout",
+                        "5000", "--dir", dir, "--save", "", "--appendonly", "no", "--notify-keyspace-events", "Ex",
+                        "--maxclients", "10000", NULL};
+        pids[i] = spawn(names[i], argv);
+        if (pids[i] < 0)
+            return -1;
+        len += (size_t)snprintf(env->redis_addr + len, sizeof env->redis_addr - len, "%s127.0.0.1:%d",
+                                i ? "," : "", ports[i]);
+    }
+    for (int i = 0; i < nodes; i++)
+        if (wait_ready(names[i], pids[i], ready_tcp, &ports[i]) < 0)
+            return -1;
+    char err[256];
+    if (bench_redis_cluster_create(ports, buses, nodes, err, sizeof err) < 0) {
+        fprintf(stderr, "baton-bench: cluster: %s\n", err);
+        dump_log(names[0]);
+        return -1;
+    }
     return 0;
 }
 

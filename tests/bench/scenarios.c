@@ -304,6 +304,38 @@ static int cpu_now(const bench_backend *b, const bench_env *env, double sec[CPU_
     return missing;
 }
 
+/* "evalsha/cyc E" and, on more than one primary, each primary's share of the
+ * EVALSHA calls and of the Redis CPU between two readings (nodes by address). */
+static void shard_note(char *buf, size_t len, const bench_redis_node *n0, int c0, const bench_redis_node *n1,
+                       int c1, size_t cycles)
+{
+    buf[0] = 0;
+    if (c0 < 1 || c0 != c1 || !cycles)
+        return;
+    double calls[BENCH_MAX_NODES], cpu[BENCH_MAX_NODES], tcalls = 0, tcpu = 0;
+    int np = 0;
+    for (int i = 0; i < c0; i++) {
+        if (strcmp(n0[i].addr, n1[i].addr) || n0[i].evalsha_calls < 0 || n1[i].evalsha_calls < 0 ||
+            n0[i].cpu_sec < 0 || n1[i].cpu_sec < 0)
+            return;
+        if (!n1[i].primary)
+            continue;
+        tcalls += calls[np] = n1[i].evalsha_calls - n0[i].evalsha_calls;
+        tcpu += cpu[np] = n1[i].cpu_sec - n0[i].cpu_sec;
+        np++;
+    }
+    size_t at = (size_t)snprintf(buf, len, "evalsha/cyc %.2f", tcalls / (double)cycles);
+    if (np < 2 || tcalls <= 0 || tcpu <= 0)
+        return;
+    at += (size_t)snprintf(buf + at, len - at, "; shard%% evalsha");
+    for (int i = 0; i < np && at < len; i++)
+        at += (size_t)snprintf(buf + at, len - at, "%s%.0f", i ? "/" : " ", 100 * calls[i] / tcalls);
+    if (at < len)
+        at += (size_t)snprintf(buf + at, len - at, " cpu");
+    for (int i = 0; i < np && at < len; i++)
+        at += (size_t)snprintf(buf + at, len - at, "%s%.0f", i ? "/" : " ", 100 * cpu[i] / tcpu);
+}
+
 int scen_throughput(const bench_backend *b, const bench_env *env, int clients, int keys, double secs)
 {
     tput t = {.b = b, .env = env, .run = next_run(), .keys = keys};
@@ -322,6 +354,9 @@ int scen_throughput(const bench_backend *b, const bench_env *env, int clients, i
         }
     }
     double cpu0[CPU_N], cpu1[CPU_N];
+    int redis = strcmp(b->family, "etcd") != 0;
+    bench_redis_node nodes0[BENCH_MAX_NODES], nodes1[BENCH_MAX_NODES];
+    int nn0 = redis ? bench_redis_nodes(env, nodes0, BENCH_MAX_NODES) : 0;
     int cpu_missing = cpu_now(b, env, cpu0);
     int64_t t0 = bench_now_ns();
     for (int i = 0; i < clients; i++) {
@@ -337,6 +372,7 @@ int scen_throughput(const bench_backend *b, const bench_env *env, int clients, i
     /* The CPU window also holds the cycles cut off at the stop, which are not
      * counted: at most one per client, against thousands counted. */
     cpu_missing += cpu_now(b, env, cpu1);
+    int nn1 = redis ? bench_redis_nodes(env, nodes1, BENCH_MAX_NODES) : 0;
     bench_result r = {.metric = METRIC_RATE, .rss_kib = -1};
     snprintf(r.scenario, sizeof r.scenario, "throughput");
     snprintf(r.backend, sizeof r.backend, "%s", b->name);
@@ -346,7 +382,10 @@ int scen_throughput(const bench_backend *b, const bench_env *env, int clients, i
     r.n = (size_t)atomic_load(&t.cycles);
     for (int k = 0; k < CPU_N; k++)
         r.cpu_us[k] = cpu0[k] >= 0 && cpu1[k] >= 0 && r.n ? (cpu1[k] - cpu0[k]) * 1e6 / (double)r.n : -1;
-    snprintf(r.note, sizeof r.note, "%s", atomic_load(&t.errors) ? "errors" : "cycles/s");
+    char shards[80];
+    shard_note(shards, sizeof shards, nodes0, nn0, nodes1, nn1, r.n);
+    snprintf(r.note, sizeof r.note, "%s%s%s", atomic_load(&t.errors) ? "errors" : "cycles/s", shards[0] ? "; " : "",
+             shards);
     report_add(&r);
     /* A reading gone missing would quietly blank the columns that explain
      * the rates: the cell fails (so does a smoke run). */
