@@ -102,10 +102,11 @@ static int list_nodes(const bench_env *env, bench_redis_node *out, int max)
         out->primary = 1;
         return 1;
     }
-    char seeds[256];
+    char seeds[256], host[128] = "";
     snprintf(seeds, sizeof seeds, "%s", env->redis_addr + 10);
     redisReply *r = NULL;
     for (char *save = NULL, *t = strtok_r(seeds, ",", &save); t && !r; t = strtok_r(NULL, ",", &save)) {
+        snprintf(host, sizeof host, "%.*s", (int)strcspn(t, ":"), t);
         redisContext *rc = connect_ok(t);
         if (!rc)
             continue;
@@ -128,7 +129,8 @@ static int list_nodes(const bench_env *env, bench_redis_node *out, int max)
             continue;
         addr[strcspn(addr, "@,")] = 0;
         memset(&out[n], 0, sizeof out[n]);
-        snprintf(out[n].addr, sizeof out[n].addr, "%s", addr);
+        /* A node that has met no other one lists itself as ":PORT": the seed's host. */
+        snprintf(out[n].addr, sizeof out[n].addr, "%s%s", addr[0] == ':' ? host : "", addr);
         out[n].primary = strstr(flags, "master") != NULL;
         n++;
     }
