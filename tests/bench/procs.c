@@ -256,7 +256,8 @@ static int ready_tcp(const void *p)
 
 /* batond listens before its Redis connection is up (Acquire answers
  * UNAVAILABLE until then): ready once the port accepts and it logged
- * "store up". */
+ * "health SERVING", which follows the whole store's "store up" (on a
+ * Cluster each node also logs its own "store up" before that). */
 static int ready_batond(const void *p)
 {
     if (!ready_tcp(p))
@@ -269,7 +270,7 @@ static int ready_batond(const void *p)
     char line[512];
     int up = 0;
     while (!up && fgets(line, sizeof line, f))
-        up = strstr(line, "store up") != NULL;
+        up = strstr(line, "health SERVING") != NULL;
     fclose(f);
     return up;
 }
