@@ -80,7 +80,9 @@ static void on_epoch(redisAsyncContext *ac, void *r, void *privdata)
     if (!reply || ac != s->cmd)
         return;
     unsigned long long floor = 0;
-    if (reply->type != REDIS_REPLY_STRING || rstore_parse_u64(reply->str, reply->len, &floor) != 0) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 || reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_INTEGER ||
+        rstore_parse_u64(reply->element[0]->str, reply->element[0]->len, &floor) != 0) {
         LOG_ERROR("redis %s: epoch script failed: %s", s->address,
                   reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
         rstore_request_drop(s, 1, 0);
@@ -95,7 +97,13 @@ static void on_epoch(redisAsyncContext *ac, void *r, void *privdata)
         LOG_WARN("redis %s: a Redis not seen before (fencing floor %s): holds re-assert themselves", s->address,
                  s->fence_floor);
         s->new_primary = 1;
-        rstore_grace_open(s);
+        rstore_grace_open(s, s->grace_ms);
+    } else if (strcmp(was, "0") == 0 && reply->element[1]->integer >= 0 &&
+               reply->element[1]->integer < s->grace_ms) {
+        /* This batond starts just after a change of Redis that another one
+         * saw: it holds nothing, but the others' lost holds may still be
+         * re-asserted; it keeps the rest of the window. */
+        rstore_grace_open(s, s->grace_ms - reply->element[1]->integer);
     }
     LOG_DEBUG("redis %s: fencing floor %s", s->address, s->fence_floor);
     cmd_init_step_done(s);

@@ -206,9 +206,10 @@ redisAsyncContext *rstore_conn_open(redis_store *s, redisConnectCallback *on_con
 void rstore_prioritise(struct event_base *base, struct event *ev);
 /* A reply says this Redis is not (or no longer) the primary: find it again. */
 void rstore_not_primary(redis_store *s, const char *why);
-/* Lock-delay (failover_grace_ms): opens the window (a new primary was seen);
- * the ms left of it (0: closed or off). */
-void rstore_grace_open(redis_store *s);
+/* Lock-delay (failover_grace_ms): opens the window for ms (a new primary was
+ * seen, or this batond starts inside the window another one opened); the ms
+ * left of it (0: closed or off). */
+void rstore_grace_open(redis_store *s, int64_t ms);
 int64_t rstore_grace_left(const redis_store *s);
 
 /* ops.c */

@@ -290,16 +290,19 @@ static void on_grace_end(evutil_socket_t fd, short what, void *arg)
     LOG_INFO("redis %s: failover grace over: free keys are granted again", s->address);
 }
 
-void rstore_grace_open(redis_store *s)
+void rstore_grace_open(redis_store *s, int64_t ms)
 {
-    if (s->grace_ms <= 0)
+    if (s->grace_ms <= 0 || ms <= 0)
         return;
-    s->grace_until = clock_add_ms(clock_mono_ms(), s->grace_ms);
-    struct timeval tv = tv_of_ms(s->grace_ms);
+    int64_t until = clock_add_ms(clock_mono_ms(), ms);
+    if (until <= s->grace_until)
+        return; /* an open window that lasts longer stays */
+    s->grace_until = until;
+    struct timeval tv = tv_of_ms(ms);
     evtimer_add(s->grace_ev, &tv); /* a window still open is extended */
     LOG_WARN("redis %s: failover grace: no free key is granted for %" PRId64
              " ms (redis.failover_grace_ms), so that holds lost with the old primary are re-asserted first",
-             s->address, s->grace_ms);
+             s->address, ms);
 }
 
 int64_t rstore_grace_left(const redis_store *s)

@@ -862,6 +862,24 @@ static void test_failover_grace(void **state)
     long long floor = cmd_int(f, "HGET %sepoch floor", f->prefix);
     assert_true(floor > (long long)held.res.fencing);
 
+    /* A batond that starts now (its first connection, nothing of its own
+     * to lose) keeps the rest of the window: others' lost holds may still
+     * be re-asserted. */
+    next_grace_ms = 3000;
+    baton_store *late = new_store(f, getenv("BATON_TEST_REDIS"), 0, 5000);
+    next_grace_ms = 0;
+    RUN_UNTIL(f, store_redis_is_up(late));
+    baton_store *first = f->st;
+    f->st = late;
+    char t5[33];
+    make_token(t5, 5);
+    acq l = acquire(f, "gl", t5, "late", 0);
+    assert_int_equal(l.err, BATON_OK);
+    assert_int_equal(l.res.granted, 0);
+    assert_true(l.res.retry_ms > 0 && l.res.retry_ms <= 3000);
+    f->st = first;
+    late->ops->free(late);
+
     /* In the window: a free key is not granted; the waiter is queued. */
     acq a = acquire(f, "gk", t2, "waiter", 1);
     assert_int_equal(a.err, BATON_OK);
