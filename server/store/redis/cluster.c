@@ -89,7 +89,6 @@ static void update_state(cluster_store *c);
 static void node_on_state(void *ud, int up)
 {
     cluster_store *c = ud;
-    (void)up;
     if (!up)
         cl_request_refresh(c); /* a primary gone: its replica may be taking over */
     update_state(c);
@@ -98,7 +97,7 @@ static void node_on_state(void *ud, int up)
 static cl_node *node_find(cluster_store *c, const char *host, int port)
 {
     for (int i = 0; i < c->nnodes; i++)
-        if (c->nodes[i].port == port && strcmp(c->nodes[i].host, host) == 0)
+        if (c->nodes[i].st->port == port && strcmp(c->nodes[i].st->host, host) == 0)
             return &c->nodes[i];
     return NULL;
 }
@@ -126,10 +125,9 @@ cl_node *cl_node_get(cluster_store *c, const char *host, int port)
     n = &c->nodes[c->nnodes++];
     memset(n, 0, sizeof *n);
     n->st = st;
-    snprintf(n->host, sizeof n->host, "%s", host);
-    n->port = port;
-    n->fresh = c->have_map;
-    st->cl_fresh = n->fresh; /* new primary on its first connection: re-assert, grace */
+    /* After the first map: a promoted replica, say. Its first connection
+     * counts as a new primary (on_new_primary: holds re-assert; grace). */
+    st->cl_fresh = c->have_map;
     return n;
 }
 
@@ -138,7 +136,7 @@ cl_node *cl_node_get(cluster_store *c, const char *host, int port)
 static void node_retire(cluster_store *c, int i)
 {
     redis_store *st = c->nodes[i].st;
-    LOG_INFO("redis %s: node %s:%d left the map", c->address, c->nodes[i].host, c->nodes[i].port);
+    LOG_INFO("redis %s: node %s:%d left the map", c->address, st->host, st->port);
     for (int s = 0; s < CLUSTER_NSLOTS; s++)
         if (c->slot_node[s] == &c->nodes[i])
             c->slot_node[s] = NULL;
@@ -174,15 +172,12 @@ static void update_state(cluster_store *c)
             serving++;
             reachable += n->st->up;
         }
-        if (n->st->up && !n->was_up) {
-            back = 1;
-            if (n->fresh)
-                c->new_primary = 1; /* a node not written to before */
-        }
+        if (n->st->up && !n->was_up)
+            back = 1; /* a node not written to before said so: node_on_new_primary */
         if (!n->st->up && n->was_up && c->up)
             LOG_WARN("redis %s: primary %s:%d is down: its keys are unavailable until it (or its replica) "
                      "is back",
-                     c->address, n->host, n->port);
+                     c->address, n->st->host, n->st->port);
         n->was_up = n->st->up;
     }
     int up = c->have_map && cl_alive(c) &&
@@ -333,8 +328,8 @@ static void ctl_target(cluster_store *c, const char **host, int *port)
     int n = c->nnodes + c->seeds.nnodes;
     int i = c->ctl_next % n;
     if (i < c->nnodes) {
-        *host = c->nodes[i].host;
-        *port = c->nodes[i].port;
+        *host = c->nodes[i].st->host;
+        *port = c->nodes[i].st->port;
     } else {
         *host = c->seeds.nodes[i - c->nnodes].host;
         *port = c->seeds.nodes[i - c->nnodes].port;
@@ -403,12 +398,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     maybe_refresh(arg);
 }
 
-void cluster__routing_error(struct cluster_store *c, redis_store *node, const char *err)
+void cluster__routing_error(struct cluster_store *c, const cluster_redirect *rd)
 {
-    (void)node;
-    cluster_redirect rd;
-    cluster_redirect_kind k = cluster_redirect_parse(err, strlen(err), &rd);
-    if (k == CLUSTER_REDIRECT_MOVED || k == CLUSTER_REDIRECT_DOWN)
+    if (rd->kind == CLUSTER_REDIRECT_MOVED || rd->kind == CLUSTER_REDIRECT_DOWN)
         cl_request_refresh(c);
 }
 

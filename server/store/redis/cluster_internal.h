@@ -18,11 +18,8 @@
 #define CL_MAX_KNOWN (CLUSTER_MAX_NODES * 2)
 
 typedef struct cl_node {
-    redis_store *st;
-    char host[CLUSTER_HOST_MAX];
-    int port;
-    int serving; /* serves slots in the current map */
-    int fresh;   /* appeared after the first map: may lack writes */
+    redis_store *st; /* its host and port are the node's */
+    int serving;     /* serves slots in the current map */
     int was_up;
 } cl_node;
 

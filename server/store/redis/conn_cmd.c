@@ -127,6 +127,8 @@ static void on_time(redisAsyncContext *ac, void *r, void *privdata)
         return;
     }
     snprintf(s->fence_floor, sizeof s->fence_floor, "%llu", sec * 1000000ULL + usec);
+    if (s->cl_fresh)
+        s->new_primary = 1; /* a node that appeared after the first map */
     cmd_init_step_done(s);
 }
 

@@ -74,11 +74,6 @@ static void on_ssub_reply(void *ud, const redisReply *r)
     setup_reply_done(s);
 }
 
-static void on_ssub_connected(void *ud)
-{
-    (void)ud;
-}
-
 static void on_ssub_closed(void *ud, const char *why)
 {
     redis_store *s = ud;
@@ -100,8 +95,7 @@ void rstore_ssub_update(redis_store *s)
     for (int slot = 0; slot < CLUSTER_NSLOTS; slot++) {
         int own = cl_bit(s->cl_owned, slot), sub = cl_bit(s->cl_subscribed, slot);
         if (own && !sub) {
-            snprintf(chan, sizeof chan, "%sevents{%s}", s->prefix, cluster_slot_tag(slot));
-            send_setup(s, rconn_command(s->ssub, "SSUBSCRIBE %s", chan));
+            send_setup(s, rconn_command(s->ssub, "SSUBSCRIBE %s", rstore_slot_channel(s, slot, chan, sizeof chan)));
             cl_set_bit(s->cl_subscribed, slot, 1);
         } else if (!own && sub) {
             cl_set_bit(s->cl_subscribed, slot, 0); /* Redis drops it when the slot leaves */
@@ -111,7 +105,7 @@ void rstore_ssub_update(redis_store *s)
 
 void rstore_ssub_open(redis_store *s)
 {
-    rconn_hooks h = {.connected = on_ssub_connected, .reply = on_ssub_reply, .closed = on_ssub_closed, .ud = s};
+    rconn_hooks h = {.reply = on_ssub_reply, .closed = on_ssub_closed, .ud = s};
     rconn *c = rconn_open_tcp(s->evb, s->host, s->port, &h);
     if (!c) {
         LOG_WARN("redis %s: pub/sub connect failed", s->address);

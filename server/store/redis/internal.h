@@ -198,6 +198,8 @@ void rstore_disconnect(redis_store *s);
 void rstore_start(redis_store *s);
 /* The events channel of name's slot (cluster) or the one channel; into buf. */
 const char *rstore_channel_of(redis_store *s, const char *name, char *buf, size_t buflen);
+/* Cluster: the events channel of one slot, "<prefix>events{T}", into buf. */
+const char *rstore_slot_channel(const redis_store *s, int slot, char *buf, size_t buflen);
 void rstore_update_state(redis_store *s);
 void rstore_arm_reconnect(redis_store *s);
 void rstore_request_drop(redis_store *s, int cmd, int sub);
@@ -265,8 +267,8 @@ void rstore_ssub_update(redis_store *s);
 void rstore_ssub_close(redis_store *s);
 
 /* cluster.c: a node's op met a routing error (MOVED, ASK, TRYAGAIN,
- * CLUSTERDOWN); err is Redis' text. */
-void cluster__routing_error(struct cluster_store *c, redis_store *node, const char *err);
+ * CLUSTERDOWN), as cluster_redirect_parse read it. */
+void cluster__routing_error(struct cluster_store *c, const cluster_redirect *rd);
 /* cluster.c: is b a cluster store, and is it up. */
 int cluster__is(const baton_store *b);
 /* cluster.c: a node says its slots changed (a sharded channel was dropped). */

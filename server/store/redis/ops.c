@@ -493,7 +493,7 @@ static int op_reply(redisAsyncContext *ac, void *r, store_op *o)
         cluster_redirect rd;
         if (s->cl && cluster_redirect_parse(reply->str, reply->len, &rd) != CLUSTER_REDIRECT_NONE) {
             /* Not run: cluster.c sends it again where the slot lives. */
-            cluster__routing_error(s->cl, s, reply->str);
+            cluster__routing_error(s->cl, &rd);
             rstore_op_fail(o, BATON_E_REDIRECT, reply->str);
         } else if (strncmp(reply->str, "READONLY", 8) == 0 || strncmp(reply->str, "MASTERDOWN", 10) == 0) {
             /* A replica now (failover), or a primary without its replicas. */

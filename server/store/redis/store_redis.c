@@ -407,15 +407,18 @@ int store_redis_is_up(const baton_store *b)
     return b && ((const redis_store *)b)->up;
 }
 
-const char *rstore_channel_of(redis_store *s, const char *name, char *buf, size_t buflen)
+const char *rstore_slot_channel(const redis_store *s, int slot, char *buf, size_t buflen)
 {
-    if (!s->cl)
-        return s->channel;
-    snprintf(buf, buflen, "%sevents{%s}", s->prefix, cluster_slot_tag(cluster_name_slot(name)));
+    snprintf(buf, buflen, "%sevents{%s}", s->prefix, cluster_slot_tag(slot));
     return buf;
 }
 
-/* The address forms of redis/address.h; cluster:// is not served yet. */
+const char *rstore_channel_of(redis_store *s, const char *name, char *buf, size_t buflen)
+{
+    return s->cl ? rstore_slot_channel(s, cluster_name_slot(name), buf, buflen) : s->channel;
+}
+
+/* The address forms of redis/address.h (cluster:// goes to cluster.c). */
 static int parse_address(redis_store *s, const char *addr)
 {
     char why[320];
@@ -458,11 +461,8 @@ redis_store *rstore_create(struct event_base *base, const store_redis_opts *opts
         return NULL;
     s->cl = cl;
     if (cl && (!(s->cl_owned = calloc(CLUSTER_NSLOTS / 8, 1)) ||
-               !(s->cl_subscribed = calloc(CLUSTER_NSLOTS / 8, 1)))) {
-        free(s->cl_owned);
-        free(s);
-        return NULL;
-    }
+               !(s->cl_subscribed = calloc(CLUSTER_NSLOTS / 8, 1))))
+        goto fail;
     s->base.ops = &redis_ops;
     s->evb = base;
     s->db = opts->database;
