@@ -38,15 +38,7 @@
 
 #include "rconn.h"
 
-#define WAIT_MS 5000 /* generous: only catches hangs */
 #define TEXT_MAX 160
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ------------------------------------------------------------- fixture */
 
@@ -173,24 +165,6 @@ static const rconn_hooks *hooks_for(fixture *f)
     static rconn_hooks h;
     h = (rconn_hooks){.connected = on_connected, .reply = on_reply, .closed = on_closed, .ud = f};
     return &h;
-}
-
-/* Runs the loop until `cond` holds or WAIT_MS passes; fails on the latter. */
-#define RUN_UNTIL(f, cond)                                                                                   \
-    do {                                                                                                     \
-        int64_t deadline_ = now_ms() + WAIT_MS;                                                              \
-        while (!(cond) && now_ms() < deadline_)                                                              \
-            event_base_loop((f)->base, EVLOOP_ONCE);                                                         \
-        if (!(cond))                                                                                         \
-            fail_msg("timed out waiting for %s", #cond);                                                     \
-    } while (0)
-
-/* Runs the loop for about ms milliseconds (to see that nothing more comes). */
-static void run_for(fixture *f, int64_t ms)
-{
-    int64_t deadline = now_ms() + ms;
-    while (now_ms() < deadline)
-        event_base_loop(f->base, EVLOOP_ONCE);
 }
 
 static rconn *fx_open_tcp(fixture *f, const char *host, int port)

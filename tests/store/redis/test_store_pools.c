@@ -24,7 +24,6 @@
 
 #include "store.h"
 
-#define WAIT_MS 5000 /* generous: only catches hangs */
 #define MAXDEV 64
 
 typedef struct rec_event {
@@ -44,22 +43,6 @@ typedef struct fixture {
 } fixture;
 
 static int prefix_counter;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-#define RUN_UNTIL(f, cond)                                                                                   \
-    do {                                                                                                     \
-        int64_t deadline_ = now_ms() + WAIT_MS;                                                              \
-        while (!(cond) && now_ms() < deadline_)                                                              \
-            event_base_loop((f)->base, EVLOOP_ONCE);                                                         \
-        if (!(cond))                                                                                         \
-            fail_msg("timed out waiting for %s", #cond);                                                     \
-    } while (0)
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {

@@ -23,7 +23,6 @@
 
 #include "store.h"
 
-#define WAIT_MS 5000 /* generous: only catches hangs */
 
 typedef struct rec_event {
     store_event_type type;
@@ -49,31 +48,6 @@ typedef struct fixture {
 } fixture;
 
 static int prefix_counter;
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Runs the loop until `cond` holds or WAIT_MS passes; fails on the latter. */
-#define RUN_UNTIL(f, cond)                                                                                   \
-    do {                                                                                                     \
-        int64_t deadline_ = now_ms() + WAIT_MS;                                                              \
-        while (!(cond) && now_ms() < deadline_)                                                              \
-            event_base_loop((f)->base, EVLOOP_ONCE);                                                         \
-        if (!(cond))                                                                                         \
-            fail_msg("timed out waiting for %s", #cond);                                                     \
-    } while (0)
-
-/* Runs the loop for about ms milliseconds. */
-static void run_for(fixture *f, int64_t ms)
-{
-    int64_t deadline = now_ms() + ms;
-    while (now_ms() < deadline)
-        event_base_loop(f->base, EVLOOP_ONCE);
-}
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
